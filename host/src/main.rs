@@ -1,0 +1,208 @@
+//! `srhost`: Salient Relevance maps, where a CNN classifier looks.
+//!
+//! Exit codes: 0 ok, 1 some images failed, 2 bad invocation or spec.
+
+mod spec;
+mod runner;
+
+use clap::{Parser, Subcommand};
+use sr_core::{kind_name, LoadedPlugin, Registry};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+// Built-in stages are linked here. Each built-in plugin crate must be named once, or the
+// linker drops its `inventory` registrations:
+//     use sr_plugin_something as _;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "srhost",
+    version,
+    about = "Salient Relevance (SR) maps: where a CNN image classifier looks",
+    after_help = "Exit codes: 0 ok, 1 some images failed, 2 bad invocation or pipeline spec.\n\
+                  Docs: docs/pipeline.md (every TOML key), docs/plugin-authoring.md."
+)]
+struct Cli {
+    /// Run this pipeline TOML (same as `srhost run FILE`).
+    #[arg(long, value_name = "FILE")]
+    pipeline: Option<PathBuf>,
+    /// Override one key of the pipeline, e.g. --set run.output=out/b (repeatable).
+    #[arg(long = "set", value_name = "TABLE.KEY=VALUE", global = true)]
+    sets: Vec<String>,
+    /// Load every plugin library (*.so) in this folder (repeatable).
+    #[arg(long = "plugin-dir", value_name = "DIR", global = true)]
+    plugin_dirs: Vec<PathBuf>,
+    /// Load this plugin library (repeatable).
+    #[arg(long = "plugin", value_name = "FILE", global = true)]
+    plugin_files: Vec<PathBuf>,
+    /// Images processed in parallel (0: one per core).
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 0, global = true)]
+    jobs: usize,
+    /// Redo images whose outputs already exist (a rerun skips them by default).
+    #[arg(long, global = true)]
+    force: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a pipeline.
+    Run { file: PathBuf },
+    /// Validate a pipeline without running it.
+    Check { file: PathBuf },
+    /// List every stage, built-in or loaded, with its parameters and defaults.
+    Plugins {
+        /// Also load the `[[plugin]]` entries of this pipeline.
+        file: Option<PathBuf>,
+    },
+}
+
+/// An error that ends the command with an exit code.
+struct Fail(u8, String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(Fail(code, msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> Result<u8, Fail> {
+    match (&cli.command, &cli.pipeline) {
+        (Some(_), Some(_)) => Err(Fail(2, "give either --pipeline FILE or a subcommand, not both".into())),
+        (None, None) => Err(Fail(2, "nothing to do: give --pipeline FILE, or a subcommand (see --help)".into())),
+        (None, Some(f)) | (Some(Command::Run { file: f }), None) => run(cli, f, false),
+        (Some(Command::Check { file }), None) => run(cli, file, true),
+        (Some(Command::Plugins { file }), None) => list_plugins(cli, file.as_deref()),
+    }
+}
+
+/// Plugin libraries named by --plugin and found by --plugin-dir, in a stable order.
+fn cli_plugin_paths(cli: &Cli) -> Result<Vec<PathBuf>, Fail> {
+    let mut paths = cli.plugin_files.clone();
+    for d in &cli.plugin_dirs {
+        let rd = std::fs::read_dir(d)
+            .map_err(|e| Fail(2, format!("--plugin-dir {}: cannot list it: {e}", d.display())))?;
+        let mut found: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == std::env::consts::DLL_EXTENSION))
+            .collect();
+        found.sort();
+        paths.extend(found);
+    }
+    Ok(paths)
+}
+
+/// Load plugins; a plugin that fails is reported (naming its file) and the others still load.
+fn load_plugins(reg: &mut Registry, paths: &[PathBuf]) -> (Vec<LoadedPlugin>, usize) {
+    let mut loaded = vec![];
+    let mut failed = 0;
+    for p in paths {
+        match reg.load_plugin(p) {
+            Ok(l) => loaded.push(l),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: plugin not loaded: {e}");
+            }
+        }
+    }
+    (loaded, failed)
+}
+
+fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
+    let raw = spec::RawSpec::read(file, &cli.sets).map_err(|e| Fail(2, e.to_string()))?;
+    let mut reg = Registry::with_builtins();
+    let mut paths = cli_plugin_paths(cli)?;
+    paths.extend(raw.plugin_paths().map_err(|e| Fail(2, e.to_string()))?);
+    load_plugins(&mut reg, &paths);
+    let pipeline = raw.validate(&reg).map_err(|e| Fail(2, e.to_string()))?;
+    if check_only {
+        println!(
+            "{}: ok ({} images; model: {}; relevance branches: {}; saliency: {}; renderers: {})",
+            file.display(),
+            pipeline.images.len(),
+            pipeline.model.as_ref().map(|s| s.name.as_str()).unwrap_or("none"),
+            if pipeline.relevance.is_empty() {
+                "none".to_string()
+            } else {
+                pipeline.relevance.iter().map(|(b, s)| format!("{b} ({})", s.name)).collect::<Vec<_>>().join(", ")
+            },
+            pipeline.saliency.as_ref().map(|s| s.name.as_str()).unwrap_or("none"),
+            if pipeline.renderers.is_empty() {
+                "none".to_string()
+            } else {
+                pipeline.renderers.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            },
+        );
+        return Ok(0);
+    }
+    let started = std::time::Instant::now();
+    let stages = runner::build_stages(&pipeline, &reg).map_err(|e| Fail(2, e.to_string()))?;
+    let summary = runner::run(&pipeline, &stages, runner::RunOptions { jobs: cli.jobs, force: cli.force })
+        .map_err(|e| Fail(1, e.to_string()))?;
+    let provenance = serde_json::json!({
+        "srhost": env!("CARGO_PKG_VERSION"),
+        "abi": sr_core::abi::ABI_VERSION,
+        "pipeline": pipeline.file,
+        "config": pipeline.resolved_toml,
+        "stages": reg.entries().map(|e| serde_json::json!({
+            "key": e.info.key(), "version": e.info.version, "source": e.source.to_string(),
+        })).collect::<Vec<_>>(),
+        "images": pipeline.images.len(),
+        "done": summary.done,
+        "skipped": summary.skipped,
+        "failed": summary.failed.iter().map(|(p, e)| serde_json::json!({
+            "image": p.display().to_string(), "error": e.to_string(),
+        })).collect::<Vec<_>>(),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    runner::write_atomic(
+        &pipeline.output.join("run.json"),
+        &serde_json::to_vec_pretty(&provenance).unwrap_or_default(),
+    )
+    .map_err(|e| Fail(1, e.to_string()))?;
+    println!(
+        "done {}, skipped {}, failed {} ({} images) -> {}",
+        summary.done,
+        summary.skipped,
+        summary.failed.len(),
+        pipeline.images.len(),
+        pipeline.output.display()
+    );
+    Ok(if summary.failed.is_empty() { 0 } else { 1 })
+}
+
+fn list_plugins(cli: &Cli, file: Option<&Path>) -> Result<u8, Fail> {
+    let mut reg = Registry::with_builtins();
+    let mut paths = cli_plugin_paths(cli)?;
+    if let Some(f) = file {
+        let raw = spec::RawSpec::read(f, &cli.sets).map_err(|e| Fail(2, e.to_string()))?;
+        paths.extend(raw.plugin_paths().map_err(|e| Fail(2, e.to_string()))?);
+    }
+    let (_, failed) = load_plugins(&mut reg, &paths);
+    let mut any = false;
+    for e in reg.entries() {
+        any = true;
+        println!("{:<10} {:<24} {:<8} {}", kind_name(e.info.kind), e.info.name, e.info.version, e.source);
+        if !e.info.description.is_empty() {
+            println!("    {}", e.info.description);
+        }
+        for p in &e.info.params {
+            println!(
+                "    {} = {:<12} # {}",
+                p.key,
+                p.default_toml.as_deref().unwrap_or("(no default)"),
+                p.doc
+            );
+        }
+    }
+    if !any {
+        println!("no stages: none is built in yet, and no plugin was loaded (use --plugin FILE or --plugin-dir DIR)");
+    }
+    Ok(if failed > 0 { 2 } else { 0 })
+}

@@ -1,0 +1,414 @@
+//! Runs a validated pipeline over its images: in parallel, resumable, never losing finished
+//! outputs (every file is written to a temporary name and renamed into place, and an image
+//! counts as done only once its `result.json` exists).
+
+use crate::spec::Pipeline;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::Serialize;
+use sr_core::{
+    npy, BranchMaps, Error, Image, Model, ModelInfo, Registry, Relevance, RenderInput, Renderer, Result, Saliency,
+    Tensor,
+};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The stages of a pipeline, built once and shared by every image.
+pub struct Stages {
+    pub model: Option<Box<dyn Model>>,
+    pub relevance: Vec<(String, Box<dyn Relevance>)>,
+    pub saliency: Option<Box<dyn Saliency>>,
+    pub renderers: Vec<(String, Box<dyn Renderer>)>,
+}
+
+/// Build every stage of `p` (loading the model is the heavy part).
+pub fn build_stages(p: &Pipeline, reg: &Registry) -> Result<Stages> {
+    let model = match &p.model {
+        Some(s) => Some(reg.create_model(&s.name, &s.params_toml).map_err(|e| e.context(format!("[{}]", s.table)))?),
+        None => None,
+    };
+    let relevance = p
+        .relevance
+        .iter()
+        .map(|(b, s)| {
+            reg.create_relevance(&s.name, &s.params_toml)
+                .map(|r| (b.clone(), r))
+                .map_err(|e| e.context(format!("[{}]", s.table)))
+        })
+        .collect::<Result<_>>()?;
+    let saliency = match &p.saliency {
+        Some(s) => Some(reg.create_saliency(&s.name, &s.params_toml).map_err(|e| e.context(format!("[{}]", s.table)))?),
+        None => None,
+    };
+    let renderers = p
+        .renderers
+        .iter()
+        .map(|s| {
+            reg.create_renderer(&s.name, &s.params_toml)
+                .map(|r| (s.name.clone(), r))
+                .map_err(|e| e.context(format!("[{}]", s.table)))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Stages { model, relevance, saliency, renderers })
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Worker threads; 0 uses every core.
+    pub jobs: usize,
+    /// Redo images whose outputs already exist.
+    pub force: bool,
+}
+
+/// What happened to the images of a run.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub done: usize,
+    pub skipped: usize,
+    pub failed: Vec<(PathBuf, Error)>,
+}
+
+/// Per-image record, written last: its presence marks the image as finished.
+#[derive(Serialize, serde::Deserialize, Debug, Clone)]
+pub struct ImageResult {
+    pub image: String,
+    pub label: Option<String>,
+    pub class_index: Option<usize>,
+    pub branches: Vec<BranchResult>,
+    pub outputs: Vec<String>,
+    pub seconds: HashMap<String, f64>,
+}
+
+#[derive(Serialize, serde::Deserialize, Debug, Clone)]
+pub struct BranchResult {
+    pub branch: String,
+    pub target: usize,
+    pub relevance_sum: f64,
+    pub target_score: f64,
+    pub ratio: f64,
+}
+
+const RESULT_FILE: &str = "result.json";
+
+/// Write `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Output folder names: the file stem, or stem and extension when two images share a stem.
+pub fn output_names(images: &[PathBuf]) -> Vec<String> {
+    let stem = |p: &PathBuf| p.file_stem().and_then(|s| s.to_str()).unwrap_or("image").to_string();
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for p in images {
+        *count.entry(stem(p)).or_default() += 1;
+    }
+    images
+        .iter()
+        .map(|p| {
+            let s = stem(p);
+            if count[&s] > 1 {
+                let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+                format!("{s}_{ext}")
+            } else {
+                s
+            }
+        })
+        .collect()
+}
+
+/// Decode an image file to RGB in [0, 1]. A corrupt file is an error naming it.
+pub fn load_photo(path: &Path) -> Result<Image> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?
+        .decode()
+        .map_err(|e| Error::input(format!("{}: cannot decode the image: {e}", path.display())))?
+        .to_rgb32f();
+    let (w, h) = img.dimensions();
+    Image::new(w as usize, h as usize, 3, img.into_raw())
+}
+
+/// torchvision-style preprocessing: resize the shorter side to `info.resize` (bilinear,
+/// antialiased when shrinking), centre crop `H x W`, then `(x - mean) / std` per channel.
+/// Returns the normalised `1 x C x H x W` tensor and the cropped photo.
+pub fn preprocess(photo: &Image, info: &ModelInfo) -> Result<(Tensor, Image)> {
+    let [c, h, w] = match info.input_shape[..] {
+        [c, h, w] => [c, h, w],
+        _ => return Err(Error::input(format!("model `{}` declares input shape {:?}, expected [C, H, W]", info.name, info.input_shape))),
+    };
+    if c != 3 || info.mean.len() != 3 || info.std.len() != 3 {
+        return Err(Error::unsupported(format!("model `{}`: only 3-channel inputs with 3 means and stds are supported", info.name)));
+    }
+    let buf = image::Rgb32FImage::from_raw(photo.width as u32, photo.height as u32, photo.data().to_vec())
+        .ok_or_else(|| Error::internal("photo buffer size"))?;
+    let (pw, ph) = (photo.width as f64, photo.height as f64);
+    let (rw, rh) = if info.resize == 0 {
+        (w as u32, h as u32)
+    } else {
+        let s = info.resize as f64 / pw.min(ph);
+        (((pw * s).round() as u32).max(w as u32), ((ph * s).round() as u32).max(h as u32))
+    };
+    let resized = image::imageops::resize(&buf, rw, rh, image::imageops::FilterType::Triangle);
+    let (x0, y0) = ((rw - w as u32) / 2, (rh - h as u32) / 2);
+    let crop = image::imageops::crop_imm(&resized, x0, y0, w as u32, h as u32).to_image();
+    let mut chw = vec![0.0f32; 3 * h * w];
+    for (x, y, px) in crop.enumerate_pixels() {
+        for ch in 0..3 {
+            chw[ch * h * w + y as usize * w + x as usize] = (px[ch] - info.mean[ch]) / info.std[ch];
+        }
+    }
+    Ok((Tensor::new(vec![1, 3, h, w], chw)?, Image::new(w, h, 3, crop.into_raw())?))
+}
+
+/// `abs-rgb`: per channel |R|, one min-max over all channels to [0, 1], as an `H x W x C` image.
+pub fn relevance_to_image(r: &Tensor) -> Result<Image> {
+    let (c, h, w) = match r.shape() {
+        [1, c, h, w] | [c, h, w] => (*c, *h, *w),
+        s => return Err(Error::input(format!("relevance has shape {s:?}, expected [1, C, H, W]"))),
+    };
+    let d = r.data();
+    let (lo, hi) = d.iter().fold((f32::INFINITY, 0.0f32), |(lo, hi), v| (lo.min(v.abs()), hi.max(v.abs())));
+    let scale = if hi > lo { 1.0 / (hi - lo) } else { 0.0 };
+    let mut out = vec![0.0f32; h * w * c];
+    for ch in 0..c {
+        for i in 0..h * w {
+            out[i * c + ch] = (d[ch * h * w + i].abs() - lo) * scale;
+        }
+    }
+    Image::new(w, h, c, out)
+}
+
+/// A one-channel map in [0, 1] as an 8-bit grey PNG.
+pub fn map_png(map: &Image) -> Result<Vec<u8>> {
+    let px: Vec<u8> = (0..map.width * map.height)
+        .map(|i| (map.data()[i * map.channels].clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::GrayImage::from_raw(map.width as u32, map.height as u32, px)
+        .ok_or_else(|| Error::internal("map buffer size"))?
+        .write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| Error::internal(format!("PNG encoding failed: {e}")))?;
+    Ok(out.into_inner())
+}
+
+fn check_map(map: &Image, what: &str) -> Result<()> {
+    if map.channels != 1 {
+        return Err(Error::input(format!("{what}: a saliency map must have 1 channel, got {}", map.channels)));
+    }
+    if let Some(v) = map.data().iter().find(|v| !(0.0..=1.0).contains(*v)) {
+        return Err(Error::input(format!("{what}: saliency values must lie in [0, 1], found {v}")));
+    }
+    Ok(())
+}
+
+/// Process one image into `dir`.
+fn process(stages: &Stages, path: &Path, dir: &Path) -> Result<ImageResult> {
+    let mut seconds = HashMap::new();
+    let mut timed = |name: &str, t: Instant| {
+        seconds.insert(name.to_string(), t.elapsed().as_secs_f64());
+    };
+    let mut outputs = vec![];
+    let write = |name: &str, bytes: &[u8], outputs: &mut Vec<String>| -> Result<()> {
+        write_atomic(&dir.join(name), bytes)?;
+        outputs.push(name.to_string());
+        Ok(())
+    };
+    let t = Instant::now();
+    let photo = load_photo(path)?;
+    timed("decode", t);
+    let mut result = ImageResult {
+        image: path.display().to_string(),
+        label: None,
+        class_index: None,
+        branches: vec![],
+        outputs: vec![],
+        seconds: HashMap::new(),
+    };
+    let mut branches = vec![];
+    let mut model_input = None;
+    if let Some(model) = &stages.model {
+        let info = model.info();
+        let t = Instant::now();
+        let (input, crop) = preprocess(&photo, &info)?;
+        let logits = model.forward(&input)?;
+        timed("forward", t);
+        let top = logits
+            .data()
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+            .ok_or_else(|| Error::input("the model returned no logits"))?;
+        result.class_index = Some(top);
+        result.label = Some(info.labels.get(top).cloned().unwrap_or_else(|| format!("class {top}")));
+        for (branch, rel) in &stages.relevance {
+            let t = Instant::now();
+            let e = rel.explain(model.as_ref(), &input, &[top]).map_err(|e| e.context(format!("relevance.{branch}")))?;
+            timed(&format!("relevance.{branch}"), t);
+            let r = e.relevance.reshape(e.relevance.shape()[1..].to_vec())?;
+            write(&format!("relevance-{branch}.npy"), &npy::encode_f32(r.shape(), r.data()), &mut outputs)?;
+            if let Some(s) = e.stats.first() {
+                result.branches.push(BranchResult {
+                    branch: branch.clone(),
+                    target: s.target,
+                    relevance_sum: s.relevance_sum,
+                    target_score: s.target_score,
+                    ratio: s.relevance_sum / s.target_score,
+                });
+            }
+            branches.push(BranchMaps { branch: branch.clone(), relevance: e.relevance, sr: None });
+        }
+        model_input = Some(crop);
+    }
+    let mut photo_saliency = None;
+    if let Some(sal) = &stages.saliency {
+        let t = Instant::now();
+        let base = model_input.as_ref().unwrap_or(&photo);
+        let s = sal.saliency(base).map_err(|e| e.context("saliency of the photo"))?;
+        check_map(&s, "saliency of the photo")?;
+        timed("saliency.photo", t);
+        write("saliency-photo.npy", &npy::encode_f32(&[s.height, s.width], s.data()), &mut outputs)?;
+        write("saliency-photo.png", &map_png(&s)?, &mut outputs)?;
+        for b in &mut branches {
+            let t = Instant::now();
+            let sr = sal.saliency(&relevance_to_image(&b.relevance)?).map_err(|e| e.context(format!("SR map of {}", b.branch)))?;
+            check_map(&sr, &format!("SR map of {}", b.branch))?;
+            timed(&format!("saliency.{}", b.branch), t);
+            write(&format!("sr-{}.npy", b.branch), &npy::encode_f32(&[sr.height, sr.width], sr.data()), &mut outputs)?;
+            write(&format!("sr-{}.png", b.branch), &map_png(&sr)?, &mut outputs)?;
+            b.sr = Some(sr);
+        }
+        photo_saliency = Some(s);
+    }
+    if !stages.renderers.is_empty() {
+        let input = RenderInput {
+            image_name: dir.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string(),
+            photo,
+            model_input,
+            label: result.label.clone().unwrap_or_default(),
+            branches,
+            photo_saliency,
+        };
+        for (name, r) in &stages.renderers {
+            let t = Instant::now();
+            for a in r.render(&input).map_err(|e| e.context(format!("renderer `{name}`")))? {
+                let rel = Path::new(&a.name);
+                if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+                    return Err(Error::input(format!("renderer `{name}` produced `{}`, which is not a plain relative file name", a.name)));
+                }
+                write(&a.name, &a.bytes, &mut outputs)?;
+            }
+            timed(&format!("render.{name}"), t);
+        }
+    }
+    result.outputs = outputs;
+    result.seconds = seconds;
+    let json = serde_json::to_vec_pretty(&result).map_err(|e| Error::internal(e.to_string()))?;
+    write_atomic(&dir.join(RESULT_FILE), &json)?;
+    Ok(result)
+}
+
+/// Run every image of `p` through `stages`, writing into `p.output`.
+pub fn run(p: &Pipeline, stages: &Stages, opts: RunOptions) -> Result<Summary> {
+    std::fs::create_dir_all(&p.output).map_err(|e| Error::io(&p.output, e))?;
+    let names = output_names(&p.images);
+    let pb = ProgressBar::new(p.images.len() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} images, ETA {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs)
+        .build()
+        .map_err(|e| Error::internal(format!("cannot start {} worker threads: {e}", opts.jobs)))?;
+    enum Outcome {
+        Done,
+        Skipped,
+        Failed(Error),
+    }
+    let outcomes: Vec<Outcome> = pool.install(|| {
+        p.images
+            .par_iter()
+            .zip(names.par_iter())
+            .map(|(img, name)| {
+                let dir = p.output.join(name);
+                let marker = dir.join(RESULT_FILE);
+                let outcome = if marker.is_file() && !opts.force {
+                    Outcome::Skipped
+                } else {
+                    if marker.is_file() {
+                        let _ = std::fs::remove_file(&marker);
+                    }
+                    match sr_core::catch_panic(&format!("{}", img.display()), || process(stages, img, &dir)) {
+                        Ok(_) => Outcome::Done,
+                        Err(e) => {
+                            pb.suspend(|| eprintln!("error: {}: {e}", img.display()));
+                            Outcome::Failed(e)
+                        }
+                    }
+                };
+                pb.inc(1);
+                outcome
+            })
+            .collect()
+    });
+    pb.finish_and_clear();
+    let mut s = Summary::default();
+    for (o, img) in outcomes.into_iter().zip(&p.images) {
+        match o {
+            Outcome::Done => s.done += 1,
+            Outcome::Skipped => s.skipped += 1,
+            Outcome::Failed(e) => s.failed.push((img.clone(), e)),
+        }
+    }
+    write_tables(p, &names)?;
+    Ok(s)
+}
+
+/// `metrics.csv` and `metrics.json` from every finished image's `result.json` (so a resumed run
+/// reports every image, not only those it redid).
+fn write_tables(p: &Pipeline, names: &[String]) -> Result<()> {
+    let mut rows = vec![];
+    for name in names {
+        let f = p.output.join(name).join(RESULT_FILE);
+        let Ok(bytes) = std::fs::read(&f) else { continue };
+        let r: ImageResult = serde_json::from_slice(&bytes).map_err(|e| Error::io(&f, e))?;
+        rows.push(r);
+    }
+    let mut csv = String::from("image,label,branch,target,relevance_sum,target_score,ratio\n");
+    for r in &rows {
+        for b in &r.branches {
+            csv.push_str(&format!(
+                "{},{},{},{},{},{},{}\n",
+                csv_field(&r.image),
+                csv_field(r.label.as_deref().unwrap_or("")),
+                csv_field(&b.branch),
+                b.target,
+                b.relevance_sum,
+                b.target_score,
+                b.ratio
+            ));
+        }
+    }
+    write_atomic(&p.output.join("metrics.csv"), csv.as_bytes())?;
+    let json = serde_json::to_vec_pretty(&rows).map_err(|e| Error::internal(e.to_string()))?;
+    write_atomic(&p.output.join("metrics.json"), &json)
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}

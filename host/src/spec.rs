@@ -1,0 +1,439 @@
+//! The pipeline spec: a TOML file, `--set` overrides, and validation before any heavy work.
+//!
+//! Every error names the file, the TOML key path and its line, and says what was expected.
+//! Paths in the spec (images, output, plugins) are relative to the current directory.
+
+use sr_core::{kind_name, Registry, StageInfo, StageKind};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A spec error: where (file, key, line) and what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpecError {
+    pub file: String,
+    pub key: Option<String>,
+    pub line: Option<usize>,
+    pub message: String,
+    pub help: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        write!(f, ": ")?;
+        if let Some(k) = &self.key {
+            write!(f, "`{k}`: ")?;
+        }
+        write!(f, "{}", self.message)?;
+        if !self.help.is_empty() {
+            write!(f, "\n  help: {}", self.help)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+/// One stage as the spec configures it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageSpec {
+    /// The TOML path of its table, e.g. `relevance.lrp_eps`.
+    pub table: String,
+    /// The stage name (`use = ...`).
+    pub name: String,
+    /// Its parameters (every key but `use`), as TOML text.
+    pub params_toml: String,
+}
+
+/// A validated pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pipeline {
+    pub file: String,
+    pub images: Vec<PathBuf>,
+    pub output: PathBuf,
+    pub plugins: Vec<PathBuf>,
+    pub model: Option<StageSpec>,
+    /// `(branch, stage)` in file order.
+    pub relevance: Vec<(String, StageSpec)>,
+    pub saliency: Option<StageSpec>,
+    pub renderers: Vec<StageSpec>,
+    /// The spec after `--set`, as TOML, for `run.json`.
+    pub resolved_toml: String,
+}
+
+/// Image file extensions a folder in `run.images` is searched for.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif"];
+
+const TOP_KEYS: &[&str] = &["run", "model", "relevance", "saliency", "render", "plugin"];
+const RUN_KEYS: &[&str] = &["images", "output"];
+
+/// The parsed but not yet validated spec: values plus the source for locating keys.
+pub struct RawSpec {
+    pub file: String,
+    text: String,
+    doc: Option<toml_edit::Document<String>>,
+    pub table: toml::Table,
+    /// Keys set on the command line (shown as "from --set" in errors).
+    overridden: Vec<String>,
+}
+
+impl RawSpec {
+    pub fn read(path: &Path, sets: &[String]) -> Result<Self, SpecError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+            file: file.clone(),
+            key: None,
+            line: None,
+            message: format!("cannot read the pipeline file: {e}"),
+            help: "give the path of a pipeline TOML file, e.g. configs/sr.toml".into(),
+        })?;
+        Self::parse(&file, &text, sets)
+    }
+
+    pub fn parse(file: &str, text: &str, sets: &[String]) -> Result<Self, SpecError> {
+        let doc = toml_edit::Document::parse(text.to_string()).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            SpecError {
+                file: file.into(),
+                key: None,
+                line,
+                message: format!("not valid TOML: {}", e.message()),
+                help: String::new(),
+            }
+        })?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| SpecError {
+            file: file.into(),
+            key: None,
+            line: e.span().map(|s| line_of(text, s.start)),
+            message: format!("not valid TOML: {}", e.message()),
+            help: String::new(),
+        })?;
+        let mut raw = RawSpec { file: file.into(), text: text.into(), doc: Some(doc), table, overridden: vec![] };
+        for s in sets {
+            raw.apply_set(s)?;
+        }
+        Ok(raw)
+    }
+
+    /// `table.key=value`: the value is read as TOML, or as a plain string when it is not TOML.
+    fn apply_set(&mut self, set: &str) -> Result<(), SpecError> {
+        let err = |m: String| SpecError {
+            file: "--set".into(),
+            key: None,
+            line: None,
+            message: m,
+            help: "write --set table.key=value, e.g. --set run.output=\"out/b\" or --set relevance.lrp.epsilon=0.25"
+                .into(),
+        };
+        let (path, value) = set.split_once('=').ok_or_else(|| err(format!("`{set}` has no `=`")))?;
+        let keys: Vec<&str> = path.trim().split('.').map(str::trim).collect();
+        if keys.iter().any(|k| k.is_empty()) {
+            return Err(err(format!("`{path}` is not a key path")));
+        }
+        let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.trim().to_string()));
+        let mut t = &mut self.table;
+        for k in &keys[..keys.len() - 1] {
+            let entry = t.entry(k.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+            t = entry
+                .as_table_mut()
+                .ok_or_else(|| err(format!("`{path}`: `{k}` is a value, not a table")))?;
+        }
+        t.insert(keys[keys.len() - 1].to_string(), value);
+        self.overridden.push(path.trim().to_string());
+        Ok(())
+    }
+
+    /// The line of a key path (`relevance.lrp.epsilon`, `plugin.0.path`), if it is in the file.
+    pub fn line(&self, path: &[&str]) -> Option<usize> {
+        let doc = self.doc.as_ref()?;
+        let mut table: &dyn toml_edit::TableLike = doc.as_table();
+        let mut span = None;
+        let mut i = 0;
+        while i < path.len() {
+            let (key, next) = table.get_key_value(path[i])?;
+            span = key.span().or_else(|| next.span()).or(span);
+            i += 1;
+            if i == path.len() {
+                break;
+            }
+            if let Some(aot) = next.as_array_of_tables() {
+                let t = aot.get(path[i].parse().ok()?)?;
+                span = t.span().or(span);
+                i += 1;
+                table = t;
+            } else {
+                table = next.as_table_like()?;
+            }
+        }
+        span.map(|s| line_of(&self.text, s.start))
+    }
+
+    fn error(&self, path: &[&str], message: impl Into<String>, help: impl Into<String>) -> SpecError {
+        let key = path.join(".");
+        let from_set = self.overridden.iter().any(|o| key == *o || key.starts_with(&format!("{o}.")));
+        SpecError {
+            file: if from_set { format!("{} (--set)", self.file) } else { self.file.clone() },
+            line: if from_set { None } else { self.line(path) },
+            key: if key.is_empty() { None } else { Some(key) },
+            message: message.into(),
+            help: help.into(),
+        }
+    }
+
+    /// The `[[plugin]] path = ...` entries; read before validation so their stages are known.
+    pub fn plugin_paths(&self) -> Result<Vec<PathBuf>, SpecError> {
+        let Some(v) = self.table.get("plugin") else { return Ok(vec![]) };
+        let Some(arr) = v.as_array() else {
+            return Err(self.error(&["plugin"], "expected an array of tables", "write [[plugin]] then path = \"lib.so\""));
+        };
+        let mut out = vec![];
+        for (i, p) in arr.iter().enumerate() {
+            let idx = i.to_string();
+            let Some(t) = p.as_table() else {
+                return Err(self.error(&["plugin", &idx], "expected a table with `path`", ""));
+            };
+            for k in t.keys() {
+                if k != "path" {
+                    return Err(self.error(&["plugin", &idx, k], "unknown key", "a [[plugin]] table has one key: path"));
+                }
+            }
+            match t.get("path").and_then(|v| v.as_str()) {
+                Some(s) => out.push(PathBuf::from(s)),
+                None => {
+                    return Err(self.error(&["plugin", &idx], "missing `path` (a string)", "path = \"target/debug/libmy_plugin.so\""))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Check the whole spec against the registry: unknown tables, keys and stages, wrong types,
+    /// images that do not exist or globs that match nothing.
+    pub fn validate(&self, registry: &Registry) -> Result<Pipeline, SpecError> {
+        for k in self.table.keys() {
+            if !TOP_KEYS.contains(&k.as_str()) {
+                return Err(self.error(&[k], "unknown table", format!("expected one of: {}{}", TOP_KEYS.join(", "), suggest(k, TOP_KEYS))));
+            }
+        }
+        // [run]
+        let run = match self.table.get("run") {
+            Some(toml::Value::Table(t)) => t.clone(),
+            Some(_) => return Err(self.error(&["run"], "expected a table", "")),
+            None => return Err(self.error(&[], "missing the [run] table", "add [run] with images = [\"assets/images/*.png\"]")),
+        };
+        for k in run.keys() {
+            if !RUN_KEYS.contains(&k.as_str()) {
+                return Err(self.error(&["run", k], "unknown key", format!("[run] keys: {}{}", RUN_KEYS.join(", "), suggest(k, RUN_KEYS))));
+            }
+        }
+        let patterns: Vec<String> = match run.get("images") {
+            Some(toml::Value::String(s)) => vec![s.clone()],
+            Some(toml::Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<_>>()
+                .ok_or_else(|| self.error(&["run", "images"], "expected strings (files, folders or globs)", ""))?,
+            Some(_) => return Err(self.error(&["run", "images"], "expected a string or an array of strings", "")),
+            None => return Err(self.error(&["run"], "missing `images`", "images = [\"assets/images/*.png\"] (files, folders or globs)")),
+        };
+        let mut images = vec![];
+        for p in &patterns {
+            images.extend(expand_images(p).map_err(|m| self.error(&["run", "images"], m, "paths are relative to the current directory"))?);
+        }
+        if images.is_empty() {
+            return Err(self.error(&["run", "images"], "the list is empty", "give at least one image"));
+        }
+        let output = match run.get("output") {
+            None => PathBuf::from("out"),
+            Some(toml::Value::String(s)) => PathBuf::from(s),
+            Some(_) => return Err(self.error(&["run", "output"], "expected a string (a folder)", "")),
+        };
+
+        let model = match self.table.get("model") {
+            None => None,
+            Some(v) => Some(self.stage(&["model"], v, StageKind::Model, registry)?),
+        };
+        let mut relevance = vec![];
+        if let Some(v) = self.table.get("relevance") {
+            let t = v.as_table().ok_or_else(|| {
+                self.error(&["relevance"], "expected tables, one per branch", "[relevance.lrp_eps]\nuse = \"lrp\"")
+            })?;
+            for (branch, bv) in t {
+                if !branch.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                    return Err(self.error(&["relevance", branch], "branch names may hold letters, digits, `_` and `-` only", "they name output files"));
+                }
+                relevance.push((branch.clone(), self.stage(&["relevance", branch], bv, StageKind::Relevance, registry)?));
+            }
+            if model.is_none() && !relevance.is_empty() {
+                return Err(self.error(&["relevance"], "relevance branches need a [model]", "add a [model] table"));
+            }
+        }
+        let saliency = match self.table.get("saliency") {
+            None => None,
+            Some(v) => Some(self.stage(&["saliency"], v, StageKind::Saliency, registry)?),
+        };
+        let mut renderers = vec![];
+        if let Some(v) = self.table.get("render") {
+            let t = v.as_table().ok_or_else(|| self.error(&["render"], "expected a table", "[render]\nuse = [\"heatmap\"]"))?;
+            let names: Vec<String> = match t.get("use") {
+                Some(toml::Value::String(s)) => vec![s.clone()],
+                Some(toml::Value::Array(a)) => a
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| self.error(&["render", "use"], "expected renderer names (strings)", ""))?,
+                Some(_) => return Err(self.error(&["render", "use"], "expected a string or an array of strings", "")),
+                None => return Err(self.error(&["render"], "missing `use`", "use = [\"heatmap\"]")),
+            };
+            for k in t.keys() {
+                if k != "use" && !names.contains(k) {
+                    return Err(self.error(&["render", k], "parameters for a renderer that is not in `render.use`", format!("add \"{k}\" to render.use, or remove the table")));
+                }
+            }
+            for n in &names {
+                let mut params = match t.get(n) {
+                    Some(toml::Value::Table(p)) => p.clone(),
+                    Some(_) => return Err(self.error(&["render", n], "expected a table of parameters", "")),
+                    None => toml::Table::new(),
+                };
+                params.insert("use".into(), toml::Value::String(n.clone()));
+                renderers.push(self.stage(&["render", n], &toml::Value::Table(params), StageKind::Renderer, registry)?);
+            }
+        }
+        let resolved_toml = toml::to_string(&self.table).unwrap_or_default();
+        Ok(Pipeline {
+            file: self.file.clone(),
+            images,
+            output,
+            plugins: self.plugin_paths()?,
+            model,
+            relevance,
+            saliency,
+            renderers,
+            resolved_toml,
+        })
+    }
+
+    fn stage(&self, path: &[&str], v: &toml::Value, kind: StageKind, registry: &Registry) -> Result<StageSpec, SpecError> {
+        let t = v.as_table().ok_or_else(|| self.error(path, "expected a table", "with use = \"<stage name>\""))?;
+        let name = match t.get("use") {
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(_) => return Err(self.error(&[path, &["use"]].concat(), "expected a string (a stage name)", "")),
+            None => {
+                let known = registry.names(kind);
+                return Err(self.error(path, format!("missing `use` (which {} stage)", kind_name(kind)), format!("known {} stages: {}", kind_name(kind), list_or_none(&known))));
+            }
+        };
+        let entry = registry.lookup(kind, &name).map_err(|e| self.error(&[path, &["use"]].concat(), e.message, e.help))?;
+        let mut params = t.clone();
+        params.remove("use");
+        check_params(&entry.info, &params).map_err(|(key, msg, help)| self.error(&[path, &[key.as_str()]].concat(), msg, help))?;
+        Ok(StageSpec {
+            table: path.join("."),
+            name,
+            params_toml: toml::to_string(&params).unwrap_or_default(),
+        })
+    }
+}
+
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() { "none loaded".into() } else { v.join(", ") }
+}
+
+/// Check parameters against a stage's declared ones: unknown keys, and types against defaults.
+fn check_params(info: &StageInfo, params: &toml::Table) -> Result<(), (String, String, String)> {
+    let known: Vec<&str> = info.params.iter().map(|p| p.key.as_str()).collect();
+    for (k, v) in params {
+        let Some(p) = info.params.iter().find(|p| p.key == *k) else {
+            return Err((
+                k.clone(),
+                format!("unknown key for {} stage `{}`", kind_name(info.kind), info.name),
+                format!("its keys: {}{}", if known.is_empty() { "none".to_string() } else { known.join(", ") }, suggest(k, &known)),
+            ));
+        };
+        if let Some(d) = &p.default_toml {
+            if let Ok(mut t) = toml::from_str::<toml::Table>(&format!("v = {d}")) {
+                if let Some(dv) = t.remove("v") {
+                    let ok = dv.type_str() == v.type_str() || (dv.is_float() && v.is_integer());
+                    if !ok {
+                        return Err((k.clone(), format!("expected a {} (like the default {d}), got a {}", dv.type_str(), v.type_str()), p.doc.clone()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ", did you mean `x`?" when a known key is one or two edits away.
+fn suggest(k: &str, known: &[&str]) -> String {
+    known
+        .iter()
+        .map(|c| (edit_distance(k, c), c))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, c)| format!("; did you mean `{c}`?"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// A file, a folder (its images, sorted) or a glob (its matches, sorted).
+pub fn expand_images(p: &str) -> Result<Vec<PathBuf>, String> {
+    let is_image = |q: &Path| {
+        q.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            .unwrap_or(false)
+    };
+    if p.contains(['*', '?', '[']) {
+        let mut v: Vec<PathBuf> = glob::glob(p)
+            .map_err(|e| format!("bad glob `{p}`: {e}"))?
+            .filter_map(|r| r.ok())
+            .filter(|q| q.is_file())
+            .collect();
+        v.sort();
+        if v.is_empty() {
+            return Err(format!("the glob `{p}` matches no file"));
+        }
+        return Ok(v);
+    }
+    let path = PathBuf::from(p);
+    if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&path)
+            .map_err(|e| format!("cannot list `{p}`: {e}"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|q| q.is_file() && is_image(q))
+            .collect();
+        v.sort();
+        if v.is_empty() {
+            return Err(format!("the folder `{p}` holds no image ({})", IMAGE_EXTENSIONS.join(", ")));
+        }
+        Ok(v)
+    } else if path.is_file() {
+        Ok(vec![path])
+    } else {
+        Err(format!("no such file or folder: `{p}`"))
+    }
+}
