@@ -2,8 +2,8 @@
 //!
 //! Exit codes: 0 ok, 1 some images failed, 2 bad invocation or spec.
 
-mod spec;
 mod runner;
+mod spec;
 
 use clap::{Parser, Subcommand};
 use sr_core::{kind_name, LoadedPlugin, Registry};
@@ -36,7 +36,13 @@ struct Cli {
     #[arg(long = "plugin", value_name = "FILE", global = true)]
     plugin_files: Vec<PathBuf>,
     /// Images processed in parallel (0: one per core).
-    #[arg(long, short = 'j', value_name = "N", default_value_t = 0, global = true)]
+    #[arg(
+        long,
+        short = 'j',
+        value_name = "N",
+        default_value_t = 0,
+        global = true
+    )]
     jobs: usize,
     /// Redo images whose outputs already exist (a rerun skips them by default).
     #[arg(long, global = true)]
@@ -74,8 +80,14 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: &Cli) -> Result<u8, Fail> {
     match (&cli.command, &cli.pipeline) {
-        (Some(_), Some(_)) => Err(Fail(2, "give either --pipeline FILE or a subcommand, not both".into())),
-        (None, None) => Err(Fail(2, "nothing to do: give --pipeline FILE, or a subcommand (see --help)".into())),
+        (Some(_), Some(_)) => Err(Fail(
+            2,
+            "give either --pipeline FILE or a subcommand, not both".into(),
+        )),
+        (None, None) => Err(Fail(
+            2,
+            "nothing to do: give --pipeline FILE, or a subcommand (see --help)".into(),
+        )),
         (None, Some(f)) | (Some(Command::Run { file: f }), None) => run(cli, f, false),
         (Some(Command::Check { file }), None) => run(cli, file, true),
         (Some(Command::Plugins { file }), None) => list_plugins(cli, file.as_deref()),
@@ -86,11 +98,19 @@ fn dispatch(cli: &Cli) -> Result<u8, Fail> {
 fn cli_plugin_paths(cli: &Cli) -> Result<Vec<PathBuf>, Fail> {
     let mut paths = cli.plugin_files.clone();
     for d in &cli.plugin_dirs {
-        let rd = std::fs::read_dir(d)
-            .map_err(|e| Fail(2, format!("--plugin-dir {}: cannot list it: {e}", d.display())))?;
+        let rd = std::fs::read_dir(d).map_err(|e| {
+            Fail(
+                2,
+                format!("--plugin-dir {}: cannot list it: {e}", d.display()),
+            )
+        })?;
         let mut found: Vec<PathBuf> = rd
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == std::env::consts::DLL_EXTENSION))
+            .filter(|p| {
+                p.is_file()
+                    && p.extension()
+                        .is_some_and(|x| x == std::env::consts::DLL_EXTENSION)
+            })
             .collect();
         found.sort();
         paths.extend(found);
@@ -126,25 +146,50 @@ fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
             "{}: ok ({} images; model: {}; relevance branches: {}; saliency: {}; renderers: {})",
             file.display(),
             pipeline.images.len(),
-            pipeline.model.as_ref().map(|s| s.name.as_str()).unwrap_or("none"),
+            pipeline
+                .model
+                .as_ref()
+                .map(|s| s.name.as_str())
+                .unwrap_or("none"),
             if pipeline.relevance.is_empty() {
                 "none".to_string()
             } else {
-                pipeline.relevance.iter().map(|(b, s)| format!("{b} ({})", s.name)).collect::<Vec<_>>().join(", ")
+                pipeline
+                    .relevance
+                    .iter()
+                    .map(|(b, s)| format!("{b} ({})", s.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             },
-            pipeline.saliency.as_ref().map(|s| s.name.as_str()).unwrap_or("none"),
+            pipeline
+                .saliency
+                .as_ref()
+                .map(|s| s.name.as_str())
+                .unwrap_or("none"),
             if pipeline.renderers.is_empty() {
                 "none".to_string()
             } else {
-                pipeline.renderers.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                pipeline
+                    .renderers
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             },
         );
         return Ok(0);
     }
     let started = std::time::Instant::now();
     let stages = runner::build_stages(&pipeline, &reg).map_err(|e| Fail(2, e.to_string()))?;
-    let summary = runner::run(&pipeline, &stages, runner::RunOptions { jobs: cli.jobs, force: cli.force })
-        .map_err(|e| Fail(1, e.to_string()))?;
+    let summary = runner::run(
+        &pipeline,
+        &stages,
+        runner::RunOptions {
+            jobs: cli.jobs,
+            force: cli.force,
+        },
+    )
+    .map_err(|e| Fail(1, e.to_string()))?;
     let provenance = serde_json::json!({
         "srhost": env!("CARGO_PKG_VERSION"),
         "abi": sr_core::abi::ABI_VERSION,
@@ -188,7 +233,13 @@ fn list_plugins(cli: &Cli, file: Option<&Path>) -> Result<u8, Fail> {
     let mut any = false;
     for e in reg.entries() {
         any = true;
-        println!("{:<10} {:<24} {:<8} {}", kind_name(e.info.kind), e.info.name, e.info.version, e.source);
+        println!(
+            "{:<10} {:<24} {:<8} {}",
+            kind_name(e.info.kind),
+            e.info.name,
+            e.info.version,
+            e.source
+        );
         if !e.info.description.is_empty() {
             println!("    {}", e.info.description);
         }

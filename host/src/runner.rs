@@ -7,8 +7,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
 use sr_core::{
-    npy, BranchMaps, Error, Image, Model, ModelInfo, Registry, Relevance, RenderInput, Renderer, Result, Saliency,
-    Tensor,
+    npy, BranchMaps, Error, Image, Model, ModelInfo, Registry, Relevance, RenderInput, Renderer,
+    Result, Saliency, Tensor,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +25,10 @@ pub struct Stages {
 /// Build every stage of `p` (loading the model is the heavy part).
 pub fn build_stages(p: &Pipeline, reg: &Registry) -> Result<Stages> {
     let model = match &p.model {
-        Some(s) => Some(reg.create_model(&s.name, &s.params_toml).map_err(|e| e.context(format!("[{}]", s.table)))?),
+        Some(s) => Some(
+            reg.create_model(&s.name, &s.params_toml)
+                .map_err(|e| e.context(format!("[{}]", s.table)))?,
+        ),
         None => None,
     };
     let relevance = p
@@ -38,7 +41,10 @@ pub fn build_stages(p: &Pipeline, reg: &Registry) -> Result<Stages> {
         })
         .collect::<Result<_>>()?;
     let saliency = match &p.saliency {
-        Some(s) => Some(reg.create_saliency(&s.name, &s.params_toml).map_err(|e| e.context(format!("[{}]", s.table)))?),
+        Some(s) => Some(
+            reg.create_saliency(&s.name, &s.params_toml)
+                .map_err(|e| e.context(format!("[{}]", s.table)))?,
+        ),
         None => None,
     };
     let renderers = p
@@ -50,7 +56,12 @@ pub fn build_stages(p: &Pipeline, reg: &Registry) -> Result<Stages> {
                 .map_err(|e| e.context(format!("[{}]", s.table)))
         })
         .collect::<Result<_>>()?;
-    Ok(Stages { model, relevance, saliency, renderers })
+    Ok(Stages {
+        model,
+        relevance,
+        saliency,
+        renderers,
+    })
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -106,7 +117,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Output folder names: the file stem, or stem and extension when two images share a stem.
 pub fn output_names(images: &[PathBuf]) -> Vec<String> {
-    let stem = |p: &PathBuf| p.file_stem().and_then(|s| s.to_str()).unwrap_or("image").to_string();
+    let stem = |p: &PathBuf| {
+        p.file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("image")
+            .to_string()
+    };
     let mut count: HashMap<String, usize> = HashMap::new();
     for p in images {
         *count.entry(stem(p)).or_default() += 1;
@@ -144,19 +160,34 @@ pub fn load_photo(path: &Path) -> Result<Image> {
 pub fn preprocess(photo: &Image, info: &ModelInfo) -> Result<(Tensor, Image)> {
     let [c, h, w] = match info.input_shape[..] {
         [c, h, w] => [c, h, w],
-        _ => return Err(Error::input(format!("model `{}` declares input shape {:?}, expected [C, H, W]", info.name, info.input_shape))),
+        _ => {
+            return Err(Error::input(format!(
+                "model `{}` declares input shape {:?}, expected [C, H, W]",
+                info.name, info.input_shape
+            )))
+        }
     };
     if c != 3 || info.mean.len() != 3 || info.std.len() != 3 {
-        return Err(Error::unsupported(format!("model `{}`: only 3-channel inputs with 3 means and stds are supported", info.name)));
+        return Err(Error::unsupported(format!(
+            "model `{}`: only 3-channel inputs with 3 means and stds are supported",
+            info.name
+        )));
     }
-    let buf = image::Rgb32FImage::from_raw(photo.width as u32, photo.height as u32, photo.data().to_vec())
-        .ok_or_else(|| Error::internal("photo buffer size"))?;
+    let buf = image::Rgb32FImage::from_raw(
+        photo.width as u32,
+        photo.height as u32,
+        photo.data().to_vec(),
+    )
+    .ok_or_else(|| Error::internal("photo buffer size"))?;
     let (pw, ph) = (photo.width as f64, photo.height as f64);
     let (rw, rh) = if info.resize == 0 {
         (w as u32, h as u32)
     } else {
         let s = info.resize as f64 / pw.min(ph);
-        (((pw * s).round() as u32).max(w as u32), ((ph * s).round() as u32).max(h as u32))
+        (
+            ((pw * s).round() as u32).max(w as u32),
+            ((ph * s).round() as u32).max(h as u32),
+        )
     };
     let resized = image::imageops::resize(&buf, rw, rh, image::imageops::FilterType::Triangle);
     let (x0, y0) = ((rw - w as u32) / 2, (rh - h as u32) / 2);
@@ -167,17 +198,26 @@ pub fn preprocess(photo: &Image, info: &ModelInfo) -> Result<(Tensor, Image)> {
             chw[ch * h * w + y as usize * w + x as usize] = (px[ch] - info.mean[ch]) / info.std[ch];
         }
     }
-    Ok((Tensor::new(vec![1, 3, h, w], chw)?, Image::new(w, h, 3, crop.into_raw())?))
+    Ok((
+        Tensor::new(vec![1, 3, h, w], chw)?,
+        Image::new(w, h, 3, crop.into_raw())?,
+    ))
 }
 
 /// `abs-rgb`: per channel |R|, one min-max over all channels to [0, 1], as an `H x W x C` image.
 pub fn relevance_to_image(r: &Tensor) -> Result<Image> {
     let (c, h, w) = match r.shape() {
         [1, c, h, w] | [c, h, w] => (*c, *h, *w),
-        s => return Err(Error::input(format!("relevance has shape {s:?}, expected [1, C, H, W]"))),
+        s => {
+            return Err(Error::input(format!(
+                "relevance has shape {s:?}, expected [1, C, H, W]"
+            )))
+        }
     };
     let d = r.data();
-    let (lo, hi) = d.iter().fold((f32::INFINITY, 0.0f32), |(lo, hi), v| (lo.min(v.abs()), hi.max(v.abs())));
+    let (lo, hi) = d.iter().fold((f32::INFINITY, 0.0f32), |(lo, hi), v| {
+        (lo.min(v.abs()), hi.max(v.abs()))
+    });
     let scale = if hi > lo { 1.0 / (hi - lo) } else { 0.0 };
     let mut out = vec![0.0f32; h * w * c];
     for ch in 0..c {
@@ -203,10 +243,15 @@ pub fn map_png(map: &Image) -> Result<Vec<u8>> {
 
 fn check_map(map: &Image, what: &str) -> Result<()> {
     if map.channels != 1 {
-        return Err(Error::input(format!("{what}: a saliency map must have 1 channel, got {}", map.channels)));
+        return Err(Error::input(format!(
+            "{what}: a saliency map must have 1 channel, got {}",
+            map.channels
+        )));
     }
     if let Some(v) = map.data().iter().find(|v| !(0.0..=1.0).contains(*v)) {
-        return Err(Error::input(format!("{what}: saliency values must lie in [0, 1], found {v}")));
+        return Err(Error::input(format!(
+            "{what}: saliency values must lie in [0, 1], found {v}"
+        )));
     }
     Ok(())
 }
@@ -250,13 +295,24 @@ fn process(stages: &Stages, path: &Path, dir: &Path) -> Result<ImageResult> {
             .map(|(i, _)| i)
             .ok_or_else(|| Error::input("the model returned no logits"))?;
         result.class_index = Some(top);
-        result.label = Some(info.labels.get(top).cloned().unwrap_or_else(|| format!("class {top}")));
+        result.label = Some(
+            info.labels
+                .get(top)
+                .cloned()
+                .unwrap_or_else(|| format!("class {top}")),
+        );
         for (branch, rel) in &stages.relevance {
             let t = Instant::now();
-            let e = rel.explain(model.as_ref(), &input, &[top]).map_err(|e| e.context(format!("relevance.{branch}")))?;
+            let e = rel
+                .explain(model.as_ref(), &input, &[top])
+                .map_err(|e| e.context(format!("relevance.{branch}")))?;
             timed(&format!("relevance.{branch}"), t);
             let r = e.relevance.reshape(e.relevance.shape()[1..].to_vec())?;
-            write(&format!("relevance-{branch}.npy"), &npy::encode_f32(r.shape(), r.data()), &mut outputs)?;
+            write(
+                &format!("relevance-{branch}.npy"),
+                &npy::encode_f32(r.shape(), r.data()),
+                &mut outputs,
+            )?;
             if let Some(s) = e.stats.first() {
                 result.branches.push(BranchResult {
                     branch: branch.clone(),
@@ -266,7 +322,11 @@ fn process(stages: &Stages, path: &Path, dir: &Path) -> Result<ImageResult> {
                     ratio: s.relevance_sum / s.target_score,
                 });
             }
-            branches.push(BranchMaps { branch: branch.clone(), relevance: e.relevance, sr: None });
+            branches.push(BranchMaps {
+                branch: branch.clone(),
+                relevance: e.relevance,
+                sr: None,
+            });
         }
         model_input = Some(crop);
     }
@@ -274,25 +334,45 @@ fn process(stages: &Stages, path: &Path, dir: &Path) -> Result<ImageResult> {
     if let Some(sal) = &stages.saliency {
         let t = Instant::now();
         let base = model_input.as_ref().unwrap_or(&photo);
-        let s = sal.saliency(base).map_err(|e| e.context("saliency of the photo"))?;
+        let s = sal
+            .saliency(base)
+            .map_err(|e| e.context("saliency of the photo"))?;
         check_map(&s, "saliency of the photo")?;
         timed("saliency.photo", t);
-        write("saliency-photo.npy", &npy::encode_f32(&[s.height, s.width], s.data()), &mut outputs)?;
+        write(
+            "saliency-photo.npy",
+            &npy::encode_f32(&[s.height, s.width], s.data()),
+            &mut outputs,
+        )?;
         write("saliency-photo.png", &map_png(&s)?, &mut outputs)?;
         for b in &mut branches {
             let t = Instant::now();
-            let sr = sal.saliency(&relevance_to_image(&b.relevance)?).map_err(|e| e.context(format!("SR map of {}", b.branch)))?;
+            let sr = sal
+                .saliency(&relevance_to_image(&b.relevance)?)
+                .map_err(|e| e.context(format!("SR map of {}", b.branch)))?;
             check_map(&sr, &format!("SR map of {}", b.branch))?;
             timed(&format!("saliency.{}", b.branch), t);
-            write(&format!("sr-{}.npy", b.branch), &npy::encode_f32(&[sr.height, sr.width], sr.data()), &mut outputs)?;
-            write(&format!("sr-{}.png", b.branch), &map_png(&sr)?, &mut outputs)?;
+            write(
+                &format!("sr-{}.npy", b.branch),
+                &npy::encode_f32(&[sr.height, sr.width], sr.data()),
+                &mut outputs,
+            )?;
+            write(
+                &format!("sr-{}.png", b.branch),
+                &map_png(&sr)?,
+                &mut outputs,
+            )?;
             b.sr = Some(sr);
         }
         photo_saliency = Some(s);
     }
     if !stages.renderers.is_empty() {
         let input = RenderInput {
-            image_name: dir.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string(),
+            image_name: dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string(),
             photo,
             model_input,
             label: result.label.clone().unwrap_or_default(),
@@ -301,10 +381,20 @@ fn process(stages: &Stages, path: &Path, dir: &Path) -> Result<ImageResult> {
         };
         for (name, r) in &stages.renderers {
             let t = Instant::now();
-            for a in r.render(&input).map_err(|e| e.context(format!("renderer `{name}`")))? {
+            for a in r
+                .render(&input)
+                .map_err(|e| e.context(format!("renderer `{name}`")))?
+            {
                 let rel = Path::new(&a.name);
-                if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-                    return Err(Error::input(format!("renderer `{name}` produced `{}`, which is not a plain relative file name", a.name)));
+                if rel.is_absolute()
+                    || rel
+                        .components()
+                        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+                {
+                    return Err(Error::input(format!(
+                        "renderer `{name}` produced `{}`, which is not a plain relative file name",
+                        a.name
+                    )));
                 }
                 write(&a.name, &a.bytes, &mut outputs)?;
             }
@@ -324,8 +414,10 @@ pub fn run(p: &Pipeline, stages: &Stages, opts: RunOptions) -> Result<Summary> {
     let names = output_names(&p.images);
     let pb = ProgressBar::new(p.images.len() as u64);
     pb.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} images, ETA {eta} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} images, ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs)
@@ -349,7 +441,9 @@ pub fn run(p: &Pipeline, stages: &Stages, opts: RunOptions) -> Result<Summary> {
                     if marker.is_file() {
                         let _ = std::fs::remove_file(&marker);
                     }
-                    match sr_core::catch_panic(&format!("{}", img.display()), || process(stages, img, &dir)) {
+                    match sr_core::catch_panic(&format!("{}", img.display()), || {
+                        process(stages, img, &dir)
+                    }) {
                         Ok(_) => Outcome::Done,
                         Err(e) => {
                             pb.suspend(|| eprintln!("error: {}: {e}", img.display()));
@@ -381,7 +475,9 @@ fn write_tables(p: &Pipeline, names: &[String]) -> Result<()> {
     let mut rows = vec![];
     for name in names {
         let f = p.output.join(name).join(RESULT_FILE);
-        let Ok(bytes) = std::fs::read(&f) else { continue };
+        let Ok(bytes) = std::fs::read(&f) else {
+            continue;
+        };
         let r: ImageResult = serde_json::from_slice(&bytes).map_err(|e| Error::io(&f, e))?;
         rows.push(r);
     }

@@ -111,7 +111,13 @@ impl RawSpec {
             message: format!("not valid TOML: {}", e.message()),
             help: String::new(),
         })?;
-        let mut raw = RawSpec { file: file.into(), text: text.into(), doc: Some(doc), table, overridden: vec![] };
+        let mut raw = RawSpec {
+            file: file.into(),
+            text: text.into(),
+            doc: Some(doc),
+            table,
+            overridden: vec![],
+        };
         for s in sets {
             raw.apply_set(s)?;
         }
@@ -120,15 +126,19 @@ impl RawSpec {
 
     /// `table.key=value`: the value is read as TOML, or as a plain string when it is not TOML.
     fn apply_set(&mut self, set: &str) -> Result<(), SpecError> {
-        let err = |m: String| SpecError {
+        let err = |m: String| {
+            SpecError {
             file: "--set".into(),
             key: None,
             line: None,
             message: m,
             help: "write --set table.key=value, e.g. --set run.output=\"out/b\" or --set relevance.lrp.epsilon=0.25"
                 .into(),
+        }
         };
-        let (path, value) = set.split_once('=').ok_or_else(|| err(format!("`{set}` has no `=`")))?;
+        let (path, value) = set
+            .split_once('=')
+            .ok_or_else(|| err(format!("`{set}` has no `=`")))?;
         let keys: Vec<&str> = path.trim().split('.').map(str::trim).collect();
         if keys.iter().any(|k| k.is_empty()) {
             return Err(err(format!("`{path}` is not a key path")));
@@ -139,7 +149,9 @@ impl RawSpec {
             .unwrap_or_else(|| toml::Value::String(value.trim().to_string()));
         let mut t = &mut self.table;
         for k in &keys[..keys.len() - 1] {
-            let entry = t.entry(k.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+            let entry = t
+                .entry(k.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
             t = entry
                 .as_table_mut()
                 .ok_or_else(|| err(format!("`{path}`: `{k}` is a value, not a table")))?;
@@ -174,11 +186,23 @@ impl RawSpec {
         span.map(|s| line_of(&self.text, s.start))
     }
 
-    fn error(&self, path: &[&str], message: impl Into<String>, help: impl Into<String>) -> SpecError {
+    fn error(
+        &self,
+        path: &[&str],
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) -> SpecError {
         let key = path.join(".");
-        let from_set = self.overridden.iter().any(|o| key == *o || key.starts_with(&format!("{o}.")));
+        let from_set = self
+            .overridden
+            .iter()
+            .any(|o| key == *o || key.starts_with(&format!("{o}.")));
         SpecError {
-            file: if from_set { format!("{} (--set)", self.file) } else { self.file.clone() },
+            file: if from_set {
+                format!("{} (--set)", self.file)
+            } else {
+                self.file.clone()
+            },
             line: if from_set { None } else { self.line(path) },
             key: if key.is_empty() { None } else { Some(key) },
             message: message.into(),
@@ -188,9 +212,15 @@ impl RawSpec {
 
     /// The `[[plugin]] path = ...` entries; read before validation so their stages are known.
     pub fn plugin_paths(&self) -> Result<Vec<PathBuf>, SpecError> {
-        let Some(v) = self.table.get("plugin") else { return Ok(vec![]) };
+        let Some(v) = self.table.get("plugin") else {
+            return Ok(vec![]);
+        };
         let Some(arr) = v.as_array() else {
-            return Err(self.error(&["plugin"], "expected an array of tables", "write [[plugin]] then path = \"lib.so\""));
+            return Err(self.error(
+                &["plugin"],
+                "expected an array of tables",
+                "write [[plugin]] then path = \"lib.so\"",
+            ));
         };
         let mut out = vec![];
         for (i, p) in arr.iter().enumerate() {
@@ -200,13 +230,21 @@ impl RawSpec {
             };
             for k in t.keys() {
                 if k != "path" {
-                    return Err(self.error(&["plugin", &idx, k], "unknown key", "a [[plugin]] table has one key: path"));
+                    return Err(self.error(
+                        &["plugin", &idx, k],
+                        "unknown key",
+                        "a [[plugin]] table has one key: path",
+                    ));
                 }
             }
             match t.get("path").and_then(|v| v.as_str()) {
                 Some(s) => out.push(PathBuf::from(s)),
                 None => {
-                    return Err(self.error(&["plugin", &idx], "missing `path` (a string)", "path = \"target/debug/libmy_plugin.so\""))
+                    return Err(self.error(
+                        &["plugin", &idx],
+                        "missing `path` (a string)",
+                        "path = \"target/debug/libmy_plugin.so\"",
+                    ))
                 }
             }
         }
@@ -218,18 +256,40 @@ impl RawSpec {
     pub fn validate(&self, registry: &Registry) -> Result<Pipeline, SpecError> {
         for k in self.table.keys() {
             if !TOP_KEYS.contains(&k.as_str()) {
-                return Err(self.error(&[k], "unknown table", format!("expected one of: {}{}", TOP_KEYS.join(", "), suggest(k, TOP_KEYS))));
+                return Err(self.error(
+                    &[k],
+                    "unknown table",
+                    format!(
+                        "expected one of: {}{}",
+                        TOP_KEYS.join(", "),
+                        suggest(k, TOP_KEYS)
+                    ),
+                ));
             }
         }
         // [run]
         let run = match self.table.get("run") {
             Some(toml::Value::Table(t)) => t.clone(),
             Some(_) => return Err(self.error(&["run"], "expected a table", "")),
-            None => return Err(self.error(&[], "missing the [run] table", "add [run] with images = [\"assets/images/*.png\"]")),
+            None => {
+                return Err(self.error(
+                    &[],
+                    "missing the [run] table",
+                    "add [run] with images = [\"assets/images/*.png\"]",
+                ))
+            }
         };
         for k in run.keys() {
             if !RUN_KEYS.contains(&k.as_str()) {
-                return Err(self.error(&["run", k], "unknown key", format!("[run] keys: {}{}", RUN_KEYS.join(", "), suggest(k, RUN_KEYS))));
+                return Err(self.error(
+                    &["run", k],
+                    "unknown key",
+                    format!(
+                        "[run] keys: {}{}",
+                        RUN_KEYS.join(", "),
+                        suggest(k, RUN_KEYS)
+                    ),
+                ));
             }
         }
         let patterns: Vec<String> = match run.get("images") {
@@ -238,21 +298,51 @@ impl RawSpec {
                 .iter()
                 .map(|v| v.as_str().map(str::to_string))
                 .collect::<Option<_>>()
-                .ok_or_else(|| self.error(&["run", "images"], "expected strings (files, folders or globs)", ""))?,
-            Some(_) => return Err(self.error(&["run", "images"], "expected a string or an array of strings", "")),
-            None => return Err(self.error(&["run"], "missing `images`", "images = [\"assets/images/*.png\"] (files, folders or globs)")),
+                .ok_or_else(|| {
+                    self.error(
+                        &["run", "images"],
+                        "expected strings (files, folders or globs)",
+                        "",
+                    )
+                })?,
+            Some(_) => {
+                return Err(self.error(
+                    &["run", "images"],
+                    "expected a string or an array of strings",
+                    "",
+                ))
+            }
+            None => {
+                return Err(self.error(
+                    &["run"],
+                    "missing `images`",
+                    "images = [\"assets/images/*.png\"] (files, folders or globs)",
+                ))
+            }
         };
         let mut images = vec![];
         for p in &patterns {
-            images.extend(expand_images(p).map_err(|m| self.error(&["run", "images"], m, "paths are relative to the current directory"))?);
+            images.extend(expand_images(p).map_err(|m| {
+                self.error(
+                    &["run", "images"],
+                    m,
+                    "paths are relative to the current directory",
+                )
+            })?);
         }
         if images.is_empty() {
-            return Err(self.error(&["run", "images"], "the list is empty", "give at least one image"));
+            return Err(self.error(
+                &["run", "images"],
+                "the list is empty",
+                "give at least one image",
+            ));
         }
         let output = match run.get("output") {
             None => PathBuf::from("out"),
             Some(toml::Value::String(s)) => PathBuf::from(s),
-            Some(_) => return Err(self.error(&["run", "output"], "expected a string (a folder)", "")),
+            Some(_) => {
+                return Err(self.error(&["run", "output"], "expected a string (a folder)", ""))
+            }
         };
 
         let model = match self.table.get("model") {
@@ -262,16 +352,34 @@ impl RawSpec {
         let mut relevance = vec![];
         if let Some(v) = self.table.get("relevance") {
             let t = v.as_table().ok_or_else(|| {
-                self.error(&["relevance"], "expected tables, one per branch", "[relevance.lrp_eps]\nuse = \"lrp\"")
+                self.error(
+                    &["relevance"],
+                    "expected tables, one per branch",
+                    "[relevance.lrp_eps]\nuse = \"lrp\"",
+                )
             })?;
             for (branch, bv) in t {
-                if !branch.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                    return Err(self.error(&["relevance", branch], "branch names may hold letters, digits, `_` and `-` only", "they name output files"));
+                if !branch
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    return Err(self.error(
+                        &["relevance", branch],
+                        "branch names may hold letters, digits, `_` and `-` only",
+                        "they name output files",
+                    ));
                 }
-                relevance.push((branch.clone(), self.stage(&["relevance", branch], bv, StageKind::Relevance, registry)?));
+                relevance.push((
+                    branch.clone(),
+                    self.stage(&["relevance", branch], bv, StageKind::Relevance, registry)?,
+                ));
             }
             if model.is_none() && !relevance.is_empty() {
-                return Err(self.error(&["relevance"], "relevance branches need a [model]", "add a [model] table"));
+                return Err(self.error(
+                    &["relevance"],
+                    "relevance branches need a [model]",
+                    "add a [model] table",
+                ));
             }
         }
         let saliency = match self.table.get("saliency") {
@@ -280,30 +388,61 @@ impl RawSpec {
         };
         let mut renderers = vec![];
         if let Some(v) = self.table.get("render") {
-            let t = v.as_table().ok_or_else(|| self.error(&["render"], "expected a table", "[render]\nuse = [\"heatmap\"]"))?;
+            let t = v.as_table().ok_or_else(|| {
+                self.error(
+                    &["render"],
+                    "expected a table",
+                    "[render]\nuse = [\"heatmap\"]",
+                )
+            })?;
             let names: Vec<String> = match t.get("use") {
                 Some(toml::Value::String(s)) => vec![s.clone()],
                 Some(toml::Value::Array(a)) => a
                     .iter()
                     .map(|v| v.as_str().map(str::to_string))
                     .collect::<Option<_>>()
-                    .ok_or_else(|| self.error(&["render", "use"], "expected renderer names (strings)", ""))?,
-                Some(_) => return Err(self.error(&["render", "use"], "expected a string or an array of strings", "")),
-                None => return Err(self.error(&["render"], "missing `use`", "use = [\"heatmap\"]")),
+                    .ok_or_else(|| {
+                        self.error(&["render", "use"], "expected renderer names (strings)", "")
+                    })?,
+                Some(_) => {
+                    return Err(self.error(
+                        &["render", "use"],
+                        "expected a string or an array of strings",
+                        "",
+                    ))
+                }
+                None => {
+                    return Err(self.error(&["render"], "missing `use`", "use = [\"heatmap\"]"))
+                }
             };
             for k in t.keys() {
                 if k != "use" && !names.contains(k) {
-                    return Err(self.error(&["render", k], "parameters for a renderer that is not in `render.use`", format!("add \"{k}\" to render.use, or remove the table")));
+                    return Err(self.error(
+                        &["render", k],
+                        "parameters for a renderer that is not in `render.use`",
+                        format!("add \"{k}\" to render.use, or remove the table"),
+                    ));
                 }
             }
             for n in &names {
                 let mut params = match t.get(n) {
                     Some(toml::Value::Table(p)) => p.clone(),
-                    Some(_) => return Err(self.error(&["render", n], "expected a table of parameters", "")),
+                    Some(_) => {
+                        return Err(self.error(
+                            &["render", n],
+                            "expected a table of parameters",
+                            "",
+                        ))
+                    }
                     None => toml::Table::new(),
                 };
                 params.insert("use".into(), toml::Value::String(n.clone()));
-                renderers.push(self.stage(&["render", n], &toml::Value::Table(params), StageKind::Renderer, registry)?);
+                renderers.push(self.stage(
+                    &["render", n],
+                    &toml::Value::Table(params),
+                    StageKind::Renderer,
+                    registry,
+                )?);
             }
         }
         let resolved_toml = toml::to_string(&self.table).unwrap_or_default();
@@ -320,20 +459,41 @@ impl RawSpec {
         })
     }
 
-    fn stage(&self, path: &[&str], v: &toml::Value, kind: StageKind, registry: &Registry) -> Result<StageSpec, SpecError> {
-        let t = v.as_table().ok_or_else(|| self.error(path, "expected a table", "with use = \"<stage name>\""))?;
+    fn stage(
+        &self,
+        path: &[&str],
+        v: &toml::Value,
+        kind: StageKind,
+        registry: &Registry,
+    ) -> Result<StageSpec, SpecError> {
+        let t = v
+            .as_table()
+            .ok_or_else(|| self.error(path, "expected a table", "with use = \"<stage name>\""))?;
         let name = match t.get("use") {
             Some(toml::Value::String(s)) => s.clone(),
-            Some(_) => return Err(self.error(&[path, &["use"]].concat(), "expected a string (a stage name)", "")),
+            Some(_) => {
+                return Err(self.error(
+                    &[path, &["use"]].concat(),
+                    "expected a string (a stage name)",
+                    "",
+                ))
+            }
             None => {
                 let known = registry.names(kind);
-                return Err(self.error(path, format!("missing `use` (which {} stage)", kind_name(kind)), format!("known {} stages: {}", kind_name(kind), list_or_none(&known))));
+                return Err(self.error(
+                    path,
+                    format!("missing `use` (which {} stage)", kind_name(kind)),
+                    format!("known {} stages: {}", kind_name(kind), list_or_none(&known)),
+                ));
             }
         };
-        let entry = registry.lookup(kind, &name).map_err(|e| self.error(&[path, &["use"]].concat(), e.message, e.help))?;
+        let entry = registry
+            .lookup(kind, &name)
+            .map_err(|e| self.error(&[path, &["use"]].concat(), e.message, e.help))?;
         let mut params = t.clone();
         params.remove("use");
-        check_params(&entry.info, &params).map_err(|(key, msg, help)| self.error(&[path, &[key.as_str()]].concat(), msg, help))?;
+        check_params(&entry.info, &params)
+            .map_err(|(key, msg, help)| self.error(&[path, &[key.as_str()]].concat(), msg, help))?;
         Ok(StageSpec {
             table: path.join("."),
             name,
@@ -343,7 +503,11 @@ impl RawSpec {
 }
 
 fn list_or_none(v: &[String]) -> String {
-    if v.is_empty() { "none loaded".into() } else { v.join(", ") }
+    if v.is_empty() {
+        "none loaded".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 /// Check parameters against a stage's declared ones: unknown keys, and types against defaults.
@@ -353,8 +517,20 @@ fn check_params(info: &StageInfo, params: &toml::Table) -> Result<(), (String, S
         let Some(p) = info.params.iter().find(|p| p.key == *k) else {
             return Err((
                 k.clone(),
-                format!("unknown key for {} stage `{}`", kind_name(info.kind), info.name),
-                format!("its keys: {}{}", if known.is_empty() { "none".to_string() } else { known.join(", ") }, suggest(k, &known)),
+                format!(
+                    "unknown key for {} stage `{}`",
+                    kind_name(info.kind),
+                    info.name
+                ),
+                format!(
+                    "its keys: {}{}",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    },
+                    suggest(k, &known)
+                ),
             ));
         };
         if let Some(d) = &p.default_toml {
@@ -362,13 +538,29 @@ fn check_params(info: &StageInfo, params: &toml::Table) -> Result<(), (String, S
                 if let Some(dv) = t.remove("v") {
                     let ok = dv.type_str() == v.type_str() || (dv.is_float() && v.is_integer());
                     if !ok {
-                        return Err((k.clone(), format!("expected a {} (like the default {d}), got a {}", dv.type_str(), v.type_str()), p.doc.clone()));
+                        return Err((
+                            k.clone(),
+                            format!(
+                                "expected {} (like the default {d}), got {}",
+                                a_type(dv.type_str()),
+                                a_type(v.type_str())
+                            ),
+                            p.doc.clone(),
+                        ));
                     }
                 }
             }
         }
     }
     Ok(())
+}
+
+fn a_type(t: &str) -> String {
+    if t.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        format!("an {t}")
+    } else {
+        format!("a {t}")
+    }
 }
 
 /// ", did you mean `x`?" when a known key is one or two edits away.
@@ -388,7 +580,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
         }
         prev = cur;
     }
@@ -428,7 +624,10 @@ pub fn expand_images(p: &str) -> Result<Vec<PathBuf>, String> {
             .collect();
         v.sort();
         if v.is_empty() {
-            return Err(format!("the folder `{p}` holds no image ({})", IMAGE_EXTENSIONS.join(", ")));
+            return Err(format!(
+                "the folder `{p}` holds no image ({})",
+                IMAGE_EXTENSIONS.join(", ")
+            ));
         }
         Ok(v)
     } else if path.is_file() {

@@ -27,8 +27,8 @@ use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
     package_version_strings, sabi_trait,
-    sabi_types::VersionStrings,
     sabi_types::RRef,
+    sabi_types::VersionStrings,
     std_types::{RArc, RBox, ROption, RResult, RSlice, RStr, RString, RVec},
     StableAbi,
 };

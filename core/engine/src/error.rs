@@ -30,7 +30,11 @@ impl fmt::Display for Error {
 
 impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error { code, message: message.into(), help: String::new() }
+        Error {
+            code,
+            message: message.into(),
+            help: String::new(),
+        }
     }
     /// A stage parameter is missing, unknown or invalid.
     pub fn params(message: impl Into<String>) -> Self {
@@ -71,7 +75,11 @@ impl From<Error> for FfiError {
 impl From<FfiError> for Error {
     fn from(e: FfiError) -> Error {
         match e.code.as_enum() {
-            Ok(code) => Error { code: *code, message: e.message.into(), help: e.help.into() },
+            Ok(code) => Error {
+                code: *code,
+                message: e.message.into(),
+                help: e.help.into(),
+            },
             // A newer plugin sent a code this host does not know: keep the text.
             Err(_) => Error {
                 code: ErrorCode::Internal,

@@ -163,8 +163,14 @@ pub fn stage_info_from_ffi(i: &FfiStageInfo) -> Option<StageInfo> {
 /// A native model as an ABI object: owned (a plugin's backend) or borrowed (lent to a
 /// relevance plugin for one call).
 pub enum ModelExport<'a> {
-    Owned { stage: String, model: Box<dyn Model> },
-    Borrowed { stage: String, model: &'a dyn Model },
+    Owned {
+        stage: String,
+        model: Box<dyn Model>,
+    },
+    Borrowed {
+        stage: String,
+        model: &'a dyn Model,
+    },
 }
 
 impl ModelExport<'_> {
@@ -179,7 +185,9 @@ impl ModelExport<'_> {
 impl FfiModel for ModelExport<'_> {
     fn info(&self) -> RResult<FfiModelInfo, FfiError> {
         let (stage, m) = self.parts();
-        to_r(catch_panic(stage, || Ok(m.info())), |i| model_info_to_ffi(&i))
+        to_r(catch_panic(stage, || Ok(m.info())), |i| {
+            model_info_to_ffi(&i)
+        })
     }
     fn graph(&self) -> RResult<FfiGraph, FfiError> {
         let (stage, m) = self.parts();
@@ -187,13 +195,17 @@ impl FfiModel for ModelExport<'_> {
     }
     fn forward(&self, input: &FfiTensor) -> RResult<FfiTensor, FfiError> {
         let (stage, m) = self.parts();
-        to_r(catch_panic(stage, || m.forward(&Tensor::from_ffi(input)?)), |t| t.to_ffi())
+        to_r(
+            catch_panic(stage, || m.forward(&Tensor::from_ffi(input)?)),
+            |t| t.to_ffi(),
+        )
     }
     fn trace(&self, input: &FfiTensor) -> RResult<RVec<FfiTensor>, FfiError> {
         let (stage, m) = self.parts();
-        to_r(catch_panic(stage, || m.trace(&Tensor::from_ffi(input)?)), |v| {
-            v.iter().map(Tensor::to_ffi).collect()
-        })
+        to_r(
+            catch_panic(stage, || m.trace(&Tensor::from_ffi(input)?)),
+            |v| v.iter().map(Tensor::to_ffi).collect(),
+        )
     }
 }
 
@@ -212,7 +224,8 @@ impl FfiRelevance for RelevanceExport {
         let r = catch_panic(&self.stage, || {
             let model = ModelImport(model);
             let targets: Vec<usize> = targets.iter().map(|&t| t as usize).collect();
-            self.inner.explain(&model, &Tensor::from_ffi(input)?, &targets)
+            self.inner
+                .explain(&model, &Tensor::from_ffi(input)?, &targets)
         });
         to_r(r, |e| explanation_to_ffi(&e))
     }
@@ -225,7 +238,12 @@ pub struct SaliencyExport {
 
 impl FfiSaliency for SaliencyExport {
     fn saliency(&self, input: &FfiImage) -> RResult<FfiImage, FfiError> {
-        to_r(catch_panic(&self.stage, || self.inner.saliency(&Image::from_ffi(input)?)), |i| i.to_ffi())
+        to_r(
+            catch_panic(&self.stage, || {
+                self.inner.saliency(&Image::from_ffi(input)?)
+            }),
+            |i| i.to_ffi(),
+        )
     }
 }
 
@@ -236,9 +254,16 @@ pub struct RendererExport {
 
 impl FfiRenderer for RendererExport {
     fn render(&self, input: &FfiRenderInput) -> RResult<RVec<FfiArtifact>, FfiError> {
-        let r = catch_panic(&self.stage, || self.inner.render(&render_input_from_ffi(input)?));
+        let r = catch_panic(&self.stage, || {
+            self.inner.render(&render_input_from_ffi(input)?)
+        });
         to_r(r, |v| {
-            v.into_iter().map(|a| FfiArtifact { name: a.name.into(), bytes: a.bytes.into() }).collect()
+            v.into_iter()
+                .map(|a| FfiArtifact {
+                    name: a.name.into(),
+                    bytes: a.bytes.into(),
+                })
+                .collect()
         })
     }
 }
@@ -288,7 +313,10 @@ where
         Tensor::from_ffi(&from_r(self.0.forward(&input.to_ffi()))?)
     }
     fn trace(&self, input: &Tensor) -> Result<Vec<Tensor>> {
-        from_r(self.0.trace(&input.to_ffi()))?.iter().map(Tensor::from_ffi).collect()
+        from_r(self.0.trace(&input.to_ffi()))?
+            .iter()
+            .map(Tensor::from_ffi)
+            .collect()
     }
 }
 
@@ -296,10 +324,16 @@ pub struct RelevanceImport(pub FfiRelevanceBox);
 
 impl Relevance for RelevanceImport {
     fn explain(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Explanation> {
-        let lent = ModelExport::Borrowed { stage: "model".into(), model };
+        let lent = ModelExport::Borrowed {
+            stage: "model".into(),
+            model,
+        };
         let model_ref: FfiModelRef<'_> = FfiModel_TO::from_ptr(RRef::new(&lent), TD_Opaque);
         let targets: Vec<u32> = targets.iter().map(|&t| t as u32).collect();
-        let e = from_r(self.0.explain(model_ref, &input.to_ffi(), RSlice::from_slice(&targets)))?;
+        let e = from_r(
+            self.0
+                .explain(model_ref, &input.to_ffi(), RSlice::from_slice(&targets)),
+        )?;
         explanation_from_ffi(&e)
     }
 }
@@ -319,7 +353,10 @@ impl Renderer for RendererImport {
         let out = from_r(self.0.render(&render_input_to_ffi(input)))?;
         Ok(out
             .into_iter()
-            .map(|a| Artifact { name: a.name.into_string(), bytes: a.bytes.into_vec() })
+            .map(|a| Artifact {
+                name: a.name.into_string(),
+                bytes: a.bytes.into_vec(),
+            })
             .collect())
     }
 }

@@ -23,19 +23,36 @@ pub type NodeId = usize;
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Op {
     /// The model input, `[C, H, W]` without the batch dimension.
-    Input { shape: Vec<usize> },
+    Input {
+        shape: Vec<usize>,
+    },
     /// params: `weight [O, I/groups, kh, kw]`, optional `bias [O]`.
-    Conv2d { stride: [usize; 2], padding: [usize; 4], dilation: [usize; 2], groups: usize },
+    Conv2d {
+        stride: [usize; 2],
+        padding: [usize; 4],
+        dilation: [usize; 2],
+        groups: usize,
+    },
     /// params: `weight [O, I]`, optional `bias [O]`. Input is flattened to `[N, I]`.
     Linear,
     /// params: `weight`, `bias`, `running_mean`, `running_var`, each `[C]`.
-    BatchNorm { eps: f32 },
+    BatchNorm {
+        eps: f32,
+    },
     Relu,
     /// `min(max(x, min), max)`: ReLU6 is `Clip { min: 0, max: 6 }`.
-    Clip { min: f32, max: f32 },
+    Clip {
+        min: f32,
+        max: f32,
+    },
     /// params: `slope [C]` (or `[1]`).
     PRelu,
-    MaxPool { kernel: [usize; 2], stride: [usize; 2], padding: [usize; 4], ceil_mode: bool },
+    MaxPool {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 4],
+        ceil_mode: bool,
+    },
     AvgPool {
         kernel: [usize; 2],
         stride: [usize; 2],
@@ -49,10 +66,17 @@ pub enum Op {
     /// Element-wise sum of its inputs (residual connections).
     Add,
     /// Concatenate along `axis` (1 = channels).
-    Concat { axis: usize },
+    Concat {
+        axis: usize,
+    },
     Dropout,
     /// Local response normalisation across channels (AlexNet).
-    Lrn { size: usize, alpha: f32, beta: f32, bias: f32 },
+    Lrn {
+        size: usize,
+        alpha: f32,
+        beta: f32,
+        bias: f32,
+    },
     Softmax,
 }
 
@@ -140,11 +164,16 @@ impl Graph {
             )));
         }
         for (id, node) in self.nodes.iter().enumerate() {
-            let err = |m: String| Error::input(format!("layer `{}` ({}): {m}", node.name, node.op.name()));
+            let err = |m: String| {
+                Error::input(format!("layer `{}` ({}): {m}", node.name, node.op.name()))
+            };
             if id == 0 {
                 match &node.op {
                     Op::Input { shape } if !node.inputs.is_empty() => {
-                        return Err(err(format!("the input node takes no inputs, has {:?}", node.inputs)));
+                        return Err(err(format!(
+                            "the input node takes no inputs, has {:?}",
+                            node.inputs
+                        )));
                     }
                     Op::Input { shape } => {
                         shapes.push(std::iter::once(1).chain(shape.iter().copied()).collect());
@@ -154,7 +183,9 @@ impl Graph {
                 }
             }
             if let Some(&bad) = node.inputs.iter().find(|&&i| i >= id) {
-                return Err(err(format!("input {bad} is not an earlier node (graph must be topological)")));
+                return Err(err(format!(
+                    "input {bad} is not an earlier node (graph must be topological)"
+                )));
             }
             let want_inputs = match node.op {
                 Op::Input { .. } => return Err(err("only node 0 may be an input".into())),
@@ -167,7 +198,10 @@ impl Graph {
                     return Err(err(format!("expects {n} input, has {}", node.inputs.len())));
                 }
                 None if node.inputs.len() < 2 => {
-                    return Err(err(format!("expects 2 or more inputs, has {}", node.inputs.len())));
+                    return Err(err(format!(
+                        "expects 2 or more inputs, has {}",
+                        node.inputs.len()
+                    )));
                 }
                 _ => {}
             }
@@ -177,10 +211,14 @@ impl Graph {
                     return Err(err(format!("missing parameter `{r}`")));
                 }
             }
-            if let Some((n, _)) =
-                node.params.iter().find(|(n, _)| !required.contains(&n.as_str()) && !optional.contains(&n.as_str()))
+            if let Some((n, _)) = node
+                .params
+                .iter()
+                .find(|(n, _)| !required.contains(&n.as_str()) && !optional.contains(&n.as_str()))
             {
-                return Err(err(format!("unexpected parameter `{n}` (expected {required:?} {optional:?})")));
+                return Err(err(format!(
+                    "unexpected parameter `{n}` (expected {required:?} {optional:?})"
+                )));
             }
             let x = &shapes[node.inputs[0]];
             let check = |pname: &str, want: &[usize]| -> Result<()> {
@@ -194,7 +232,12 @@ impl Graph {
             };
             let out: Vec<usize> = match &node.op {
                 Op::Input { .. } => unreachable!(),
-                Op::Conv2d { stride, padding, dilation, groups } => {
+                Op::Conv2d {
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                } => {
                     if x.len() != 4 {
                         return Err(err(format!("expects an NCHW input, got shape {x:?}")));
                     }
@@ -207,10 +250,26 @@ impl Graph {
                     check("weight", &[w[0], x[1] / groups, w[2], w[3]])?;
                     check("bias", &[w[0]])?;
                     let ek = |k: usize, d: usize| (k - 1) * d + 1;
-                    let h = pooled(x[2], ek(w[2], dilation[0]), stride[0], padding[0], padding[2], false);
-                    let ww = pooled(x[3], ek(w[3], dilation[1]), stride[1], padding[1], padding[3], false);
+                    let h = pooled(
+                        x[2],
+                        ek(w[2], dilation[0]),
+                        stride[0],
+                        padding[0],
+                        padding[2],
+                        false,
+                    );
+                    let ww = pooled(
+                        x[3],
+                        ek(w[3], dilation[1]),
+                        stride[1],
+                        padding[1],
+                        padding[3],
+                        false,
+                    );
                     match (h, ww) {
-                        (Some(h), Some(ww)) if stride[0] > 0 && stride[1] > 0 => vec![x[0], w[0], h, ww],
+                        (Some(h), Some(ww)) if stride[0] > 0 && stride[1] > 0 => {
+                            vec![x[0], w[0], h, ww]
+                        }
                         _ => return Err(err(format!("kernel {w:?} does not fit input {x:?}"))),
                     }
                 }
@@ -218,7 +277,9 @@ impl Graph {
                     let fan_in: usize = x[1..].iter().product();
                     let w = node.param("weight").unwrap().shape();
                     if w.len() != 2 {
-                        return Err(err(format!("parameter `weight` has shape {w:?}, expected [out, {fan_in}]")));
+                        return Err(err(format!(
+                            "parameter `weight` has shape {w:?}, expected [out, {fan_in}]"
+                        )));
                     }
                     check("weight", &[w[0], fan_in])?;
                     check("bias", &[w[0]])?;
@@ -241,16 +302,35 @@ impl Graph {
                     }
                     x.clone()
                 }
-                Op::MaxPool { kernel, stride, padding, ceil_mode }
-                | Op::AvgPool { kernel, stride, padding, ceil_mode, .. } => {
+                Op::MaxPool {
+                    kernel,
+                    stride,
+                    padding,
+                    ceil_mode,
+                }
+                | Op::AvgPool {
+                    kernel,
+                    stride,
+                    padding,
+                    ceil_mode,
+                    ..
+                } => {
                     if x.len() != 4 || stride[0] == 0 || stride[1] == 0 {
-                        return Err(err(format!("expects an NCHW input and a non-zero stride, got {x:?}")));
+                        return Err(err(format!(
+                            "expects an NCHW input and a non-zero stride, got {x:?}"
+                        )));
                     }
-                    let h = pooled(x[2], kernel[0], stride[0], padding[0], padding[2], *ceil_mode);
-                    let w = pooled(x[3], kernel[1], stride[1], padding[1], padding[3], *ceil_mode);
+                    let h = pooled(
+                        x[2], kernel[0], stride[0], padding[0], padding[2], *ceil_mode,
+                    );
+                    let w = pooled(
+                        x[3], kernel[1], stride[1], padding[1], padding[3], *ceil_mode,
+                    );
                     match (h, w) {
                         (Some(h), Some(w)) => vec![x[0], x[1], h, w],
-                        _ => return Err(err(format!("kernel {kernel:?} does not fit input {x:?}"))),
+                        _ => {
+                            return Err(err(format!("kernel {kernel:?} does not fit input {x:?}")))
+                        }
                     }
                 }
                 Op::GlobalAvgPool => {
@@ -263,7 +343,10 @@ impl Graph {
                 Op::Add => {
                     for &i in &node.inputs[1..] {
                         if shapes[i] != *x {
-                            return Err(err(format!("input shapes differ: {x:?} and {:?}", shapes[i])));
+                            return Err(err(format!(
+                                "input shapes differ: {x:?} and {:?}",
+                                shapes[i]
+                            )));
                         }
                     }
                     x.clone()
@@ -276,15 +359,22 @@ impl Graph {
                     for &i in &node.inputs[1..] {
                         let s = &shapes[i];
                         let same_rest = s.len() == x.len()
-                            && s.iter().zip(x).enumerate().all(|(d, (a, b))| d == *axis || a == b);
+                            && s.iter()
+                                .zip(x)
+                                .enumerate()
+                                .all(|(d, (a, b))| d == *axis || a == b);
                         if !same_rest {
-                            return Err(err(format!("cannot concatenate {x:?} and {s:?} on axis {axis}")));
+                            return Err(err(format!(
+                                "cannot concatenate {x:?} and {s:?} on axis {axis}"
+                            )));
                         }
                         out[*axis] += s[*axis];
                     }
                     out
                 }
-                Op::Relu | Op::Clip { .. } | Op::Dropout | Op::Lrn { .. } | Op::Softmax => x.clone(),
+                Op::Relu | Op::Clip { .. } | Op::Dropout | Op::Lrn { .. } | Op::Softmax => {
+                    x.clone()
+                }
             };
             shapes.push(out);
         }
@@ -297,8 +387,9 @@ impl Graph {
             .nodes
             .iter()
             .map(|n| {
-                let attrs = toml::to_string(&n.op)
-                    .map_err(|e| Error::internal(format!("layer `{}`: cannot encode attributes: {e}", n.name)))?;
+                let attrs = toml::to_string(&n.op).map_err(|e| {
+                    Error::internal(format!("layer `{}`: cannot encode attributes: {e}", n.name))
+                })?;
                 Ok(FfiNode {
                     name: n.name.as_str().into(),
                     op: n.op.name().into(),
@@ -307,12 +398,18 @@ impl Graph {
                     params: n
                         .params
                         .iter()
-                        .map(|(k, t)| FfiNamedTensor { name: k.as_str().into(), tensor: t.to_ffi() })
+                        .map(|(k, t)| FfiNamedTensor {
+                            name: k.as_str().into(),
+                            tensor: t.to_ffi(),
+                        })
                         .collect::<RVec<_>>(),
                 })
             })
             .collect::<Result<RVec<_>>>()?;
-        Ok(FfiGraph { nodes, output: self.output as u32 })
+        Ok(FfiGraph {
+            nodes,
+            output: self.output as u32,
+        })
     }
 
     /// A graph received from a plugin. Attributes are parsed strictly, and the result is
@@ -323,7 +420,10 @@ impl Graph {
             .iter()
             .map(|n| {
                 let op: Op = toml::from_str(&n.attrs_toml).map_err(|e| {
-                    Error::input(format!("layer `{}`: bad attributes for op `{}`: {e}", n.name, n.op))
+                    Error::input(format!(
+                        "layer `{}`: bad attributes for op `{}`: {e}",
+                        n.name, n.op
+                    ))
                 })?;
                 Ok(Node {
                     name: n.name.to_string(),
@@ -337,7 +437,10 @@ impl Graph {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let graph = Graph { nodes, output: g.output as usize };
+        let graph = Graph {
+            nodes,
+            output: g.output as usize,
+        };
         graph.infer_shapes()?;
         Ok(graph)
     }

@@ -41,20 +41,34 @@ pub mod sdk {
 
     pub fn stages(defs: &[StageDef]) -> RVec<FfiStageInfo> {
         // A panic while describing the stages leaves the plugin with none listed.
-        catch_panic("plugin stages()", || Ok(defs.iter().map(|d| ffi::stage_info_to_ffi(&d.info())).collect()))
-            .unwrap_or_default()
+        catch_panic("plugin stages()", || {
+            Ok(defs
+                .iter()
+                .map(|d| ffi::stage_info_to_ffi(&d.info()))
+                .collect())
+        })
+        .unwrap_or_default()
     }
 
     fn find(defs: &[StageDef], kind: StageKind, name: RStr<'_>) -> crate::Result<StageDef> {
         defs.iter()
             .find(|d| d.factory.kind() == kind && d.name == name.as_str())
             .copied()
-            .ok_or_else(|| Error::params(format!("this plugin has no {} stage `{name}`", kind_name(kind))))
+            .ok_or_else(|| {
+                Error::params(format!(
+                    "this plugin has no {} stage `{name}`",
+                    kind_name(kind)
+                ))
+            })
     }
 
     macro_rules! creator {
         ($fn_name:ident, $kind:ident, $boxed:ty, $export:path) => {
-            pub fn $fn_name(defs: &[StageDef], name: RStr<'_>, params: RStr<'_>) -> RResult<$boxed, FfiError> {
+            pub fn $fn_name(
+                defs: &[StageDef],
+                name: RStr<'_>,
+                params: RStr<'_>,
+            ) -> RResult<$boxed, FfiError> {
                 let key = format!("{}.{name}", kind_name(StageKind::$kind));
                 let r = catch_panic(&key, || match find(defs, StageKind::$kind, name)?.factory {
                     Factory::$kind(f) => f(name.as_str(), params.as_str()),
@@ -65,9 +79,24 @@ pub mod sdk {
         };
     }
     creator!(create_model, Model, FfiModelBox, ffi::export_model);
-    creator!(create_relevance, Relevance, FfiRelevanceBox, ffi::export_relevance);
-    creator!(create_saliency, Saliency, FfiSaliencyBox, ffi::export_saliency);
-    creator!(create_renderer, Renderer, FfiRendererBox, ffi::export_renderer);
+    creator!(
+        create_relevance,
+        Relevance,
+        FfiRelevanceBox,
+        ffi::export_relevance
+    );
+    creator!(
+        create_saliency,
+        Saliency,
+        FfiSaliencyBox,
+        ffi::export_saliency
+    );
+    creator!(
+        create_renderer,
+        Renderer,
+        FfiRendererBox,
+        ffi::export_renderer
+    );
 }
 
 /// Export a plugin's stages, both ways at once:
@@ -100,6 +129,7 @@ macro_rules! export_plugin {
             }
         )*
 
+        #[allow(unexpected_cfgs)]
         #[cfg(feature = "dynamic")]
         #[doc(hidden)]
         pub mod __sr_plugin_export {

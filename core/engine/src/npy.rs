@@ -7,7 +7,11 @@ use crate::error::{Error, Result};
 pub fn encode_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
     debug_assert_eq!(shape.iter().product::<usize>(), data.len());
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_txt = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let shape_txt = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
     // Magic (6) + version (2) + header length (2) + header, padded to a multiple of 64.
     let total = 10 + header.len() + 1;
@@ -38,14 +42,26 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<NpyArray> {
     }
     let (hlen, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         v => return Err(bad(&format!("format version {v}"))),
     };
-    let header = std::str::from_utf8(bytes.get(start..start + hlen).ok_or_else(|| bad("truncated header"))?)
-        .map_err(|_| bad("header is not text"))?;
+    let header = std::str::from_utf8(
+        bytes
+            .get(start..start + hlen)
+            .ok_or_else(|| bad("truncated header"))?,
+    )
+    .map_err(|_| bad("header is not text"))?;
     let field = |name: &str| -> Option<&str> {
         let i = header.find(&format!("'{name}'"))? + name.len() + 2;
-        Some(header[i..].trim_start().trim_start_matches(':').trim_start())
+        Some(
+            header[i..]
+                .trim_start()
+                .trim_start_matches(':')
+                .trim_start(),
+        )
     };
     let descr = field("descr").ok_or_else(|| bad("no descr"))?;
     let width = if descr.starts_with("'<f4'") {
@@ -53,7 +69,10 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<NpyArray> {
     } else if descr.starts_with("'<f8'") {
         8
     } else {
-        return Err(bad(&format!("dtype {} (expected '<f4' or '<f8')", &descr[..descr.find(',').unwrap_or(descr.len())])));
+        return Err(bad(&format!(
+            "dtype {} (expected '<f4' or '<f8')",
+            &descr[..descr.find(',').unwrap_or(descr.len())]
+        )));
     };
     if field("fortran_order").is_some_and(|f| f.starts_with("True")) {
         return Err(bad("Fortran order"));
@@ -69,12 +88,20 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<NpyArray> {
     let n: usize = shape.iter().product();
     let body = &bytes[start + hlen..];
     if body.len() != n * width {
-        return Err(bad(&format!("{} data bytes for shape {shape:?}, expected {}", body.len(), n * width)));
+        return Err(bad(&format!(
+            "{} data bytes for shape {shape:?}, expected {}",
+            body.len(),
+            n * width
+        )));
     }
     let data = if width == 4 {
-        body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect()
+        body.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect()
     } else {
-        body.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+        body.chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     };
     Ok(NpyArray { shape, data })
 }

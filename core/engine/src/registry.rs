@@ -19,15 +19,25 @@ inventory::collect!(BuiltinStage);
 /// Where a stage comes from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StageSource {
-    Builtin { plugin: String },
-    Plugin { plugin: String, version: String, path: PathBuf },
+    Builtin {
+        plugin: String,
+    },
+    Plugin {
+        plugin: String,
+        version: String,
+        path: PathBuf,
+    },
 }
 
 impl std::fmt::Display for StageSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StageSource::Builtin { plugin } => write!(f, "built-in ({plugin})"),
-            StageSource::Plugin { plugin, version, path } => {
+            StageSource::Plugin {
+                plugin,
+                version,
+                path,
+            } => {
                 write!(f, "{} ({plugin} {version})", path.display())
             }
         }
@@ -80,7 +90,9 @@ impl Registry {
                 info.key(),
                 StageEntry {
                     info,
-                    source: StageSource::Builtin { plugin: b.plugin.to_string() },
+                    source: StageSource::Builtin {
+                        plugin: b.plugin.to_string(),
+                    },
                     maker: Maker::Native(b.def.factory),
                 },
             );
@@ -98,7 +110,11 @@ impl Registry {
 
     /// The names of the stages of one kind, for "unknown stage" errors.
     pub fn names(&self, kind: StageKind) -> Vec<String> {
-        self.entries.values().filter(|e| e.info.kind == kind).map(|e| e.info.name.clone()).collect()
+        self.entries
+            .values()
+            .filter(|e| e.info.kind == kind)
+            .map(|e| e.info.name.clone())
+            .collect()
     }
 
     /// The entry for `kind.name`, or an error that lists the known stages of that kind.
@@ -122,8 +138,10 @@ impl Registry {
         let module = open_plugin(path)?;
         let name = (module.plugin_name())().into_string();
         let version = (module.plugin_version())().into_string();
-        let infos = catch_panic(&format!("plugin {}", path.display()), || Ok((module.stages())()))
-            .map_err(|e| e.context(path.display()))?;
+        let infos = catch_panic(&format!("plugin {}", path.display()), || {
+            Ok((module.stages())())
+        })
+        .map_err(|e| e.context(path.display()))?;
         let mut added = Vec::new();
         let mut new_entries = Vec::new();
         for fi in infos.iter() {
@@ -159,7 +177,12 @@ impl Registry {
             ));
         }
         self.entries.extend(new_entries);
-        Ok(LoadedPlugin { path: path.to_path_buf(), name, version, stages: added })
+        Ok(LoadedPlugin {
+            path: path.to_path_buf(),
+            name,
+            version,
+            stages: added,
+        })
     }
 
     fn params_error(e: Error, key: &str) -> Error {
@@ -175,7 +198,9 @@ impl Registry {
                 let b = ffi_call(&key, (m.create_model())(name.into(), params_toml.into()))?;
                 Ok(Box::new(ffi::ModelImport(b)) as Box<dyn Model>)
             }
-            _ => Err(Error::internal(format!("`{key}` is registered with the wrong kind"))),
+            _ => Err(Error::internal(format!(
+                "`{key}` is registered with the wrong kind"
+            ))),
         }
         .map_err(|err| Self::params_error(err, &key))
     }
@@ -185,9 +210,14 @@ impl Registry {
         let key = e.info.key();
         match &e.maker {
             Maker::Native(Factory::Relevance(f)) => catch_panic(&key, || f(name, params_toml)),
-            Maker::Ffi(m) => ffi_call(&key, (m.create_relevance())(name.into(), params_toml.into()))
-                .map(|b| Box::new(RelevanceImport(b)) as Box<dyn Relevance>),
-            _ => Err(Error::internal(format!("`{key}` is registered with the wrong kind"))),
+            Maker::Ffi(m) => ffi_call(
+                &key,
+                (m.create_relevance())(name.into(), params_toml.into()),
+            )
+            .map(|b| Box::new(RelevanceImport(b)) as Box<dyn Relevance>),
+            _ => Err(Error::internal(format!(
+                "`{key}` is registered with the wrong kind"
+            ))),
         }
         .map_err(|err| Self::params_error(err, &key))
     }
@@ -199,7 +229,9 @@ impl Registry {
             Maker::Native(Factory::Saliency(f)) => catch_panic(&key, || f(name, params_toml)),
             Maker::Ffi(m) => ffi_call(&key, (m.create_saliency())(name.into(), params_toml.into()))
                 .map(|b| Box::new(SaliencyImport(b)) as Box<dyn Saliency>),
-            _ => Err(Error::internal(format!("`{key}` is registered with the wrong kind"))),
+            _ => Err(Error::internal(format!(
+                "`{key}` is registered with the wrong kind"
+            ))),
         }
         .map_err(|err| Self::params_error(err, &key))
     }
@@ -211,7 +243,9 @@ impl Registry {
             Maker::Native(Factory::Renderer(f)) => catch_panic(&key, || f(name, params_toml)),
             Maker::Ffi(m) => ffi_call(&key, (m.create_renderer())(name.into(), params_toml.into()))
                 .map(|b| Box::new(RendererImport(b)) as Box<dyn Renderer>),
-            _ => Err(Error::internal(format!("`{key}` is registered with the wrong kind"))),
+            _ => Err(Error::internal(format!(
+                "`{key}` is registered with the wrong kind"
+            ))),
         }
         .map_err(|err| Self::params_error(err, &key))
     }
@@ -225,10 +259,14 @@ fn ffi_call<T>(_key: &str, r: abi_stable::std_types::RResult<T, sr_abi::FfiError
 pub fn open_plugin(path: &Path) -> Result<PluginModRef> {
     let shown = path.display().to_string();
     if !path.is_file() {
-        return Err(Error::io(path, "no such plugin file").with_help("give the path of a built .so"));
+        return Err(
+            Error::io(path, "no such plugin file").with_help("give the path of a built .so")
+        );
     }
     let header = lib_header_from_path(path).map_err(|e| library_error(&shown, e))?;
-    header.init_root_module::<PluginModRef>().map_err(|e| library_error(&shown, e))
+    header
+        .init_root_module::<PluginModRef>()
+        .map_err(|e| library_error(&shown, e))
 }
 
 fn library_error(path: &str, e: LibraryError) -> Error {
@@ -274,16 +312,31 @@ fn summarise_layout_error(text: &str) -> String {
     for (i, l) in lines.iter().enumerate() {
         if let Some(what) = l.strip_prefix("Error:") {
             let after = |label: &str| {
-                lines[i..].iter().position(|x| *x == label).and_then(|p| lines.get(i + p + 1)).copied().unwrap_or("?")
+                lines[i..]
+                    .iter()
+                    .position(|x| *x == label)
+                    .and_then(|p| lines.get(i + p + 1))
+                    .copied()
+                    .unwrap_or("?")
             };
-            let item = format!("{} (expected {}, found {})", what.trim(), after("Expected:"), after("Found:"));
+            let item = format!(
+                "{} (expected {}, found {})",
+                what.trim(),
+                after("Expected:"),
+                after("Found:")
+            );
             if !found.contains(&item) {
                 found.push(item);
             }
         }
     }
     if found.is_empty() {
-        lines.iter().find(|l| !l.is_empty()).copied().unwrap_or("layout mismatch").to_string()
+        lines
+            .iter()
+            .find(|l| !l.is_empty())
+            .copied()
+            .unwrap_or("layout mismatch")
+            .to_string()
     } else {
         found.join("; ")
     }

@@ -240,8 +240,18 @@ fn build_renderer<T: RendererStage>(name: &str, p: &str) -> Result<Box<dyn Rende
 }
 
 impl StageDef {
-    pub const fn model<T: ModelStage>(name: &'static str, version: &'static str, description: &'static str) -> Self {
-        StageDef { name, version, description, params: param_infos::<T::Params>, factory: Factory::Model(load_model::<T>) }
+    pub const fn model<T: ModelStage>(
+        name: &'static str,
+        version: &'static str,
+        description: &'static str,
+    ) -> Self {
+        StageDef {
+            name,
+            version,
+            description,
+            params: param_infos::<T::Params>,
+            factory: Factory::Model(load_model::<T>),
+        }
     }
     pub const fn relevance<T: RelevanceStage>(
         name: &'static str,

@@ -22,11 +22,17 @@ impl Tensor {
                 data.len()
             )));
         }
-        Ok(Tensor { shape, data: RArc::new(RVec::from(data)) })
+        Ok(Tensor {
+            shape,
+            data: RArc::new(RVec::from(data)),
+        })
     }
     pub fn zeros(shape: Vec<usize>) -> Self {
         let n = shape.iter().product();
-        Tensor { shape, data: RArc::new(RVec::from(vec![0.0; n])) }
+        Tensor {
+            shape,
+            data: RArc::new(RVec::from(vec![0.0; n])),
+        }
     }
     pub fn shape(&self) -> &[usize] {
         &self.shape
@@ -47,10 +53,16 @@ impl Tensor {
                 self.numel()
             )));
         }
-        Ok(Tensor { shape, data: self.data.clone() })
+        Ok(Tensor {
+            shape,
+            data: self.data.clone(),
+        })
     }
     pub fn to_ffi(&self) -> FfiTensor {
-        FfiTensor { shape: self.shape.iter().map(|&d| d as u64).collect(), data: self.data.clone() }
+        FfiTensor {
+            shape: self.shape.iter().map(|&d| d as u64).collect(),
+            data: self.data.clone(),
+        }
     }
     /// Checks that the shape and the buffer agree (data from a plugin is not trusted).
     pub fn from_ffi(t: &FfiTensor) -> Result<Self> {
@@ -62,7 +74,10 @@ impl Tensor {
                 t.data.len()
             )));
         }
-        Ok(Tensor { shape, data: t.data.clone() })
+        Ok(Tensor {
+            shape,
+            data: t.data.clone(),
+        })
     }
 }
 
@@ -83,7 +98,12 @@ impl Image {
                 data.len()
             )));
         }
-        Ok(Image { width, height, channels, data: RArc::new(RVec::from(data)) })
+        Ok(Image {
+            width,
+            height,
+            channels,
+            data: RArc::new(RVec::from(data)),
+        })
     }
     pub fn data(&self) -> &[f32] {
         &self.data
@@ -108,6 +128,11 @@ impl Image {
                 i.data.len()
             )));
         }
-        Ok(Image { width: w, height: h, channels: c, data: i.data.clone() })
+        Ok(Image {
+            width: w,
+            height: h,
+            channels: c,
+            data: i.data.clone(),
+        })
     }
 }

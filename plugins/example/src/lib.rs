@@ -24,14 +24,23 @@ pub struct FrequencyTunedParams {
 
 impl Default for FrequencyTunedParams {
     fn default() -> Self {
-        FrequencyTunedParams { blur: 5, color_space: "lab".into() }
+        FrequencyTunedParams {
+            blur: 5,
+            color_space: "lab".into(),
+        }
     }
 }
 
 impl Params for FrequencyTunedParams {
     const DOCS: &'static [(&'static str, &'static str)] = &[
-        ("blur", "width of the binomial blur kernel: 1 (none), 3 or 5 (the paper's)"),
-        ("color_space", "colour space of the distance: \"lab\" (the paper's, D65) or \"rgb\""),
+        (
+            "blur",
+            "width of the binomial blur kernel: 1 (none), 3 or 5 (the paper's)",
+        ),
+        (
+            "color_space",
+            "colour space of the distance: \"lab\" (the paper's, D65) or \"rgb\"",
+        ),
     ];
 }
 
@@ -50,7 +59,9 @@ impl SaliencyStage for FrequencyTuned {
             3 => vec![0.25, 0.5, 0.25],
             5 => vec![1.0 / 16.0, 4.0 / 16.0, 6.0 / 16.0, 4.0 / 16.0, 1.0 / 16.0],
             other => {
-                return Err(Error::params(format!("`blur` must be 1, 3 or 5, got {other}")))
+                return Err(Error::params(format!(
+                    "`blur` must be 1, 3 or 5, got {other}"
+                )))
             }
         };
         let lab = match p.color_space.as_str() {
@@ -68,12 +79,24 @@ impl SaliencyStage for FrequencyTuned {
 
 /// sRGB in [0, 1] to CIE L*a*b* with the D65 white.
 pub fn srgb_to_lab(rgb: [f32; 3]) -> [f32; 3] {
-    let lin = |c: f32| if c <= 0.04045 { c / 12.92 } else { ((c + 0.055) / 1.055).powf(2.4) };
+    let lin = |c: f32| {
+        if c <= 0.04045 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
     let (r, g, b) = (lin(rgb[0]), lin(rgb[1]), lin(rgb[2]));
     let x = (0.4124564 * r + 0.3575761 * g + 0.1804375 * b) / 0.95047;
     let y = 0.2126729 * r + 0.7151522 * g + 0.0721750 * b;
     let z = (0.0193339 * r + 0.1191920 * g + 0.9503041 * b) / 1.08883;
-    let f = |t: f32| if t > 216.0 / 24389.0 { t.cbrt() } else { (24389.0 / 27.0 * t + 16.0) / 116.0 };
+    let f = |t: f32| {
+        if t > 216.0 / 24389.0 {
+            t.cbrt()
+        } else {
+            (24389.0 / 27.0 * t + 16.0) / 116.0
+        }
+    };
     let (fx, fy, fz) = (f(x), f(y), f(z));
     [116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)]
 }
@@ -113,7 +136,11 @@ impl Saliency for FrequencyTuned {
             .flat_map(|i| {
                 let px = |c: usize| input.data()[i * input.channels + c.min(input.channels - 1)];
                 let rgb = [px(0), px(1), px(2)];
-                if self.lab { srgb_to_lab(rgb) } else { rgb }
+                if self.lab {
+                    srgb_to_lab(rgb)
+                } else {
+                    rgb
+                }
             })
             .collect();
         let mut mean = [0.0f64; 3];
@@ -161,7 +188,11 @@ mod tests {
         assert!((white[0] - 100.0).abs() < 0.01 && white[1].abs() < 0.01 && white[2].abs() < 0.01);
         assert!(srgb_to_lab([0.0, 0.0, 0.0])[0].abs() < 1e-4);
         let red = srgb_to_lab([1.0, 0.0, 0.0]);
-        assert!((red[0] - 53.24).abs() < 0.02 && (red[1] - 80.09).abs() < 0.05 && (red[2] - 67.20).abs() < 0.05);
+        assert!(
+            (red[0] - 53.24).abs() < 0.02
+                && (red[1] - 80.09).abs() < 0.05
+                && (red[2] - 67.20).abs() < 0.05
+        );
     }
 
     #[test]
@@ -176,17 +207,34 @@ mod tests {
             }
         }
         let img = Image::new(w, h, 3, data).unwrap();
-        let s = FrequencyTuned::build(FrequencyTunedParams::default()).unwrap().saliency(&img).unwrap();
-        let argmax = s.data().iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+        let s = FrequencyTuned::build(FrequencyTunedParams::default())
+            .unwrap()
+            .saliency(&img)
+            .unwrap();
+        let argmax = s
+            .data()
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0;
         let (x, y) = (argmax % w, argmax / w);
-        assert!((6..10).contains(&x) && (20..24).contains(&y), "peak at ({x}, {y})");
+        assert!(
+            (6..10).contains(&x) && (20..24).contains(&y),
+            "peak at ({x}, {y})"
+        );
         assert_eq!(s.data().iter().copied().fold(0.0f32, f32::max), 1.0);
         assert!(s.get(0, 0, 0) < 0.1);
     }
 
     #[test]
     fn bad_params_are_named() {
-        let e = FrequencyTuned::build(FrequencyTunedParams { blur: 4, ..Default::default() }).err().unwrap();
+        let e = FrequencyTuned::build(FrequencyTunedParams {
+            blur: 4,
+            ..Default::default()
+        })
+        .err()
+        .unwrap();
         assert!(e.message.contains("`blur` must be 1, 3 or 5, got 4"), "{e}");
     }
 }

@@ -1,0 +1,141 @@
+//! Helpers for the end-to-end tests: find or build the `srhost` binary and plugin libraries,
+//! run the CLI, make scratch folders.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A sample photo shipped in `assets/images/`.
+pub fn photo(name: &str) -> PathBuf {
+    repo().join("assets/images").join(name)
+}
+
+static BUILD: Mutex<()> = Mutex::new(());
+
+/// Build workspace packages with cargo (the same profile as the tests) and return the paths of
+/// the artifacts whose file names end with one of `suffixes`. Cargo says where it put them
+/// (`--message-format=json`), so a custom `CARGO_TARGET_DIR` works.
+fn cargo_build(args: &[&str], suffixes: &[&str]) -> Vec<PathBuf> {
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(repo())
+        .args(["build", "--message-format=json-render-diagnostics"])
+        .args(args)
+        .output()
+        .expect("cannot run cargo");
+    assert!(
+        out.status.success(),
+        "cargo build {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut found = vec![];
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        for f in msg["filenames"].as_array().into_iter().flatten() {
+            if let Some(f) = f.as_str() {
+                if suffixes.iter().any(|s| f.ends_with(s)) && !found.contains(&PathBuf::from(f)) {
+                    found.push(PathBuf::from(f));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The `srhost` binary, built if needed.
+pub fn srhost_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let found = cargo_build(&["-p", "srhost", "--bin", "srhost"], &["/srhost"]);
+        found
+            .into_iter()
+            .next()
+            .expect("cargo built no srhost binary")
+    })
+    .clone()
+}
+
+/// Build the cdylib of workspace package `package` and return its `.so` path.
+pub fn plugin_so(package: &str) -> PathBuf {
+    let lib = format!(
+        "/lib{}.{}",
+        package.replace('-', "_"),
+        std::env::consts::DLL_EXTENSION
+    );
+    let found = cargo_build(&["-p", package], &[&lib]);
+    found
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("cargo built no {lib} for {package}"))
+}
+
+/// What a CLI run returned.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Run `srhost args...` in `cwd`.
+pub fn srhost(cwd: &Path, args: &[&str]) -> Run {
+    let out: Output = Command::new(srhost_bin())
+        .current_dir(cwd)
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("cannot run srhost");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A fresh scratch folder under the target directory, removed first if it exists.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir()
+        .join(format!("srhost-tests-{}", std::process::id()))
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Write `text` to `dir/name` and return the path as a string.
+pub fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+/// Read a `.npy` written by srhost.
+pub fn read_npy(path: &Path) -> sr_core::npy::NpyArray {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    sr_core::npy::decode(&bytes, &path.display().to_string()).unwrap()
+}
+
+/// TOML string literal of a path.
+pub fn lit(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
+}
