@@ -10,9 +10,9 @@ use sr_core::{kind_name, LoadedPlugin, Registry};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-// Built-in stages are linked here. Each built-in plugin crate must be named once, or the
-// linker drops its `inventory` registrations:
-//     use sr_plugin_something as _;
+// Built-in stages. Each built-in plugin crate must be named once, or the linker drops its
+// `inventory` registrations.
+use sr_backend_candle as _;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -57,6 +57,22 @@ enum Command {
     Run { file: PathBuf },
     /// Validate a pipeline without running it.
     Check { file: PathBuf },
+    /// Print the top classes of images with the pipeline's model (default: the shipped
+    /// EfficientNet-Lite0 ImageNet model).
+    Classify {
+        /// Image files.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Take the `[model]` table of this pipeline (and its `[[plugin]]` entries).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// How many classes to print.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// Print JSON: one object per image with `image` and `top` (index, label, prob, logit).
+        #[arg(long)]
+        json: bool,
+    },
     /// List every stage, built-in or loaded, with its parameters and defaults.
     Plugins {
         /// Also load the `[[plugin]]` entries of this pipeline.
@@ -91,6 +107,15 @@ fn dispatch(cli: &Cli) -> Result<u8, Fail> {
         (None, Some(f)) | (Some(Command::Run { file: f }), None) => run(cli, f, false),
         (Some(Command::Check { file }), None) => run(cli, file, true),
         (Some(Command::Plugins { file }), None) => list_plugins(cli, file.as_deref()),
+        (
+            Some(Command::Classify {
+                images,
+                config,
+                top,
+                json,
+            }),
+            None,
+        ) => classify(cli, images, config.as_deref(), *top, *json),
     }
 }
 
@@ -256,4 +281,77 @@ fn list_plugins(cli: &Cli, file: Option<&Path>) -> Result<u8, Fail> {
         println!("no stages: none is built in yet, and no plugin was loaded (use --plugin FILE or --plugin-dir DIR)");
     }
     Ok(if failed > 0 { 2 } else { 0 })
+}
+
+fn classify(
+    cli: &Cli,
+    images: &[PathBuf],
+    config: Option<&Path>,
+    top: usize,
+    json: bool,
+) -> Result<u8, Fail> {
+    let raw = match config {
+        Some(f) => spec::RawSpec::read(f, &cli.sets),
+        None => spec::RawSpec::parse("(no config)", "", &cli.sets),
+    }
+    .map_err(|e| Fail(2, e.to_string()))?;
+    let mut reg = Registry::with_builtins();
+    let mut paths = cli_plugin_paths(cli)?;
+    paths.extend(raw.plugin_paths().map_err(|e| Fail(2, e.to_string()))?);
+    load_plugins(&mut reg, &paths);
+    let model_spec = raw.model_spec(&reg).map_err(|e| Fail(2, e.to_string()))?;
+    let model = reg
+        .create_model(&model_spec.name, &model_spec.params_toml)
+        .map_err(|e| Fail(2, e.context(format!("[{}]", model_spec.table)).to_string()))?;
+    let info = model.info();
+    let mut failed = 0;
+    let mut out = vec![];
+    for path in images {
+        let result = runner::load_photo(path)
+            .and_then(|rgb| sr_core::preprocess::preprocess(&rgb, &info))
+            .and_then(|(x, _)| model.forward(&x));
+        let logits = match result {
+            Ok(l) => l,
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}: {e}", path.display());
+                continue;
+            }
+        };
+        let l: Vec<f64> = logits.data().iter().map(|&v| v as f64).collect();
+        let m = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = l.iter().map(|v| (v - m).exp()).sum();
+        let mut idx: Vec<usize> = (0..l.len()).collect();
+        idx.sort_by(|&a, &b| l[b].total_cmp(&l[a]));
+        let best: Vec<serde_json::Value> = idx
+            .iter()
+            .take(top)
+            .map(|&i| {
+                serde_json::json!({
+                    "index": i,
+                    "label": info.labels.get(i).cloned().unwrap_or_else(|| format!("class {i}")),
+                    "prob": (l[i] - m).exp() / z,
+                    "logit": l[i],
+                })
+            })
+            .collect();
+        if !json {
+            println!("{}", path.display());
+            for (rank, b) in best.iter().enumerate() {
+                println!(
+                    "  {}. {:<28} {:.4}  (class {}, logit {:.3})",
+                    rank + 1,
+                    b["label"].as_str().unwrap_or(""),
+                    b["prob"].as_f64().unwrap_or(0.0),
+                    b["index"],
+                    b["logit"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
+        out.push(serde_json::json!({ "image": path.display().to_string(), "model": info.name, "top": best }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
 }

@@ -6,9 +6,10 @@ use crate::spec::Pipeline;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
+use sr_core::preprocess::{self, Rgb8};
 use sr_core::{
-    npy, BranchMaps, Error, Image, Model, ModelInfo, Registry, Relevance, RenderInput, Renderer,
-    Result, Saliency, Tensor,
+    npy, BranchMaps, Error, Image, Model, Registry, Relevance, RenderInput, Renderer, Result,
+    Saliency, Tensor,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -141,67 +142,21 @@ pub fn output_names(images: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
-/// Decode an image file to RGB in [0, 1]. A corrupt file is an error naming it.
-pub fn load_photo(path: &Path) -> Result<Image> {
+/// Decode an image file to 8-bit RGB. A corrupt file is an error naming it.
+pub fn load_photo(path: &Path) -> Result<Rgb8> {
     let img = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?
         .decode()
         .map_err(|e| Error::input(format!("{}: cannot decode the image: {e}", path.display())))?
-        .to_rgb32f();
+        .to_rgb8();
     let (w, h) = img.dimensions();
-    Image::new(w as usize, h as usize, 3, img.into_raw())
-}
-
-/// torchvision-style preprocessing: resize the shorter side to `info.resize` (bilinear,
-/// antialiased when shrinking), centre crop `H x W`, then `(x - mean) / std` per channel.
-/// Returns the normalised `1 x C x H x W` tensor and the cropped photo.
-pub fn preprocess(photo: &Image, info: &ModelInfo) -> Result<(Tensor, Image)> {
-    let [c, h, w] = match info.input_shape[..] {
-        [c, h, w] => [c, h, w],
-        _ => {
-            return Err(Error::input(format!(
-                "model `{}` declares input shape {:?}, expected [C, H, W]",
-                info.name, info.input_shape
-            )))
-        }
-    };
-    if c != 3 || info.mean.len() != 3 || info.std.len() != 3 {
-        return Err(Error::unsupported(format!(
-            "model `{}`: only 3-channel inputs with 3 means and stds are supported",
-            info.name
-        )));
-    }
-    let buf = image::Rgb32FImage::from_raw(
-        photo.width as u32,
-        photo.height as u32,
-        photo.data().to_vec(),
-    )
-    .ok_or_else(|| Error::internal("photo buffer size"))?;
-    let (pw, ph) = (photo.width as f64, photo.height as f64);
-    let (rw, rh) = if info.resize == 0 {
-        (w as u32, h as u32)
-    } else {
-        let s = info.resize as f64 / pw.min(ph);
-        (
-            ((pw * s).round() as u32).max(w as u32),
-            ((ph * s).round() as u32).max(h as u32),
-        )
-    };
-    let resized = image::imageops::resize(&buf, rw, rh, image::imageops::FilterType::Triangle);
-    let (x0, y0) = ((rw - w as u32) / 2, (rh - h as u32) / 2);
-    let crop = image::imageops::crop_imm(&resized, x0, y0, w as u32, h as u32).to_image();
-    let mut chw = vec![0.0f32; 3 * h * w];
-    for (x, y, px) in crop.enumerate_pixels() {
-        for ch in 0..3 {
-            chw[ch * h * w + y as usize * w + x as usize] = (px[ch] - info.mean[ch]) / info.std[ch];
-        }
-    }
-    Ok((
-        Tensor::new(vec![1, 3, h, w], chw)?,
-        Image::new(w, h, 3, crop.into_raw())?,
-    ))
+    Ok(Rgb8 {
+        width: w as usize,
+        height: h as usize,
+        data: img.into_raw(),
+    })
 }
 
 /// `abs-rgb`: per channel |R|, one min-max over all channels to [0, 1], as an `H x W x C` image.
@@ -269,7 +224,8 @@ fn process(stages: &Stages, path: &Path, dir: &Path) -> Result<ImageResult> {
         Ok(())
     };
     let t = Instant::now();
-    let photo = load_photo(path)?;
+    let rgb = load_photo(path)?;
+    let photo = preprocess::to_image(&rgb)?;
     timed("decode", t);
     let mut result = ImageResult {
         image: path.display().to_string(),
@@ -284,7 +240,8 @@ fn process(stages: &Stages, path: &Path, dir: &Path) -> Result<ImageResult> {
     if let Some(model) = &stages.model {
         let info = model.info();
         let t = Instant::now();
-        let (input, crop) = preprocess(&photo, &info)?;
+        let (input, crop) = preprocess::preprocess(&rgb, &info)?;
+        let crop = preprocess::to_image(&crop)?;
         let logits = model.forward(&input)?;
         timed("forward", t);
         let top = logits

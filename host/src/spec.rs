@@ -459,6 +459,24 @@ impl RawSpec {
         })
     }
 
+    /// The `[model]` table alone (for `srhost classify`). Without `use`, the built-in candle
+    /// backend, whose defaults are the shipped EfficientNet-Lite0.
+    pub fn model_spec(&self, registry: &Registry) -> Result<StageSpec, SpecError> {
+        let mut t = match self.table.get("model") {
+            Some(toml::Value::Table(t)) => t.clone(),
+            Some(_) => return Err(self.error(&["model"], "expected a table", "")),
+            None => toml::Table::new(),
+        };
+        t.entry("use")
+            .or_insert_with(|| toml::Value::String("candle".into()));
+        self.stage(
+            &["model"],
+            &toml::Value::Table(t),
+            StageKind::Model,
+            registry,
+        )
+    }
+
     fn stage(
         &self,
         path: &[&str],

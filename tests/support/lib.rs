@@ -139,3 +139,25 @@ pub fn read_npy(path: &Path) -> sr_core::npy::NpyArray {
 pub fn lit(p: &Path) -> String {
     format!("{:?}", p.display().to_string())
 }
+
+/// A golden fixture file under `tests/fixtures/golden/`.
+pub fn golden(rel: &str) -> PathBuf {
+    repo().join("tests/fixtures/golden").join(rel)
+}
+
+/// A `.npy` fixture as an sr-core tensor (f32).
+pub fn npy_tensor(path: &Path) -> sr_core::Tensor {
+    let a = read_npy(path);
+    sr_core::Tensor::new(a.shape, a.data.iter().map(|&v| v as f32).collect()).unwrap()
+}
+
+/// `max |a - b| / max |b|`: the relative error used by the parity tests.
+pub fn rel_max_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    let scale = b.iter().fold(0f64, |m, v| m.max((*v as f64).abs()));
+    let err = a
+        .iter()
+        .zip(b)
+        .fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()));
+    err / scale
+}

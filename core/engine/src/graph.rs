@@ -224,7 +224,8 @@ impl Graph {
             let check = |pname: &str, want: &[usize]| -> Result<()> {
                 match node.param(pname) {
                     Some(t) if t.shape() != want => Err(err(format!(
-                        "parameter `{pname}` has shape {:?}, expected {want:?}",
+                        "parameter `{pname}` (`{}.{pname}`) has shape {:?}, expected {want:?}",
+                        node.name,
                         t.shape()
                     ))),
                     _ => Ok(()),

@@ -10,9 +10,11 @@
 //! - [`export_plugin!`]: the plugin SDK macro.
 
 pub mod error;
+pub mod exec;
 pub mod ffi;
 pub mod graph;
 pub mod npy;
+pub mod preprocess;
 pub mod registry;
 pub mod stage;
 pub mod tensor;

@@ -189,7 +189,7 @@ fn a_wrong_weight_shape_names_the_layer_and_both_shapes() {
     let e = g.infer_shapes().unwrap_err();
     assert_eq!(
         e.message,
-        "layer `features.3` (conv2d): parameter `weight` has shape [192, 32, 5, 5], expected [192, 64, 5, 5]"
+        "layer `features.3` (conv2d): parameter `weight` (`features.3.weight`) has shape [192, 32, 5, 5], expected [192, 64, 5, 5]"
     );
 
     let g = Graph {
@@ -206,7 +206,7 @@ fn a_wrong_weight_shape_names_the_layer_and_both_shapes() {
     };
     assert_eq!(
         g.infer_shapes().unwrap_err().message,
-        "layer `fc` (linear): parameter `bias` has shape [3], expected [2]"
+        "layer `fc` (linear): parameter `bias` (`fc.bias`) has shape [3], expected [2]"
     );
 }
 

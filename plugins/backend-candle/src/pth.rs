@@ -1,0 +1,670 @@
+//! PyTorch checkpoints (`.pth`, `.pt`) read without executing them.
+//!
+//! `torch.save` writes a pickle that rebuilds tensors from "storages". This module runs a
+//! restricted pickle machine: it knows the opcodes a state dict uses and the handful of
+//! globals that rebuild tensors and dicts (`torch._utils._rebuild_tensor_v2`,
+//! `collections.OrderedDict`, `torch.*Storage`...). Any other global is refused, so a
+//! malicious file cannot run code. Both on-disk formats are read:
+//!
+//! - the zip format (PyTorch >= 1.6): `<name>/data.pkl` plus one file per storage under
+//!   `<name>/data/`;
+//! - the legacy format (PyTorch < 1.6, e.g. torchvision's AlexNet/VGG downloads and
+//!   facenet-pytorch's `onet.pt`): five pickles in a row (magic number, protocol version,
+//!   system info, the object, the storage keys), then each storage as an int64 element
+//!   count followed by its bytes.
+//!
+//! The result is every floating-point tensor of the state dict, by name, as f32. Integer
+//! tensors (BatchNorm's `num_batches_tracked`) are skipped.
+
+use sr_core::{Error, Result, Tensor};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::Path;
+
+/// A value on the pickle machine's stack. (Some payloads are only read by `Debug`, in errors.)
+#[allow(dead_code)]
+#[derive(Clone, Debug)]
+enum Val {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    Tuple(Vec<Val>),
+    List(Vec<Val>),
+    Dict(Vec<(Val, Val)>),
+    /// A global we allow, by `module.name`.
+    Global(String),
+    /// A reference to a storage: (dtype, key).
+    Storage(DType, String),
+    /// A rebuilt tensor view.
+    Tensor(TensorRef),
+    Mark,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum DType {
+    F32,
+    F64,
+    F16,
+    BF16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+}
+
+impl DType {
+    fn from_storage(name: &str) -> Option<DType> {
+        Some(match name.rsplit('.').next()? {
+            "FloatStorage" => DType::F32,
+            "DoubleStorage" => DType::F64,
+            "HalfStorage" => DType::F16,
+            "BFloat16Storage" => DType::BF16,
+            "LongStorage" => DType::I64,
+            "IntStorage" => DType::I32,
+            "ShortStorage" => DType::I16,
+            "CharStorage" => DType::I8,
+            "ByteStorage" => DType::U8,
+            "BoolStorage" => DType::Bool,
+            _ => return None,
+        })
+    }
+    fn size(self) -> usize {
+        match self {
+            DType::F64 | DType::I64 => 8,
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 => 2,
+            DType::I8 | DType::U8 | DType::Bool => 1,
+        }
+    }
+    fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct TensorRef {
+    dtype: DType,
+    key: String,
+    offset: usize,
+    shape: Vec<usize>,
+    stride: Vec<usize>,
+}
+
+const ALLOWED_GLOBALS: &[&str] = &[
+    "collections.OrderedDict",
+    "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_tensor",
+    "torch._utils._rebuild_parameter",
+    "torch.nn.parameter.Parameter",
+    "builtins.set",
+];
+
+struct Machine<'a> {
+    data: &'a [u8],
+    pos: usize,
+    stack: Vec<Val>,
+    memo: HashMap<u32, Val>,
+    what: &'a str,
+}
+
+impl<'a> Machine<'a> {
+    fn new(data: &'a [u8], what: &'a str) -> Self {
+        Machine {
+            data,
+            pos: 0,
+            stack: vec![],
+            memo: HashMap::new(),
+            what,
+        }
+    }
+
+    fn err(&self, m: impl std::fmt::Display) -> Error {
+        Error::input(format!(
+            "{}: not a readable PyTorch checkpoint: {m} (pickle offset {})",
+            self.what, self.pos
+        ))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let s = self
+            .data
+            .get(self.pos..self.pos + n)
+            .ok_or_else(|| self.err("truncated"))?;
+        self.pos += n;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn line(&mut self) -> Result<String> {
+        let rest = &self.data[self.pos..];
+        let end = rest
+            .iter()
+            .position(|&c| c == b'\n')
+            .ok_or_else(|| self.err("unterminated line"))?;
+        self.pos += end + 1;
+        Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
+    }
+    fn pop(&mut self) -> Result<Val> {
+        self.stack.pop().ok_or_else(|| self.err("stack underflow"))
+    }
+    fn pop_mark(&mut self) -> Result<Vec<Val>> {
+        let i = self
+            .stack
+            .iter()
+            .rposition(|v| matches!(v, Val::Mark))
+            .ok_or_else(|| self.err("no mark"))?;
+        let items = self.stack.split_off(i + 1);
+        self.stack.pop();
+        Ok(items)
+    }
+    fn top(&mut self) -> Result<&mut Val> {
+        let e = self.err("empty stack");
+        self.stack.last_mut().ok_or(e)
+    }
+
+    /// Run to STOP and return the result. `persistent` resolves persistent ids (storages).
+    fn run(&mut self, persistent: &dyn Fn(Val) -> std::result::Result<Val, String>) -> Result<Val> {
+        loop {
+            let op = self.u8()?;
+            match op {
+                0x80 => {
+                    self.u8()?; // PROTO
+                }
+                0x95 => {
+                    self.take(8)?; // FRAME
+                }
+                b'.' => return self.pop(), // STOP
+                b'(' => self.stack.push(Val::Mark),
+                b'}' => self.stack.push(Val::Dict(vec![])),
+                b']' => self.stack.push(Val::List(vec![])),
+                b')' => self.stack.push(Val::Tuple(vec![])),
+                b'N' => self.stack.push(Val::None),
+                0x88 => self.stack.push(Val::Bool(true)),
+                0x89 => self.stack.push(Val::Bool(false)),
+                b'J' => {
+                    let v = self.u32()? as i32;
+                    self.stack.push(Val::Int(v as i64))
+                }
+                b'K' => {
+                    let v = self.u8()?;
+                    self.stack.push(Val::Int(v as i64))
+                }
+                b'M' => {
+                    let v = self.u16()?;
+                    self.stack.push(Val::Int(v as i64))
+                }
+                0x8a => {
+                    // LONG1: little-endian two's complement of n bytes.
+                    let n = self.u8()? as usize;
+                    let b = self.take(n)?;
+                    let mut v: i128 = 0;
+                    for (i, &x) in b.iter().enumerate().take(16) {
+                        v |= (x as i128) << (8 * i);
+                    }
+                    if n > 0 && n < 16 && b[n - 1] & 0x80 != 0 {
+                        v -= 1i128 << (8 * n);
+                    }
+                    self.stack.push(Val::Int(v as i64))
+                }
+                b'G' => {
+                    let b = self.take(8)?;
+                    self.stack
+                        .push(Val::Float(f64::from_be_bytes(b.try_into().unwrap())))
+                }
+                b'X' => {
+                    let n = self.u32()? as usize;
+                    let s = String::from_utf8_lossy(self.take(n)?).into_owned();
+                    self.stack.push(Val::Str(s))
+                }
+                0x8c => {
+                    let n = self.u8()? as usize;
+                    let s = String::from_utf8_lossy(self.take(n)?).into_owned();
+                    self.stack.push(Val::Str(s))
+                }
+                b'C' => {
+                    let n = self.u8()? as usize;
+                    let b = self.take(n)?.to_vec();
+                    self.stack.push(Val::Bytes(b))
+                }
+                b'B' => {
+                    let n = self.u32()? as usize;
+                    let b = self.take(n)?.to_vec();
+                    self.stack.push(Val::Bytes(b))
+                }
+                b'q' => {
+                    let k = self.u8()? as u32;
+                    let v = self.top()?.clone();
+                    self.memo.insert(k, v);
+                }
+                b'r' => {
+                    let k = self.u32()?;
+                    let v = self.top()?.clone();
+                    self.memo.insert(k, v);
+                }
+                0x94 => {
+                    let k = self.memo.len() as u32;
+                    let v = self.top()?.clone();
+                    self.memo.insert(k, v);
+                }
+                b'h' => {
+                    let k = self.u8()? as u32;
+                    let v = self
+                        .memo
+                        .get(&k)
+                        .cloned()
+                        .ok_or_else(|| self.err("bad memo"))?;
+                    self.stack.push(v)
+                }
+                b'j' => {
+                    let k = self.u32()?;
+                    let v = self
+                        .memo
+                        .get(&k)
+                        .cloned()
+                        .ok_or_else(|| self.err("bad memo"))?;
+                    self.stack.push(v)
+                }
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Val::Tuple(items))
+                }
+                0x85 => {
+                    let a = self.pop()?;
+                    self.stack.push(Val::Tuple(vec![a]))
+                }
+                0x86 => {
+                    let b = self.pop()?;
+                    let a = self.pop()?;
+                    self.stack.push(Val::Tuple(vec![a, b]))
+                }
+                0x87 => {
+                    let c = self.pop()?;
+                    let b = self.pop()?;
+                    let a = self.pop()?;
+                    self.stack.push(Val::Tuple(vec![a, b, c]))
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    match self.top()? {
+                        Val::Dict(d) => d.push((k, v)),
+                        _ => return Err(self.err("SETITEM on a non-dict")),
+                    }
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    let e = self.err("SETITEMS on a non-dict");
+                    match self.top()? {
+                        Val::Dict(d) => {
+                            let mut it = items.into_iter();
+                            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                                d.push((k, v));
+                            }
+                        }
+                        _ => return Err(e),
+                    }
+                }
+                b'a' => {
+                    let v = self.pop()?;
+                    let e = self.err("APPEND on a non-list");
+                    match self.top()? {
+                        Val::List(l) => l.push(v),
+                        _ => return Err(e),
+                    }
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    let e = self.err("APPENDS on a non-list");
+                    match self.top()? {
+                        Val::List(l) => l.extend(items),
+                        _ => return Err(e),
+                    }
+                }
+                b'c' => {
+                    let module = self.line()?;
+                    let name = self.line()?;
+                    let full = format!("{module}.{name}");
+                    self.push_global(full)?;
+                }
+                0x93 => {
+                    let name = match self.pop()? {
+                        Val::Str(s) => s,
+                        _ => return Err(self.err("STACK_GLOBAL needs strings")),
+                    };
+                    let module = match self.pop()? {
+                        Val::Str(s) => s,
+                        _ => return Err(self.err("STACK_GLOBAL needs strings")),
+                    };
+                    self.push_global(format!("{module}.{name}"))?;
+                }
+                b'Q' => {
+                    let pid = self.pop()?;
+                    let v = persistent(pid).map_err(|m| self.err(m))?;
+                    self.stack.push(v)
+                }
+                b'R' => {
+                    let args = self.pop()?;
+                    let f = self.pop()?;
+                    let v = self.reduce(f, args)?;
+                    self.stack.push(v)
+                }
+                0x81 => {
+                    // NEWOBJ: cls.__new__(cls, *args); only for allowed globals.
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    let v = self.reduce(cls, args)?;
+                    self.stack.push(v)
+                }
+                b'b' => {
+                    // BUILD: set state. OrderedDict state and tensor metadata are ignored.
+                    self.pop()?;
+                }
+                other => return Err(self.err(format!("unsupported pickle opcode 0x{other:02x}"))),
+            }
+        }
+    }
+
+    fn push_global(&mut self, full: String) -> Result<()> {
+        if ALLOWED_GLOBALS.contains(&full.as_str())
+            || DType::from_storage(&full).is_some() && full.starts_with("torch.")
+        {
+            self.stack.push(Val::Global(full));
+            Ok(())
+        } else {
+            Err(self.err(format!(
+                "refusing the pickle global `{full}` (only tensors and dicts are read)"
+            )))
+        }
+    }
+
+    fn reduce(&self, f: Val, args: Val) -> Result<Val> {
+        let Val::Global(name) = f else {
+            return Err(self.err("call of a non-global"));
+        };
+        let args = match args {
+            Val::Tuple(a) => a,
+            _ => return Err(self.err("call arguments are not a tuple")),
+        };
+        let ints = |v: &Val| -> Result<Vec<usize>> {
+            match v {
+                Val::Tuple(t) | Val::List(t) => t
+                    .iter()
+                    .map(|x| match x {
+                        Val::Int(i) if *i >= 0 => Ok(*i as usize),
+                        _ => Err(self.err("bad size or stride")),
+                    })
+                    .collect(),
+                _ => Err(self.err("bad size or stride")),
+            }
+        };
+        match name.as_str() {
+            "collections.OrderedDict" => Ok(Val::Dict(vec![])),
+            "builtins.set" => Ok(Val::List(vec![])),
+            "torch._utils._rebuild_tensor_v2" | "torch._utils._rebuild_tensor" => {
+                let (
+                    Some(Val::Storage(dtype, key)),
+                    Some(Val::Int(offset)),
+                    Some(size),
+                    Some(stride),
+                ) = (args.first(), args.get(1), args.get(2), args.get(3))
+                else {
+                    return Err(self.err("unexpected _rebuild_tensor arguments"));
+                };
+                Ok(Val::Tensor(TensorRef {
+                    dtype: *dtype,
+                    key: key.clone(),
+                    offset: *offset as usize,
+                    shape: ints(size)?,
+                    stride: ints(stride)?,
+                }))
+            }
+            "torch._utils._rebuild_parameter" | "torch.nn.parameter.Parameter" => args
+                .into_iter()
+                .next()
+                .ok_or_else(|| self.err("empty Parameter")),
+            _ => Err(self.err(format!("cannot call `{name}`"))),
+        }
+    }
+}
+
+/// The persistent id of a storage: `('storage', torch.FloatStorage, key, location, numel, ...)`.
+fn storage_from_pid(pid: Val) -> std::result::Result<Val, String> {
+    let Val::Tuple(t) = pid else {
+        return Err("a persistent id that is not a tuple".into());
+    };
+    match (t.first(), t.get(1), t.get(2)) {
+        (Some(Val::Str(tag)), Some(Val::Global(ty)), Some(key)) if tag == "storage" => {
+            let dtype =
+                DType::from_storage(ty).ok_or_else(|| format!("unknown storage type {ty}"))?;
+            let key = match key {
+                Val::Str(s) => s.clone(),
+                Val::Int(i) => i.to_string(),
+                _ => return Err("bad storage key".into()),
+            };
+            Ok(Val::Storage(dtype, key))
+        }
+        _ => Err(format!("unexpected persistent id {t:?}")),
+    }
+}
+
+/// Walk the unpickled object for tensors: a state dict, or a dict holding one
+/// (`{"state_dict": ...}`, `{"model": ...}`).
+fn collect_tensors(v: &Val, prefix: &str, out: &mut Vec<(String, TensorRef)>) {
+    if let Val::Dict(items) = v {
+        for (k, val) in items {
+            let key = match k {
+                Val::Str(s) => s.clone(),
+                Val::Int(i) => i.to_string(),
+                _ => continue,
+            };
+            let name = if prefix.is_empty() {
+                key
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match val {
+                Val::Tensor(t) => out.push((name, t.clone())),
+                Val::Dict(_) => collect_tensors(val, &name, out),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn to_f32(dtype: DType, bytes: &[u8]) -> Vec<f32> {
+    match dtype {
+        DType::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        DType::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        DType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// Gather a strided view of a storage into a dense row-major tensor.
+fn materialise(t: &TensorRef, storage: &[f32], what: &str, name: &str) -> Result<Tensor> {
+    let n: usize = t.shape.iter().product();
+    let mut out = Vec::with_capacity(n);
+    if n > 0 {
+        let max_index = t.offset
+            + t.shape
+                .iter()
+                .zip(&t.stride)
+                .map(|(d, s)| (d - 1) * s)
+                .sum::<usize>();
+        if max_index >= storage.len() {
+            return Err(Error::input(format!(
+                "{what}: tensor `{name}` of shape {:?} reaches past its storage ({} values)",
+                t.shape,
+                storage.len()
+            )));
+        }
+        let mut idx = vec![0usize; t.shape.len()];
+        for _ in 0..n {
+            let off = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
+            out.push(storage[off]);
+            for d in (0..idx.len()).rev() {
+                idx[d] += 1;
+                if idx[d] < t.shape[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+    }
+    Tensor::new(t.shape.clone(), out)
+}
+
+/// Read every floating-point tensor of a `.pth`/`.pt` state dict, as f32, by name.
+pub fn read_pth(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let what = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (refs, storages) = if bytes.starts_with(b"PK\x03\x04") {
+        read_zip(&bytes, &what)?
+    } else {
+        read_legacy(&bytes, &what)?
+    };
+    let mut out = BTreeMap::new();
+    for (name, t) in refs {
+        if !t.dtype.is_float() {
+            continue;
+        }
+        let storage = storages.get(&t.key).ok_or_else(|| {
+            Error::input(format!(
+                "{what}: tensor `{name}` refers to a missing storage `{}`",
+                t.key
+            ))
+        })?;
+        out.insert(name.clone(), materialise(&t, storage, &what, &name)?);
+    }
+    if out.is_empty() {
+        return Err(Error::input(format!(
+            "{what}: the checkpoint holds no floating-point tensor"
+        )));
+    }
+    Ok(out)
+}
+
+type Parsed = (Vec<(String, TensorRef)>, HashMap<String, Vec<f32>>);
+
+fn read_zip(bytes: &[u8], what: &str) -> Result<Parsed> {
+    let bad = |m: String| {
+        Error::input(format!(
+            "{what}: not a readable PyTorch zip checkpoint: {m}"
+        ))
+    };
+    let mut zip =
+        zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| bad(e.to_string()))?;
+    let names: Vec<String> = zip.file_names().map(str::to_string).collect();
+    let pkl = names
+        .iter()
+        .find(|n| n.ends_with("/data.pkl") || *n == "data.pkl")
+        .ok_or_else(|| bad("no data.pkl".into()))?
+        .clone();
+    let root = pkl.trim_end_matches("data.pkl").to_string();
+    let mut read = |name: &str| -> Result<Vec<u8>> {
+        let mut f = zip.by_name(name).map_err(|e| bad(format!("{name}: {e}")))?;
+        let mut v = Vec::new();
+        f.read_to_end(&mut v)
+            .map_err(|e| bad(format!("{name}: {e}")))?;
+        Ok(v)
+    };
+    let data = read(&pkl)?;
+    let obj = Machine::new(&data, what).run(&storage_from_pid)?;
+    let mut refs = vec![];
+    collect_tensors(&obj, "", &mut refs);
+    let mut storages = HashMap::new();
+    for (_, t) in &refs {
+        if storages.contains_key(&t.key) || !t.dtype.is_float() {
+            continue;
+        }
+        let raw = read(&format!("{root}data/{}", t.key))?;
+        storages.insert(t.key.clone(), to_f32(t.dtype, &raw));
+    }
+    Ok((refs, storages))
+}
+
+fn read_legacy(bytes: &[u8], what: &str) -> Result<Parsed> {
+    // Protocol 2, then LONG1 of the magic number 0x1950a86a20f9469cfc6c.
+    const LEGACY_MAGIC: &[u8] = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19";
+    if !bytes.starts_with(LEGACY_MAGIC) {
+        return Err(Error::input(format!(
+            "{what}: not a PyTorch checkpoint (neither a zip archive nor the legacy format's magic number)"
+        ))
+        .with_help("give a file written by torch.save(model.state_dict(), path), or a .safetensors file"));
+    }
+    let no_pid = |_: Val| Err("unexpected persistent id in a header pickle".to_string());
+    let mut m = Machine::new(bytes, what);
+    // Magic number, protocol version, system info.
+    m.run(&no_pid)?;
+    m.stack.clear();
+    m.run(&no_pid)?;
+    m.stack.clear();
+    m.run(&no_pid)?;
+    m.stack.clear();
+    m.memo.clear();
+    let obj = m.run(&storage_from_pid)?;
+    m.stack.clear();
+    m.memo.clear();
+    let keys = match m.run(&no_pid)? {
+        Val::List(k) => k
+            .into_iter()
+            .map(|v| match v {
+                Val::Str(s) => Ok(s),
+                _ => Err(Error::input(format!("{what}: bad storage key list"))),
+            })
+            .collect::<Result<Vec<_>>>()?,
+        _ => return Err(Error::input(format!("{what}: no storage key list"))),
+    };
+    let mut refs = vec![];
+    collect_tensors(&obj, "", &mut refs);
+    let dtypes: HashMap<&str, DType> = refs
+        .iter()
+        .map(|(_, t)| (t.key.as_str(), t.dtype))
+        .collect();
+    let mut pos = m.pos;
+    let mut storages = HashMap::new();
+    for key in keys {
+        let count_bytes = bytes
+            .get(pos..pos + 8)
+            .ok_or_else(|| Error::input(format!("{what}: truncated storage `{key}`")))?;
+        let count = u64::from_le_bytes(count_bytes.try_into().unwrap()) as usize;
+        pos += 8;
+        let dtype = dtypes.get(key.as_str()).copied().unwrap_or(DType::U8);
+        let len = count * dtype.size();
+        let raw = bytes
+            .get(pos..pos + len)
+            .ok_or_else(|| Error::input(format!("{what}: truncated storage `{key}`")))?;
+        pos += len;
+        if dtype.is_float() {
+            storages.insert(key, to_f32(dtype, raw));
+        }
+    }
+    Ok((refs, storages))
+}
