@@ -13,6 +13,8 @@ use std::process::ExitCode;
 // Built-in stages. Each built-in plugin crate must be named once, or the linker drops its
 // `inventory` registrations.
 use sr_backend_candle as _;
+use sr_relevance_gradient as _;
+use sr_relevance_lrp as _;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -11,6 +11,7 @@
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Op};
+use crate::ops::{self, Window};
 use crate::tensor::Tensor;
 use candle_core::{DType, Device, Tensor as CTensor};
 use rayon::prelude::*;
@@ -43,8 +44,6 @@ enum Prepared {
     Conv {
         weight: CTensor,
         bias: Option<CTensor>,
-        raw_weight: Vec<f32>,
-        raw_bias: Option<Vec<f32>>,
     },
     /// `weight` transposed to `[in, out]`.
     Linear {
@@ -75,18 +74,10 @@ impl Executor {
         for n in &graph.nodes {
             let e = ce(&n.name);
             let p = match &n.op {
-                Op::Conv2d { .. } => {
-                    let w = n.param("weight").unwrap();
-                    Prepared::Conv {
-                        weight: to_candle(w)?,
-                        bias: n
-                            .param("bias")
-                            .map(|b| to_candle(b)?.reshape((1, b.numel(), 1, 1)).map_err(&e))
-                            .transpose()?,
-                        raw_weight: w.data().to_vec(),
-                        raw_bias: n.param("bias").map(|b| b.data().to_vec()),
-                    }
-                }
+                Op::Conv2d { .. } => Prepared::Conv {
+                    weight: to_candle(n.param("weight").unwrap())?,
+                    bias: n.param("bias").map(to_candle).transpose()?,
+                },
                 Op::Linear => Prepared::Linear {
                     weight_t: to_candle(n.param("weight").unwrap())?
                         .t()
@@ -207,48 +198,16 @@ impl Executor {
                     dilation,
                     groups,
                 },
-                Prepared::Conv {
-                    weight,
-                    bias,
-                    raw_weight,
-                    raw_bias,
-                },
+                Prepared::Conv { weight, bias },
             ) => {
-                let (_, cin, _, _) = x.dims4().map_err(&e)?;
-                let cout = weight.dims()[0];
-                if *groups > 1 && *groups == cin && cout == cin {
-                    let kh = weight.dims()[2];
-                    let kw = weight.dims()[3];
-                    return depthwise(
-                        x,
-                        raw_weight,
-                        raw_bias.as_deref(),
-                        [kh, kw],
-                        *stride,
-                        *padding,
-                        *dilation,
-                    )
-                    .map_err(&e);
-                }
-                let [pt, pl, pb, pr] = *padding;
-                if stride[0] != stride[1] || dilation[0] != dilation[1] {
-                    return Err(Error::unsupported(format!(
-                        "layer `{}`: non-square stride {stride:?} or dilation {dilation:?}",
-                        node.name
-                    )));
-                }
-                let y = if pt == pb && pl == pr && pt == pl {
-                    x.conv2d(weight, pt, stride[0], dilation[0], *groups)
-                } else {
-                    x.pad_with_zeros(2, pt, pb)
-                        .and_then(|x| x.pad_with_zeros(3, pl, pr))
-                        .and_then(|x| x.conv2d(weight, 0, stride[0], dilation[0], *groups))
-                }
-                .map_err(&e)?;
-                match bias {
-                    Some(b) => y.broadcast_add(b).map_err(&e),
-                    None => Ok(y),
-                }
+                let (kh, kw) = (weight.dims()[2], weight.dims()[3]);
+                let win = Window {
+                    kernel: [kh, kw],
+                    stride: *stride,
+                    padding: *padding,
+                    dilation: *dilation,
+                };
+                ops::conv2d(x, weight, bias.as_ref(), &win, *groups).map_err(&e)
             }
             (Op::Linear, Prepared::Linear { weight_t, bias }) => {
                 let y = x
@@ -363,51 +322,8 @@ pub fn out_len(len: usize, k: usize, s: usize, p0: usize, p1: usize, ceil: bool)
     out
 }
 
-fn depthwise(
-    x: &CTensor,
-    w: &[f32],
-    b: Option<&[f32]>,
-    k: [usize; 2],
-    s: [usize; 2],
-    p: [usize; 4],
-    d: [usize; 2],
-) -> candle_core::Result<CTensor> {
-    let (n, c, h, wd, xs) = dims4(x)?;
-    let eh = (k[0] - 1) * d[0] + 1;
-    let ew = (k[1] - 1) * d[1] + 1;
-    let oh = out_len(h, eh, s[0], p[0], p[2], false);
-    let ow = out_len(wd, ew, s[1], p[1], p[3], false);
-    let mut out = vec![0f32; n * c * oh * ow];
-    out.par_chunks_mut(oh * ow).enumerate().for_each(|(nc, o)| {
-        let ch = nc % c;
-        let src = &xs[nc * h * wd..(nc + 1) * h * wd];
-        let ker = &w[ch * k[0] * k[1]..(ch + 1) * k[0] * k[1]];
-        let bias = b.map_or(0.0, |b| b[ch]);
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut acc = 0f32;
-                for ky in 0..k[0] {
-                    let iy = (oy * s[0] + ky * d[0]) as isize - p[0] as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let row = &src[iy as usize * wd..];
-                    for kx in 0..k[1] {
-                        let ix = (ox * s[1] + kx * d[1]) as isize - p[1] as isize;
-                        if ix >= 0 && ix < wd as isize {
-                            acc += ker[ky * k[1] + kx] * row[ix as usize];
-                        }
-                    }
-                }
-                o[oy * ow + ox] = acc + bias;
-            }
-        }
-    });
-    CTensor::from_vec(out, (n, c, oh, ow), &Device::Cpu)
-}
-
 #[derive(Clone, Copy)]
-enum PoolKind {
+pub enum PoolKind {
     Max,
     Avg { count_include_pad: bool },
 }
@@ -432,7 +348,8 @@ pub fn window(
     )
 }
 
-fn pool(
+/// Max or average pooling with 4-sided padding and `ceil_mode` (PyTorch's divisor rules).
+pub fn pool(
     x: &CTensor,
     k: [usize; 2],
     s: [usize; 2],
@@ -508,4 +425,48 @@ fn lrn(x: &CTensor, size: usize, alpha: f32, beta: f32, bias: f32) -> candle_cor
         }
     });
     CTensor::from_vec(out, (n, c, h, w), &Device::Cpu)
+}
+
+/// A per-model cache for what a stage derives from a model's graph (a canonized graph, an
+/// executor, converted weights): built on the first call, reused while the same model is
+/// given. A model is recognised by its node count and the address of its first weight buffer
+/// (weights are shared buffers, so two loaded models never share one).
+pub struct GraphCache<T> {
+    inner: std::sync::Mutex<Option<((usize, usize), std::sync::Arc<T>)>>,
+}
+
+impl<T> Default for GraphCache<T> {
+    fn default() -> Self {
+        GraphCache {
+            inner: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl<T> GraphCache<T> {
+    pub fn get_or_build(
+        &self,
+        graph: &Graph,
+        build: impl FnOnce() -> Result<T>,
+    ) -> Result<std::sync::Arc<T>> {
+        let key = (
+            graph.nodes.len(),
+            graph
+                .nodes
+                .iter()
+                .flat_map(|n| n.params.first())
+                .map(|(_, t)| t.data().as_ptr() as usize)
+                .next()
+                .unwrap_or(0),
+        );
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, v)) = guard.as_ref() {
+            if *k == key {
+                return Ok(v.clone());
+            }
+        }
+        let v = std::sync::Arc::new(build()?);
+        *guard = Some((key, v.clone()));
+        Ok(v)
+    }
 }

@@ -1,0 +1,243 @@
+//! A modified backward pass over a [`Graph`]: the engine under LRP and the gradient.
+//!
+//! Starting from a seed at the output node, a value (relevance, or gradient) flows back
+//! through the graph in reverse topological order; a node consumed several times receives the
+//! sum of what its consumers send back. The walker owns the structural ops (flatten, dropout,
+//! concatenation, residual adds, pooling, activations) with a few documented choices, and
+//! asks a [`LayerRule`] what to do at every layer with weights (conv, linear, batch norm).
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, NodeId, Op};
+use crate::ops::{self, MaxRouting, Window};
+use candle_core::{DType, Tensor as CTensor};
+
+/// How a value passes an activation (ReLU, ReLU6/Clip, PReLU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActivationMode {
+    /// Unchanged (LRP's usual choice).
+    Pass,
+    /// Multiplied by the activation's derivative at its input (the gradient; Zennit's choice
+    /// when no rule is attached).
+    Gradient,
+}
+
+/// How a value passes an average pooling.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PoolMode {
+    /// Spread by the pooling weights (the gradient).
+    Gradient,
+    /// As a linear layer with the epsilon rule: `a * T(P, R / stab(P a))` (Zennit's `Norm`).
+    Norm { epsilon: f32 },
+}
+
+/// How a value passes a residual add.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AddMode {
+    /// Every summand receives the whole value (the gradient; what Zennit does without a rule,
+    /// so LRP relevance is not conserved through the add).
+    Copy,
+    /// In proportion to each summand's contribution: `R_i = x_i / stab(sum x) R` (conservative).
+    Proportional { epsilon: f32 },
+}
+
+/// The structural choices of a backward pass.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Structure {
+    pub activation: ActivationMode,
+    pub avg_pool: PoolMode,
+    pub max_pool: MaxRouting,
+    pub add: AddMode,
+}
+
+/// What a layer with weights sends back to its input.
+pub trait LayerRule {
+    /// `node` is a conv, linear or batch-norm node; `a` its input (as traced), `z` its output,
+    /// `r` the value arriving at its output. Returns the value at its input (shape of `a`).
+    fn layer(
+        &self,
+        graph: &Graph,
+        node: NodeId,
+        a: &CTensor,
+        z: &CTensor,
+        r: &CTensor,
+    ) -> Result<CTensor>;
+}
+
+/// `d + e * sign0(d)` with `sign0(d) = 1` for `d >= 0`, else `-1` (Zennit's stabiliser).
+pub fn stabilise(d: &CTensor, e: f32) -> candle_core::Result<CTensor> {
+    let sign = d.ge(0f32)?.to_dtype(DType::F32)?.affine(2.0, -1.0)?;
+    d + sign.affine(e as f64, 0.0)?
+}
+
+fn ce(node: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
+    move |e| Error::internal(format!("backward pass at layer `{node}`: {e}"))
+}
+
+/// Run the backward pass. `acts[i]` is node `i`'s output from a forward pass of this very
+/// graph; `seed` has the shape of the output node's value. Returns the value at the input.
+pub fn backward(
+    graph: &Graph,
+    acts: &[CTensor],
+    output: NodeId,
+    seed: CTensor,
+    structure: &Structure,
+    rule: &dyn LayerRule,
+) -> Result<CTensor> {
+    let mut vals: Vec<Option<CTensor>> = vec![None; graph.nodes.len()];
+    vals[output] = Some(seed);
+    for id in (1..=output).rev() {
+        let Some(r) = vals[id].take() else { continue };
+        let node = &graph.nodes[id];
+        let e = ce(&node.name);
+        let input = |k: usize| &acts[node.inputs[k]];
+        let a = input(0);
+        let sends: Vec<(NodeId, CTensor)> = match &node.op {
+            Op::Input { .. } => unreachable!("node 0 is not visited"),
+            Op::Conv2d { .. } | Op::Linear | Op::BatchNorm { .. } => {
+                vec![(node.inputs[0], rule.layer(graph, id, a, &acts[id], &r)?)]
+            }
+            Op::Relu | Op::Clip { .. } | Op::PRelu => {
+                let v = match structure.activation {
+                    ActivationMode::Pass => r,
+                    ActivationMode::Gradient => {
+                        let d = match &node.op {
+                            Op::Relu => a.gt(0f32).and_then(|m| m.to_dtype(DType::F32)),
+                            Op::Clip { min, max } => a
+                                .gt(*min)
+                                .and_then(|lo| lo.mul(&a.lt(*max)?))
+                                .and_then(|m| m.to_dtype(DType::F32)),
+                            _ => {
+                                let s = node.param("slope").expect("checked by infer_shapes");
+                                let slope = crate::exec::to_candle(s)?;
+                                let shape: Vec<usize> = (0..a.rank())
+                                    .map(|d| if d == 1 { s.numel() } else { 1 })
+                                    .collect();
+                                let slope = slope.reshape(shape).map_err(&e)?;
+                                let pos = a
+                                    .gt(0f32)
+                                    .and_then(|m| m.to_dtype(DType::F32))
+                                    .map_err(&e)?;
+                                // pos + (1 - pos) * slope
+                                pos.broadcast_add(
+                                    &pos.affine(-1.0, 1.0)
+                                        .and_then(|n| n.broadcast_mul(&slope))
+                                        .map_err(&e)?,
+                                )
+                                .and_then(|t| t.contiguous())
+                            }
+                        }
+                        .map_err(&e)?;
+                        (r * d).map_err(&e)?
+                    }
+                };
+                vec![(node.inputs[0], v)]
+            }
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+                ceil_mode,
+            } => {
+                let win = Window {
+                    kernel: *kernel,
+                    stride: *stride,
+                    padding: *padding,
+                    dilation: [1, 1],
+                };
+                vec![(
+                    node.inputs[0],
+                    ops::max_pool_t(a, &r, &win, *ceil_mode, structure.max_pool).map_err(&e)?,
+                )]
+            }
+            Op::AvgPool {
+                kernel,
+                stride,
+                padding,
+                count_include_pad,
+                ..
+            } => {
+                let win = Window {
+                    kernel: *kernel,
+                    stride: *stride,
+                    padding: *padding,
+                    dilation: [1, 1],
+                };
+                let (_, _, h, w) = a.dims4().map_err(&e)?;
+                let v = match structure.avg_pool {
+                    PoolMode::Gradient => ops::avg_pool_t(&r, (h, w), &win, *count_include_pad),
+                    PoolMode::Norm { epsilon } => stabilise(&acts[id], epsilon)
+                        .and_then(|z| r.div(&z))
+                        .and_then(|s| ops::avg_pool_t(&s, (h, w), &win, *count_include_pad))
+                        .and_then(|t| t.mul(a)),
+                }
+                .map_err(&e)?;
+                vec![(node.inputs[0], v)]
+            }
+            Op::GlobalAvgPool => {
+                let (_, _, h, w) = a.dims4().map_err(&e)?;
+                let k = (h * w) as f64;
+                let v = match structure.avg_pool {
+                    PoolMode::Gradient => r
+                        .affine(1.0 / k, 0.0)
+                        .and_then(|s| s.broadcast_as(a.shape())?.contiguous()),
+                    PoolMode::Norm { epsilon } => stabilise(&acts[id], epsilon)
+                        .and_then(|z| r.div(&z))
+                        .and_then(|s| s.affine(1.0 / k, 0.0))
+                        .and_then(|s| s.broadcast_mul(a)),
+                }
+                .map_err(&e)?;
+                vec![(node.inputs[0], v)]
+            }
+            Op::Flatten => vec![(node.inputs[0], r.reshape(a.shape()).map_err(&e)?)],
+            // LRN and softmax on the path are passed through unchanged (they are not linear
+            // layers; the paper's models end in logits, and LRN keeps the sign).
+            Op::Dropout | Op::Lrn { .. } | Op::Softmax => vec![(node.inputs[0], r)],
+            Op::Add => match structure.add {
+                AddMode::Copy => node.inputs.iter().map(|&i| (i, r.clone())).collect(),
+                AddMode::Proportional { epsilon } => {
+                    let s = stabilise(&acts[id], epsilon)
+                        .and_then(|z| r.div(&z))
+                        .map_err(&e)?;
+                    node.inputs
+                        .iter()
+                        .map(|&i| Ok((i, acts[i].mul(&s).map_err(&e)?)))
+                        .collect::<Result<_>>()?
+                }
+            },
+            Op::Concat { axis } => {
+                let mut start = 0;
+                let mut out = vec![];
+                for &i in &node.inputs {
+                    let len = acts[i].dims()[*axis];
+                    out.push((
+                        i,
+                        r.narrow(*axis, start, len)
+                            .and_then(|t| t.contiguous())
+                            .map_err(&e)?,
+                    ));
+                    start += len;
+                }
+                out
+            }
+        };
+        for (i, v) in sends {
+            vals[i] = Some(match vals[i].take() {
+                Some(prev) => (prev + v).map_err(&e)?,
+                None => v,
+            });
+        }
+    }
+    vals[0]
+        .take()
+        .ok_or_else(|| Error::input("the output does not depend on the input"))
+}
+
+/// The node whose value relevance starts from: the output, or the input of a final softmax
+/// (relevance explains logits, not probabilities).
+pub fn start_node(graph: &Graph) -> NodeId {
+    let out = graph.output;
+    match graph.nodes[out].op {
+        Op::Softmax => graph.nodes[out].inputs[0],
+        _ => out,
+    }
+}

@@ -1,0 +1,212 @@
+//! `relevance.gradient` and `relevance.gradient-x-input`: the plain gradient of the target
+//! logit with respect to the input (Simonyan, Vedaldi and Zisserman 2014) and its product with
+//! the input, as `N x C x H x W` maps like every relevance method, so later stages treat all
+//! methods alike.
+//!
+//! The gradient is sr-core's backward pass with every layer transposed (`T(W, R)`), the
+//! derivative of every activation, max pooling routed to the first maximum of each window and
+//! average pooling spread evenly: exactly PyTorch's autograd for these layers. BatchNorm is
+//! not merged (its gradient is the per-channel scale).
+
+use candle_core::{DType, Device, Tensor as CTensor};
+use sr_core::exec::{from_candle, to_candle, Executor, GraphCache};
+use sr_core::ops::{self, MaxRouting, Window};
+use sr_core::propagate::{self, ActivationMode, AddMode, LayerRule, PoolMode, Structure};
+use sr_core::{
+    Error, Explanation, Graph, Model, NoParams, NodeId, Op, Relevance, RelevanceStage,
+    RelevanceStats, Result, StageDef, Tensor,
+};
+
+/// PyTorch's autograd for the IR's layers.
+pub const GRADIENT: Structure = Structure {
+    activation: ActivationMode::Gradient,
+    avg_pool: PoolMode::Gradient,
+    max_pool: MaxRouting::First,
+    add: AddMode::Copy,
+};
+
+struct Prepared {
+    graph: Graph,
+    exec: Executor,
+}
+
+/// Transposes every layer with weights: `T(W, R)`; BatchNorm multiplies by its scale.
+pub struct Transpose;
+
+impl LayerRule for Transpose {
+    fn layer(
+        &self,
+        graph: &Graph,
+        node: NodeId,
+        a: &CTensor,
+        _z: &CTensor,
+        r: &CTensor,
+    ) -> Result<CTensor> {
+        let n = &graph.nodes[node];
+        let err =
+            |e: candle_core::Error| Error::internal(format!("gradient at layer `{}`: {e}", n.name));
+        match &n.op {
+            Op::Conv2d {
+                stride,
+                padding,
+                dilation,
+                groups,
+            } => {
+                let w = to_candle(n.param("weight").expect("checked"))?;
+                let (_, _, h, wd) = a.dims4().map_err(err)?;
+                let win = Window {
+                    kernel: [w.dims()[2], w.dims()[3]],
+                    stride: *stride,
+                    padding: *padding,
+                    dilation: *dilation,
+                };
+                ops::conv2d_t(r, &w, (h, wd), &win, *groups).map_err(err)
+            }
+            Op::Linear => {
+                let w = to_candle(n.param("weight").expect("checked"))?;
+                ops::linear_t(r, &w)
+                    .and_then(|g| g.reshape(a.shape()))
+                    .map_err(err)
+            }
+            Op::BatchNorm { eps } => {
+                let p = |k: &str| n.param(k).expect("checked").data().to_vec();
+                let scale: Vec<f32> = p("weight")
+                    .iter()
+                    .zip(p("running_var"))
+                    .map(|(g, v)| g / (v + eps).sqrt())
+                    .collect();
+                let shape: Vec<usize> = (0..a.rank())
+                    .map(|d| if d == 1 { scale.len() } else { 1 })
+                    .collect();
+                CTensor::from_vec(scale, shape, &Device::Cpu)
+                    .and_then(|s| r.broadcast_mul(&s))
+                    .map_err(err)
+            }
+            _ => Err(Error::internal(format!(
+                "layer `{}` has no weights",
+                n.name
+            ))),
+        }
+    }
+}
+
+/// The gradient of the target logits, `N x C x H x W`, and the logits.
+fn gradient(
+    cache: &GraphCache<Prepared>,
+    model: &dyn Model,
+    input: &Tensor,
+    targets: &[usize],
+) -> Result<(Tensor, Vec<f32>)> {
+    let graph = model.graph()?;
+    let prep = cache.get_or_build(&graph.clone(), || {
+        Ok(Prepared {
+            exec: Executor::new(graph.clone())?,
+            graph,
+        })
+    })?;
+    let acts = prep.exec.trace_candle(input)?;
+    let start = propagate::start_node(&prep.graph);
+    let ce = |e: candle_core::Error| Error::internal(e.to_string());
+    let (n, classes) = acts[start]
+        .dims2()
+        .map_err(|_| Error::unsupported("the gradient starts from a `N x classes` output"))?;
+    if targets.len() != n {
+        return Err(Error::input(format!(
+            "{} targets for a batch of {n}",
+            targets.len()
+        )));
+    }
+    let logits = acts[start].to_vec2::<f32>().map_err(ce)?;
+    let mut seed = vec![0f32; n * classes];
+    let mut scores = vec![];
+    for (i, &t) in targets.iter().enumerate() {
+        if t >= classes {
+            return Err(Error::input(format!(
+                "target class {t} does not exist (the model has {classes})"
+            )));
+        }
+        seed[i * classes + t] = 1.0;
+        scores.push(logits[i][t]);
+    }
+    let seed = CTensor::from_vec(seed, (n, classes), &Device::Cpu).map_err(ce)?;
+    let g = propagate::backward(&prep.graph, &acts, start, seed, &GRADIENT, &Transpose)?;
+    Ok((from_candle(&g.to_dtype(DType::F32).map_err(ce)?)?, scores))
+}
+
+fn explanation(rel: Tensor, targets: &[usize], scores: &[f32]) -> Explanation {
+    let per = rel.numel() / targets.len().max(1);
+    let stats = targets
+        .iter()
+        .zip(scores)
+        .enumerate()
+        .map(|(i, (&t, &s))| RelevanceStats {
+            target: t,
+            relevance_sum: rel.data()[i * per..(i + 1) * per]
+                .iter()
+                .map(|&v| v as f64)
+                .sum(),
+            target_score: s as f64,
+        })
+        .collect();
+    Explanation {
+        relevance: rel,
+        stats,
+    }
+}
+
+/// The plain gradient.
+#[derive(Default)]
+pub struct Gradient {
+    cache: GraphCache<Prepared>,
+}
+
+impl RelevanceStage for Gradient {
+    type Params = NoParams;
+    fn build(_: NoParams) -> Result<Self> {
+        Ok(Gradient::default())
+    }
+}
+
+impl Relevance for Gradient {
+    fn explain(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Explanation> {
+        let (g, scores) = gradient(&self.cache, model, input, targets)?;
+        Ok(explanation(g, targets, &scores))
+    }
+}
+
+/// Gradient x input.
+#[derive(Default)]
+pub struct GradientXInput {
+    cache: GraphCache<Prepared>,
+}
+
+impl RelevanceStage for GradientXInput {
+    type Params = NoParams;
+    fn build(_: NoParams) -> Result<Self> {
+        Ok(GradientXInput::default())
+    }
+}
+
+impl Relevance for GradientXInput {
+    fn explain(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Explanation> {
+        let (g, scores) = gradient(&self.cache, model, input, targets)?;
+        let gx = Tensor::new(
+            g.shape().to_vec(),
+            g.data()
+                .iter()
+                .zip(input.data())
+                .map(|(a, b)| a * b)
+                .collect(),
+        )?;
+        Ok(explanation(gx, targets, &scores))
+    }
+}
+
+sr_core::export_plugin! {
+    name: env!("CARGO_PKG_NAME"),
+    version: env!("CARGO_PKG_VERSION"),
+    stages: [
+        StageDef::relevance::<Gradient>("gradient", env!("CARGO_PKG_VERSION"), "The plain gradient of the target logit (Simonyan et al. 2014)."),
+        StageDef::relevance::<GradientXInput>("gradient-x-input", env!("CARGO_PKG_VERSION"), "Gradient x input."),
+    ],
+}
