@@ -375,3 +375,350 @@ fn gradient_and_gradient_x_input_match_pytorch() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// A model made directly from a graph (for hand-built networks).
+struct GraphModel(sr_core::exec::Executor);
+
+impl Model for GraphModel {
+    fn info(&self) -> sr_core::ModelInfo {
+        sr_core::ModelInfo {
+            name: "hand".into(),
+            input_shape: vec![2],
+            mean: vec![0.0; 3],
+            std: vec![1.0; 3],
+            resize: 0,
+            labels: vec![],
+        }
+    }
+    fn graph(&self) -> sr_core::Result<sr_core::Graph> {
+        Ok(self.0.graph().clone())
+    }
+    fn forward(&self, x: &Tensor) -> sr_core::Result<Tensor> {
+        self.0.forward(x)
+    }
+    fn trace(&self, x: &Tensor) -> sr_core::Result<Vec<Tensor>> {
+        self.0.trace(x)
+    }
+}
+
+#[test]
+fn hand_derived_values_on_a_two_layer_net() {
+    use sr_core::{Graph, Node, Op};
+    // x = [1, 2]; W1 = [[1, -1], [2, 1]], no bias -> z1 = [-1, 4]; ReLU -> h = [0, 4];
+    // W2 = [[1, 0.5]] -> y = 2.
+    let t = |s: Vec<usize>, v: Vec<f32>| Tensor::new(s, v).unwrap();
+    let node = |name: &str, op: Op, inputs: Vec<usize>, params: Vec<(&str, Tensor)>| Node {
+        name: name.into(),
+        op,
+        inputs,
+        params: params
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    };
+    let g = Graph {
+        nodes: vec![
+            node("input", Op::Input { shape: vec![2] }, vec![], vec![]),
+            node(
+                "fc1",
+                Op::Linear,
+                vec![0],
+                vec![("weight", t(vec![2, 2], vec![1.0, -1.0, 2.0, 1.0]))],
+            ),
+            node("relu", Op::Relu, vec![1], vec![]),
+            node(
+                "fc2",
+                Op::Linear,
+                vec![2],
+                vec![("weight", t(vec![1, 2], vec![1.0, 0.5]))],
+            ),
+        ],
+        output: 3,
+    };
+    let m = GraphModel(sr_core::exec::Executor::new(g).unwrap());
+    let x = t(vec![1, 2], vec![1.0, 2.0]);
+    assert_eq!(m.forward(&x).unwrap().data(), &[2.0]);
+    let run = |p: LrpParams| Lrp::build(p).unwrap().explain(&m, &x, &[0]).unwrap();
+    // LRP-0 (epsilon 0): R_y = 2; R_h = [0, 4 * 0.5 * 2 / 2] = [0, 2];
+    // R_x = [1 * 2 * 2 / 4, 2 * 1 * 2 / 4] = [1, 1]: conserved.
+    let e = run(LrpParams {
+        composite: "epsilon".into(),
+        epsilon: 0.0,
+        ..Default::default()
+    });
+    assert_eq!(e.relevance.data(), &[1.0, 1.0]);
+    assert_eq!(
+        (e.stats[0].relevance_sum, e.stats[0].target_score),
+        (2.0, 2.0)
+    );
+    // Epsilon 1: R_h = [0, 2 * 2 / (2 + 1)] = [0, 4/3]; R_x = [2 * (4/3) / 5, 2 * (4/3) / 5] = [8/15, 8/15].
+    let e = run(LrpParams {
+        composite: "epsilon".into(),
+        epsilon: 1.0,
+        ..Default::default()
+    });
+    for v in e.relevance.data() {
+        assert!((v - 8.0 / 15.0).abs() < 1e-6, "{v}");
+    }
+    // Alpha2-beta1 on fc1 (all contributions to the live unit are positive): R_x = 2 * [1, 1].
+    let mut rules = toml::Table::new();
+    rules.insert("fc1".into(), toml::Value::String("alpha2_beta1".into()));
+    rules.insert("fc2".into(), toml::Value::String("epsilon(0)".into()));
+    let e = run(LrpParams {
+        composite: "epsilon".into(),
+        epsilon: 0.0,
+        rules,
+        ..Default::default()
+    });
+    for v in e.relevance.data() {
+        assert!((v - 2.0).abs() < 1e-5, "{v}");
+    }
+    // start = "one": R_y = 1, so every value halves.
+    let e = run(LrpParams {
+        composite: "epsilon".into(),
+        epsilon: 0.0,
+        start: "one".into(),
+        ..Default::default()
+    });
+    assert_eq!(e.relevance.data(), &[0.5, 0.5]);
+}
+
+/// vgg16_narrow with every bias set to zero.
+fn vgg16_narrow_without_biases() -> CandleModel {
+    let mut w =
+        sr_backend_candle::weights::load(&golden("models/vgg16_narrow.safetensors")).unwrap();
+    for (k, t) in w.iter_mut() {
+        if k.ends_with(".bias") {
+            *t = Tensor::zeros(t.shape().to_vec());
+        }
+    }
+    let p = CandleParams {
+        arch: "vgg16".into(),
+        labels: Some(labels10()),
+        ..Default::default()
+    };
+    CandleModel::from_weights(&p, &w, "vgg16_narrow without biases").unwrap()
+}
+
+#[test]
+fn relevance_is_conserved_with_zero_biases_and_a_tiny_epsilon() {
+    let m = vgg16_narrow_without_biases();
+    for img in ["coffee", "chelsea", "astronaut"] {
+        let x = npy_tensor(&golden(&format!("inputs/{img}/input_imagenet.npy")));
+        let l = Lrp::build(LrpParams {
+            composite: "epsilon".into(),
+            epsilon: 1e-9,
+            ..Default::default()
+        })
+        .unwrap();
+        let logits = m.forward(&x).unwrap();
+        let t = (0..10)
+            .max_by(|&a, &b| logits.data()[a].total_cmp(&logits.data()[b]))
+            .unwrap();
+        let s = l.explain(&m, &x, &[t]).unwrap().stats[0];
+        let ratio = s.relevance_sum / s.target_score;
+        println!("{img}: input relevance / target score = {ratio:.8}");
+        assert!((ratio - 1.0).abs() <= 1e-4, "{img}: {ratio}");
+    }
+}
+
+#[test]
+fn proportional_adds_conserve_relevance_where_copies_do_not() {
+    // EfficientNet-Lite0 with zero biases after the BN merge (beta = running mean = 0), the
+    // epsilon rule with a tiny epsilon and activations passed through: every layer conserves,
+    // so the whole net does exactly when the residual adds split in proportion.
+    let mut w = sr_backend_candle::weights::load(std::path::Path::new(
+        "assets/models/efficientnet-lite0.safetensors",
+    ))
+    .unwrap();
+    for (k, t) in w.iter_mut() {
+        if k.ends_with(".bias") || k.ends_with(".running_mean") {
+            *t = Tensor::zeros(t.shape().to_vec());
+        }
+    }
+    let m = CandleModel::from_weights(
+        &CandleParams::default(),
+        &w,
+        "efficientnet-lite0 without biases",
+    )
+    .unwrap();
+    let x = npy_tensor(&golden("inputs/coffee/input_lite.npy"));
+    let ratio = |add: &str| {
+        let l = Lrp::build(LrpParams {
+            composite: "epsilon".into(),
+            epsilon: 1e-9,
+            activation: "pass".into(),
+            add: add.into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let s = l.explain(&m, &x, &[967]).unwrap().stats[0];
+        s.relevance_sum / s.target_score
+    };
+    let (prop, copy) = (ratio("proportional"), ratio("copy"));
+    println!("EfficientNet-Lite0 without biases: ratio {prop:.8} (proportional), {copy:.4} (copy)");
+    assert!((prop - 1.0).abs() <= 1e-3, "proportional: {prop}");
+    assert!((copy - 1.0).abs() > 0.1, "copy should not conserve: {copy}");
+}
+
+#[test]
+fn the_batchnorm_canonizer_leaves_the_logits_unchanged() {
+    use sr_relevance_lrp::canonizers::merge_batch_norm;
+    for (m, input, n_bn) in [
+        (
+            load(
+                "vgg16_bn",
+                &golden("models/vgg16_bn_narrow.safetensors")
+                    .display()
+                    .to_string(),
+                Some(labels10()),
+            ),
+            "input_imagenet.npy",
+            13,
+        ),
+        (
+            load(
+                "efficientnet_lite0",
+                "assets/models/efficientnet-lite0.safetensors",
+                None,
+            ),
+            "input_lite.npy",
+            49,
+        ),
+    ] {
+        let g = m.graph().unwrap();
+        let merged = merge_batch_norm(&g).unwrap();
+        let count = |g: &sr_core::Graph| {
+            g.nodes
+                .iter()
+                .filter(|n| matches!(n.op, sr_core::Op::BatchNorm { .. }))
+                .count()
+        };
+        assert_eq!((count(&g), count(&merged)), (n_bn, 0));
+        let ex = sr_core::exec::Executor::new(merged).unwrap();
+        for img in ["coffee", "chelsea", "astronaut"] {
+            let x = npy_tensor(&golden(&format!("inputs/{img}/{input}")));
+            let err = rel_max_err(
+                ex.forward(&x).unwrap().data(),
+                m.forward(&x).unwrap().data(),
+            );
+            println!(
+                "canonized {} / {img}: rel max logit err {err:.2e}",
+                m.info().name
+            );
+            assert!(err <= 1e-5, "{err}");
+        }
+    }
+}
+
+#[test]
+fn a_batch_gives_the_per_sample_maps_and_threads_do_not_matter() {
+    let m = load(
+        "vgg16_bn",
+        &golden("models/vgg16_bn_narrow.safetensors")
+            .display()
+            .to_string(),
+        Some(labels10()),
+    );
+    let xs: Vec<Tensor> = ["coffee", "chelsea", "astronaut"]
+        .iter()
+        .map(|i| npy_tensor(&golden(&format!("inputs/{i}/input_imagenet.npy"))))
+        .collect();
+    let batch = Tensor::new(
+        vec![3, 3, 224, 224],
+        xs.iter().flat_map(|t| t.data().to_vec()).collect(),
+    )
+    .unwrap();
+    // Each sample's top-1 class, as the pipeline explains. (An arbitrary class with a logit
+    // near 0 magnifies the float round-off of batched vs single matrix products.)
+    let targets: Vec<usize> = xs
+        .iter()
+        .map(|x| {
+            let l = m.forward(x).unwrap();
+            (0..10)
+                .max_by(|&a, &b| l.data()[a].total_cmp(&l.data()[b]))
+                .unwrap()
+        })
+        .collect();
+    for composite in ["epsilon-plus-flat", "srp"] {
+        let l = Lrp::build(LrpParams {
+            composite: composite.into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let e = l.explain(&m, &batch, &targets).unwrap();
+        let per = 3 * 224 * 224;
+        for (i, x) in xs.iter().enumerate() {
+            let single = l.explain(&m, x, &[targets[i]]).unwrap();
+            let err = rel_max_err(
+                &e.relevance.data()[i * per..(i + 1) * per],
+                single.relevance.data(),
+            );
+            // A batched matrix product sums in another order than a single one; the map moves
+            // by that round-off times its sensitivity (chelsea on vgg16_bn_narrow: 2.7e-4,
+            // the level at which it also differs from Zennit). Within the parity tolerance.
+            println!("{composite} sample {i}: batch vs single max err {err:.2e}");
+            assert!(err <= MAX_ABS_REL, "{composite} sample {i}: {err:.3e}");
+            assert!(
+                (e.stats[i].relevance_sum - single.stats[0].relevance_sum).abs()
+                    <= 1e-4 * single.stats[0].relevance_sum.abs().max(1.0)
+            );
+        }
+        let pool = |n: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap()
+        };
+        let one = pool(1).install(|| l.explain(&m, &batch, &targets).unwrap());
+        let two = pool(2).install(|| l.explain(&m, &batch, &targets).unwrap());
+        assert_eq!(
+            one.relevance.data(),
+            two.relevance.data(),
+            "{composite}: 1 vs 2 threads"
+        );
+    }
+}
+
+#[test]
+fn a_pipeline_writes_relevance_maps_heatmaps_and_metrics_per_branch() {
+    let dir = scratch("pipeline-relevance");
+    let spec = |target: &str| {
+        write(
+            &dir,
+            "p.toml",
+            &format!(
+                "[run]\nimages = [{}]\noutput = {}\ntarget = {target}\n\n[model]\nuse = \"candle\"\n\n[relevance.lrp]\nuse = \"lrp\"\n\n[relevance.grad]\nuse = \"gradient\"\n",
+                lit(&photo("coffee.png")),
+                lit(&dir.join("out"))
+            ),
+        )
+    };
+    let r = srhost(&dir, &["--pipeline", &spec("\"top1\"")]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let rel = read_npy(&dir.join("out/coffee/relevance-lrp.npy"));
+    assert_eq!(rel.shape, vec![3, 224, 224]);
+    let heat = image::open(dir.join("out/coffee/relevance-lrp.png")).unwrap();
+    assert_eq!((heat.width(), heat.height()), (224, 224));
+    let csv = std::fs::read_to_string(dir.join("out/metrics.csv")).unwrap();
+    let row = csv.lines().find(|l| l.contains(",lrp,")).expect("a metrics row for the lrp branch");
+    let f: Vec<&str> = row.split(',').collect();
+    assert_eq!((f[1], f[3]), ("espresso", "967"), "{row}");
+    let (sum, score, ratio): (f64, f64, f64) = (f[4].parse().unwrap(), f[5].parse().unwrap(), f[6].parse().unwrap());
+    // The map on disk sums to the reported relevance, and the score is espresso's logit.
+    assert!((rel.data.iter().sum::<f64>() - sum).abs() <= 1e-3 * sum.abs().max(1e-3), "{sum}");
+    assert!((score - 11.5634).abs() < 1e-3 && (ratio - sum / score).abs() < 1e-9, "{row}");
+
+    // top2: one map per class, named by class index.
+    let r = srhost(&dir, &["--pipeline", &spec("\"top2\""), "--force"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(dir.join("out/coffee/relevance-lrp-967.npy").is_file() && dir.join("out/coffee/relevance-grad-968.png").is_file());
+    // A label, and a misspelt one.
+    let r = srhost(&dir, &["--pipeline", &spec("\"cup\""), "--force"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = srhost(&dir, &["--pipeline", &spec("\"espreso\""), "--force"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("`run.target`: no class is labelled `espreso`"), "{r:?}");
+    let r = srhost(&dir, &["check", &spec("\"top0\"")]);
+    assert_eq!(r.code, 2, "{r:?}");
+}

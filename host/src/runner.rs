@@ -2,7 +2,7 @@
 //! outputs (every file is written to a temporary name and renamed into place, and an image
 //! counts as done only once its `result.json` exists).
 
-use crate::spec::Pipeline;
+use crate::spec::{Pipeline, Target};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -183,6 +183,87 @@ pub fn relevance_to_image(r: &Tensor) -> Result<Image> {
     Image::new(w, h, c, out)
 }
 
+/// The classes to explain for one image.
+pub fn resolve_targets(target: &Target, logits: &[f32], labels: &[String]) -> Result<Vec<usize>> {
+    let n = logits.len();
+    match target {
+        Target::Top(k) => {
+            let mut idx: Vec<usize> = (0..n).collect();
+            idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+            Ok(idx.into_iter().take(*k).collect())
+        }
+        Target::Class(c) if *c < n => Ok(vec![*c]),
+        Target::Class(c) => Err(Error::params(format!(
+            "`run.target`: class {c} does not exist (the model has {n})"
+        ))),
+        Target::Label(l) => labels
+            .iter()
+            .position(|x| x == l)
+            .map(|i| vec![i])
+            .ok_or_else(|| {
+                let near: Vec<&String> = labels
+                    .iter()
+                    .filter(|x| x.to_lowercase().contains(&l.to_lowercase()))
+                    .take(5)
+                    .collect();
+                Error::params(format!("`run.target`: no class is labelled `{l}`")).with_help(
+                    if near.is_empty() {
+                        "give a label exactly as the model's label list spells it, or a class index"
+                            .to_string()
+                    } else {
+                        format!(
+                            "similar labels: {}",
+                            near.iter()
+                                .map(|s| format!("`{s}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
+                )
+            }),
+    }
+}
+
+/// A signed relevance map (`C x H x W`, summed over channels) as a PNG with the `bwr`
+/// colormap, symmetric about 0: blue negative, white 0, red positive, scaled by max |R|.
+pub fn signed_heatmap_png(r: &Tensor) -> Result<Vec<u8>> {
+    let (c, h, w) = match r.shape() {
+        [c, h, w] => (*c, *h, *w),
+        s => {
+            return Err(Error::input(format!(
+                "relevance map has shape {s:?}, expected [C, H, W]"
+            )))
+        }
+    };
+    let d = r.data();
+    let summed: Vec<f32> = (0..h * w)
+        .map(|i| (0..c).map(|ch| d[ch * h * w + i]).sum())
+        .collect();
+    let m = summed.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let px: Vec<u8> = summed
+        .iter()
+        .flat_map(|&v| {
+            let u = if m > 0.0 {
+                (v / m).clamp(-1.0, 1.0)
+            } else {
+                0.0
+            };
+            let (r, g, b) = if u >= 0.0 {
+                (1.0, 1.0 - u, 1.0 - u)
+            } else {
+                (1.0 + u, 1.0 + u, 1.0)
+            };
+            [r, g, b].map(|x: f32| (x * 255.0).round() as u8)
+        })
+        .collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_raw(w as u32, h as u32, px)
+        .ok_or_else(|| Error::internal("heatmap buffer size"))?
+        .write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| Error::internal(format!("PNG encoding failed: {e}")))?;
+    Ok(out.into_inner())
+}
+
 /// A one-channel map in [0, 1] as an 8-bit grey PNG.
 pub fn map_png(map: &Image) -> Result<Vec<u8>> {
     let px: Vec<u8> = (0..map.width * map.height)
@@ -212,7 +293,7 @@ fn check_map(map: &Image, what: &str) -> Result<()> {
 }
 
 /// Process one image into `dir`.
-fn process(stages: &Stages, path: &Path, dir: &Path) -> Result<ImageResult> {
+fn process(stages: &Stages, path: &Path, dir: &Path, target: &Target) -> Result<ImageResult> {
     let mut seconds = HashMap::new();
     let mut timed = |name: &str, t: Instant| {
         seconds.insert(name.to_string(), t.elapsed().as_secs_f64());
@@ -258,32 +339,47 @@ fn process(stages: &Stages, path: &Path, dir: &Path) -> Result<ImageResult> {
                 .cloned()
                 .unwrap_or_else(|| format!("class {top}")),
         );
-        for (branch, rel) in &stages.relevance {
-            let t = Instant::now();
-            let e = rel
-                .explain(model.as_ref(), &input, &[top])
-                .map_err(|e| e.context(format!("relevance.{branch}")))?;
-            timed(&format!("relevance.{branch}"), t);
-            let r = e.relevance.reshape(e.relevance.shape()[1..].to_vec())?;
-            write(
-                &format!("relevance-{branch}.npy"),
-                &npy::encode_f32(r.shape(), r.data()),
-                &mut outputs,
-            )?;
-            if let Some(s) = e.stats.first() {
-                result.branches.push(BranchResult {
-                    branch: branch.clone(),
-                    target: s.target,
-                    relevance_sum: s.relevance_sum,
-                    target_score: s.target_score,
-                    ratio: s.relevance_sum / s.target_score,
+        let targets = resolve_targets(target, logits.data(), &info.labels)?;
+        for &t in &targets {
+            // One target: `relevance-<branch>`; several: `relevance-<branch>-<class>`.
+            let suffix = if targets.len() > 1 {
+                format!("-{t}")
+            } else {
+                String::new()
+            };
+            for (branch, rel) in &stages.relevance {
+                let name = format!("{branch}{suffix}");
+                let t0 = Instant::now();
+                let e = rel
+                    .explain(model.as_ref(), &input, &[t])
+                    .map_err(|e| e.context(format!("relevance.{branch}")))?;
+                timed(&format!("relevance.{name}"), t0);
+                let r = e.relevance.reshape(e.relevance.shape()[1..].to_vec())?;
+                write(
+                    &format!("relevance-{name}.npy"),
+                    &npy::encode_f32(r.shape(), r.data()),
+                    &mut outputs,
+                )?;
+                write(
+                    &format!("relevance-{name}.png"),
+                    &signed_heatmap_png(&r)?,
+                    &mut outputs,
+                )?;
+                if let Some(s) = e.stats.first() {
+                    result.branches.push(BranchResult {
+                        branch: name.clone(),
+                        target: s.target,
+                        relevance_sum: s.relevance_sum,
+                        target_score: s.target_score,
+                        ratio: s.relevance_sum / s.target_score,
+                    });
+                }
+                branches.push(BranchMaps {
+                    branch: name,
+                    relevance: e.relevance,
+                    sr: None,
                 });
             }
-            branches.push(BranchMaps {
-                branch: branch.clone(),
-                relevance: e.relevance,
-                sr: None,
-            });
         }
         model_input = Some(crop);
     }
@@ -399,7 +495,7 @@ pub fn run(p: &Pipeline, stages: &Stages, opts: RunOptions) -> Result<Summary> {
                         let _ = std::fs::remove_file(&marker);
                     }
                     match sr_core::catch_panic(&format!("{}", img.display()), || {
-                        process(stages, img, &dir)
+                        process(stages, img, &dir, &p.target)
                     }) {
                         Ok(_) => Outcome::Done,
                         Err(e) => {

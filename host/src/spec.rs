@@ -60,6 +60,7 @@ pub struct Pipeline {
     pub relevance: Vec<(String, StageSpec)>,
     pub saliency: Option<StageSpec>,
     pub renderers: Vec<StageSpec>,
+    pub target: Target,
     /// The spec after `--set`, as TOML, for `run.json`.
     pub resolved_toml: String,
 }
@@ -68,7 +69,18 @@ pub struct Pipeline {
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif"];
 
 const TOP_KEYS: &[&str] = &["run", "model", "relevance", "saliency", "render", "plugin"];
-const RUN_KEYS: &[&str] = &["images", "output"];
+const RUN_KEYS: &[&str] = &["images", "output", "target"];
+
+/// Which classes relevance explains.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    /// The `k` most likely classes (`"top1"`, the default, is the paper's choice).
+    Top(usize),
+    /// A class index.
+    Class(usize),
+    /// A class by its label.
+    Label(String),
+}
 
 /// The parsed but not yet validated spec: values plus the source for locating keys.
 pub struct RawSpec {
@@ -345,6 +357,28 @@ impl RawSpec {
             }
         };
 
+        let target = match run.get("target") {
+            None => Target::Top(1),
+            Some(toml::Value::Integer(i)) if *i >= 0 => Target::Class(*i as usize),
+            Some(toml::Value::String(s)) => match s.strip_prefix("top").map(str::parse::<usize>) {
+                Some(Ok(k)) if k >= 1 => Target::Top(k),
+                Some(_) => {
+                    return Err(self.error(
+                        &["run", "target"],
+                        format!("`{s}` is not top1, top2, ..."),
+                        "",
+                    ))
+                }
+                None => Target::Label(s.clone()),
+            },
+            Some(_) => {
+                return Err(self.error(
+                    &["run", "target"],
+                    "expected \"topK\", a class index or a label name",
+                    "target = \"top1\" (the default), target = 967 or target = \"espresso\"",
+                ))
+            }
+        };
         let model = match self.table.get("model") {
             None => None,
             Some(v) => Some(self.stage(&["model"], v, StageKind::Model, registry)?),
@@ -455,6 +489,7 @@ impl RawSpec {
             relevance,
             saliency,
             renderers,
+            target,
             resolved_toml,
         })
     }

@@ -305,10 +305,11 @@ impl Lrp {
     }
 }
 
-struct ConvMap {
-    win: Window,
-    groups: usize,
-    in_hw: (usize, usize),
+/// A convolution as a [`LinearMap`].
+pub struct ConvMap {
+    pub win: Window,
+    pub groups: usize,
+    pub in_hw: (usize, usize),
 }
 
 impl LinearMap for ConvMap {
@@ -323,8 +324,9 @@ impl LinearMap for ConvMap {
     }
 }
 
-struct DenseMap {
-    in_shape: Vec<usize>,
+/// A dense layer as a [`LinearMap`].
+pub struct DenseMap {
+    pub in_shape: Vec<usize>,
 }
 
 impl LinearMap for DenseMap {

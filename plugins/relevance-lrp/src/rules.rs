@@ -75,9 +75,11 @@ impl Rule {
         default_gamma: f32,
         bounds: &(Vec<f32>, Vec<f32>),
     ) -> Result<Rule> {
-        let t = text.trim().to_ascii_lowercase().replace(['-', ' '], "_");
+        let t = text.trim().to_ascii_lowercase();
+        let norm = |n: &str| n.trim().replace(['-', ' '], "_");
         let (name, args) = match t.split_once('(') {
             Some((n, rest)) => {
+                let n = norm(n);
                 let inner = rest
                     .strip_suffix(')')
                     .ok_or_else(|| Error::params(format!("rule `{text}`: missing `)`")))?;
@@ -91,7 +93,7 @@ impl Rule {
                     .collect::<Result<Vec<f32>>>()?;
                 (n.to_string(), args)
             }
-            None => (t.clone(), vec![]),
+            None => (norm(&t), vec![]),
         };
         let arity = |n: usize| -> Result<()> {
             if args.len() > n {
