@@ -13,6 +13,7 @@ pub mod error;
 pub mod exec;
 pub mod ffi;
 pub mod graph;
+pub mod metrics;
 pub mod npy;
 pub mod ops;
 pub mod preprocess;

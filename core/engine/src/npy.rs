@@ -74,9 +74,7 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<NpyArray> {
             &descr[..descr.find(',').unwrap_or(descr.len())]
         )));
     };
-    if field("fortran_order").is_some_and(|f| f.starts_with("True")) {
-        return Err(bad("Fortran order"));
-    }
+    let fortran = field("fortran_order").is_some_and(|f| f.starts_with("True"));
     let shape_txt = field("shape").ok_or_else(|| bad("no shape"))?;
     let close = shape_txt.find(')').ok_or_else(|| bad("bad shape"))?;
     let shape: Vec<usize> = shape_txt[1..close]
@@ -94,14 +92,34 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<NpyArray> {
             n * width
         )));
     }
-    let data = if width == 4 {
-        body.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
-            .collect()
+    let raw: Vec<f64> = if width == 4 {
+        body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect()
     } else {
-        body.chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-            .collect()
+        body.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+    };
+    let data = if fortran && shape.len() > 1 {
+        // Column-major on disk (Matlab/Octave): reorder to row-major.
+        let mut out = vec![0f64; n];
+        let mut idx = vec![0usize; shape.len()];
+        for v in out.iter_mut() {
+            let mut off = 0;
+            let mut stride = 1;
+            for (d, &i) in idx.iter().enumerate() {
+                off += i * stride;
+                stride *= shape[d];
+            }
+            *v = raw[off];
+            for d in (0..shape.len()).rev() {
+                idx[d] += 1;
+                if idx[d] < shape[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+        out
+    } else {
+        raw
     };
     Ok(NpyArray { shape, data })
 }
@@ -124,6 +142,22 @@ mod tests {
         let back = decode(&b, "t").unwrap();
         assert_eq!(back.shape, vec![2, 3]);
         assert_eq!(back.data, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    }
+
+    #[test]
+    fn reads_fortran_order() {
+        // np.save of np.asfortranarray([[1, 2, 3], [4, 5, 6]], dtype='<f8'): the body holds
+        // 1, 4, 2, 5, 3, 6.
+        let mut b = encode_f32(&[2, 3], &[0.0; 6]);
+        let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
+        let header = String::from_utf8(b[10..10 + hl].to_vec()).unwrap().replace("'<f4', 'fortran_order': False", "'<f8', 'fortran_order': True ");
+        b.truncate(10);
+        b.extend_from_slice(header.as_bytes());
+        for v in [1.0f64, 4.0, 2.0, 5.0, 3.0, 6.0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let a = decode(&b, "f.npy").unwrap();
+        assert_eq!(a.data, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     }
 
     #[test]

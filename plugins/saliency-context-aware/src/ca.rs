@@ -1,0 +1,314 @@
+//! Context-aware saliency (Goferman, Zelnik-Manor and Tal, TPAMI 2012), as the reference Matlab
+//! reimplementation by Tsai and Chang computes it (`CA-SPEC.md` in the project's shared notes
+//! gives the steps; the comments below number them).
+//!
+//! The search for the K most similar patches is exact. It is organised for speed: the
+//! query-candidate colour distances come from `||p||^2 + ||q||^2 - 2 p.q`, the dot products by
+//! a matrix product over tiles of queries and blocks of candidates, fused with the position
+//! term and a running top-K per query, so no pair matrix is ever held in memory. Query tiles
+//! run in parallel; each query sees the candidates in the same order whatever the thread
+//! count, so the result does not depend on it.
+
+use crate::edt::bwdist;
+use crate::imresize::{self, Img, Kernel};
+use crate::lab;
+use rayon::prelude::*;
+
+/// Every parameter of the algorithm. [`Config::reference`] is the reference code's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Step 1: the longer side of the working image.
+    pub max_dim: usize,
+    /// Step 4: the scales r.
+    pub scales: Vec<f64>,
+    /// Step 4: half patch size H per scale (patches are (2H+1) x (2H+1)).
+    pub half_sizes: Vec<usize>,
+    /// Step 4: distance factor F per scale.
+    pub factors: Vec<f64>,
+    /// Step 6: candidate stride per scale (the reference uses H).
+    pub candidate_strides: Vec<usize>,
+    /// Step 6: the candidate levels f (the scale-r image resized by f, bicubic).
+    pub levels: Vec<f64>,
+    /// Step 6: a level is used while r * f >= this.
+    pub min_level_scale: f64,
+    /// Step 9: how many nearest patches.
+    pub k: usize,
+    /// Step 8: the position constant c in `d / (1 + c * d_pos)`.
+    pub c: f64,
+    /// Step 11: foci are pixels above this fraction of the maximum.
+    pub foci_threshold: f64,
+    /// The reference keeps distances in a 500-column buffer initialised to zero: with fewer
+    /// candidates than that, zeros enter the top-K mean. 0 turns the quirk off.
+    pub buffer: usize,
+}
+
+impl Config {
+    /// The reference code's parameters.
+    pub fn reference() -> Config {
+        let half_sizes = vec![3, 2, 1, 1];
+        Config {
+            max_dim: 250,
+            scales: vec![1.0, 0.8, 0.5, 0.3],
+            factors: half_sizes.iter().map(|&h| 49.0 / ((2 * h + 1) * (2 * h + 1)) as f64).collect(),
+            candidate_strides: half_sizes.clone(),
+            half_sizes,
+            levels: vec![1.0, 0.5, 0.25],
+            min_level_scale: 0.2,
+            k: 64,
+            c: 3.0,
+            foci_threshold: 0.8,
+            buffer: 500,
+        }
+    }
+}
+
+/// Sampled patches: `n x dim` row-major, with their positions `(x, y)`.
+struct Patches {
+    n: usize,
+    dim: usize,
+    data: Vec<f64>,
+    pos: Vec<(f64, f64)>,
+    norms: Vec<f64>,
+}
+
+/// Patches of `img` centred at the 1-based rows/cols `first, first + stride, ..., <= size - h`,
+/// positions `(col, row) / unit`.
+fn patches(img: &Img, h: usize, first: usize, stride: usize, unit: f64) -> Patches {
+    let p = 2 * h + 1;
+    let dim = img.c * p * p;
+    let rows: Vec<usize> = (first..=img.h.saturating_sub(h)).step_by(stride).collect();
+    let cols: Vec<usize> = (first..=img.w.saturating_sub(h)).step_by(stride).collect();
+    let n = rows.len() * cols.len();
+    let mut data = Vec::with_capacity(n * dim);
+    let mut pos = Vec::with_capacity(n);
+    for &r in &rows {
+        for &c in &cols {
+            // 1-based centre (r, c): rows r-h..=r+h, i.e. 0-based r-1-h..
+            for ch in 0..img.c {
+                for dy in 0..p {
+                    for dx in 0..p {
+                        data.push(img.at(r - 1 - h + dy, c - 1 - h + dx, ch));
+                    }
+                }
+            }
+            pos.push((c as f64 / unit, r as f64 / unit));
+        }
+    }
+    let norms = data.chunks_exact(dim.max(1)).map(|v| v.iter().map(|x| x * x).sum()).collect();
+    Patches { n, dim, data, pos, norms }
+}
+
+/// Keep the `k` smallest values seen (a max-heap in a fixed array).
+struct TopK {
+    heap: Vec<f64>,
+    k: usize,
+}
+
+impl TopK {
+    fn new(k: usize) -> Self {
+        TopK { heap: Vec::with_capacity(k), k }
+    }
+    #[inline]
+    fn threshold(&self) -> f64 {
+        if self.heap.len() < self.k { f64::INFINITY } else { self.heap[0] }
+    }
+    #[inline]
+    fn push(&mut self, v: f64) {
+        if self.heap.len() < self.k {
+            self.heap.push(v);
+            let mut i = self.heap.len() - 1;
+            while i > 0 {
+                let parent = (i - 1) / 2;
+                if self.heap[parent] >= self.heap[i] {
+                    break;
+                }
+                self.heap.swap(parent, i);
+                i = parent;
+            }
+        } else if v < self.heap[0] {
+            self.heap[0] = v;
+            let n = self.heap.len();
+            let mut i = 0;
+            loop {
+                let (l, r) = (2 * i + 1, 2 * i + 2);
+                let mut m = i;
+                if l < n && self.heap[l] > self.heap[m] {
+                    m = l;
+                }
+                if r < n && self.heap[r] > self.heap[m] {
+                    m = r;
+                }
+                if m == i {
+                    break;
+                }
+                self.heap.swap(i, m);
+                i = m;
+            }
+        }
+    }
+}
+
+const QUERY_TILE: usize = 64;
+const CAND_BLOCK: usize = 512;
+
+/// Steps 5-9 at one scale: `S_r` for every pixel of `img` (border pixels 0).
+pub fn single_scale(img: &Img, r: f64, h: usize, factor: f64, stride: usize, cfg: &Config) -> Vec<f64> {
+    let len = img.h.max(img.w) as f64;
+    // Step 6: candidates from the image and its bicubic resizes.
+    let mut cand = Patches { n: 0, dim: img.c * (2 * h + 1) * (2 * h + 1), data: vec![], pos: vec![], norms: vec![] };
+    for &f in &cfg.levels {
+        if r * f < cfg.min_level_scale - 1e-12 {
+            break;
+        }
+        let level = if f == 1.0 { img.clone() } else { imresize::by_scale(img, f, Kernel::Bicubic) };
+        let p = patches(&level, h, h + 1, stride.max(1), len * f);
+        cand.n += p.n;
+        cand.data.extend(p.data);
+        cand.pos.extend(p.pos);
+        cand.norms.extend(p.norms);
+    }
+    // Step 7: queries, every pixel whose patch fits.
+    let q = patches(img, h, h + 1, 1, len);
+    let (qh, qw) = (img.h.saturating_sub(2 * h), img.w.saturating_sub(2 * h));
+    let mut s = vec![0f64; img.h * img.w];
+    if q.n == 0 || cand.n == 0 {
+        return s;
+    }
+    // The reference's zero-initialised 500-column buffer: zeros among the top K.
+    let zeros = cfg.buffer.saturating_sub(cand.n).min(cfg.k);
+    let k_real = (cfg.k - zeros).min(cand.n);
+    let dim = q.dim;
+    let means: Vec<f64> = (0..q.n.div_ceil(QUERY_TILE))
+        .into_par_iter()
+        .flat_map_iter(|t| {
+            let q0 = t * QUERY_TILE;
+            let nq = QUERY_TILE.min(q.n - q0);
+            let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k_real)).collect();
+            let mut dots = vec![0f64; nq * CAND_BLOCK];
+            for c0 in (0..cand.n).step_by(CAND_BLOCK) {
+                let nc = CAND_BLOCK.min(cand.n - c0);
+                // dots[i][j] = q_i . c_j
+                unsafe {
+                    gemm::gemm(
+                        nq,
+                        nc,
+                        dim,
+                        dots.as_mut_ptr(),
+                        1,
+                        nc as isize,
+                        false,
+                        q.data.as_ptr().add(q0 * dim),
+                        1,
+                        dim as isize,
+                        cand.data.as_ptr().add(c0 * dim),
+                        dim as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                for (i, top) in tops.iter_mut().enumerate() {
+                    let qi = q0 + i;
+                    let (qx, qy) = q.pos[qi];
+                    let qn = q.norms[qi];
+                    let row = &dots[i * nc..(i + 1) * nc];
+                    let mut thr = top.threshold();
+                    for (j, &dot) in row.iter().enumerate() {
+                        let cj = c0 + j;
+                        // Step 8: colour distance over position distance.
+                        let d2 = (qn + cand.norms[cj] - 2.0 * dot).max(0.0);
+                        let (cx, cy) = cand.pos[cj];
+                        let dp = ((qx - cx) * (qx - cx) + (qy - cy) * (qy - cy)).sqrt();
+                        let d = d2.sqrt() / (1.0 + cfg.c * dp);
+                        if d < thr {
+                            top.push(d);
+                            thr = top.threshold();
+                        }
+                    }
+                }
+            }
+            // Step 9: mean of the K smallest (with the buffer's zeros), as S_r.
+            tops.into_iter().map(move |t| t.heap.iter().sum::<f64>() / (t.heap.len() + zeros) as f64).collect::<Vec<_>>()
+        })
+        .collect();
+    for (i, m) in means.into_iter().enumerate() {
+        let (y, x) = (i / qw + h, i % qw + h);
+        debug_assert!(y < img.h && x < img.w && i / qw < qh);
+        s[y * img.w + x] = 1.0 - (-m * factor).exp();
+    }
+    s
+}
+
+/// The saliency map at the working size (the longer side `cfg.max_dim`), values in [0, 1].
+/// `img` is `h x w x c` with c = 3 (sRGB in [0, 1]) or 1 (grey).
+pub fn saliency(img: &Img, cfg: &Config) -> Img {
+    // Step 1: resize so the longer side is max_dim (bilinear, Matlab semantics).
+    let m = img.h.max(img.w) as f64;
+    let target = cfg.max_dim as f64;
+    let mut work = imresize::to_size(img, img.h as f64 / m * target, img.w as f64 / m * target, Kernel::Bilinear);
+    // Step 2: colour images to Lab (Matlab's ICC srgb2lab).
+    if work.c == 3 {
+        lab::srgb_to_lab(&mut work.data);
+    }
+    // Step 3: each channel min-max to [0, 1] (Matlab's eps in the denominator).
+    for ch in 0..work.c {
+        let vals = work.data.iter().skip(ch).step_by(work.c);
+        let (lo, hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+        let span = hi - lo + f64::EPSILON;
+        for v in work.data.iter_mut().skip(ch).step_by(work.c) {
+            *v = (*v - lo) / span;
+        }
+    }
+    let (h0, w0) = (work.h, work.w);
+    // Steps 4-10: every scale, resized back (bilinear) and averaged.
+    let mut sum = vec![0f64; h0 * w0];
+    for (i, &r) in cfg.scales.iter().enumerate() {
+        let (h, f, stride) = (cfg.half_sizes[i], cfg.factors[i], cfg.candidate_strides[i]);
+        let sr = if r < 1.0 {
+            let scaled = imresize::by_scale(&work, r, Kernel::Bilinear);
+            let s = single_scale(&scaled, r, h, f, stride, cfg);
+            let s = Img { h: scaled.h, w: scaled.w, c: 1, data: s };
+            imresize::to_size(&s, h0 as f64, w0 as f64, Kernel::Bilinear).data
+        } else {
+            single_scale(&work, r, h, f, stride, cfg)
+        };
+        for (a, b) in sum.iter_mut().zip(sr) {
+            *a += b;
+        }
+    }
+    let n = cfg.scales.len() as f64;
+    let s: Vec<f64> = sum.into_iter().map(|v| v / n).collect();
+    // Step 11: foci and the distance to them. Matlab's bwdist returns single precision and the
+    // product is then taken in single precision; reproduce that.
+    let max = s.iter().cloned().fold(0.0, f64::max);
+    let foci: Vec<bool> = s.iter().map(|&v| v > max * cfg.foci_threshold).collect();
+    let data = if foci.iter().any(|&f| f) {
+        let d: Vec<f32> = bwdist(&foci, h0, w0).into_iter().map(|v| v as f32).collect();
+        let dmax = d.iter().cloned().fold(0f32, f32::max);
+        s.iter()
+            .zip(&d)
+            .map(|(&sv, &dv)| {
+                let dn = if dmax > 0.0 { dv / dmax } else { 0.0 };
+                ((sv as f32) * (1.0f32 - dn)) as f64
+            })
+            .collect()
+    } else {
+        s
+    };
+    Img { h: h0, w: w0, c: 1, data }
+}
+
+/// SMILER's wrapper on top of the map: bicubic resize back to `h x w`, then min-max to [0, 1].
+pub fn wrap(s: &Img, h: usize, w: usize) -> Img {
+    let mut out = imresize::to_size(s, h as f64, w as f64, Kernel::Bicubic);
+    let (lo, hi) = out.data.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+    let span = hi - lo;
+    for v in out.data.iter_mut() {
+        *v = if span > 0.0 { (*v - lo) / span } else { 0.0 };
+    }
+    out
+}

@@ -1,0 +1,170 @@
+//! `saliency.context-aware`: context-aware saliency (Goferman, Zelnik-Manor and Tal, TPAMI
+//! 2012), an exact port of the readable reference (Tsai and Chang's Matlab code, shipped by
+//! SMILER as CAS), with the nearest-patch search organised for speed (see [`ca`]).
+//!
+//! `variant = "reference"` (the default) is the reference algorithm; `variant = "fast"` samples
+//! candidates twice as sparsely (a quarter of the pairs). Every parameter can be set.
+
+pub mod ca;
+pub mod edt;
+pub mod imresize;
+pub mod lab;
+
+use serde::{Deserialize, Serialize};
+use sr_core::{Error, Image, Params, Result, Saliency, SaliencyStage, StageDef};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaParams {
+    /// `reference` or `fast`.
+    pub variant: String,
+    pub max_dim: usize,
+    pub scales: Vec<f64>,
+    pub half_sizes: Vec<usize>,
+    /// Empty: 49 / (2H + 1)^2 per scale.
+    pub factors: Vec<f64>,
+    /// Empty: H per scale (reference), 2H (fast).
+    pub candidate_strides: Vec<usize>,
+    pub levels: Vec<f64>,
+    pub min_level_scale: f64,
+    pub k: usize,
+    pub c: f64,
+    pub foci_threshold: f64,
+    pub buffer: usize,
+}
+
+impl Default for CaParams {
+    fn default() -> Self {
+        let r = ca::Config::reference();
+        CaParams {
+            variant: "reference".into(),
+            max_dim: r.max_dim,
+            scales: r.scales,
+            half_sizes: r.half_sizes,
+            factors: vec![],
+            candidate_strides: vec![],
+            levels: r.levels,
+            min_level_scale: r.min_level_scale,
+            k: r.k,
+            c: r.c,
+            foci_threshold: r.foci_threshold,
+            buffer: r.buffer,
+        }
+    }
+}
+
+impl Params for CaParams {
+    const DOCS: &'static [(&'static str, &'static str)] = &[
+        ("variant", "reference (exact reference algorithm) or fast (candidates on a grid twice as coarse)"),
+        ("max_dim", "working size: the longer side, in pixels"),
+        ("scales", "the scales r of the multi-scale average"),
+        ("half_sizes", "half patch size H per scale (patches (2H+1) x (2H+1))"),
+        ("factors", "distance factor per scale (empty: 49 / (2H+1)^2)"),
+        ("candidate_strides", "candidate grid step per scale (empty: H, or 2H for fast)"),
+        ("levels", "candidate pyramid levels f (bicubic resizes of the scale-r image)"),
+        ("min_level_scale", "a level is used while r * f >= this"),
+        ("k", "number of nearest patches averaged (exact K nearest)"),
+        ("c", "position constant in d / (1 + c * d_position)"),
+        ("foci_threshold", "foci: pixels above this fraction of the maximum"),
+        ("buffer", "the reference's 500-column buffer quirk (zeros enter the mean when fewer candidates exist); 0 = off"),
+    ];
+}
+
+impl CaParams {
+    /// The algorithm's configuration, checked.
+    pub fn config(&self) -> Result<ca::Config> {
+        let n = self.scales.len();
+        let fast = match self.variant.as_str() {
+            "reference" => false,
+            "fast" => true,
+            o => return Err(Error::params(format!("`variant` must be reference or fast, got `{o}`"))),
+        };
+        if n == 0 || self.half_sizes.len() != n {
+            return Err(Error::params(format!(
+                "`scales` ({n}) and `half_sizes` ({}) need one value per scale",
+                self.half_sizes.len()
+            )));
+        }
+        for (key, len) in [("factors", self.factors.len()), ("candidate_strides", self.candidate_strides.len())] {
+            if len != 0 && len != n {
+                return Err(Error::params(format!("`{key}` needs {n} values (one per scale) or none, got {len}")));
+            }
+        }
+        if self.scales.iter().any(|&r| !(r > 0.0 && r <= 1.0)) {
+            return Err(Error::params("`scales` must lie in (0, 1]"));
+        }
+        if self.k == 0 || self.max_dim < 16 || self.half_sizes.contains(&0) {
+            return Err(Error::params("`k` must be >= 1, `max_dim` >= 16 and every half size >= 1"));
+        }
+        Ok(ca::Config {
+            max_dim: self.max_dim,
+            scales: self.scales.clone(),
+            factors: if self.factors.is_empty() {
+                self.half_sizes.iter().map(|&h| 49.0 / ((2 * h + 1) * (2 * h + 1)) as f64).collect()
+            } else {
+                self.factors.clone()
+            },
+            candidate_strides: if self.candidate_strides.is_empty() {
+                self.half_sizes.iter().map(|&h| if fast { 2 * h } else { h }).collect()
+            } else {
+                self.candidate_strides.clone()
+            },
+            half_sizes: self.half_sizes.clone(),
+            levels: self.levels.clone(),
+            min_level_scale: self.min_level_scale,
+            k: self.k,
+            c: self.c,
+            foci_threshold: self.foci_threshold,
+            buffer: self.buffer,
+        })
+    }
+}
+
+/// The stage.
+pub struct ContextAware {
+    cfg: ca::Config,
+}
+
+impl ContextAware {
+    pub fn new(cfg: ca::Config) -> Self {
+        ContextAware { cfg }
+    }
+}
+
+impl SaliencyStage for ContextAware {
+    type Params = CaParams;
+    fn build(p: CaParams) -> Result<Self> {
+        Ok(ContextAware { cfg: p.config()? })
+    }
+}
+
+impl Saliency for ContextAware {
+    /// The map at the input's size: the working-size map resized back (bicubic) and scaled
+    /// to [0, 1], as SMILER's wrapper does.
+    fn saliency(&self, input: &Image) -> Result<Image> {
+        if input.channels != 1 && input.channels != 3 {
+            return Err(Error::input(format!("context-aware saliency takes 1 or 3 channels, got {}", input.channels)));
+        }
+        let img = imresize::Img {
+            h: input.height,
+            w: input.width,
+            c: input.channels,
+            data: input.data().iter().map(|&v| v as f64).collect(),
+        };
+        let s = ca::saliency(&img, &self.cfg);
+        let out = ca::wrap(&s, input.height, input.width);
+        Image::new(input.width, input.height, 1, out.data.iter().map(|&v| v as f32).collect())
+    }
+}
+
+sr_core::export_plugin! {
+    name: env!("CARGO_PKG_NAME"),
+    version: env!("CARGO_PKG_VERSION"),
+    stages: [
+        StageDef::saliency::<ContextAware>(
+            "context-aware",
+            env!("CARGO_PKG_VERSION"),
+            "Context-aware saliency (Goferman et al., TPAMI 2012), exact port of the reference Matlab code with a fast exact K-nearest-patch search.",
+        ),
+    ],
+}
