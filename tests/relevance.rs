@@ -701,24 +701,44 @@ fn a_pipeline_writes_relevance_maps_heatmaps_and_metrics_per_branch() {
     let heat = image::open(dir.join("out/coffee/relevance-lrp.png")).unwrap();
     assert_eq!((heat.width(), heat.height()), (224, 224));
     let csv = std::fs::read_to_string(dir.join("out/metrics.csv")).unwrap();
-    let row = csv.lines().find(|l| l.contains(",lrp,")).expect("a metrics row for the lrp branch");
+    let row = csv
+        .lines()
+        .find(|l| l.contains(",lrp,"))
+        .expect("a metrics row for the lrp branch");
     let f: Vec<&str> = row.split(',').collect();
     assert_eq!((f[1], f[3]), ("espresso", "967"), "{row}");
-    let (sum, score, ratio): (f64, f64, f64) = (f[4].parse().unwrap(), f[5].parse().unwrap(), f[6].parse().unwrap());
+    let (sum, score, ratio): (f64, f64, f64) = (
+        f[4].parse().unwrap(),
+        f[5].parse().unwrap(),
+        f[6].parse().unwrap(),
+    );
     // The map on disk sums to the reported relevance, and the score is espresso's logit.
-    assert!((rel.data.iter().sum::<f64>() - sum).abs() <= 1e-3 * sum.abs().max(1e-3), "{sum}");
-    assert!((score - 11.5634).abs() < 1e-3 && (ratio - sum / score).abs() < 1e-9, "{row}");
+    assert!(
+        (rel.data.iter().sum::<f64>() - sum).abs() <= 1e-3 * sum.abs().max(1e-3),
+        "{sum}"
+    );
+    assert!(
+        (score - 11.5634).abs() < 1e-3 && (ratio - sum / score).abs() < 1e-9,
+        "{row}"
+    );
 
     // top2: one map per class, named by class index.
     let r = srhost(&dir, &["--pipeline", &spec("\"top2\""), "--force"]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(dir.join("out/coffee/relevance-lrp-967.npy").is_file() && dir.join("out/coffee/relevance-grad-968.png").is_file());
+    assert!(
+        dir.join("out/coffee/relevance-lrp-967.npy").is_file()
+            && dir.join("out/coffee/relevance-grad-968.png").is_file()
+    );
     // A label, and a misspelt one.
     let r = srhost(&dir, &["--pipeline", &spec("\"cup\""), "--force"]);
     assert_eq!(r.code, 0, "{r:?}");
     let r = srhost(&dir, &["--pipeline", &spec("\"espreso\""), "--force"]);
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("`run.target`: no class is labelled `espreso`"), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("`run.target`: no class is labelled `espreso`"),
+        "{r:?}"
+    );
     let r = srhost(&dir, &["check", &spec("\"top0\"")]);
     assert_eq!(r.code, 2, "{r:?}");
 }

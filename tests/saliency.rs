@@ -12,23 +12,46 @@ const MEAN_ABS_MAX: f64 = 1e-3;
 const MAX_ABS_MAX: f64 = 1e-2;
 
 fn png_input(name: &str) -> Img {
-    let p = image::open(golden(&format!("ca/inputs/{name}.png"))).unwrap().to_rgb8();
+    let p = image::open(golden(&format!("ca/inputs/{name}.png")))
+        .unwrap()
+        .to_rgb8();
     let (w, h) = p.dimensions();
-    Img { h: h as usize, w: w as usize, c: 3, data: p.into_raw().iter().map(|&v| v as f64 / 255.0).collect() }
+    Img {
+        h: h as usize,
+        w: w as usize,
+        c: 3,
+        data: p.into_raw().iter().map(|&v| v as f64 / 255.0).collect(),
+    }
 }
 
 fn blobs_input() -> Img {
     let a = read_npy(&golden("ca/inputs/blobs224.npy"));
     let (h, w, c) = (a.shape[0], a.shape[1], a.shape.get(2).copied().unwrap_or(1));
-    Img { h, w, c, data: a.data }
+    Img {
+        h,
+        w,
+        c,
+        data: a.data,
+    }
 }
 
 fn compare(name: &str, got: &Img) -> (f64, f64, f64) {
     let want = read_npy(&golden(&format!("ca/{name}.npy")));
     assert_eq!(want.shape, vec![got.h, got.w], "{name}");
     let n = want.data.len() as f64;
-    let mean = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).sum::<f64>() / n;
-    let max = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let mean = got
+        .data
+        .iter()
+        .zip(&want.data)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f64>()
+        / n;
+    let max = got
+        .data
+        .iter()
+        .zip(&want.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
     let s = sr_core::metrics::ssim(&got.data, &want.data, got.h, got.w);
     println!("{name}: SSIM {s:.6}, mean abs {mean:.2e}, max abs {max:.2e}");
     (s, mean, max)
@@ -38,7 +61,12 @@ fn compare(name: &str, got: &Img) -> (f64, f64, f64) {
 fn reference_variant_matches_the_matlab_reference_maps() {
     let cfg = Config::reference();
     let mut failures = vec![];
-    for (name, img) in [("coffee", png_input("coffee")), ("chelsea", png_input("chelsea")), ("astronaut", png_input("astronaut")), ("blobs224", blobs_input())] {
+    for (name, img) in [
+        ("coffee", png_input("coffee")),
+        ("chelsea", png_input("chelsea")),
+        ("astronaut", png_input("astronaut")),
+        ("blobs224", blobs_input()),
+    ] {
         let t = std::time::Instant::now();
         let s = ca::saliency(&img, &cfg);
         println!("{name}: {:.2} s", t.elapsed().as_secs_f64());
@@ -49,11 +77,115 @@ fn reference_variant_matches_the_matlab_reference_maps() {
         // SMILER's wrapper: bicubic back to the source size, min-max.
         let wrap_want = read_npy(&golden(&format!("ca/{name}_wrap.npy")));
         let wrapped = ca::wrap(&s, wrap_want.shape[0], wrap_want.shape[1]);
-        let wmax = wrapped.data.iter().zip(&wrap_want.data).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let wmax = wrapped
+            .data
+            .iter()
+            .zip(&wrap_want.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         println!("{name}_wrap: max abs {wmax:.2e}");
         if wmax > MAX_ABS_MAX {
             failures.push(format!("{name}_wrap: max {wmax}"));
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// A small random-ish colour image.
+fn small_image(h: usize, w: usize) -> Img {
+    let data = (0..h * w * 3)
+        .map(|i| {
+            let (y, x, c) = (i / (w * 3), (i / 3) % w, i % 3);
+            // Smooth structure plus deterministic noise: blobs, edges and texture.
+            let blob = (-((x as f64 - 14.0).powi(2) + (y as f64 - 20.0).powi(2)) / 40.0).exp();
+            let noise = ((i * 2654435761) % 1000) as f64 / 4000.0;
+            (0.2 + 0.5 * blob * (c as f64 + 1.0) / 3.0 + noise + if x > 30 { 0.2 } else { 0.0 })
+                .min(1.0)
+        })
+        .collect();
+    Img { h, w, c: 3, data }
+}
+
+#[test]
+fn the_fast_search_agrees_with_a_naive_brute_force() {
+    // Every scale, without the reference's buffer quirk, and with a buffer a little larger
+    // than the candidate count (156 at scale 1 here), so a few zeros enter the mean.
+    let img = small_image(36, 44);
+    for buffer in [0, 165] {
+        let cfg = Config {
+            buffer,
+            k: 16,
+            ..Config::reference()
+        };
+        for (i, &r) in cfg.scales.iter().enumerate() {
+            let scaled = if r < 1.0 {
+                sr_saliency_context_aware::imresize::by_scale(
+                    &img,
+                    r,
+                    sr_saliency_context_aware::imresize::Kernel::Bilinear,
+                )
+            } else {
+                img.clone()
+            };
+            let (h, f, s) = (cfg.half_sizes[i], cfg.factors[i], cfg.candidate_strides[i]);
+            let fast = ca::single_scale(&scaled, r, h, f, s, &cfg);
+            let naive = ca::single_scale_naive(&scaled, r, h, f, s, &cfg);
+            let err = fast
+                .iter()
+                .zip(&naive)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            let top = naive.iter().cloned().fold(0.0, f64::max);
+            println!("buffer {buffer}, scale {r}: max abs diff {err:.2e} (max S {top:.3})");
+            // (With the buffer, the tiny coarse scales have only zeros in their K nearest.)
+            if buffer == 0 || r == 1.0 {
+                assert!(top > 0.05, "a trivial map proves nothing");
+            }
+            assert!(err <= 1e-5, "buffer {buffer}, scale {r}: {err}");
+        }
+    }
+}
+
+#[test]
+fn the_thread_count_does_not_change_the_map() {
+    let img = small_image(60, 80);
+    let cfg = Config {
+        max_dim: 80,
+        ..Config::reference()
+    };
+    let run = |n: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+            .install(|| ca::saliency(&img, &cfg))
+    };
+    assert_eq!(run(1).data, run(2).data);
+}
+
+#[test]
+fn parameters_are_checked() {
+    use sr_core::SaliencyStage;
+    use sr_saliency_context_aware::{CaParams, ContextAware};
+    let bad = |p: CaParams| ContextAware::build(p).err().unwrap().message;
+    assert!(bad(CaParams {
+        variant: "quick".into(),
+        ..Default::default()
+    })
+    .contains("`variant` must be reference or fast"));
+    assert!(bad(CaParams {
+        half_sizes: vec![3, 2],
+        ..Default::default()
+    })
+    .contains("`scales` (4) and `half_sizes` (2)"));
+    assert!(bad(CaParams {
+        factors: vec![1.0],
+        ..Default::default()
+    })
+    .contains("`factors` needs 4 values"));
+    assert!(bad(CaParams {
+        scales: vec![1.5, 0.8, 0.5, 0.3],
+        ..Default::default()
+    })
+    .contains("(0, 1]"));
 }

@@ -2,7 +2,7 @@
 //! outputs (every file is written to a temporary name and renamed into place, and an image
 //! counts as done only once its `result.json` exists).
 
-use crate::spec::{Pipeline, Target};
+use crate::spec::{Pipeline, RelevanceInput, Target};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -159,8 +159,10 @@ pub fn load_photo(path: &Path) -> Result<Rgb8> {
     })
 }
 
-/// `abs-rgb`: per channel |R|, one min-max over all channels to [0, 1], as an `H x W x C` image.
-pub fn relevance_to_image(r: &Tensor) -> Result<Image> {
+/// A relevance map (`[1,] C x H x W`) as the saliency stage's input image:
+/// `abs-rgb` (per channel |R|, one min-max over all channels, `H x W x C`), `abs-sum` (sum of
+/// |R| over channels) or `positive` (sum of max(R, 0)), both min-maxed, `H x W x 1`.
+pub fn relevance_to_image(r: &Tensor, how: RelevanceInput) -> Result<Image> {
     let (c, h, w) = match r.shape() {
         [1, c, h, w] | [c, h, w] => (*c, *h, *w),
         s => {
@@ -170,17 +172,41 @@ pub fn relevance_to_image(r: &Tensor) -> Result<Image> {
         }
     };
     let d = r.data();
-    let (lo, hi) = d.iter().fold((f32::INFINITY, 0.0f32), |(lo, hi), v| {
-        (lo.min(v.abs()), hi.max(v.abs()))
-    });
-    let scale = if hi > lo { 1.0 / (hi - lo) } else { 0.0 };
-    let mut out = vec![0.0f32; h * w * c];
-    for ch in 0..c {
-        for i in 0..h * w {
-            out[i * c + ch] = (d[ch * h * w + i].abs() - lo) * scale;
+    let (vals, channels): (Vec<f32>, usize) = match how {
+        RelevanceInput::AbsRgb => {
+            let mut out = vec![0f32; h * w * c];
+            for ch in 0..c {
+                for i in 0..h * w {
+                    out[i * c + ch] = d[ch * h * w + i].abs();
+                }
+            }
+            (out, c)
         }
-    }
-    Image::new(w, h, c, out)
+        RelevanceInput::AbsSum => (
+            (0..h * w)
+                .map(|i| (0..c).map(|ch| d[ch * h * w + i].abs()).sum())
+                .collect(),
+            1,
+        ),
+        RelevanceInput::Positive => (
+            (0..h * w)
+                .map(|i| (0..c).map(|ch| d[ch * h * w + i].max(0.0)).sum())
+                .collect(),
+            1,
+        ),
+    };
+    let (lo, hi) = vals
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
+    let scale = if hi > lo { 1.0 / (hi - lo) } else { 0.0 };
+    Image::new(
+        w,
+        h,
+        channels,
+        vals.into_iter().map(|v| (v - lo) * scale).collect(),
+    )
 }
 
 /// The classes to explain for one image.
@@ -293,7 +319,13 @@ fn check_map(map: &Image, what: &str) -> Result<()> {
 }
 
 /// Process one image into `dir`.
-fn process(stages: &Stages, path: &Path, dir: &Path, target: &Target) -> Result<ImageResult> {
+fn process(
+    stages: &Stages,
+    path: &Path,
+    dir: &Path,
+    target: &Target,
+    relevance_input: RelevanceInput,
+) -> Result<ImageResult> {
     let mut seconds = HashMap::new();
     let mut timed = |name: &str, t: Instant| {
         seconds.insert(name.to_string(), t.elapsed().as_secs_f64());
@@ -401,7 +433,7 @@ fn process(stages: &Stages, path: &Path, dir: &Path, target: &Target) -> Result<
         for b in &mut branches {
             let t = Instant::now();
             let sr = sal
-                .saliency(&relevance_to_image(&b.relevance)?)
+                .saliency(&relevance_to_image(&b.relevance, relevance_input)?)
                 .map_err(|e| e.context(format!("SR map of {}", b.branch)))?;
             check_map(&sr, &format!("SR map of {}", b.branch))?;
             timed(&format!("saliency.{}", b.branch), t);
@@ -495,7 +527,7 @@ pub fn run(p: &Pipeline, stages: &Stages, opts: RunOptions) -> Result<Summary> {
                         let _ = std::fs::remove_file(&marker);
                     }
                     match sr_core::catch_panic(&format!("{}", img.display()), || {
-                        process(stages, img, &dir, &p.target)
+                        process(stages, img, &dir, &p.target, p.relevance_input)
                     }) {
                         Ok(_) => Outcome::Done,
                         Err(e) => {

@@ -59,6 +59,8 @@ pub struct Pipeline {
     /// `(branch, stage)` in file order.
     pub relevance: Vec<(String, StageSpec)>,
     pub saliency: Option<StageSpec>,
+    /// How relevance becomes the saliency stage's input for the SR map.
+    pub relevance_input: RelevanceInput,
     pub renderers: Vec<StageSpec>,
     pub target: Target,
     /// The spec after `--set`, as TOML, for `run.json`.
@@ -70,6 +72,17 @@ pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tif
 
 const TOP_KEYS: &[&str] = &["run", "model", "relevance", "saliency", "render", "plugin"];
 const RUN_KEYS: &[&str] = &["images", "output", "target"];
+
+/// How a relevance map (`C x H x W`) becomes an image for the saliency stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelevanceInput {
+    /// Per channel |R|, one min-max over all channels to [0, 1], as RGB (the paper's code).
+    AbsRgb,
+    /// Sum of |R| over channels, min-max to [0, 1], as grey.
+    AbsSum,
+    /// Sum of max(R, 0) over channels, min-max to [0, 1], as grey.
+    Positive,
+}
 
 /// Which classes relevance explains.
 #[derive(Clone, Debug, PartialEq)]
@@ -416,9 +429,33 @@ impl RawSpec {
                 ));
             }
         }
+        let mut relevance_input = RelevanceInput::AbsRgb;
         let saliency = match self.table.get("saliency") {
             None => None,
-            Some(v) => Some(self.stage(&["saliency"], v, StageKind::Saliency, registry)?),
+            Some(v) => {
+                // `relevance_input` belongs to the host (any saliency stage takes it).
+                let mut t = v.as_table().cloned().unwrap_or_default();
+                if let Some(ri) = t.remove("relevance_input") {
+                    relevance_input = match ri.as_str() {
+                        Some("abs-rgb") => RelevanceInput::AbsRgb,
+                        Some("abs-sum") => RelevanceInput::AbsSum,
+                        Some("positive") => RelevanceInput::Positive,
+                        _ => {
+                            return Err(self.error(
+                                &["saliency", "relevance_input"],
+                                "expected \"abs-rgb\", \"abs-sum\" or \"positive\"",
+                                "abs-rgb (the default) is the paper's code",
+                            ))
+                        }
+                    };
+                }
+                let v = if v.is_table() {
+                    toml::Value::Table(t)
+                } else {
+                    v.clone()
+                };
+                Some(self.stage(&["saliency"], &v, StageKind::Saliency, registry)?)
+            }
         };
         let mut renderers = vec![];
         if let Some(v) = self.table.get("render") {
@@ -488,6 +525,7 @@ impl RawSpec {
             model,
             relevance,
             saliency,
+            relevance_input,
             renderers,
             target,
             resolved_toml,

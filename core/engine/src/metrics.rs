@@ -9,7 +9,9 @@ pub fn ssim(a: &[f64], b: &[f64], h: usize, w: usize) -> f64 {
     assert_eq!(b.len(), h * w);
     const R: usize = 5;
     let sigma = 1.5f64;
-    let g: Vec<f64> = (0..=2 * R).map(|i| (-((i as f64 - R as f64).powi(2)) / (2.0 * sigma * sigma)).exp()).collect();
+    let g: Vec<f64> = (0..=2 * R)
+        .map(|i| (-((i as f64 - R as f64).powi(2)) / (2.0 * sigma * sigma)).exp())
+        .collect();
     let gs: f64 = g.iter().sum();
     let g: Vec<f64> = g.iter().map(|v| v / gs).collect();
     let (c1, c2) = ((0.01f64).powi(2), (0.03f64).powi(2));
@@ -21,14 +23,16 @@ pub fn ssim(a: &[f64], b: &[f64], h: usize, w: usize) -> f64 {
         let mut rows = vec![0f64; h * (w - 2 * R)];
         for y in 0..h {
             for x in R..w - R {
-                rows[y * (w - 2 * R) + x - R] = (0..=2 * R).map(|k| g[k] * f(y * w + x + k - R)).sum();
+                rows[y * (w - 2 * R) + x - R] =
+                    (0..=2 * R).map(|k| g[k] * f(y * w + x + k - R)).sum();
             }
         }
         let ow = w - 2 * R;
         let mut out = vec![0f64; (h - 2 * R) * ow];
         for y in R..h - R {
             for x in 0..ow {
-                out[(y - R) * ow + x] = (0..=2 * R).map(|k| g[k] * rows[(y + k - R) * ow + x]).sum();
+                out[(y - R) * ow + x] =
+                    (0..=2 * R).map(|k| g[k] * rows[(y + k - R) * ow + x]).sum();
             }
         }
         out
@@ -56,7 +60,9 @@ mod tests {
     #[test]
     fn identical_images_score_one_and_unrelated_ones_less() {
         let (h, w) = (20, 30);
-        let a: Vec<f64> = (0..h * w).map(|i| ((i * 7919) % 101) as f64 / 100.0).collect();
+        let a: Vec<f64> = (0..h * w)
+            .map(|i| ((i * 7919) % 101) as f64 / 100.0)
+            .collect();
         assert!((ssim(&a, &a, h, w) - 1.0).abs() < 1e-12);
         let b: Vec<f64> = a.iter().map(|v| 1.0 - v).collect();
         assert!(ssim(&a, &b, h, w) < 0.0);

@@ -93,9 +93,13 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<NpyArray> {
         )));
     }
     let raw: Vec<f64> = if width == 4 {
-        body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect()
+        body.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect()
     } else {
-        body.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+        body.chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     };
     let data = if fortran && shape.len() > 1 {
         // Column-major on disk (Matlab/Octave): reorder to row-major.
@@ -150,7 +154,10 @@ mod tests {
         // 1, 4, 2, 5, 3, 6.
         let mut b = encode_f32(&[2, 3], &[0.0; 6]);
         let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
-        let header = String::from_utf8(b[10..10 + hl].to_vec()).unwrap().replace("'<f4', 'fortran_order': False", "'<f8', 'fortran_order': True ");
+        let header = String::from_utf8(b[10..10 + hl].to_vec()).unwrap().replace(
+            "'<f4', 'fortran_order': False",
+            "'<f8', 'fortran_order': True ",
+        );
         b.truncate(10);
         b.extend_from_slice(header.as_bytes());
         for v in [1.0f64, 4.0, 2.0, 5.0, 3.0, 6.0] {

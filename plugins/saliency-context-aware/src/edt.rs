@@ -13,7 +13,9 @@ fn dt1(f: &[f64]) -> Vec<f64> {
     z[0] = -INF;
     z[1] = INF;
     for q in 1..n {
-        let s_of = |p: usize| ((f[q] + (q * q) as f64) - (f[p] + (p * p) as f64)) / (2.0 * q as f64 - 2.0 * p as f64);
+        let s_of = |p: usize| {
+            ((f[q] + (q * q) as f64) - (f[p] + (p * p) as f64)) / (2.0 * q as f64 - 2.0 * p as f64)
+        };
         let mut s = s_of(v[k]);
         while s <= z[k] {
             k -= 1;
@@ -65,9 +67,16 @@ mod tests {
             for x in 0..w {
                 let want = (0..h * w)
                     .filter(|&i| mask[i])
-                    .map(|i| (((i / w) as f64 - y as f64).powi(2) + ((i % w) as f64 - x as f64).powi(2)).sqrt())
+                    .map(|i| {
+                        (((i / w) as f64 - y as f64).powi(2) + ((i % w) as f64 - x as f64).powi(2))
+                            .sqrt()
+                    })
                     .fold(f64::INFINITY, f64::min);
-                assert!((d[y * w + x] - want).abs() < 1e-9, "({y}, {x}): {} vs {want}", d[y * w + x]);
+                assert!(
+                    (d[y * w + x] - want).abs() < 1e-9,
+                    "({y}, {x}): {} vs {want}",
+                    d[y * w + x]
+                );
             }
         }
     }

@@ -46,16 +46,33 @@ impl Kernel {
 }
 
 /// For each output index: the input indices (0-based) and their weights.
-fn contributions(in_len: usize, out_len: usize, scale: f64, kernel: Kernel) -> Vec<Vec<(usize, f64)>> {
+fn contributions(
+    in_len: usize,
+    out_len: usize,
+    scale: f64,
+    kernel: Kernel,
+) -> Vec<Vec<(usize, f64)>> {
     let antialias = scale < 1.0;
-    let kw = if antialias { kernel.width() / scale } else { kernel.width() };
-    let h = |x: f64| if antialias { scale * kernel.eval(scale * x) } else { kernel.eval(x) };
+    let kw = if antialias {
+        kernel.width() / scale
+    } else {
+        kernel.width()
+    };
+    let h = |x: f64| {
+        if antialias {
+            scale * kernel.eval(scale * x)
+        } else {
+            kernel.eval(x)
+        }
+    };
     let p = kw.ceil() as isize + 2;
     (1..=out_len)
         .map(|x| {
             let u = x as f64 / scale + 0.5 * (1.0 - 1.0 / scale);
             let left = (u - kw / 2.0).floor() as isize;
-            let raw: Vec<(isize, f64)> = (0..p).map(|j| (left + j, h(u - (left + j) as f64))).collect();
+            let raw: Vec<(isize, f64)> = (0..p)
+                .map(|j| (left + j, h(u - (left + j) as f64)))
+                .collect();
             let sum: f64 = raw.iter().map(|(_, w)| w).sum();
             raw.into_iter()
                 .filter(|(_, w)| *w != 0.0)
@@ -89,7 +106,11 @@ impl Img {
 fn resize_axis(img: &Img, axis: usize, out_len: usize, scale: f64, kernel: Kernel) -> Img {
     let in_len = if axis == 0 { img.h } else { img.w };
     let coeffs = contributions(in_len, out_len, scale, kernel);
-    let (oh, ow) = if axis == 0 { (out_len, img.w) } else { (img.h, out_len) };
+    let (oh, ow) = if axis == 0 {
+        (out_len, img.w)
+    } else {
+        (img.h, out_len)
+    };
     let mut out = vec![0f64; oh * ow * img.c];
     for y in 0..oh {
         for x in 0..ow {
@@ -97,14 +118,23 @@ fn resize_axis(img: &Img, axis: usize, out_len: usize, scale: f64, kernel: Kerne
             for ch in 0..img.c {
                 let mut acc = 0.0;
                 for &(i, wgt) in &coeffs[o] {
-                    let v = if axis == 0 { img.at(i, x, ch) } else { img.at(y, i, ch) };
+                    let v = if axis == 0 {
+                        img.at(i, x, ch)
+                    } else {
+                        img.at(y, i, ch)
+                    };
                     acc += wgt * v;
                 }
                 out[(y * ow + x) * img.c + ch] = acc;
             }
         }
     }
-    Img { h: oh, w: ow, c: img.c, data: out }
+    Img {
+        h: oh,
+        w: ow,
+        c: img.c,
+        data: out,
+    }
 }
 
 /// `imresize(img, scale)`: output `ceil(scale * size)`, both axes by the scalar scale.
@@ -117,7 +147,12 @@ pub fn by_scale(img: &Img, scale: f64, kernel: Kernel) -> Img {
 /// `imresize(img, [rows cols])`: the scale of each axis is `out / in`; sizes are rounded up.
 pub fn to_size(img: &Img, rows: f64, cols: f64, kernel: Kernel) -> Img {
     let (oh, ow) = (rows.ceil() as usize, cols.ceil() as usize);
-    resize(img, [oh, ow], [rows / img.h as f64, cols / img.w as f64], kernel)
+    resize(
+        img,
+        [oh, ow],
+        [rows / img.h as f64, cols / img.w as f64],
+        kernel,
+    )
 }
 
 fn resize(img: &Img, out: [usize; 2], scale: [f64; 2], kernel: Kernel) -> Img {
@@ -155,10 +190,20 @@ mod tests {
 
     #[test]
     fn same_size_is_identity_and_sizes_round_up() {
-        let img = Img { h: 3, w: 5, c: 1, data: (0..15).map(|v| v as f64).collect() };
+        let img = Img {
+            h: 3,
+            w: 5,
+            c: 1,
+            data: (0..15).map(|v| v as f64).collect(),
+        };
         assert_eq!(to_size(&img, 3.0, 5.0, Kernel::Bilinear), img);
         // The 1/4 level of a 250-px side is 63 px (ceil), not 62.
-        let wide = Img { h: 1, w: 250, c: 1, data: vec![0.5; 250] };
+        let wide = Img {
+            h: 1,
+            w: 250,
+            c: 1,
+            data: vec![0.5; 250],
+        };
         let q = by_scale(&wide, 0.25, Kernel::Bicubic);
         assert_eq!(q.w, 63);
         assert!(q.data.iter().all(|v| (v - 0.5).abs() < 1e-12));

@@ -16,11 +16,19 @@ fn linearise(v: f64) -> f64 {
 }
 
 /// Rows R, G, B of the profile's colorants (XYZ, D50-adapted), in 1/65536.
-const PRIMARIES: [[f64; 3]; 3] = [[28578.0, 14581.0, 912.0], [25241.0, 46981.0, 6362.0], [9376.0, 3972.0, 46799.0]];
+const PRIMARIES: [[f64; 3]; 3] = [
+    [28578.0, 14581.0, 912.0],
+    [25241.0, 46981.0, 6362.0],
+    [9376.0, 3972.0, 46799.0],
+];
 const D50: [f64; 3] = [0.9642, 1.0, 0.8251];
 /// The ICC PCS white in u1.15 fixed point: 0x7b6b, 0x8000, 0x6996 over 0x8000.
 const ICC_WHITE: [f64; 3] = [31595.0 / 32768.0, 1.0, 27030.0 / 32768.0];
-const BRADFORD: [[f64; 3]; 3] = [[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]];
+const BRADFORD: [[f64; 3]; 3] = [
+    [0.8951, 0.2664, -0.1614],
+    [-0.7502, 1.7135, 0.0367],
+    [0.0389, -0.0685, 1.0296],
+];
 
 fn mul(m: &[[f64; 3]; 3], v: [f64; 3]) -> [f64; 3] {
     [0, 1, 2].map(|i| m[i][0] * v[0] + m[i][1] * v[1] + m[i][2] * v[2])
@@ -31,13 +39,27 @@ fn matmul(a: &[[f64; 3]; 3], b: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
 }
 
 fn inverse(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
-    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
         + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
-    let c = |r0: usize, c0: usize, r1: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
+    let c =
+        |r0: usize, c0: usize, r1: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
     [
-        [c(1, 1, 2, 2) / det, -c(0, 1, 2, 2) / det, c(0, 1, 1, 2) / det],
-        [-c(1, 0, 2, 2) / det, c(0, 0, 2, 2) / det, -c(0, 0, 1, 2) / det],
-        [c(1, 0, 2, 1) / det, -c(0, 0, 2, 1) / det, c(0, 0, 1, 1) / det],
+        [
+            c(1, 1, 2, 2) / det,
+            -c(0, 1, 2, 2) / det,
+            c(0, 1, 1, 2) / det,
+        ],
+        [
+            -c(1, 0, 2, 2) / det,
+            c(0, 0, 2, 2) / det,
+            -c(0, 0, 1, 2) / det,
+        ],
+        [
+            c(1, 0, 2, 1) / det,
+            -c(0, 0, 2, 1) / det,
+            c(0, 0, 1, 1) / det,
+        ],
     ]
 }
 
@@ -47,7 +69,11 @@ pub fn rgb_to_xyz() -> [[f64; 3]; 3] {
     let p: [[f64; 3]; 3] = [0, 1, 2].map(|i| [0, 1, 2].map(|j| PRIMARIES[j][i] / 65536.0));
     let src = mul(&BRADFORD, D50);
     let dst = mul(&BRADFORD, ICC_WHITE);
-    let diag = [[dst[0] / src[0], 0.0, 0.0], [0.0, dst[1] / src[1], 0.0], [0.0, 0.0, dst[2] / src[2]]];
+    let diag = [
+        [dst[0] / src[0], 0.0, 0.0],
+        [0.0, dst[1] / src[1], 0.0],
+        [0.0, 0.0, dst[2] / src[2]],
+    ];
     let adapt = matmul(&inverse(&BRADFORD), &matmul(&diag, &BRADFORD));
     matmul(&adapt, &p)
 }
@@ -62,7 +88,11 @@ fn xyz_to_lab(xyz: [f64; 3]) -> [f64; 3] {
             t / (3.0 * d * d) + 4.0 / 29.0
         }
     };
-    let (fx, fy, fz) = (f(xyz[0] / ICC_WHITE[0]), f(xyz[1] / ICC_WHITE[1]), f(xyz[2] / ICC_WHITE[2]));
+    let (fx, fy, fz) = (
+        f(xyz[0] / ICC_WHITE[0]),
+        f(xyz[1] / ICC_WHITE[1]),
+        f(xyz[2] / ICC_WHITE[2]),
+    );
     [116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)]
 }
 

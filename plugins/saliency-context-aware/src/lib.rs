@@ -77,7 +77,11 @@ impl CaParams {
         let fast = match self.variant.as_str() {
             "reference" => false,
             "fast" => true,
-            o => return Err(Error::params(format!("`variant` must be reference or fast, got `{o}`"))),
+            o => {
+                return Err(Error::params(format!(
+                    "`variant` must be reference or fast, got `{o}`"
+                )))
+            }
         };
         if n == 0 || self.half_sizes.len() != n {
             return Err(Error::params(format!(
@@ -85,27 +89,40 @@ impl CaParams {
                 self.half_sizes.len()
             )));
         }
-        for (key, len) in [("factors", self.factors.len()), ("candidate_strides", self.candidate_strides.len())] {
+        for (key, len) in [
+            ("factors", self.factors.len()),
+            ("candidate_strides", self.candidate_strides.len()),
+        ] {
             if len != 0 && len != n {
-                return Err(Error::params(format!("`{key}` needs {n} values (one per scale) or none, got {len}")));
+                return Err(Error::params(format!(
+                    "`{key}` needs {n} values (one per scale) or none, got {len}"
+                )));
             }
         }
         if self.scales.iter().any(|&r| !(r > 0.0 && r <= 1.0)) {
             return Err(Error::params("`scales` must lie in (0, 1]"));
         }
         if self.k == 0 || self.max_dim < 16 || self.half_sizes.contains(&0) {
-            return Err(Error::params("`k` must be >= 1, `max_dim` >= 16 and every half size >= 1"));
+            return Err(Error::params(
+                "`k` must be >= 1, `max_dim` >= 16 and every half size >= 1",
+            ));
         }
         Ok(ca::Config {
             max_dim: self.max_dim,
             scales: self.scales.clone(),
             factors: if self.factors.is_empty() {
-                self.half_sizes.iter().map(|&h| 49.0 / ((2 * h + 1) * (2 * h + 1)) as f64).collect()
+                self.half_sizes
+                    .iter()
+                    .map(|&h| 49.0 / ((2 * h + 1) * (2 * h + 1)) as f64)
+                    .collect()
             } else {
                 self.factors.clone()
             },
             candidate_strides: if self.candidate_strides.is_empty() {
-                self.half_sizes.iter().map(|&h| if fast { 2 * h } else { h }).collect()
+                self.half_sizes
+                    .iter()
+                    .map(|&h| if fast { 2 * h } else { h })
+                    .collect()
             } else {
                 self.candidate_strides.clone()
             },
@@ -143,7 +160,10 @@ impl Saliency for ContextAware {
     /// to [0, 1], as SMILER's wrapper does.
     fn saliency(&self, input: &Image) -> Result<Image> {
         if input.channels != 1 && input.channels != 3 {
-            return Err(Error::input(format!("context-aware saliency takes 1 or 3 channels, got {}", input.channels)));
+            return Err(Error::input(format!(
+                "context-aware saliency takes 1 or 3 channels, got {}",
+                input.channels
+            )));
         }
         let img = imresize::Img {
             h: input.height,
@@ -153,7 +173,12 @@ impl Saliency for ContextAware {
         };
         let s = ca::saliency(&img, &self.cfg);
         let out = ca::wrap(&s, input.height, input.width);
-        Image::new(input.width, input.height, 1, out.data.iter().map(|&v| v as f32).collect())
+        Image::new(
+            input.width,
+            input.height,
+            1,
+            out.data.iter().map(|&v| v as f32).collect(),
+        )
     }
 }
 

@@ -1,0 +1,79 @@
+//! Every pipeline in configs/ validates, and runs (on one photo, into a scratch folder).
+
+use srhost_tests::*;
+
+#[test]
+fn every_config_validates() {
+    let so = plugin_so("sr-plugin-example");
+    for entry in std::fs::read_dir(repo().join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let r = srhost(
+            &repo(),
+            &[
+                "--plugin",
+                &so.display().to_string(),
+                "check",
+                &path.display().to_string(),
+            ],
+        );
+        assert_eq!(r.code, 0, "{}: {r:?}", path.display());
+    }
+}
+
+#[test]
+fn the_default_sr_pipeline_produces_relevance_sr_and_photo_saliency() {
+    let dir = scratch("config-sr");
+    let out = dir.join("out");
+    let r = srhost(
+        &repo(),
+        &[
+            "--pipeline",
+            "configs/sr.toml",
+            "--set",
+            "run.images=[\"assets/images/coffee.png\"]",
+            "--set",
+            &format!("run.output={:?}", out.display().to_string()),
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let d = out.join("coffee");
+    let rel = read_npy(&d.join("relevance-lrp.npy"));
+    assert_eq!(rel.shape, vec![3, 224, 224]);
+    for name in ["sr-lrp.npy", "saliency-photo.npy"] {
+        let m = read_npy(&d.join(name));
+        assert_eq!(m.shape, vec![224, 224], "{name}");
+        assert!(m.data.iter().all(|v| (0.0..=1.0).contains(v)), "{name}");
+        assert_eq!(m.data.iter().cloned().fold(0.0, f64::max), 1.0, "{name}");
+    }
+    for name in ["relevance-lrp.png", "sr-lrp.png", "saliency-photo.png"] {
+        let p = image::open(d.join(name)).unwrap();
+        assert_eq!((p.width(), p.height()), (224, 224), "{name}");
+    }
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["label"], "espresso");
+}
+
+#[test]
+fn the_frequency_tuned_example_config_runs_with_the_plugin() {
+    let dir = scratch("config-ft");
+    let so = plugin_so("sr-plugin-example");
+    let r = srhost(
+        &repo(),
+        &[
+            "--plugin",
+            &so.display().to_string(),
+            "--pipeline",
+            "configs/frequency-tuned.toml",
+            "--set",
+            "run.images=[\"assets/images/rocket.jpg\"]",
+            "--set",
+            &format!("run.output={:?}", dir.join("out").display().to_string()),
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(dir.join("out/rocket/saliency-photo.png").is_file());
+}
