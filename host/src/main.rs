@@ -16,6 +16,7 @@ use sr_backend_candle as _;
 use sr_relevance_gradient as _;
 use sr_relevance_lrp as _;
 use sr_saliency_context_aware as _;
+use sr_saliency_itti as _;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -1,0 +1,204 @@
+//! CPU benchmarks, one group per area (`cpu/<area>/<model or input>/<batch or size>`).
+//! What each is compared against is timed by the scripts beside this file in the same run
+//! (see benches/README.md): PyTorch's forward, Zennit's and Captum's LRP, the numpy brute force
+//! of the context-aware saliency.
+//!
+//!     cargo bench --bench cpu                     # everything
+//!     cargo bench --bench cpu -- forward          # one area
+//!
+//! VGG-16 uses random weights (no trained weights ship with srhost); the architecture and the
+//! arithmetic are the real ones.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use sr_backend_candle::{weights::Weights, CandleModel, CandleParams};
+use sr_core::{Model, ModelStage, Relevance, RelevanceStage, Tensor};
+use sr_relevance_lrp::{Lrp, LrpParams};
+use std::time::Duration;
+
+/// Deterministic pseudo-random normal-ish values (sum of uniforms), scaled.
+fn randn(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..n)
+        .map(|_| {
+            let mut acc = 0.0;
+            for _ in 0..4 {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                acc += (s >> 11) as f32 / (1u64 << 53) as f32;
+            }
+            (acc - 2.0) * scale * 1.7
+        })
+        .collect()
+}
+
+/// torchvision VGG-16 with Kaiming-scaled random weights and 1000 classes.
+fn vgg16() -> CandleModel {
+    let mut w = Weights::new();
+    let cfg = [
+        64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0,
+    ];
+    let (mut i, mut cin) = (0, 3);
+    for (k, &c) in cfg.iter().enumerate() {
+        if c == 0 {
+            i += 1;
+            continue;
+        }
+        let fan = (cin * 9) as f32;
+        w.insert(
+            format!("features.{i}.weight"),
+            Tensor::new(
+                vec![c, cin, 3, 3],
+                randn(c * cin * 9, k as u64, (2.0 / fan).sqrt()),
+            )
+            .unwrap(),
+        );
+        w.insert(format!("features.{i}.bias"), Tensor::zeros(vec![c]));
+        cin = c;
+        i += 2;
+    }
+    for (name, o, inp) in [
+        ("classifier.0", 4096, 25088),
+        ("classifier.3", 4096, 4096),
+        ("classifier.6", 1000, 4096),
+    ] {
+        w.insert(
+            format!("{name}.weight"),
+            Tensor::new(
+                vec![o, inp],
+                randn(o * inp, o as u64 + inp as u64, (2.0 / inp as f32).sqrt()),
+            )
+            .unwrap(),
+        );
+        w.insert(format!("{name}.bias"), Tensor::zeros(vec![o]));
+    }
+    CandleModel::from_weights(
+        &CandleParams {
+            arch: "vgg16".into(),
+            ..Default::default()
+        },
+        &w,
+        "random VGG-16",
+    )
+    .unwrap()
+}
+
+fn lite0() -> CandleModel {
+    CandleModel::load(CandleParams::default()).unwrap()
+}
+
+fn batch(n: usize) -> Tensor {
+    Tensor::new(vec![n, 3, 224, 224], randn(n * 3 * 224 * 224, 7, 1.0)).unwrap()
+}
+
+fn models() -> Vec<(&'static str, CandleModel)> {
+    vec![("efficientnet_lite0", lite0()), ("vgg16", vgg16())]
+}
+
+fn forward(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cpu/forward");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10));
+    for (name, m) in models() {
+        for n in [1, 8] {
+            let x = batch(n);
+            g.bench_with_input(BenchmarkId::new(name, format!("batch{n}")), &x, |b, x| {
+                b.iter(|| m.forward(x).unwrap())
+            });
+        }
+    }
+    g.finish();
+}
+
+fn lrp(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cpu/lrp");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10));
+    for (name, m) in models() {
+        for composite in ["epsilon", "srp", "epsilon-plus-flat"] {
+            let l = Lrp::build(LrpParams {
+                composite: composite.into(),
+                epsilon: 0.25,
+                ..Default::default()
+            })
+            .unwrap();
+            for n in [1, 8] {
+                let x = batch(n);
+                let t = vec![1usize; n];
+                g.bench_with_input(
+                    BenchmarkId::new(format!("{composite}/{name}"), format!("batch{n}")),
+                    &x,
+                    |b, x| b.iter(|| l.explain(&m, x, &t).unwrap()),
+                );
+            }
+        }
+    }
+    g.finish();
+}
+
+fn context_aware(c: &mut Criterion) {
+    use sr_saliency_context_aware::{ca, imresize::Img};
+    let mut g = c.benchmark_group("cpu/context_aware");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(20));
+    for photo in ["coffee.png", "astronaut.png"] {
+        let p = image::open(srhost_tests::photo(photo)).unwrap().to_rgb8();
+        let (w, h) = p.dimensions();
+        let img = Img {
+            h: h as usize,
+            w: w as usize,
+            c: 3,
+            data: p.into_raw().iter().map(|&v| v as f64 / 255.0).collect(),
+        };
+        for size in [128, 250] {
+            for (variant, cfg) in [
+                ("reference", ca::Config::reference()),
+                ("fast", {
+                    let mut f = ca::Config::reference();
+                    f.candidate_strides = f.half_sizes.iter().map(|h| 2 * h).collect();
+                    f
+                }),
+            ] {
+                let cfg = ca::Config {
+                    max_dim: size,
+                    ..cfg
+                };
+                g.bench_with_input(
+                    BenchmarkId::new(format!("{variant}/{photo}"), size),
+                    &img,
+                    |b, img| b.iter(|| ca::saliency(img, &cfg)),
+                );
+            }
+        }
+    }
+    g.finish();
+}
+
+fn itti(c: &mut Criterion) {
+    use sr_core::{Saliency, SaliencyStage};
+    use sr_saliency_itti::{Itti, IttiParams};
+    let mut g = c.benchmark_group("cpu/itti");
+    g.sample_size(20);
+    let p = image::open(srhost_tests::photo("astronaut.png"))
+        .unwrap()
+        .to_rgb8();
+    let (w, h) = p.dimensions();
+    let img = sr_core::Image::new(
+        w as usize,
+        h as usize,
+        3,
+        p.into_raw().iter().map(|&v| v as f32 / 255.0).collect(),
+    )
+    .unwrap();
+    let s = Itti::build(IttiParams { max_dim: 256 }).unwrap();
+    g.bench_function("astronaut.png/256", |b| {
+        b.iter(|| s.saliency(&img).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, forward, lrp, context_aware, itti);
+criterion_main!(benches);

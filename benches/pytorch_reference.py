@@ -1,0 +1,97 @@
+"""The peers srhost's CPU benches are compared against, timed on this machine:
+PyTorch's forward (VGG-16 with random weights, EfficientNet-Lite0 with the shipped weights),
+Zennit's EpsilonPlusFlat and Captum's LRP on the same models, at batch 1 and 8.
+
+    python3 benches/pytorch_reference.py [--threads 2] [--repeats 5]
+
+Needs (PyPI): torch, zennit, captum, efficientnet-lite-pytorch==0.1.0, safetensors.
+Prints one line per measurement (median seconds per call) and the library versions.
+"""
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def timed(fn, repeats):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def vgg16():
+    import torchvision  # noqa: F401  (optional: use torchvision if installed)
+    return torchvision.models.vgg16()
+
+
+def vgg16_plain():
+    # torchvision's VGG-16 topology without torchvision (features / avgpool / classifier).
+    cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+    layers, cin = [], 3
+    for c in cfg:
+        if c == "M":
+            layers.append(torch.nn.MaxPool2d(2, 2))
+        else:
+            layers += [torch.nn.Conv2d(cin, c, 3, padding=1), torch.nn.ReLU(inplace=False)]
+            cin = c
+    m = torch.nn.Sequential()
+    m.features = torch.nn.Sequential(*layers)
+    m.avgpool = torch.nn.AdaptiveAvgPool2d(7)
+    m.flatten = torch.nn.Flatten()
+    m.classifier = torch.nn.Sequential(
+        torch.nn.Linear(25088, 4096), torch.nn.ReLU(), torch.nn.Dropout(),
+        torch.nn.Linear(4096, 4096), torch.nn.ReLU(), torch.nn.Dropout(),
+        torch.nn.Linear(4096, 1000))
+    return m.eval()
+
+
+def lite0(weights):
+    from efficientnet_lite_pytorch import EfficientNet
+    from safetensors.torch import load_file
+    m = EfficientNet.from_name("efficientnet-lite0")
+    m.load_state_dict(load_file(weights), strict=False)
+    return m.eval()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--weights", default="assets/models/efficientnet-lite0.safetensors")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    import zennit
+    import captum
+    from zennit.composites import EpsilonPlusFlat
+    from zennit.attribution import Gradient
+    from captum.attr import LRP
+    print(f"torch {torch.__version__}, zennit {zennit.__version__ if hasattr(zennit, '__version__') else '?'}, "
+          f"captum {captum.__version__}, threads {a.threads}")
+    models = {"vgg16": vgg16_plain(), "efficientnet_lite0": lite0(a.weights)}
+    for name, m in models.items():
+        for n in (1, 8):
+            x = torch.randn(n, 3, 224, 224)
+            with torch.no_grad():
+                print(f"pytorch/forward/{name}/batch{n}: {timed(lambda: m(x), a.repeats):.4f} s")
+            target = torch.zeros(n, 1000)
+            target[:, 1] = 1
+            comp = EpsilonPlusFlat()
+
+            def zen():
+                with Gradient(model=m, composite=comp) as attributor:
+                    attributor(x.clone().requires_grad_(), target)
+            print(f"zennit/epsilon_plus_flat/{name}/batch{n}: {timed(zen, a.repeats):.4f} s")
+            if name == "vgg16":
+                lrp = LRP(m)
+                print(f"captum/lrp/{name}/batch{n}: "
+                      f"{timed(lambda: lrp.attribute(x.clone().requires_grad_(), target=1), a.repeats):.4f} s")
+
+
+if __name__ == "__main__":
+    main()
