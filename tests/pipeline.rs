@@ -90,7 +90,8 @@ fn an_unknown_stage_lists_the_known_ones() {
         "{r:?}"
     );
     assert!(
-        r.stderr.contains("known saliency stages: frequency-tuned"),
+        r.stderr
+            .contains("known saliency stages: context-aware, frequency-tuned, itti"),
         "{r:?}"
     );
 }

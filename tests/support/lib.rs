@@ -17,67 +17,67 @@ pub fn photo(name: &str) -> PathBuf {
 
 static BUILD: Mutex<()> = Mutex::new(());
 
-/// Build workspace packages with cargo (the same profile as the tests) and return the paths of
-/// the artifacts whose file names end with one of `suffixes`. Cargo says where it put them
-/// (`--message-format=json`), so a custom `CARGO_TARGET_DIR` works.
-fn cargo_build(args: &[&str], suffixes: &[&str]) -> Vec<PathBuf> {
-    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(repo())
-        .args(["build", "--message-format=json-render-diagnostics"])
-        .args(args)
-        .output()
-        .expect("cannot run cargo");
-    assert!(
-        out.status.success(),
-        "cargo build {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut found = vec![];
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if msg["reason"] != "compiler-artifact" {
-            continue;
-        }
-        for f in msg["filenames"].as_array().into_iter().flatten() {
-            if let Some(f) = f.as_str() {
-                if suffixes.iter().any(|s| f.ends_with(s)) && !found.contains(&PathBuf::from(f)) {
+/// Build the whole workspace with cargo (the same profile and package selection as the test
+/// command, so nothing recompiles) and return every artifact path. Cargo says where it put
+/// them (`--message-format=json`), so a custom `CARGO_TARGET_DIR` works. Built once per test
+/// binary.
+fn artifacts() -> &'static [PathBuf] {
+    static ALL: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .current_dir(repo())
+            .args([
+                "build",
+                "--workspace",
+                "--message-format=json-render-diagnostics",
+            ])
+            .output()
+            .expect("cannot run cargo");
+        assert!(
+            out.status.success(),
+            "cargo build --workspace failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut found = vec![];
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if msg["reason"] != "compiler-artifact" {
+                continue;
+            }
+            for f in msg["filenames"].as_array().into_iter().flatten() {
+                if let Some(f) = f.as_str() {
                     found.push(PathBuf::from(f));
                 }
             }
         }
-    }
-    found
-}
-
-/// The `srhost` binary, built if needed.
-pub fn srhost_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let found = cargo_build(&["-p", "srhost", "--bin", "srhost"], &["/srhost"]);
         found
-            .into_iter()
-            .next()
-            .expect("cargo built no srhost binary")
     })
-    .clone()
 }
 
-/// Build the cdylib of workspace package `package` and return its `.so` path.
+fn artifact(suffix: &str) -> PathBuf {
+    artifacts()
+        .iter()
+        .find(|p| p.display().to_string().ends_with(suffix))
+        .unwrap_or_else(|| panic!("cargo built no artifact ending in {suffix}"))
+        .clone()
+}
+
+/// The `srhost` binary.
+pub fn srhost_bin() -> PathBuf {
+    artifact("/srhost")
+}
+
+/// The cdylib of workspace package `package`: its `.so` path.
 pub fn plugin_so(package: &str) -> PathBuf {
-    let lib = format!(
+    artifact(&format!(
         "/lib{}.{}",
         package.replace('-', "_"),
         std::env::consts::DLL_EXTENSION
-    );
-    let found = cargo_build(&["-p", package], &[&lib]);
-    found
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| panic!("cargo built no {lib} for {package}"))
+    ))
 }
 
 /// What a CLI run returned.
