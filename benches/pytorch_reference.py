@@ -24,11 +24,6 @@ def timed(fn, repeats):
     return statistics.median(times)
 
 
-def vgg16():
-    import torchvision  # noqa: F401  (optional: use torchvision if installed)
-    return torchvision.models.vgg16()
-
-
 def vgg16_plain():
     # torchvision's VGG-16 topology without torchvision (features / avgpool / classifier).
     cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
@@ -88,6 +83,8 @@ def main():
                     attributor(x.clone().requires_grad_(), target)
             print(f"zennit/epsilon_plus_flat/{name}/batch{n}: {timed(zen, a.repeats):.4f} s")
             if name == "vgg16":
+                from captum.attr._utils.lrp_rules import IdentityRule
+                m.flatten.rule = IdentityRule()  # Captum has no default rule for Flatten
                 lrp = LRP(m)
                 print(f"captum/lrp/{name}/batch{n}: "
                       f"{timed(lambda: lrp.attribute(x.clone().requires_grad_(), target=1), a.repeats):.4f} s")

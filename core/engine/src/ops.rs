@@ -22,6 +22,27 @@ pub struct Window {
 }
 
 impl Window {
+    /// The window and group count of a `Conv2d` node whose weights are `[O, I/g, kh, kw]`.
+    pub fn of_conv(op: &crate::graph::Op, weight_dims: &[usize]) -> Option<(Window, usize)> {
+        match op {
+            crate::graph::Op::Conv2d {
+                stride,
+                padding,
+                dilation,
+                groups,
+            } => Some((
+                Window {
+                    kernel: [weight_dims[2], weight_dims[3]],
+                    stride: *stride,
+                    padding: *padding,
+                    dilation: *dilation,
+                },
+                *groups,
+            )),
+            _ => None,
+        }
+    }
+
     fn extent(&self, axis: usize) -> usize {
         (self.kernel[axis] - 1) * self.dilation[axis] + 1
     }

@@ -28,12 +28,46 @@ pub const GRADIENT: Structure = Structure {
 struct Prepared {
     graph: Graph,
     exec: Executor,
+    /// Per node: conv / linear weights as candle tensors, or batch norm's per-channel scale.
+    weights: Vec<Option<CTensor>>,
+}
+
+impl Prepared {
+    fn new(graph: Graph) -> Result<Self> {
+        let weights = graph
+            .nodes
+            .iter()
+            .map(|n| match n.op {
+                Op::Conv2d { .. } | Op::Linear => {
+                    to_candle(n.param("weight").expect("checked")).map(Some)
+                }
+                Op::BatchNorm { eps } => {
+                    let p = |k: &str| n.param(k).expect("checked").data().to_vec();
+                    let scale: Vec<f32> = p("weight")
+                        .iter()
+                        .zip(p("running_var"))
+                        .map(|(g, v)| g / (v + eps).sqrt())
+                        .collect();
+                    let c = scale.len();
+                    CTensor::from_vec(scale, c, &Device::Cpu)
+                        .map(Some)
+                        .map_err(|e| Error::internal(e.to_string()))
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Prepared {
+            exec: Executor::new(graph.clone())?,
+            graph,
+            weights,
+        })
+    }
 }
 
 /// Transposes every layer with weights: `T(W, R)`; BatchNorm multiplies by its scale.
-pub struct Transpose;
+struct Transpose<'p>(&'p Prepared);
 
-impl LayerRule for Transpose {
+impl LayerRule for Transpose<'_> {
     fn layer(
         &self,
         graph: &Graph,
@@ -45,40 +79,23 @@ impl LayerRule for Transpose {
         let n = &graph.nodes[node];
         let err =
             |e: candle_core::Error| Error::internal(format!("gradient at layer `{}`: {e}", n.name));
+        let w = self.0.weights[node]
+            .as_ref()
+            .expect("prepared for every layer with weights");
         match &n.op {
-            Op::Conv2d {
-                stride,
-                padding,
-                dilation,
-                groups,
-            } => {
-                let w = to_candle(n.param("weight").expect("checked"))?;
+            Op::Conv2d { .. } => {
+                let (win, groups) = Window::of_conv(&n.op, w.dims()).expect("a conv");
                 let (_, _, h, wd) = a.dims4().map_err(err)?;
-                let win = Window {
-                    kernel: [w.dims()[2], w.dims()[3]],
-                    stride: *stride,
-                    padding: *padding,
-                    dilation: *dilation,
-                };
-                ops::conv2d_t(r, &w, (h, wd), &win, *groups).map_err(err)
+                ops::conv2d_t(r, w, (h, wd), &win, groups).map_err(err)
             }
-            Op::Linear => {
-                let w = to_candle(n.param("weight").expect("checked"))?;
-                ops::linear_t(r, &w)
-                    .and_then(|g| g.reshape(a.shape()))
-                    .map_err(err)
-            }
-            Op::BatchNorm { eps } => {
-                let p = |k: &str| n.param(k).expect("checked").data().to_vec();
-                let scale: Vec<f32> = p("weight")
-                    .iter()
-                    .zip(p("running_var"))
-                    .map(|(g, v)| g / (v + eps).sqrt())
-                    .collect();
+            Op::Linear => ops::linear_t(r, w)
+                .and_then(|g| g.reshape(a.shape()))
+                .map_err(err),
+            Op::BatchNorm { .. } => {
                 let shape: Vec<usize> = (0..a.rank())
-                    .map(|d| if d == 1 { scale.len() } else { 1 })
+                    .map(|d| if d == 1 { w.dims()[0] } else { 1 })
                     .collect();
-                CTensor::from_vec(scale, shape, &Device::Cpu)
+                w.reshape(shape)
                     .and_then(|s| r.broadcast_mul(&s))
                     .map_err(err)
             }
@@ -98,12 +115,7 @@ fn gradient(
     targets: &[usize],
 ) -> Result<(Tensor, Vec<f32>)> {
     let graph = model.graph()?;
-    let prep = cache.get_or_build(&graph.clone(), || {
-        Ok(Prepared {
-            exec: Executor::new(graph.clone())?,
-            graph,
-        })
-    })?;
+    let prep = cache.get_or_build(&graph.clone(), || Prepared::new(graph))?;
     let acts = prep.exec.trace_candle(input)?;
     let start = propagate::start_node(&prep.graph);
     let ce = |e: candle_core::Error| Error::internal(e.to_string());
@@ -129,7 +141,14 @@ fn gradient(
         scores.push(logits[i][t]);
     }
     let seed = CTensor::from_vec(seed, (n, classes), &Device::Cpu).map_err(ce)?;
-    let g = propagate::backward(&prep.graph, &acts, start, seed, &GRADIENT, &Transpose)?;
+    let g = propagate::backward(
+        &prep.graph,
+        &acts,
+        start,
+        seed,
+        &GRADIENT,
+        &Transpose(&prep),
+    )?;
     Ok((from_candle(&g.to_dtype(DType::F32).map_err(ce)?)?, scores))
 }
 

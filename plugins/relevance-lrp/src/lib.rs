@@ -383,21 +383,12 @@ impl LayerRule for Layers<'_> {
         let err =
             |e: candle_core::Error| Error::internal(format!("LRP at layer `{}`: {e}", n.name));
         match &n.op {
-            Op::Conv2d {
-                stride,
-                padding,
-                dilation,
-                groups,
-            } => {
+            Op::Conv2d { .. } => {
+                let (win, groups) = Window::of_conv(&n.op, w.dims()).expect("a conv");
                 let (_, _, h, wd) = a.dims4().map_err(err)?;
                 let m = ConvMap {
-                    win: Window {
-                        kernel: [w.dims()[2], w.dims()[3]],
-                        stride: *stride,
-                        padding: *padding,
-                        dilation: *dilation,
-                    },
-                    groups: *groups,
+                    win,
+                    groups,
                     in_hw: (h, wd),
                 };
                 rules::apply(rule, &m, a, z, w, b.as_ref(), r).map_err(err)

@@ -232,21 +232,32 @@ impl Running {
     }
 }
 
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn screen_row(
-    dots: &[f32],
-    cn: &[f32],
-    cpos: &[(f32, f32)],
+/// One query's dot products with one block of candidates, and what the bounds need.
+#[derive(Clone, Copy)]
+struct Row<'a> {
+    dots: &'a [f32],
+    /// Squared norms and positions of all candidates; the block starts at `c0`.
+    cn: &'a [f32],
+    cpos: &'a [(f32, f32)],
     qn: f32,
     qpos: (f32, f32),
     coef: f32,
     pc: f32,
     c0: usize,
-    run: &mut Running,
-    keep: &mut Vec<Survivor>,
-    scratch: &mut Vec<f32>,
-) {
+}
+
+#[inline(always)]
+fn screen_row(row: &Row, run: &mut Running, keep: &mut Vec<Survivor>, scratch: &mut Vec<f32>) {
+    let Row {
+        dots,
+        cn,
+        cpos,
+        qn,
+        qpos,
+        coef,
+        pc,
+        c0,
+    } = *row;
     let n = dots.len();
     let (cn, cpos) = (&cn[c0..c0 + n], &cpos[c0..c0 + n]);
     let thr0 = run.thr;
@@ -292,45 +303,22 @@ fn screen_row(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn screen_row_avx2(
-    dots: &[f32],
-    cn: &[f32],
-    cpos: &[(f32, f32)],
-    qn: f32,
-    qpos: (f32, f32),
-    coef: f32,
-    pc: f32,
-    c0: usize,
+    row: &Row,
     run: &mut Running,
     keep: &mut Vec<Survivor>,
     scratch: &mut Vec<f32>,
 ) {
-    screen_row(dots, cn, cpos, qn, qpos, coef, pc, c0, run, keep, scratch)
+    screen_row(row, run, keep, scratch)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn screen(
-    dots: &[f32],
-    cn: &[f32],
-    cpos: &[(f32, f32)],
-    qn: f32,
-    qpos: (f32, f32),
-    coef: f32,
-    pc: f32,
-    c0: usize,
-    run: &mut Running,
-    keep: &mut Vec<Survivor>,
-    scratch: &mut Vec<f32>,
-) {
+fn screen(row: &Row, run: &mut Running, keep: &mut Vec<Survivor>, scratch: &mut Vec<f32>) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function was compiled for.
-        return unsafe {
-            screen_row_avx2(dots, cn, cpos, qn, qpos, coef, pc, c0, run, keep, scratch)
-        };
+        return unsafe { screen_row_avx2(row, run, keep, scratch) };
     }
-    screen_row(dots, cn, cpos, qn, qpos, coef, pc, c0, run, keep, scratch)
+    screen_row(row, run, keep, scratch)
 }
 
 /// `sum (a_i - b_i)^2` in float64, with eight independent partial sums (so it pipelines).
@@ -494,19 +482,17 @@ pub fn single_scale(
                     );
                 }
                 for i in 0..nq {
-                    screen(
-                        &dots[i * nc..(i + 1) * nc],
-                        &cn32,
-                        &cpos32,
-                        qn32[q0 + i],
-                        qpos32[q0 + i],
+                    let row = Row {
+                        dots: &dots[i * nc..(i + 1) * nc],
+                        cn: &cn32,
+                        cpos: &cpos32,
+                        qn: qn32[q0 + i],
+                        qpos: qpos32[q0 + i],
                         coef,
                         pc,
                         c0,
-                        &mut runs[i],
-                        &mut keeps[i],
-                        &mut scratch,
-                    );
+                    };
+                    screen(&row, &mut runs[i], &mut keeps[i], &mut scratch);
                 }
             }
             // Exact float64 distances of the survivors; the K smallest (with the buffer's
