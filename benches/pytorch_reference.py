@@ -24,25 +24,33 @@ def timed(fn, repeats):
     return statistics.median(times)
 
 
+class VGG16(torch.nn.Module):
+    """torchvision's VGG-16 topology without torchvision: features, avgpool, classifier, and
+    a functional flatten in forward (as torchvision does; Captum's LRP needs that)."""
+
+    def __init__(self):
+        super().__init__()
+        cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+        layers, cin = [], 3
+        for c in cfg:
+            if c == "M":
+                layers.append(torch.nn.MaxPool2d(2, 2))
+            else:
+                layers += [torch.nn.Conv2d(cin, c, 3, padding=1), torch.nn.ReLU(inplace=False)]
+                cin = c
+        self.features = torch.nn.Sequential(*layers)
+        self.avgpool = torch.nn.AdaptiveAvgPool2d(7)
+        self.classifier = torch.nn.Sequential(
+            torch.nn.Linear(25088, 4096), torch.nn.ReLU(), torch.nn.Dropout(),
+            torch.nn.Linear(4096, 4096), torch.nn.ReLU(), torch.nn.Dropout(),
+            torch.nn.Linear(4096, 1000))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
 def vgg16_plain():
-    # torchvision's VGG-16 topology without torchvision (features / avgpool / classifier).
-    cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
-    layers, cin = [], 3
-    for c in cfg:
-        if c == "M":
-            layers.append(torch.nn.MaxPool2d(2, 2))
-        else:
-            layers += [torch.nn.Conv2d(cin, c, 3, padding=1), torch.nn.ReLU(inplace=False)]
-            cin = c
-    m = torch.nn.Sequential()
-    m.features = torch.nn.Sequential(*layers)
-    m.avgpool = torch.nn.AdaptiveAvgPool2d(7)
-    m.flatten = torch.nn.Flatten()
-    m.classifier = torch.nn.Sequential(
-        torch.nn.Linear(25088, 4096), torch.nn.ReLU(), torch.nn.Dropout(),
-        torch.nn.Linear(4096, 4096), torch.nn.ReLU(), torch.nn.Dropout(),
-        torch.nn.Linear(4096, 1000))
-    return m.eval()
+    return VGG16().eval()
 
 
 def lite0(weights):
@@ -83,8 +91,6 @@ def main():
                     attributor(x.clone().requires_grad_(), target)
             print(f"zennit/epsilon_plus_flat/{name}/batch{n}: {timed(zen, a.repeats):.4f} s")
             if name == "vgg16":
-                from captum.attr._utils.lrp_rules import IdentityRule
-                m.flatten.rule = IdentityRule()  # Captum has no default rule for Flatten
                 lrp = LRP(m)
                 print(f"captum/lrp/{name}/batch{n}: "
                       f"{timed(lambda: lrp.attribute(x.clone().requires_grad_(), target=1), a.repeats):.4f} s")
