@@ -68,3 +68,46 @@ mod tests {
         assert!(ssim(&a, &b, h, w) < 0.0);
     }
 }
+
+#[cfg(test)]
+mod skimage_parity {
+    use super::*;
+
+    fn load(name: &str) -> (Vec<f64>, usize, usize) {
+        let path = format!(
+            "{}/../../tests/fixtures/ssim/{name}.npy",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let a = crate::npy::decode(&std::fs::read(&path).unwrap(), &path).unwrap();
+        (a.data, a.shape[0], a.shape[1])
+    }
+
+    /// scikit-image's structural_similarity on fixed arrays (tests/fixtures/ssim, made by
+    /// make_ssim_fixtures.py there), to 1e-4.
+    #[test]
+    fn matches_scikit_image() {
+        let path = format!(
+            "{}/../../tests/fixtures/ssim/ssim.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        for (p, q) in [("a", "b"), ("a", "c"), ("b", "c"), ("a", "a")] {
+            let key = format!("\"{p}_{q}\": ");
+            let i = text.find(&key).unwrap() + key.len();
+            let want: f64 = text[i..]
+                .split([',', '\n', '}'])
+                .next()
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let (x, h, w) = load(p);
+            let (y, _, _) = load(q);
+            let got = ssim(&x, &y, h, w);
+            assert!(
+                (got - want).abs() <= 1e-4,
+                "{p}-{q}: {got} vs scikit-image {want}"
+            );
+        }
+    }
+}
