@@ -340,17 +340,11 @@ pub fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
-/// Steps 5-9 at one scale: `S_r` for every pixel of `img` (border pixels 0).
-pub fn single_scale(
-    img: &Img,
-    r: f64,
-    h: usize,
-    factor: f64,
-    stride: usize,
-    cfg: &Config,
-) -> Vec<f64> {
+/// Step 6: the candidate patches of one scale, from the image and its bicubic resizes, every
+/// `stride` pixels, while `r * f >= min_level_scale`; positions in units of the scale's
+/// larger side.
+fn sample_candidates(img: &Img, r: f64, h: usize, stride: usize, cfg: &Config) -> Patches {
     let len = img.h.max(img.w) as f64;
-    // Step 6: candidates from the image and its bicubic resizes.
     let mut cand = Patches {
         n: 0,
         dim: img.c * (2 * h + 1) * (2 * h + 1),
@@ -373,6 +367,20 @@ pub fn single_scale(
         cand.pos.extend(p.pos);
         cand.norms.extend(p.norms);
     }
+    cand
+}
+
+/// Steps 5-9 at one scale: `S_r` for every pixel of `img` (border pixels 0).
+pub fn single_scale(
+    img: &Img,
+    r: f64,
+    h: usize,
+    factor: f64,
+    stride: usize,
+    cfg: &Config,
+) -> Vec<f64> {
+    let len = img.h.max(img.w) as f64;
+    let cand = sample_candidates(img, r, h, stride, cfg);
     // Step 7: queries, every pixel whose patch fits.
     let q = patches(img, h, h + 1, 1, len);
     let qw = img.w.saturating_sub(2 * h);
@@ -539,18 +547,7 @@ pub fn single_scale_naive(
     cfg: &Config,
 ) -> Vec<f64> {
     let len = img.h.max(img.w) as f64;
-    let mut cands = vec![];
-    for &f in &cfg.levels {
-        if r * f < cfg.min_level_scale - 1e-12 {
-            break;
-        }
-        let level = if f == 1.0 {
-            img.clone()
-        } else {
-            imresize::by_scale(img, f, Kernel::Bicubic)
-        };
-        cands.push(patches(&level, h, h + 1, stride.max(1), len * f));
-    }
+    let cands = [sample_candidates(img, r, h, stride, cfg)];
     let q = patches(img, h, h + 1, 1, len);
     let n_cand: usize = cands.iter().map(|c| c.n).sum();
     let zeros = cfg.buffer.saturating_sub(n_cand).min(cfg.k);
