@@ -48,7 +48,13 @@ fn the_default_sr_pipeline_produces_relevance_sr_and_photo_saliency() {
         assert!(m.data.iter().all(|v| (0.0..=1.0).contains(v)), "{name}");
         assert_eq!(m.data.iter().cloned().fold(0.0, f64::max), 1.0, "{name}");
     }
-    for name in ["relevance-lrp.png", "sr-lrp.png", "saliency-photo.png"] {
+    for name in [
+        "relevance-lrp.png",
+        "sr-lrp.png",
+        "saliency-photo.png",
+        "sr-edges-lrp.png",
+        "saliency-photo-edges.png",
+    ] {
         let p = image::open(d.join(name)).unwrap();
         assert_eq!((p.width(), p.height()), (224, 224), "{name}");
     }

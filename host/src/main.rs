@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use sr_backend_candle as _;
 use sr_relevance_gradient as _;
 use sr_relevance_lrp as _;
+use sr_render_basic as _;
 use sr_saliency_context_aware as _;
 use sr_saliency_itti as _;
 
