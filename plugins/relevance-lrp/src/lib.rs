@@ -83,6 +83,8 @@ struct Prepared {
     /// Per node: `(weights, bias)` as candle tensors (conv and linear), or BatchNorm's
     /// `(scale, shift)` per channel.
     weights: Vec<Option<(CTensor, Option<CTensor>)>>,
+    /// Per node: `(W+, W-)` when its rule splits the weights by sign (computed once).
+    signs: Vec<Option<(CTensor, CTensor)>>,
     rules: Vec<Option<Rule>>,
 }
 
@@ -295,11 +297,25 @@ impl Lrp {
             weights.push(Some(w));
             rules_per_node.push(Some(rule));
         }
+        let signs = weights
+            .iter()
+            .zip(&rules_per_node)
+            .zip(&graph.nodes)
+            .map(|((w, r), n)| match (w, r) {
+                (Some((w, _)), Some(r))
+                    if rules::uses_weight_signs(r) && !matches!(n.op, Op::BatchNorm { .. }) =>
+                {
+                    Ok(Some((w.relu().map_err(ce)?, w.minimum(0f32).map_err(ce)?)))
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
         let exec = Executor::new(graph.clone())?;
         Ok(Prepared {
             graph,
             exec,
             weights,
+            signs,
             rules: rules_per_node,
         })
     }
@@ -391,14 +407,17 @@ impl LayerRule for Layers<'_> {
                     groups,
                     in_hw: (h, wd),
                 };
-                rules::apply(rule, &m, a, z, w, b.as_ref(), r).map_err(err)
+                let signs = self.prep.signs[node].as_ref().map(|(p, n)| (p, n));
+                rules::apply_with_signs(rule, &m, a, z, w, b.as_ref(), r, signs).map_err(err)
             }
             Op::Linear => {
                 let m = DenseMap {
                     in_shape: a.dims().to_vec(),
                 };
                 let flat = a.flatten_from(1).map_err(err)?;
-                let out = rules::apply(rule, &m, &flat, z, w, b.as_ref(), r).map_err(err)?;
+                let signs = self.prep.signs[node].as_ref().map(|(p, n)| (p, n));
+                let out = rules::apply_with_signs(rule, &m, &flat, z, w, b.as_ref(), r, signs)
+                    .map_err(err)?;
                 out.reshape(a.shape()).map_err(err)
             }
             Op::BatchNorm { .. } => {

@@ -160,6 +160,31 @@ pub fn apply(
     b: Option<&CTensor>,
     r: &CTensor,
 ) -> CResult<CTensor> {
+    apply_with_signs(rule, m, a, z, w, b, r, None)
+}
+
+/// Whether `rule` splits the weights into `W+` and `W-` (worth computing once per model).
+pub fn uses_weight_signs(rule: &Rule) -> bool {
+    matches!(
+        rule,
+        Rule::ZPlus | Rule::AlphaBeta { .. } | Rule::ZBox { .. } | Rule::Gamma(_) | Rule::SrpLinear
+    )
+}
+
+/// [`apply`] with `W+` and `W-` computed beforehand (`signs`), or on the fly when `None`.
+#[allow(clippy::too_many_arguments)]
+pub fn apply_with_signs(
+    rule: &Rule,
+    m: &dyn LinearMap,
+    a: &CTensor,
+    z: &CTensor,
+    w: &CTensor,
+    b: Option<&CTensor>,
+    r: &CTensor,
+    signs: Option<(&CTensor, &CTensor)>,
+) -> CResult<CTensor> {
+    let wpos = || -> CResult<CTensor> { signs.map_or_else(|| pos(w), |(p, _)| Ok(p.clone())) };
+    let wneg = || -> CResult<CTensor> { signs.map_or_else(|| neg(w), |(_, n)| Ok(n.clone())) };
     let stab = |d: &CTensor| stabilise(d, STABILIZER);
     let bp = b.map(pos).transpose()?;
     let bn = b.map(neg).transpose()?;
@@ -171,13 +196,13 @@ pub fn apply(
         Rule::Gradient => m.tr(r, w),
         Rule::Pass => candle_core::bail!("the pass rule is only defined for batch norm layers"),
         Rule::ZPlus => {
-            let (ap, an, wp, wn) = (pos(a)?, neg(a)?, pos(w)?, neg(w)?);
+            let (ap, an, wp, wn) = (pos(a)?, neg(a)?, wpos()?, wneg()?);
             let zz = (m.fwd(&ap, &wp, bp.as_ref())? + m.fwd(&an, &wn, None)?)?;
             let s = r.div(&stab(&zz)?)?;
             ap.mul(&m.tr(&s, &wp)?)? + an.mul(&m.tr(&s, &wn)?)?
         }
         Rule::AlphaBeta { alpha, beta } => {
-            let (ap, an, wp, wn) = (pos(a)?, neg(a)?, pos(w)?, neg(w)?);
+            let (ap, an, wp, wn) = (pos(a)?, neg(a)?, wpos()?, wneg()?);
             let zp = (m.fwd(&ap, &wp, bp.as_ref())? + m.fwd(&an, &wn, None)?)?;
             let zn = (m.fwd(&ap, &wn, bn.as_ref())? + m.fwd(&an, &wp, None)?)?;
             let sp = r.div(&stab(&zp)?)?;
@@ -197,7 +222,7 @@ pub fn apply(
             m.tr(&r.div(&stab(&zz)?)?, &w2)
         }
         Rule::ZBox { low, high } => {
-            let (wp, wn) = (pos(w)?, neg(w)?);
+            let (wp, wn) = (wpos()?, wneg()?);
             let (l, h) = (m.per_channel(a, low)?, m.per_channel(a, high)?);
             let mut zz = ((m.fwd(a, w, b)? - m.fwd(&l, &wp, bp.as_ref())?)?
                 - m.fwd(&h, &wn, bn.as_ref())?)?;
@@ -208,8 +233,8 @@ pub fn apply(
         Rule::Gamma(g) => {
             let g = *g as f64;
             let (ap, an) = (pos(a)?, neg(a)?);
-            let wpp = (w + pos(w)?.affine(g, 0.0)?)?;
-            let wnn = (w + neg(w)?.affine(g, 0.0)?)?;
+            let wpp = (w + wpos()?.affine(g, 0.0)?)?;
+            let wnn = (w + wneg()?.affine(g, 0.0)?)?;
             let bpp = match b {
                 Some(b) => Some((b + pos(b)?.affine(g, 0.0)?)?),
                 None => None,
@@ -228,7 +253,7 @@ pub fn apply(
             (out + ap.mul(&m.tr(&sn, &wnn)?)?)? + an.mul(&m.tr(&sn, &wpp)?)?
         }
         Rule::SrpLinear => {
-            let v = pos(w)?;
+            let v = wpos()?;
             let zz = m.fwd(a, &v, None)?.affine(1.0, 1e-9)?;
             a.mul(&m.tr(&r.div(&zz)?, &v)?)
         }
