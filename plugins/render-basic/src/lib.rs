@@ -1,9 +1,13 @@
-//! `renderer.edge-overlay`: the SR map drawn over a Canny edge map of the photo, as in the
-//! paper's Figs. 1, 3 and 10: edges in grey, the map in the red channel.
+//! Renderers:
 //!
-//! For every relevance branch with an SR map it writes `sr-edges-<branch>.png`; for the photo's
-//! own saliency, `saliency-photo-edges.png`. The edges are those of the photo as the model saw
-//! it (the crop), or of the whole photo without a model.
+//! - `renderer.edge-overlay`: the SR map drawn over a Canny edge map of the photo, as in the
+//!   paper's Figs. 1, 3 and 10: edges in grey, the map in the red channel. For every relevance
+//!   branch with an SR map it writes `sr-edges-<branch>.png`; for the photo's own saliency,
+//!   `saliency-photo-edges.png`. The edges are those of the photo as the model saw it (the
+//!   crop), or of the whole photo without a model.
+//! - `renderer.heatmap`: relevance maps (summed over channels) with a colormap and percentile
+//!   clipping: signed colormaps (`bwr`, `seismic`) symmetric about 0, unsigned ones (`hot`,
+//!   `jet`, `grey`) on |R|. Writes `heatmap-<branch>.png`.
 
 use serde::{Deserialize, Serialize};
 use sr_core::{
@@ -139,14 +143,202 @@ impl Renderer for EdgeOverlay {
     }
 }
 
+/// A colormap: `signed` maps take values in [-1, 1], the others in [0, 1].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Colormap {
+    Bwr,
+    Seismic,
+    Hot,
+    Jet,
+    Grey,
+}
+
+impl Colormap {
+    pub fn parse(name: &str) -> Result<Colormap> {
+        Ok(match name {
+            "bwr" => Colormap::Bwr,
+            "seismic" => Colormap::Seismic,
+            "hot" => Colormap::Hot,
+            "jet" => Colormap::Jet,
+            "grey" | "gray" => Colormap::Grey,
+            o => {
+                return Err(Error::params(format!("unknown colormap `{o}`"))
+                    .with_help("signed: bwr, seismic; unsigned: hot, jet, grey"))
+            }
+        })
+    }
+
+    pub fn signed(self) -> bool {
+        matches!(self, Colormap::Bwr | Colormap::Seismic)
+    }
+
+    /// RGB in [0, 1] for `v` (in [-1, 1] for signed maps, [0, 1] otherwise).
+    pub fn rgb(self, v: f32) -> [f32; 3] {
+        let c = |x: f32| x.clamp(0.0, 1.0);
+        match self {
+            // Blue (-1), white (0), red (+1), linearly.
+            Colormap::Bwr => {
+                if v >= 0.0 {
+                    [1.0, 1.0 - v, 1.0 - v]
+                } else {
+                    [1.0 + v, 1.0 + v, 1.0]
+                }
+            }
+            // matplotlib's seismic: dark blue, blue, white, red, dark red at -1, -0.5, 0, 0.5, 1.
+            Colormap::Seismic => {
+                let stops: [(f32, [f32; 3]); 5] = [
+                    (-1.0, [0.0, 0.0, 0.3]),
+                    (-0.5, [0.0, 0.0, 1.0]),
+                    (0.0, [1.0, 1.0, 1.0]),
+                    (0.5, [1.0, 0.0, 0.0]),
+                    (1.0, [0.5, 0.0, 0.0]),
+                ];
+                let v = v.clamp(-1.0, 1.0);
+                let k = stops.windows(2).position(|w| v <= w[1].0).unwrap_or(3);
+                let ((x0, a), (x1, b)) = (stops[k], stops[k + 1]);
+                let t = (v - x0) / (x1 - x0);
+                [0, 1, 2].map(|i| a[i] + t * (b[i] - a[i]))
+            }
+            // Black, red, yellow, white.
+            Colormap::Hot => [c(3.0 * v), c(3.0 * v - 1.0), c(3.0 * v - 2.0)],
+            // Dark blue, blue, cyan, yellow, red, dark red.
+            Colormap::Jet => [
+                c(1.5 - (4.0 * v - 3.0).abs()),
+                c(1.5 - (4.0 * v - 2.0).abs()),
+                c(1.5 - (4.0 * v - 1.0).abs()),
+            ],
+            Colormap::Grey => [c(v); 3],
+        }
+    }
+}
+
+/// The `p`-th percentile (0-100) of `values` (nearest rank).
+pub fn percentile(values: &[f32], p: f32) -> f32 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    let k = (((p / 100.0) * (v.len() - 1) as f32).round() as usize).min(v.len() - 1);
+    *v.select_nth_unstable_by(k, |a, b| a.total_cmp(b)).1
+}
+
+/// A `C x H x W` relevance map summed over channels, colour-mapped: values divided by the
+/// `clip`-th percentile of |R| and clipped (signed maps keep the sign; unsigned ones show |R|).
+pub fn heatmap_png(r: &sr_core::Tensor, cmap: Colormap, clip: f32) -> Result<Vec<u8>> {
+    let (c, h, w) = match r.shape() {
+        [1, c, h, w] | [c, h, w] => (*c, *h, *w),
+        s => {
+            return Err(Error::input(format!(
+                "relevance has shape {s:?}, expected [C, H, W]"
+            )))
+        }
+    };
+    let d = r.data();
+    let summed: Vec<f32> = (0..h * w)
+        .map(|i| (0..c).map(|k| d[k * h * w + i]).sum())
+        .collect();
+    let abs: Vec<f32> = summed.iter().map(|v| v.abs()).collect();
+    let scale = percentile(&abs, clip);
+    let px: Vec<u8> = summed
+        .iter()
+        .flat_map(|&v| {
+            let u = if scale > 0.0 { v / scale } else { 0.0 };
+            let u = if cmap.signed() {
+                u.clamp(-1.0, 1.0)
+            } else {
+                u.abs().min(1.0)
+            };
+            cmap.rgb(u).map(|x| (x * 255.0).round() as u8)
+        })
+        .collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_raw(w as u32, h as u32, px)
+        .expect("sizes agree")
+        .write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| Error::internal(format!("PNG encoding failed: {e}")))?;
+    Ok(out.into_inner())
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeatmapParams {
+    pub colormap: String,
+    pub percentile: f32,
+}
+
+impl Default for HeatmapParams {
+    fn default() -> Self {
+        HeatmapParams {
+            colormap: "bwr".into(),
+            percentile: 99.5,
+        }
+    }
+}
+
+impl Params for HeatmapParams {
+    const DOCS: &'static [(&'static str, &'static str)] = &[
+        (
+            "colormap",
+            "bwr or seismic (signed, symmetric about 0), hot, jet or grey (on |R|)",
+        ),
+        (
+            "percentile",
+            "|R| at this percentile maps to the colormap's end; larger values clip (0-100]",
+        ),
+    ];
+}
+
+pub struct Heatmap {
+    cmap: Colormap,
+    clip: f32,
+}
+
+impl RendererStage for Heatmap {
+    type Params = HeatmapParams;
+    fn build(p: HeatmapParams) -> Result<Self> {
+        if !(p.percentile > 0.0 && p.percentile <= 100.0) {
+            return Err(Error::params(format!(
+                "`percentile` must lie in (0, 100], got {}",
+                p.percentile
+            )));
+        }
+        Ok(Heatmap {
+            cmap: Colormap::parse(&p.colormap)?,
+            clip: p.percentile,
+        })
+    }
+}
+
+impl Renderer for Heatmap {
+    fn render(&self, input: &RenderInput) -> Result<Vec<Artifact>> {
+        input
+            .branches
+            .iter()
+            .map(|b| {
+                Ok(Artifact {
+                    name: format!("heatmap-{}.png", b.branch),
+                    bytes: heatmap_png(&b.relevance, self.cmap, self.clip)?,
+                })
+            })
+            .collect()
+    }
+}
+
 sr_core::export_plugin! {
     name: env!("CARGO_PKG_NAME"),
     version: env!("CARGO_PKG_VERSION"),
-    stages: [StageDef::renderer::<EdgeOverlay>(
-        "edge-overlay",
-        env!("CARGO_PKG_VERSION"),
-        "The SR map in red over a Canny edge map of the photo (the paper's Fig. 1).",
-    )],
+    stages: [
+        StageDef::renderer::<EdgeOverlay>(
+            "edge-overlay",
+            env!("CARGO_PKG_VERSION"),
+            "The SR map in red over a Canny edge map of the photo (the paper's Fig. 1).",
+        ),
+        StageDef::renderer::<Heatmap>(
+            "heatmap",
+            env!("CARGO_PKG_VERSION"),
+            "Relevance heatmaps with a colormap (bwr, seismic, hot, jet, grey) and percentile clipping.",
+        ),
+    ],
 }
 
 #[cfg(test)]
@@ -189,6 +381,37 @@ mod tests {
         let png = overlay(&e, &map, 0.6).unwrap();
         let img = image::load_from_memory(&png).unwrap().to_rgb8();
         assert_eq!(img.get_pixel(3, 15).0, [255, 0, 0]);
+    }
+
+    #[test]
+    fn colormaps_hit_their_end_points() {
+        // bwr: -1 blue, 0 white, +1 red; seismic: -1 dark blue (0, 0, 0.3), +1 dark red (0.5, 0, 0).
+        assert_eq!(Colormap::Bwr.rgb(-1.0), [0.0, 0.0, 1.0]);
+        assert_eq!(Colormap::Bwr.rgb(0.0), [1.0, 1.0, 1.0]);
+        assert_eq!(Colormap::Bwr.rgb(1.0), [1.0, 0.0, 0.0]);
+        assert_eq!(Colormap::Seismic.rgb(-1.0), [0.0, 0.0, 0.3]);
+        assert_eq!(Colormap::Seismic.rgb(0.0), [1.0, 1.0, 1.0]);
+        assert_eq!(Colormap::Seismic.rgb(1.0), [0.5, 0.0, 0.0]);
+        assert_eq!(Colormap::Hot.rgb(0.0), [0.0, 0.0, 0.0]);
+        assert_eq!(Colormap::Hot.rgb(1.0), [1.0, 1.0, 1.0]);
+        // jet at 0.5: r = 1.5 - |2 - 3| = 0.5, g = min(1.5 - 0, 1) = 1, b = 1.5 - |2 - 1| = 0.5.
+        assert_eq!(Colormap::Jet.rgb(0.5), [0.5, 1.0, 0.5]);
+        assert!(Colormap::parse("viridis").is_err());
+    }
+
+    #[test]
+    fn percentile_clipping_saturates_the_outlier() {
+        // One huge value among small ones: with the 50th percentile as the scale, the small
+        // ones span the colormap and the outlier clips at red.
+        let mut d = vec![0.1f32; 99];
+        d.push(100.0);
+        assert_eq!(percentile(&d, 50.0), 0.1);
+        assert_eq!(percentile(&d, 100.0), 100.0);
+        let r = sr_core::Tensor::new(vec![1, 10, 10], d).unwrap();
+        let png = heatmap_png(&r, Colormap::Bwr, 50.0).unwrap();
+        let img = image::load_from_memory(&png).unwrap().to_rgb8();
+        assert_eq!(img.get_pixel(0, 0).0, [255, 0, 0]);
+        assert_eq!(img.get_pixel(9, 9).0, [255, 0, 0]);
     }
 
     #[test]
