@@ -283,7 +283,7 @@ fn list_plugins(cli: &Cli, file: Option<&Path>) -> Result<u8, Fail> {
         }
     }
     if !any {
-        println!("no stages: none is built in yet, and no plugin was loaded (use --plugin FILE or --plugin-dir DIR)");
+        println!("no stages are registered (load plugins with --plugin FILE or --plugin-dir DIR)");
     }
     Ok(if failed > 0 { 2 } else { 0 })
 }
