@@ -250,46 +250,6 @@ pub fn resolve_targets(target: &Target, logits: &[f32], labels: &[String]) -> Re
     }
 }
 
-/// A signed relevance map (`C x H x W`, summed over channels) as a PNG with the `bwr`
-/// colormap, symmetric about 0: blue negative, white 0, red positive, scaled by max |R|.
-pub fn signed_heatmap_png(r: &Tensor) -> Result<Vec<u8>> {
-    let (c, h, w) = match r.shape() {
-        [c, h, w] => (*c, *h, *w),
-        s => {
-            return Err(Error::input(format!(
-                "relevance map has shape {s:?}, expected [C, H, W]"
-            )))
-        }
-    };
-    let d = r.data();
-    let summed: Vec<f32> = (0..h * w)
-        .map(|i| (0..c).map(|ch| d[ch * h * w + i]).sum())
-        .collect();
-    let m = summed.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let px: Vec<u8> = summed
-        .iter()
-        .flat_map(|&v| {
-            let u = if m > 0.0 {
-                (v / m).clamp(-1.0, 1.0)
-            } else {
-                0.0
-            };
-            let (r, g, b) = if u >= 0.0 {
-                (1.0, 1.0 - u, 1.0 - u)
-            } else {
-                (1.0 + u, 1.0 + u, 1.0)
-            };
-            [r, g, b].map(|x: f32| (x * 255.0).round() as u8)
-        })
-        .collect();
-    let mut out = std::io::Cursor::new(Vec::new());
-    image::RgbImage::from_raw(w as u32, h as u32, px)
-        .ok_or_else(|| Error::internal("heatmap buffer size"))?
-        .write_to(&mut out, image::ImageFormat::Png)
-        .map_err(|e| Error::internal(format!("PNG encoding failed: {e}")))?;
-    Ok(out.into_inner())
-}
-
 /// A one-channel map in [0, 1] as an 8-bit grey PNG.
 pub fn map_png(map: &Image) -> Result<Vec<u8>> {
     let px: Vec<u8> = (0..map.width * map.height)
@@ -394,7 +354,7 @@ fn process(
                 )?;
                 write(
                     &format!("relevance-{name}.png"),
-                    &signed_heatmap_png(&r)?,
+                    &sr_render_basic::heatmap_png(&r, sr_render_basic::Colormap::Bwr, 100.0)?,
                     &mut outputs,
                 )?;
                 if let Some(s) = e.stats.first() {
