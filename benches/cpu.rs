@@ -11,6 +11,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use sr_backend_candle::{weights::Weights, CandleModel, CandleParams};
+use sr_backend_onnx::{OnnxModel, OnnxParams};
 use sr_core::{Model, ModelStage, Relevance, RelevanceStage, Tensor};
 use sr_relevance_lrp::{Lrp, LrpParams};
 use std::time::Duration;
@@ -111,6 +112,43 @@ fn forward(c: &mut Criterion) {
     g.finish();
 }
 
+/// The same models on the ONNX backend (ONNX Runtime through `ort`): EfficientNet-Lite0 from
+/// the shipped export; VGG-16 from `target/bench-vgg16.onnx`, written by
+/// `python3 benches/pytorch_reference.py --export-vgg16-onnx target/bench-vgg16.onnx`
+/// (random weights; skipped with a note when absent). Needs ONNX Runtime (ORT_DYLIB_PATH).
+fn forward_ort(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cpu/forward_ort");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut models = vec![(
+        "efficientnet_lite0",
+        OnnxParams {
+            path: root.join("assets/models/efficientnet-lite0.onnx").display().to_string(),
+            mean: Some(vec![0.498; 3]),
+            std: Some(vec![0.502; 3]),
+            ..Default::default()
+        },
+    )];
+    let vgg = root.join("target/bench-vgg16.onnx");
+    if vgg.exists() {
+        models.push(("vgg16", OnnxParams { path: vgg.display().to_string(), ..Default::default() }));
+    } else {
+        eprintln!("cpu/forward_ort/vgg16: skipped, {} is missing (see benches/README.md)", vgg.display());
+    }
+    for (name, p) in models {
+        let m = OnnxModel::load(p).unwrap();
+        for n in [1, 8] {
+            let x = batch(n);
+            g.bench_with_input(BenchmarkId::new(name, format!("batch{n}")), &x, |b, x| {
+                b.iter(|| m.forward(x).unwrap())
+            });
+        }
+    }
+    g.finish();
+}
+
 fn lrp(c: &mut Criterion) {
     let mut g = c.benchmark_group("cpu/lrp");
     g.sample_size(10)
@@ -200,5 +238,5 @@ fn itti(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, forward, lrp, context_aware, itti);
+criterion_group!(benches, forward, forward_ort, lrp, context_aware, itti);
 criterion_main!(benches);

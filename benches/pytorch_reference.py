@@ -66,7 +66,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--weights", default="assets/models/efficientnet-lite0.safetensors")
+    ap.add_argument("--export-vgg16-onnx", metavar="PATH",
+                    help="write the random VGG-16 as ONNX (dynamic batch) for cpu/forward_ort, then exit")
     a = ap.parse_args()
+    if a.export_vgg16_onnx:
+        torch.manual_seed(0)
+        torch.onnx.export(vgg16_plain(), torch.zeros(1, 3, 224, 224), a.export_vgg16_onnx, opset_version=13,
+                          dynamo=False, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        return
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     import zennit

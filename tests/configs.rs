@@ -83,3 +83,41 @@ fn the_frequency_tuned_example_config_runs_with_the_plugin() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(dir.join("out/rocket/saliency-photo.png").is_file());
 }
+
+#[test]
+fn the_onnx_pipeline_gives_the_candle_pipelines_maps() {
+    // configs/onnx.toml is configs/sr.toml with the model run by ONNX Runtime from the ONNX
+    // export of the same weights: the relevance (walked on the imported ONNX graph) and the SR
+    // map must be the candle backend's.
+    let dir = scratch("config-onnx");
+    let run = |cfg: &str, out: &str| {
+        let r = srhost(
+            &repo(),
+            &[
+                "--pipeline",
+                cfg,
+                "--set",
+                "run.images=[\"assets/images/coffee.png\"]",
+                "--set",
+                &format!("run.output={:?}", dir.join(out).display().to_string()),
+            ],
+        );
+        assert_eq!(r.code, 0, "{cfg}: {r:?}");
+    };
+    run("configs/sr.toml", "candle");
+    run("configs/onnx.toml", "onnx");
+    for file in ["relevance-lrp.npy", "sr-lrp.npy", "saliency-photo.npy"] {
+        let a = read_npy(&dir.join("candle/coffee").join(file));
+        let b = read_npy(&dir.join("onnx/coffee").join(file));
+        assert_eq!(a.shape, b.shape, "{file}");
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            a.data.iter().map(|&v| v as f32).collect(),
+            b.data.iter().map(|&v| v as f32).collect(),
+        );
+        let p = pearson(&a, &b);
+        println!("{file}: candle vs onnx pearson {p:.6}");
+        assert!(p >= 0.999, "{file}: pearson {p}");
+    }
+    let result = std::fs::read_to_string(dir.join("onnx/coffee/result.json")).unwrap();
+    assert!(result.contains("espresso"), "{result}");
+}

@@ -24,22 +24,6 @@ use srhost_tests::*;
 const PEARSON_MIN: f64 = 0.999;
 const MAX_ABS_REL: f64 = 1e-3;
 
-fn pearson(a: &[f32], b: &[f32]) -> f64 {
-    let n = a.len() as f64;
-    let (ma, mb) = (
-        a.iter().map(|&v| v as f64).sum::<f64>() / n,
-        b.iter().map(|&v| v as f64).sum::<f64>() / n,
-    );
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(b) {
-        let (dx, dy) = (*x as f64 - ma, *y as f64 - mb);
-        sab += dx * dy;
-        saa += dx * dx;
-        sbb += dy * dy;
-    }
-    sab / (saa.sqrt() * sbb.sqrt())
-}
-
 fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     let num: f64 = a
         .iter()

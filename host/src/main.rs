@@ -13,6 +13,7 @@ use std::process::ExitCode;
 // Built-in stages. Each built-in plugin crate must be named once, or the linker drops its
 // `inventory` registrations.
 use sr_backend_candle as _;
+use sr_backend_onnx as _;
 use sr_relevance_gradient as _;
 use sr_relevance_lrp as _;
 use sr_render_basic as _;

@@ -161,3 +161,20 @@ pub fn rel_max_err(a: &[f32], b: &[f32]) -> f64 {
         .fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()));
     err / scale
 }
+
+/// Pearson correlation of two maps, in f64.
+pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (
+        a.iter().map(|&v| v as f64).sum::<f64>() / n,
+        b.iter().map(|&v| v as f64).sum::<f64>() / n,
+    );
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        let (dx, dy) = (*x as f64 - ma, *y as f64 - mb);
+        sab += dx * dy;
+        saa += dx * dx;
+        sbb += dy * dy;
+    }
+    sab / (saa.sqrt() * sbb.sqrt())
+}
