@@ -360,31 +360,6 @@ fn gradient_and_gradient_x_input_match_pytorch() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
-/// A model made directly from a graph (for hand-built networks).
-struct GraphModel(sr_core::exec::Executor);
-
-impl Model for GraphModel {
-    fn info(&self) -> sr_core::ModelInfo {
-        sr_core::ModelInfo {
-            name: "hand".into(),
-            input_shape: vec![2],
-            mean: vec![0.0; 3],
-            std: vec![1.0; 3],
-            resize: 0,
-            labels: vec![],
-        }
-    }
-    fn graph(&self) -> sr_core::Result<sr_core::Graph> {
-        Ok(self.0.graph().clone())
-    }
-    fn forward(&self, x: &Tensor) -> sr_core::Result<Tensor> {
-        self.0.forward(x)
-    }
-    fn trace(&self, x: &Tensor) -> sr_core::Result<Vec<Tensor>> {
-        self.0.trace(x)
-    }
-}
-
 #[test]
 fn hand_derived_values_on_a_two_layer_net() {
     use sr_core::{Graph, Node, Op};

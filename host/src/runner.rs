@@ -6,7 +6,7 @@ use crate::spec::{Pipeline, RelevanceInput, Target};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
-use sr_core::preprocess::{self, Rgb8};
+use sr_core::preprocess;
 use sr_core::{
     npy, BranchMaps, Error, Image, Model, Registry, Relevance, RenderInput, Renderer, Result,
     Saliency, Tensor,
@@ -142,22 +142,7 @@ pub fn output_names(images: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
-/// Decode an image file to 8-bit RGB. A corrupt file is an error naming it.
-pub fn load_photo(path: &Path) -> Result<Rgb8> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
-        .decode()
-        .map_err(|e| Error::input(format!("{}: cannot decode the image: {e}", path.display())))?
-        .to_rgb8();
-    let (w, h) = img.dimensions();
-    Ok(Rgb8 {
-        width: w as usize,
-        height: h as usize,
-        data: img.into_raw(),
-    })
-}
+pub use sr_core::preprocess::load_photo;
 
 /// A relevance map (`[1,] C x H x W`) as the saliency stage's input image:
 /// `abs-rgb` (per channel |R|, one min-max over all channels, `H x W x C`), `abs-sum` (sum of

@@ -178,3 +178,33 @@ pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
     }
     sab / (saa.sqrt() * sbb.sqrt())
 }
+
+/// A model made directly from a graph (for hand-built networks): input shape from the graph's
+/// input node, mean 0 and std 1, no labels.
+pub struct GraphModel(pub sr_core::exec::Executor);
+
+impl sr_core::Model for GraphModel {
+    fn info(&self) -> sr_core::ModelInfo {
+        let shape = match &self.0.graph().nodes[0].op {
+            sr_core::Op::Input { shape } => shape.clone(),
+            _ => unreachable!("node 0 is the input"),
+        };
+        sr_core::ModelInfo {
+            name: "hand".into(),
+            input_shape: shape,
+            mean: vec![0.0; 3],
+            std: vec![1.0; 3],
+            resize: 0,
+            labels: vec![],
+        }
+    }
+    fn graph(&self) -> sr_core::Result<sr_core::Graph> {
+        Ok(self.0.graph().clone())
+    }
+    fn forward(&self, x: &sr_core::Tensor) -> sr_core::Result<sr_core::Tensor> {
+        self.0.forward(x)
+    }
+    fn trace(&self, x: &sr_core::Tensor) -> sr_core::Result<Vec<sr_core::Tensor>> {
+        self.0.trace(x)
+    }
+}

@@ -260,3 +260,20 @@ mod tests {
         assert_eq!(&r.data[..], &[11, 11, 11, 69, 69, 69]);
     }
 }
+
+/// Decode an image file to 8-bit RGB. A corrupt file is an error naming it.
+pub fn load_photo(path: &std::path::Path) -> Result<Rgb8> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| crate::Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| crate::Error::io(path, e))?
+        .decode()
+        .map_err(|e| crate::Error::input(format!("{}: cannot decode the image: {e}", path.display())))?
+        .to_rgb8();
+    let (w, h) = img.dimensions();
+    Ok(Rgb8 {
+        width: w as usize,
+        height: h as usize,
+        data: img.into_raw(),
+    })
+}

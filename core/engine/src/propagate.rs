@@ -61,6 +61,47 @@ pub trait LayerRule {
         z: &CTensor,
         r: &CTensor,
     ) -> Result<CTensor>;
+
+    /// Whether this rule also decides what activations (ReLU, Clip, PReLU) and max pooling
+    /// send back (DeepLIFT's multipliers); if not, the [`Structure`] does.
+    fn defines_nonlinear(&self) -> bool {
+        false
+    }
+
+    /// What the activation or max-pool `node` sends back to its input, given the value `r` at
+    /// its output. Only called when [`LayerRule::defines_nonlinear`] is true.
+    fn nonlinear(&self, graph: &Graph, node: NodeId, r: &CTensor) -> Result<CTensor> {
+        let _ = r;
+        Err(Error::internal(format!(
+            "layer `{}`: this rule does not define activations",
+            graph.nodes[node].name
+        )))
+    }
+}
+
+/// The derivative of an activation (ReLU, Clip, PReLU) at its input `a`, as autograd gives it
+/// (0 at ReLU's kink and at Clip's bounds).
+pub fn activation_derivative(node: &crate::graph::Node, a: &CTensor) -> candle_core::Result<CTensor> {
+    match &node.op {
+        Op::Relu => a.gt(0f32).and_then(|m| m.to_dtype(DType::F32)),
+        Op::Clip { min, max } => a
+            .gt(*min)
+            .and_then(|lo| lo.mul(&a.lt(*max)?))
+            .and_then(|m| m.to_dtype(DType::F32)),
+        Op::PRelu => {
+            let s = node.param("slope").expect("checked by infer_shapes");
+            let slope = CTensor::from_slice(s.data(), s.numel(), a.device())?;
+            let shape: Vec<usize> = (0..a.rank())
+                .map(|d| if d == 1 { s.numel() } else { 1 })
+                .collect();
+            let slope = slope.reshape(shape)?;
+            let pos = a.gt(0f32)?.to_dtype(DType::F32)?;
+            // pos + (1 - pos) * slope
+            pos.broadcast_add(&pos.affine(-1.0, 1.0)?.broadcast_mul(&slope)?)?
+                .contiguous()
+        }
+        op => candle_core::bail!("`{}` is not an activation", op.name()),
+    }
 }
 
 /// `d + e * sign0(d)` with `sign0(d) = 1` for `d >= 0`, else `-1` (Zennit's stabiliser).
@@ -96,37 +137,16 @@ pub fn backward(
             Op::Conv2d { .. } | Op::Linear | Op::BatchNorm { .. } => {
                 vec![(node.inputs[0], rule.layer(graph, id, a, &acts[id], &r)?)]
             }
+            Op::Relu | Op::Clip { .. } | Op::PRelu | Op::MaxPool { .. }
+                if rule.defines_nonlinear() =>
+            {
+                vec![(node.inputs[0], rule.nonlinear(graph, id, &r)?)]
+            }
             Op::Relu | Op::Clip { .. } | Op::PRelu => {
                 let v = match structure.activation {
                     ActivationMode::Pass => r,
                     ActivationMode::Gradient => {
-                        let d = match &node.op {
-                            Op::Relu => a.gt(0f32).and_then(|m| m.to_dtype(DType::F32)),
-                            Op::Clip { min, max } => a
-                                .gt(*min)
-                                .and_then(|lo| lo.mul(&a.lt(*max)?))
-                                .and_then(|m| m.to_dtype(DType::F32)),
-                            _ => {
-                                let s = node.param("slope").expect("checked by infer_shapes");
-                                let slope = crate::exec::to_candle(s)?;
-                                let shape: Vec<usize> = (0..a.rank())
-                                    .map(|d| if d == 1 { s.numel() } else { 1 })
-                                    .collect();
-                                let slope = slope.reshape(shape).map_err(&e)?;
-                                let pos = a
-                                    .gt(0f32)
-                                    .and_then(|m| m.to_dtype(DType::F32))
-                                    .map_err(&e)?;
-                                // pos + (1 - pos) * slope
-                                pos.broadcast_add(
-                                    &pos.affine(-1.0, 1.0)
-                                        .and_then(|n| n.broadcast_mul(&slope))
-                                        .map_err(&e)?,
-                                )
-                                .and_then(|t| t.contiguous())
-                            }
-                        }
-                        .map_err(&e)?;
+                        let d = activation_derivative(node, a).map_err(&e)?;
                         (r * d).map_err(&e)?
                     }
                 };

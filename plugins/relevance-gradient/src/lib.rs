@@ -8,6 +8,8 @@
 //! average pooling spread evenly: exactly PyTorch's autograd for these layers. BatchNorm is
 //! not merged (its gradient is the per-channel scale).
 
+pub mod deeplift;
+
 use candle_core::{DType, Device, Tensor as CTensor};
 use sr_core::exec::{from_candle, to_candle, Executor, GraphCache};
 use sr_core::ops::{self, MaxRouting, Window};
@@ -227,5 +229,6 @@ sr_core::export_plugin! {
     stages: [
         StageDef::relevance::<Gradient>("gradient", env!("CARGO_PKG_VERSION"), "The plain gradient of the target logit (Simonyan et al. 2014)."),
         StageDef::relevance::<GradientXInput>("gradient-x-input", env!("CARGO_PKG_VERSION"), "Gradient x input."),
+        StageDef::relevance::<deeplift::DeepLift>("deeplift", env!("CARGO_PKG_VERSION"), "DeepLIFT's rescale rule against baselines; over background samples, Deep SHAP."),
     ],
 }
