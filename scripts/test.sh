@@ -20,6 +20,15 @@ if [ -z "${ORT_DYLIB_PATH:-}" ]; then
     export ORT_DYLIB_PATH="$lib"
 fi
 
+# Headless Chromium for the report test (tests/report.rs opens out/report.html): Debian's
+# chromium package.
+if ! command -v chromium >/dev/null 2>&1; then
+    sudo_=""
+    [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+    $sudo_ apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq chromium >/dev/null
+fi
+
 # Every CI step builds the same package selection (--workspace), so dependencies compile once.
 cargo build --workspace --locked
 cargo test --workspace --locked

@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 ok, 1 some images failed, 2 bad invocation or spec.
 
+mod report;
 mod runner;
 mod spec;
 
@@ -79,6 +80,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the per-branch summary of a finished run (its metrics.json): mean SSIM ratio,
+    /// AOPC, conservation and time per branch, the best marked. Several folders: one table each.
+    Compare {
+        #[arg(required = true)]
+        outputs: Vec<PathBuf>,
+        /// Print metrics.json's summary as JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// List every stage, built-in or loaded, with its parameters and defaults.
     Plugins {
         /// Also load the `[[plugin]]` entries of this pipeline.
@@ -113,6 +123,7 @@ fn dispatch(cli: &Cli) -> Result<u8, Fail> {
         (None, Some(f)) | (Some(Command::Run { file: f }), None) => run(cli, f, false),
         (Some(Command::Check { file }), None) => run(cli, file, true),
         (Some(Command::Plugins { file }), None) => list_plugins(cli, file.as_deref()),
+        (Some(Command::Compare { outputs, json }), None) => compare(outputs, *json),
         (
             Some(Command::Classify {
                 images,
@@ -123,6 +134,52 @@ fn dispatch(cli: &Cli) -> Result<u8, Fail> {
             None,
         ) => classify(cli, images, config.as_deref(), *top, *json),
     }
+}
+
+fn compare(outputs: &[PathBuf], json: bool) -> Result<u8, Fail> {
+    let runs: Vec<report::Metrics> = outputs
+        .iter()
+        .map(|o| report::read(o).map_err(|e| Fail(2, e.to_string())))
+        .collect::<Result<_, _>>()?;
+    // Two or more runs on the same images (e.g. two models): their SR maps side by side.
+    let cross: Vec<(usize, Vec<(String, String, f64)>)> = (1..runs.len())
+        .map(|k| (k, report::cross_ssim(&outputs[0], &runs[0], &outputs[k], &runs[k])))
+        .collect();
+    if json {
+        let v: Vec<serde_json::Value> = runs
+            .iter()
+            .zip(outputs)
+            .map(|(m, o)| {
+                let mut m = m.clone();
+                m.images.clear();
+                serde_json::json!({ "output": o, "summary": m })
+            })
+            .collect();
+        let c: Vec<serde_json::Value> = cross
+            .iter()
+            .map(|(k, rows)| serde_json::json!({ "a": outputs[0], "b": outputs[*k], "sr_ssim": rows }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "runs": v, "sr_map_ssim": c })).unwrap_or_default());
+        return Ok(0);
+    }
+    for (m, out) in runs.iter().zip(outputs) {
+        println!("{} ({} images)", out.display(), m.images.len());
+        print!("{}", report::table(m));
+        println!();
+    }
+    for (k, rows) in &cross {
+        println!("SR maps of {} vs {}: SSIM per image", outputs[0].display(), outputs[*k].display());
+        if rows.is_empty() {
+            println!("  (no image and branch with an SR map in both)");
+            continue;
+        }
+        for (img, branch, s) in rows {
+            println!("  {img:<24} {branch:<16} {s:.4}");
+        }
+        let mean = rows.iter().map(|r| r.2).sum::<f64>() / rows.len() as f64;
+        println!("  mean SSIM {mean:.4} over {} maps", rows.len());
+    }
+    Ok(0)
 }
 
 /// Plugin libraries named by --plugin and found by --plugin-dir, in a stable order.
@@ -250,6 +307,13 @@ fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
         pipeline.images.len(),
         pipeline.output.display()
     );
+    // Several branches: the A/B summary (also `srhost compare OUT`).
+    if pipeline.relevance.len() > 1 {
+        if let Ok(m) = report::read(&pipeline.output) {
+            print!("{}", report::table(&m));
+        }
+    }
+    println!("report: {}", pipeline.output.join("report.html").display());
     Ok(if summary.failed.is_empty() { 0 } else { 1 })
 }
 

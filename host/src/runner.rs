@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sr_core::preprocess;
 use sr_core::{
-    npy, BranchMaps, Error, Image, Model, Registry, Relevance, RenderInput, Renderer, Result,
+    metrics, npy, BranchMaps, Error, Image, Model, Registry, Relevance, RenderInput, Renderer, Result,
     Saliency, Tensor,
 };
 use std::collections::HashMap;
@@ -87,9 +87,26 @@ pub struct ImageResult {
     pub image: String,
     pub label: Option<String>,
     pub class_index: Option<usize>,
+    /// Ground truth from `run.labels`, and whether the prediction matches it.
+    #[serde(default)]
+    pub truth: Option<String>,
+    #[serde(default)]
+    pub correct: Option<bool>,
+    /// False when `run.select` left this image out after its prediction (no maps).
+    #[serde(default = "yes")]
+    pub selected: bool,
+    /// AOPC of a random patch order (the baseline every branch's AOPC is compared with).
+    #[serde(default)]
+    pub aopc_random: Option<f64>,
+    #[serde(default)]
+    pub aopc_random_curve: Vec<f64>,
     pub branches: Vec<BranchResult>,
     pub outputs: Vec<String>,
     pub seconds: HashMap<String, f64>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Serialize, serde::Deserialize, Debug, Clone)]
@@ -99,6 +116,24 @@ pub struct BranchResult {
     pub relevance_sum: f64,
     pub target_score: f64,
     pub ratio: f64,
+    /// SSIM(relevance map, photo saliency): the paper's SSIM1.
+    #[serde(default)]
+    pub ssim1: Option<f64>,
+    /// SSIM(SR map, photo saliency): SSIM2.
+    #[serde(default)]
+    pub ssim2: Option<f64>,
+    /// SSIM2 / SSIM1 (Table 1).
+    #[serde(default)]
+    pub ssim_ratio: Option<f64>,
+    /// Region perturbation, most relevant first: AOPC and its curve.
+    #[serde(default)]
+    pub aopc: Option<f64>,
+    #[serde(default)]
+    pub aopc_curve: Vec<f64>,
+    #[serde(default)]
+    pub seconds_relevance: f64,
+    #[serde(default)]
+    pub seconds_sr: Option<f64>,
 }
 
 const RESULT_FILE: &str = "result.json";
@@ -114,6 +149,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     ));
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Temporary files a killed run left behind (`.<name>.tmp-<pid>`): the image is redone.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        if n.starts_with('.') && n.contains(".tmp-") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Output folder names: the file stem, or stem and extension when two images share a stem.
@@ -143,6 +190,48 @@ pub fn output_names(images: &[PathBuf]) -> Vec<String> {
 }
 
 pub use sr_core::preprocess::load_photo;
+
+/// A `[1,] C x H x W` relevance map summed over channels (signed), `H x W`.
+fn channel_sum(r: &Tensor) -> Result<Vec<f32>> {
+    let (c, h, w) = match r.shape() {
+        [1, c, h, w] | [c, h, w] => (*c, *h, *w),
+        s => return Err(Error::input(format!("relevance has shape {s:?}, expected [1, C, H, W]"))),
+    };
+    Ok((0..h * w)
+        .map(|i| (0..c).map(|ch| r.data()[ch * h * w + i]).sum())
+        .collect())
+}
+
+/// Region perturbation of one image (`input`: `1 x C x H x W`) in `order`, scored by the
+/// `target` logit, batches of 8.
+fn perturb(
+    model: &dyn Model,
+    input: &Tensor,
+    order: &[(usize, usize)],
+    target: usize,
+    p: &Pipeline,
+) -> Result<metrics::Perturbation> {
+    let s = input.shape();
+    let info = model.info();
+    let shape = [s[1], s[2], s[3]];
+    metrics::region_perturbation(
+        input.data(),
+        shape,
+        order,
+        p.metrics.aopc_patch,
+        p.metrics.aopc_steps,
+        p.metrics.aopc_fill,
+        (&info.mean, &info.std),
+        p.metrics.seed,
+        8,
+        &mut |batch, n| {
+            let x = Tensor::new(vec![n, shape[0], shape[1], shape[2]], batch.to_vec())?;
+            let y = model.forward(&x)?;
+            let classes = y.numel() / n;
+            Ok((0..n).map(|i| y.data()[i * classes + target] as f64).collect())
+        },
+    )
+}
 
 /// A relevance map (`[1,] C x H x W`) as the saliency stage's input image:
 /// `abs-rgb` (per channel |R|, one min-max over all channels, `H x W x C`), `abs-sum` (sum of
@@ -235,6 +324,17 @@ pub fn resolve_targets(target: &Target, logits: &[f32], labels: &[String]) -> Re
     }
 }
 
+/// An RGB image in [0, 1] as an 8-bit PNG.
+fn rgb_png(img: &Image) -> Result<Vec<u8>> {
+    let px: Vec<u8> = img.data().iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_raw(img.width as u32, img.height as u32, px)
+        .ok_or_else(|| Error::internal("image buffer size"))?
+        .write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| Error::internal(format!("PNG encoding failed: {e}")))?;
+    Ok(out.into_inner())
+}
+
 /// A one-channel map in [0, 1] as an 8-bit grey PNG.
 pub fn map_png(map: &Image) -> Result<Vec<u8>> {
     let px: Vec<u8> = (0..map.width * map.height)
@@ -264,13 +364,8 @@ fn check_map(map: &Image, what: &str) -> Result<()> {
 }
 
 /// Process one image into `dir`.
-fn process(
-    stages: &Stages,
-    path: &Path,
-    dir: &Path,
-    target: &Target,
-    relevance_input: RelevanceInput,
-) -> Result<ImageResult> {
+fn process(stages: &Stages, p: &Pipeline, path: &Path, dir: &Path) -> Result<ImageResult> {
+    let (target, relevance_input) = (&p.target, p.relevance_input);
     let mut seconds = HashMap::new();
     let mut timed = |name: &str, t: Instant| {
         seconds.insert(name.to_string(), t.elapsed().as_secs_f64());
@@ -289,6 +384,11 @@ fn process(
         image: path.display().to_string(),
         label: None,
         class_index: None,
+        truth: p.truth_of(path).cloned(),
+        correct: None,
+        selected: true,
+        aopc_random: None,
+        aopc_random_curve: vec![],
         branches: vec![],
         outputs: vec![],
         seconds: HashMap::new(),
@@ -300,6 +400,7 @@ fn process(
         let t = Instant::now();
         let (input, crop) = preprocess::preprocess(&rgb, &info)?;
         let crop = preprocess::to_image(&crop)?;
+        write("input.png", &rgb_png(&crop)?, &mut outputs)?;
         let logits = model.forward(&input)?;
         timed("forward", t);
         let top = logits
@@ -316,6 +417,16 @@ fn process(
                 .cloned()
                 .unwrap_or_else(|| format!("class {top}")),
         );
+        result.correct = result.truth.as_ref().map(|t| Some(t) == result.label.as_ref());
+        if !p.select.keeps(result.correct) {
+            // Left out by run.select: the prediction is recorded, nothing else is made.
+            result.selected = false;
+            result.outputs = outputs;
+            result.seconds = seconds;
+            let json = serde_json::to_vec_pretty(&result).map_err(|e| Error::internal(e.to_string()))?;
+            write_atomic(&dir.join(RESULT_FILE), &json)?;
+            return Ok(result);
+        }
         let targets = resolve_targets(target, logits.data(), &info.labels)?;
         for &t in &targets {
             // One target: `relevance-<branch>`; several: `relevance-<branch>-<class>`.
@@ -330,6 +441,7 @@ fn process(
                 let e = rel
                     .explain(model.as_ref(), &input, &[t])
                     .map_err(|e| e.context(format!("relevance.{branch}")))?;
+                let seconds_relevance = t0.elapsed().as_secs_f64();
                 timed(&format!("relevance.{name}"), t0);
                 let r = e.relevance.reshape(e.relevance.shape()[1..].to_vec())?;
                 write(
@@ -343,12 +455,33 @@ fn process(
                     &mut outputs,
                 )?;
                 if let Some(s) = e.stats.first() {
+                    let (aopc, aopc_curve) = if p.metrics.aopc {
+                        let t1 = Instant::now();
+                        let order = metrics::patches_by_relevance(
+                            &channel_sum(&e.relevance)?,
+                            input.shape()[2],
+                            input.shape()[3],
+                            p.metrics.aopc_patch,
+                        );
+                        let r = perturb(model.as_ref(), &input, &order, s.target, p)?;
+                        timed(&format!("aopc.{name}"), t1);
+                        (Some(r.aopc()), r.curve())
+                    } else {
+                        (None, vec![])
+                    };
                     result.branches.push(BranchResult {
                         branch: name.clone(),
                         target: s.target,
                         relevance_sum: s.relevance_sum,
                         target_score: s.target_score,
                         ratio: s.relevance_sum / s.target_score,
+                        ssim1: None,
+                        ssim2: None,
+                        ssim_ratio: None,
+                        aopc,
+                        aopc_curve,
+                        seconds_relevance,
+                        seconds_sr: None,
                     });
                 }
                 branches.push(BranchMaps {
@@ -357,6 +490,19 @@ fn process(
                     sr: None,
                 });
             }
+        }
+        if p.metrics.aopc && !stages.relevance.is_empty() {
+            let t1 = Instant::now();
+            let order = metrics::patches_random(
+                input.shape()[2],
+                input.shape()[3],
+                p.metrics.aopc_patch,
+                p.metrics.seed,
+            );
+            let r = perturb(model.as_ref(), &input, &order, targets[0], p)?;
+            timed("aopc.random", t1);
+            result.aopc_random = Some(r.aopc());
+            result.aopc_random_curve = r.curve();
         }
         model_input = Some(crop);
     }
@@ -381,6 +527,22 @@ fn process(
                 .saliency(&relevance_to_image(&b.relevance, relevance_input)?)
                 .map_err(|e| e.context(format!("SR map of {}", b.branch)))?;
             check_map(&sr, &format!("SR map of {}", b.branch))?;
+            if let Some(br) = result.branches.iter_mut().find(|r| r.branch == b.branch) {
+                br.seconds_sr = Some(t.elapsed().as_secs_f64());
+                if p.metrics.ssim {
+                    let rel = relevance_to_image(&b.relevance, RelevanceInput::AbsSum)?;
+                    let (h, w) = (s.height, s.width);
+                    let f64s = |i: &Image| i.data().iter().map(|&v| v as f64).collect::<Vec<_>>();
+                    if (rel.height, rel.width) == (h, w) && (sr.height, sr.width) == (h, w) {
+                        let sal = f64s(&s);
+                        let s1 = metrics::ssim(&f64s(&rel), &sal, h, w);
+                        let s2 = metrics::ssim(&f64s(&sr), &sal, h, w);
+                        br.ssim1 = Some(s1);
+                        br.ssim2 = Some(s2);
+                        br.ssim_ratio = Some(s2 / s1);
+                    }
+                }
+            }
             timed(&format!("saliency.{}", b.branch), t);
             write(
                 &format!("sr-{}.npy", b.branch),
@@ -408,6 +570,7 @@ fn process(
             label: result.label.clone().unwrap_or_default(),
             branches,
             photo_saliency,
+            truth: result.truth.clone(),
         };
         for (name, r) in &stages.renderers {
             let t = Instant::now();
@@ -471,8 +634,9 @@ pub fn run(p: &Pipeline, stages: &Stages, opts: RunOptions) -> Result<Summary> {
                     if marker.is_file() {
                         let _ = std::fs::remove_file(&marker);
                     }
+                    remove_stale_temps(&dir);
                     match sr_core::catch_panic(&format!("{}", img.display()), || {
-                        process(stages, img, &dir, &p.target, p.relevance_input)
+                        process(stages, p, img, &dir)
                     }) {
                         Ok(_) => Outcome::Done,
                         Err(e) => {
@@ -499,10 +663,11 @@ pub fn run(p: &Pipeline, stages: &Stages, opts: RunOptions) -> Result<Summary> {
     Ok(s)
 }
 
-/// `metrics.csv` and `metrics.json` from every finished image's `result.json` (so a resumed run
-/// reports every image, not only those it redid).
+/// `metrics.csv`, `metrics.json` and `report.html` from every finished image's `result.json`
+/// (so a resumed run reports every image, not only those it redid).
 fn write_tables(p: &Pipeline, names: &[String]) -> Result<()> {
     let mut rows = vec![];
+    let mut done = vec![];
     for name in names {
         let f = p.output.join(name).join(RESULT_FILE);
         let Ok(bytes) = std::fs::read(&f) else {
@@ -510,31 +675,8 @@ fn write_tables(p: &Pipeline, names: &[String]) -> Result<()> {
         };
         let r: ImageResult = serde_json::from_slice(&bytes).map_err(|e| Error::io(&f, e))?;
         rows.push(r);
+        done.push(name.clone());
     }
-    let mut csv = String::from("image,label,branch,target,relevance_sum,target_score,ratio\n");
-    for r in &rows {
-        for b in &r.branches {
-            csv.push_str(&format!(
-                "{},{},{},{},{},{},{}\n",
-                csv_field(&r.image),
-                csv_field(r.label.as_deref().unwrap_or("")),
-                csv_field(&b.branch),
-                b.target,
-                b.relevance_sum,
-                b.target_score,
-                b.ratio
-            ));
-        }
-    }
-    write_atomic(&p.output.join("metrics.csv"), csv.as_bytes())?;
-    let json = serde_json::to_vec_pretty(&rows).map_err(|e| Error::internal(e.to_string()))?;
-    write_atomic(&p.output.join("metrics.json"), &json)
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    crate::report::write_all(&p.output, names, &rows, &done, &p.file)?;
+    Ok(())
 }

@@ -65,13 +65,142 @@ pub struct Pipeline {
     pub target: Target,
     /// The spec after `--set`, as TOML, for `run.json`.
     pub resolved_toml: String,
+    /// Ground truth from `run.labels`: image file name (and stem) -> label.
+    pub truth: std::collections::HashMap<String, String>,
+    /// The `[metrics]` table.
+    pub metrics: MetricsSpec,
+    pub select: Select,
+}
+
+/// What the run measures per image and branch (`[metrics]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsSpec {
+    /// SSIM of the relevance map and of the SR map against the photo's saliency (Table 1).
+    pub ssim: bool,
+    /// Region perturbation (Samek et al. 2017): AOPC of most-relevant-first vs random order.
+    pub aopc: bool,
+    pub aopc_steps: usize,
+    pub aopc_patch: usize,
+    pub aopc_fill: sr_core::metrics::Fill,
+    pub seed: u64,
+}
+
+impl Default for MetricsSpec {
+    fn default() -> Self {
+        MetricsSpec {
+            ssim: true,
+            aopc: false,
+            aopc_steps: 50,
+            aopc_patch: 8,
+            aopc_fill: sr_core::metrics::Fill::Uniform,
+            seed: 0,
+        }
+    }
+}
+
+const METRICS_KEYS: &[&str] = &["ssim", "aopc", "aopc_steps", "aopc_patch", "aopc_fill", "seed"];
+
+/// Read `image,label` rows (a header row `image,label` and `#` comment lines are skipped). Keys: the image column as
+/// written, its file name and its stem, so `photos/cat.jpg`, `cat.jpg` and `cat` all match.
+pub fn read_labels_csv(path: &Path) -> Result<std::collections::HashMap<String, String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut out = std::collections::HashMap::new();
+    let mut first = true;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((img, label)) = line.split_once(',') else {
+            return Err(format!("{}:{}: expected `image,label`, found `{line}`", path.display(), i + 1));
+        };
+        let (img, label) = (img.trim().trim_matches('"'), label.trim().trim_matches('"'));
+        if std::mem::take(&mut first) && img.eq_ignore_ascii_case("image") && label.eq_ignore_ascii_case("label") {
+            continue;
+        }
+        if img.is_empty() || label.is_empty() {
+            return Err(format!("{}:{}: empty image or label", path.display(), i + 1));
+        }
+        let p = Path::new(img);
+        for key in [
+            Some(img.to_string()),
+            p.file_name().and_then(|n| n.to_str()).map(str::to_string),
+            p.file_stem().and_then(|n| n.to_str()).map(str::to_string),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            out.insert(key, label.to_string());
+        }
+    }
+    Ok(out)
+}
+
+impl Pipeline {
+    /// The ground-truth label of an image, if `run.labels` has one.
+    pub fn truth_of(&self, image: &Path) -> Option<&String> {
+        let name = image.file_name().and_then(|n| n.to_str());
+        let stem = image.file_stem().and_then(|n| n.to_str());
+        self.truth
+            .get(&image.display().to_string())
+            .or_else(|| name.and_then(|n| self.truth.get(n)))
+            .or_else(|| stem.and_then(|n| self.truth.get(n)))
+    }
+}
+
+/// `${NAME}` / `${NAME:-default}` substitution with `lookup`; `$$` is not special.
+pub fn expand_vars(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after.find('}').ok_or_else(|| format!("`{s}`: `${{` without a closing `}}`"))?;
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("`${{{inner}}}` is not a variable name"));
+        }
+        match (lookup(name), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => return Err(format!("the environment variable `{name}` is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Image file extensions a folder in `run.images` is searched for.
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif"];
 
-const TOP_KEYS: &[&str] = &["run", "model", "relevance", "saliency", "render", "plugin"];
-const RUN_KEYS: &[&str] = &["images", "output", "target"];
+const TOP_KEYS: &[&str] = &["run", "model", "relevance", "saliency", "render", "metrics", "plugin"];
+const RUN_KEYS: &[&str] = &["images", "output", "target", "labels", "select"];
+
+/// Which images get relevance, saliency and renderers (`run.select`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Select {
+    All,
+    /// Only those the model gets wrong (per `run.labels`): the paper's Sec. 4.2.
+    Wrong,
+    /// Only those it gets right.
+    Right,
+}
+
+impl Select {
+    /// Whether an image whose prediction is `correct` (None: no label) is processed.
+    pub fn keeps(self, correct: Option<bool>) -> bool {
+        match self {
+            Select::All => true,
+            Select::Wrong => correct == Some(false),
+            Select::Right => correct == Some(true),
+        }
+    }
+}
 
 /// How a relevance map (`C x H x W`) becomes an image for the saliency stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,7 +275,43 @@ impl RawSpec {
         for s in sets {
             raw.apply_set(s)?;
         }
+        let mut table = std::mem::take(&mut raw.table);
+        let r = raw.expand_env(&mut table, &mut vec![]);
+        raw.table = table;
+        r?;
         Ok(raw)
+    }
+
+    /// Replace `${NAME}` and `${NAME:-default}` in every string value by the environment
+    /// variable (or the default when it is unset or empty), so configs can take weight paths
+    /// from the environment. An unset variable without a default is an error naming the key.
+    fn expand_env(&self, v: &mut toml::Table, path: &mut Vec<String>) -> Result<(), SpecError> {
+        for (k, val) in v.iter_mut() {
+            path.push(k.clone());
+            self.expand_value(val, path)?;
+            path.pop();
+        }
+        Ok(())
+    }
+
+    fn expand_value(&self, val: &mut toml::Value, path: &mut Vec<String>) -> Result<(), SpecError> {
+        match val {
+            toml::Value::String(s) if s.contains("${") => {
+                let keys: Vec<&str> = path.iter().map(String::as_str).collect();
+                *s = expand_vars(s, |n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+                    .map_err(|m| self.error(&keys, m, "set the variable, or give a default: ${NAME:-default}"))?;
+            }
+            toml::Value::Table(t) => self.expand_env(t, path)?,
+            toml::Value::Array(a) => {
+                for (i, x) in a.iter_mut().enumerate() {
+                    path.push(i.to_string());
+                    self.expand_value(x, path)?;
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// `table.key=value`: the value is read as TOML, or as a plain string when it is not TOML.
@@ -392,6 +557,29 @@ impl RawSpec {
                 ))
             }
         };
+        let truth = match run.get("labels") {
+            None => Default::default(),
+            Some(toml::Value::String(f)) => read_labels_csv(Path::new(f)).map_err(|m| {
+                self.error(&["run", "labels"], m, "a CSV file with rows `image,label` (photo file name, ground-truth label)")
+            })?,
+            Some(_) => return Err(self.error(&["run", "labels"], "expected a string (a CSV file)", "")),
+        };
+        let metrics = self.metrics()?;
+        let select = match run.get("select").map(|v| v.as_str()) {
+            None | Some(Some("all")) => Select::All,
+            Some(Some("wrong")) => Select::Wrong,
+            Some(Some("right")) => Select::Right,
+            Some(_) => {
+                return Err(self.error(&["run", "select"], "expected \"all\", \"wrong\" or \"right\"", ""))
+            }
+        };
+        if select != Select::All && truth.is_empty() {
+            return Err(self.error(
+                &["run", "select"],
+                "selecting right or wrong predictions needs the ground truth",
+                "add labels = \"labels.csv\" (rows `image,label`) to [run]",
+            ));
+        }
         let model = match self.table.get("model") {
             None => None,
             Some(v) => Some(self.stage(&["model"], v, StageKind::Model, registry)?),
@@ -529,7 +717,51 @@ impl RawSpec {
             renderers,
             target,
             resolved_toml,
+            truth,
+            metrics,
+            select,
         })
+    }
+
+    fn metrics(&self) -> Result<MetricsSpec, SpecError> {
+        let mut m = MetricsSpec::default();
+        let Some(v) = self.table.get("metrics") else { return Ok(m) };
+        let t = v.as_table().ok_or_else(|| self.error(&["metrics"], "expected a table", ""))?;
+        for (k, v) in t {
+            let at = ["metrics", k.as_str()];
+            let uint = |min: i64| match v.as_integer() {
+                Some(i) if i >= min => Ok(i as usize),
+                _ => Err(self.error(&at, format!("expected an integer >= {min}"), "")),
+            };
+            match k.as_str() {
+                "ssim" | "aopc" => {
+                    let b = v.as_bool().ok_or_else(|| self.error(&at, "expected true or false", ""))?;
+                    if k == "ssim" {
+                        m.ssim = b
+                    } else {
+                        m.aopc = b
+                    }
+                }
+                "aopc_steps" => m.aopc_steps = uint(1)?,
+                "aopc_patch" => m.aopc_patch = uint(1)?,
+                "seed" => m.seed = uint(0)? as u64,
+                "aopc_fill" => {
+                    m.aopc_fill = match v.as_str() {
+                        Some("uniform") => sr_core::metrics::Fill::Uniform,
+                        Some("mean") => sr_core::metrics::Fill::Mean,
+                        _ => return Err(self.error(&at, "expected \"uniform\" or \"mean\"", "uniform: random pixels (Samek et al.); mean: the mean image (0 after normalisation)")),
+                    }
+                }
+                _ => {
+                    return Err(self.error(
+                        &at,
+                        "unknown key",
+                        format!("[metrics] keys: {}{}", METRICS_KEYS.join(", "), suggest(k, METRICS_KEYS)),
+                    ))
+                }
+            }
+        }
+        Ok(m)
     }
 
     /// The `[model]` table alone (for `srhost classify`). Without `use`, the built-in candle
@@ -725,5 +957,21 @@ pub fn expand_images(p: &str) -> Result<Vec<PathBuf>, String> {
         Ok(vec![path])
     } else {
         Err(format!("no such file or folder: `{p}`"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_vars_expand_with_defaults_and_unset_ones_are_errors() {
+        let env = |n: &str| (n == "W").then(|| "vgg16.pth".to_string());
+        assert_eq!(expand_vars("a/${W}/b", env).unwrap(), "a/vgg16.pth/b");
+        assert_eq!(expand_vars("${X:-alexnet}-${W}", env).unwrap(), "alexnet-vgg16.pth");
+        assert_eq!(expand_vars("no vars", env).unwrap(), "no vars");
+        assert!(expand_vars("${X}", env).unwrap_err().contains("`X` is not set"));
+        assert!(expand_vars("${W", env).unwrap_err().contains("without a closing"));
+        assert!(expand_vars("${a b}", env).unwrap_err().contains("not a variable name"));
     }
 }

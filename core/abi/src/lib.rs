@@ -230,6 +230,8 @@ pub struct FfiRenderInput {
     pub branches: RVec<FfiBranchMaps>,
     /// Saliency of the photo itself ("human attention"), when a saliency stage ran.
     pub photo_saliency: ROption<FfiImage>,
+    /// The ground-truth label, when the run has a `labels.csv` entry for this image.
+    pub truth: ROption<RString>,
 }
 
 /// A file a renderer produced. `name` is relative to the image's output folder.

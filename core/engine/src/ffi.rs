@@ -96,6 +96,7 @@ pub fn render_input_to_ffi(r: &RenderInput) -> FfiRenderInput {
             })
             .collect(),
         photo_saliency: r.photo_saliency.as_ref().map(Image::to_ffi).into(),
+        truth: r.truth.as_deref().map(abi_stable::std_types::RString::from).into(),
     }
 }
 
@@ -118,6 +119,7 @@ pub fn render_input_from_ffi(r: &FfiRenderInput) -> Result<RenderInput> {
             })
             .collect::<Result<_>>()?,
         photo_saliency: opt(r.photo_saliency.as_ref().into_option())?,
+        truth: r.truth.as_ref().map(|t| t.to_string()).into_option(),
     })
 }
 

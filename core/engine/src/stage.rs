@@ -76,6 +76,8 @@ pub struct RenderInput {
     pub label: String,
     pub branches: Vec<BranchMaps>,
     pub photo_saliency: Option<Image>,
+    /// The ground-truth label, when the run's `labels.csv` gives one.
+    pub truth: Option<String>,
 }
 
 /// A file a renderer produced, relative to the image's output folder.

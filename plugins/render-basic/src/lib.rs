@@ -151,6 +151,7 @@ pub enum Colormap {
     Hot,
     Jet,
     Grey,
+    Turbo,
 }
 
 impl Colormap {
@@ -160,10 +161,11 @@ impl Colormap {
             "seismic" => Colormap::Seismic,
             "hot" => Colormap::Hot,
             "jet" => Colormap::Jet,
+            "turbo" => Colormap::Turbo,
             "grey" | "gray" => Colormap::Grey,
             o => {
                 return Err(Error::params(format!("unknown colormap `{o}`"))
-                    .with_help("signed: bwr, seismic; unsigned: hot, jet, grey"))
+                    .with_help("signed: bwr, seismic; unsigned: hot, turbo, jet, grey"))
             }
         })
     }
@@ -208,6 +210,16 @@ impl Colormap {
                 c(1.5 - (4.0 * v - 1.0).abs()),
             ],
             Colormap::Grey => [c(v); 3],
+            // Google's Turbo (Mikhailov 2019), by its published polynomial approximation.
+            Colormap::Turbo => {
+                let x = v.clamp(0.0, 1.0);
+                let poly = |k: [f32; 6]| c(k[0] + x * (k[1] + x * (k[2] + x * (k[3] + x * (k[4] + x * k[5])))));
+                [
+                    poly([0.135_721_38, 4.615_392_6, -42.660_323, 132.131_08, -152.942_39, 59.286_38]),
+                    poly([0.091_402_61, 2.194_188_4, 4.842_966_6, -14.185_033, 4.277_298_6, 2.829_566]),
+                    poly([0.106_673_3, 12.641_946, -60.582_047, 110.362_77, -89.903_11, 27.348_25]),
+                ]
+            }
         }
     }
 }
@@ -279,7 +291,7 @@ impl Params for HeatmapParams {
     const DOCS: &'static [(&'static str, &'static str)] = &[
         (
             "colormap",
-            "bwr or seismic (signed, symmetric about 0), hot, jet or grey (on |R|)",
+            "bwr or seismic (signed, symmetric about 0), hot, turbo, jet or grey (on |R|)",
         ),
         (
             "percentile",
@@ -324,6 +336,8 @@ impl Renderer for Heatmap {
     }
 }
 
+pub mod panel;
+
 sr_core::export_plugin! {
     name: env!("CARGO_PKG_NAME"),
     version: env!("CARGO_PKG_VERSION"),
@@ -336,7 +350,12 @@ sr_core::export_plugin! {
         StageDef::renderer::<Heatmap>(
             "heatmap",
             env!("CARGO_PKG_VERSION"),
-            "Relevance heatmaps with a colormap (bwr, seismic, hot, jet, grey) and percentile clipping.",
+            "Relevance heatmaps with a colormap (bwr, seismic, hot, turbo, jet, grey) and percentile clipping.",
+        ),
+        StageDef::renderer::<panel::Panel>(
+            "panel",
+            env!("CARGO_PKG_VERSION"),
+            "One picture per image: photo | relevance | SR map | SR over edges | photo saliency, a row per branch, titled with prediction and ground truth.",
         ),
     ],
 }
