@@ -98,6 +98,15 @@ fn the_paper_study_configs_run() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("astronaut_face") && r.stdout.contains("mean SSIM"), "{}", r.stdout);
 
+    // VGG-Face's config, on the narrow VGG-16 fixture (the same topology; 10 "identities").
+    let env = [
+        ("SRHOST_VGG_FACE", golden("models/vgg16_narrow.safetensors").display().to_string()),
+        ("SRHOST_VGG_FACE_NAMES", labels.clone()),
+    ];
+    let r = srhost_env(&["--pipeline", "configs/vgg-face.toml", "--set", face, "--set", &out("faces/vgg_face")], &env);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(dir.join("faces/vgg_face/astronaut_face/panel.png").is_file());
+
     // Sec. 4.2: only the misclassified photo gets maps.
     let two = "run.images=[\"assets/images/coffee.png\", \"assets/images/chelsea.png\"]";
     let r = srhost(&repo(), &["--pipeline", "configs/misclassified.toml", "--set", two, "--set", &out("wrong")]);
