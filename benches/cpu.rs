@@ -138,7 +138,13 @@ fn forward_ort(c: &mut Criterion) {
         eprintln!("cpu/forward_ort/vgg16: skipped, {} is missing (see benches/README.md)", vgg.display());
     }
     for (name, p) in models {
-        let m = OnnxModel::load(p).unwrap();
+        let m = match OnnxModel::load(p) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("cpu/forward_ort/{name}: skipped: {e}");
+                continue;
+            }
+        };
         for n in [1, 8] {
             let x = batch(n);
             g.bench_with_input(BenchmarkId::new(name, format!("batch{n}")), &x, |b, x| {

@@ -330,7 +330,13 @@ impl Saliency for Itti {
         let mut co = Map::new(pi[4].w, pi[4].h);
         for k in 0..4 {
             let theta = k as f32 * std::f32::consts::PI / 4.0;
-            let po: Vec<Map> = pi.iter().map(|m| gabor(m, theta)).collect();
+            // Only the centre and surround levels (2..=8) are read: levels 0 and 1, four
+            // fifths of the filtering, are left as placeholders.
+            let po: Vec<Map> = pi
+                .iter()
+                .enumerate()
+                .map(|(l, m)| if l < CENTRES[0] { Map::new(0, 0) } else { gabor(m, theta) })
+                .collect();
             add_into(&mut co, &normalise(&conspicuity(&po, None)));
         }
         let mut s = normalise(&ci);
