@@ -11,10 +11,10 @@
 //! bound is widened to twice the map's own round-off sensitivity when that is larger:
 //! - the golden set's own float32-vs-float64 difference (`fp64_reference`);
 //! - measured here, only for a map that misses the strict bound: our map for the input
-//!   perturbed by at most 3e-6 relative (a few ulps). Example: EfficientNet-Lite0 on coffee
-//!   with eps 0.25 has one unit whose stabilised denominator `z + 0.25 sign(z)` flips sign
-//!   under such noise, which moves the map by 5.1e-2 of its max; our map differs from
-//!   Zennit's by that same 5.1e-2.
+//!   perturbed by at most 3e-6 relative (a few ulps; the larger of two perturbations).
+//!   Example: EfficientNet-Lite0 on coffee with epsilon-gamma-box moves by up to 4.5e-3 of its
+//!   max under such noise, and our map differs from Zennit's by 2.7e-3 (with candle's
+//!   convolution it was 4.5e-3; the summation order alone moves it this much).
 
 use sr_backend_candle::{CandleModel, CandleParams};
 use sr_core::{Model, ModelStage, Relevance, RelevanceStage, Tensor};
@@ -40,7 +40,7 @@ fn compare(
     got: &Tensor,
     dir: &str,
     file: &str,
-    perturbed: &dyn Fn() -> Tensor,
+    perturbed: &dyn Fn(usize) -> Tensor,
 ) -> Result<String, String> {
     let want = npy_tensor(&golden(&format!("{dir}/{file}")));
     assert_eq!(got.shape(), want.shape(), "{dir}/{file}");
@@ -66,7 +66,10 @@ fn compare(
             }
     };
     if !pass(bound) && conditioning == "ok" {
-        let sensitivity = rel_max_err(perturbed().data(), got.data());
+        // Two independent perturbations: one draw can miss how far round-off moves the map.
+        let sensitivity = (0..2)
+            .map(|k| rel_max_err(perturbed(k).data(), got.data()))
+            .fold(0f64, f64::max);
         bound = bound.max(2.0 * sensitivity);
         line += &format!(", round-off sensitivity {sensitivity:.2e}");
     }
@@ -77,14 +80,16 @@ fn compare(
     }
 }
 
-/// `x` with every value scaled by 1 + k * 1e-6, k in -3..=3: a few ulps of float32.
-fn perturb(x: &Tensor) -> Tensor {
+/// `x` with every value scaled by 1 + j * 1e-6, j in -3..=3 (pattern 0: by index mod 7;
+/// pattern 1: mod 5, shifted): at most 3e-6 relative, a few ulps of float32.
+fn perturb(x: &Tensor, pattern: usize) -> Tensor {
+    let (m, shift) = if pattern == 0 { (7, 3.0) } else { (5, 2.0) };
     Tensor::new(
         x.shape().to_vec(),
         x.data()
             .iter()
             .enumerate()
-            .map(|(i, v)| v * (1.0 + 1e-6 * ((i % 7) as f32 - 3.0)))
+            .map(|(i, v)| v * (1.0 + 1e-6 * (((i + pattern) % m) as f32 - shift)))
             .collect(),
     )
     .unwrap()
@@ -140,7 +145,6 @@ fn run_model(
     let mut failures = vec![];
     for img in ["coffee", "chelsea", "astronaut"] {
         let x = npy_tensor(&golden(&format!("inputs/{img}/{input_file}")));
-        let xp = perturb(&x);
         let logits = model.forward(&x).unwrap();
         let target = (0..logits.numel())
             .max_by(|&a, &b| logits.data()[a].total_cmp(&logits.data()[b]))
@@ -152,8 +156,8 @@ fn run_model(
             }
             let method = lrp(composite, *eps, add);
             let e = method.explain(model, &x, &[target]).unwrap();
-            match compare(&e.relevance, &dir, file, &|| {
-                method.explain(model, &xp, &[target]).unwrap().relevance
+            match compare(&e.relevance, &dir, file, &|k| {
+                method.explain(model, &perturb(&x, k), &[target]).unwrap().relevance
             }) {
                 Ok(l) => println!("{l}"),
                 Err(l) => {
@@ -243,8 +247,8 @@ fn lrp_matches_zennit_on_onet() {
             // The face class (index 1), as in the golden set.
             let method = lrp(composite, *eps, "proportional");
             let e = method.explain(&m, &x, &[1]).unwrap();
-            match compare(&e.relevance, &dir, file, &|| {
-                method.explain(&m, &perturb(&x), &[1]).unwrap().relevance
+            match compare(&e.relevance, &dir, file, &|k| {
+                method.explain(&m, &perturb(&x, k), &[1]).unwrap().relevance
             }) {
                 Ok(l) => println!("{l}"),
                 Err(l) => {
@@ -324,18 +328,17 @@ fn gradient_and_gradient_x_input_match_pytorch() {
                 .max_by(|&a, &b| logits.data()[a].total_cmp(&logits.data()[b]))
                 .unwrap();
             let dir = format!("{name}/{img}");
-            let xp = perturb(&x);
             check(compare(
                 &g.explain(m, &x, &[t]).unwrap().relevance,
                 &dir,
                 "gradient.npy",
-                &|| g.explain(m, &xp, &[t]).unwrap().relevance,
+                &|k| g.explain(m, &perturb(&x, k), &[t]).unwrap().relevance,
             ));
             check(compare(
                 &gx.explain(m, &x, &[t]).unwrap().relevance,
                 &dir,
                 "grad_x_input.npy",
-                &|| gx.explain(m, &xp, &[t]).unwrap().relevance,
+                &|k| gx.explain(m, &perturb(&x, k), &[t]).unwrap().relevance,
             ));
         }
     }
@@ -343,18 +346,17 @@ fn gradient_and_gradient_x_input_match_pytorch() {
     for crop in ["astronaut_face", "coffee_center"] {
         let x = npy_tensor(&golden(&format!("mtcnn_onet/{crop}/input.npy")));
         let dir = format!("mtcnn_onet/{crop}");
-        let xp = perturb(&x);
         check(compare(
             &g.explain(&onet, &x, &[1]).unwrap().relevance,
             &dir,
             "gradient.npy",
-            &|| g.explain(&onet, &xp, &[1]).unwrap().relevance,
+            &|k| g.explain(&onet, &perturb(&x, k), &[1]).unwrap().relevance,
         ));
         check(compare(
             &gx.explain(&onet, &x, &[1]).unwrap().relevance,
             &dir,
             "grad_x_input.npy",
-            &|| gx.explain(&onet, &xp, &[1]).unwrap().relevance,
+            &|k| gx.explain(&onet, &perturb(&x, k), &[1]).unwrap().relevance,
         ));
     }
     assert!(failures.is_empty(), "{failures:#?}");

@@ -58,6 +58,21 @@ impl Window {
     }
 }
 
+/// Run `f` on the f32 values of `t` in row-major order, borrowed when `t` is contiguous on the
+/// CPU (no copy), else on a contiguous copy.
+fn with_slice<R>(t: &CTensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(cpu), Some((a, b))) = (&*storage, layout.contiguous_offsets()) {
+            if let Ok(v) = cpu.as_slice::<f32>() {
+                return Ok(f(&v[a..b]));
+            }
+        }
+    }
+    let c = t.flatten_all()?.to_vec1::<f32>()?;
+    Ok(f(&c))
+}
+
 fn data(x: &CTensor) -> Result<Vec<f32>> {
     x.flatten_all()?.to_vec1::<f32>()
 }
@@ -74,6 +89,8 @@ pub fn conv2d(
     let (cout, _, _, _) = w.dims4()?;
     let y = if groups > 1 && groups == cin && cout == cin {
         depthwise(x, &data(w)?, win)?
+    } else if groups == 1 {
+        return conv2d_dense(x, w, b, win);
     } else {
         let [pt, pl, pb, pr] = win.padding;
         if win.stride[0] != win.stride[1] || win.dilation[0] != win.dilation[1] {
@@ -97,6 +114,122 @@ pub fn conv2d(
     }
 }
 
+/// A dense convolution (`groups == 1`) as tiles of im2col + one gemm each, written straight
+/// into the NCHW output, plus the bias. Tiles of output rows run in parallel (rayon), each gemm
+/// single-threaded, so the work splits evenly and no im2col matrix of the whole image is ever
+/// built. A 1 x 1 stride-1 unpadded convolution reads the input directly (no im2col).
+pub fn conv2d_dense(x: &CTensor, w: &CTensor, b: Option<&CTensor>, win: &Window) -> Result<CTensor> {
+    let (n, cin, h, wd) = x.dims4()?;
+    let (cout, cin_w, kh, kw) = w.dims4()?;
+    if cin_w != cin {
+        candle_core::bail!("conv2d_dense: weight {:?} for {cin} input channels", w.dims());
+    }
+    let (oh, ow) = win.out_size(h, wd);
+    let bias = match b {
+        Some(b) => data(b)?,
+        None => vec![0f32; cout],
+    };
+    let out = with_slice(x, |xs| with_slice(w, |ws| dense_into(xs, ws, &bias, (n, cin, h, wd), (cout, kh, kw), win)))??;
+    CTensor::from_vec(out, (n, cout, oh, ow), &Device::Cpu)
+}
+
+/// [`conv2d_dense`] on raw row-major slices.
+fn dense_into(
+    xs: &[f32],
+    ws: &[f32],
+    bias: &[f32],
+    (n, cin, h, wd): (usize, usize, usize, usize),
+    (cout, kh, kw): (usize, usize, usize),
+    win: &Window,
+) -> Vec<f32> {
+    let (oh, ow) = win.out_size(h, wd);
+    let (s, d, p) = (win.stride, win.dilation, win.padding);
+    let k = cin * kh * kw;
+    let plane = oh * ow;
+    let mut out = vec![0f32; n * cout * plane];
+    for (bi, ob) in out.chunks_mut(cout * plane).enumerate() {
+        for (co, o) in ob.chunks_mut(plane).enumerate() {
+            o.fill(bias[co]);
+        }
+        let src = &xs[bi * cin * h * wd..(bi + 1) * cin * h * wd];
+        let pointwise = kh == 1 && kw == 1 && s == [1, 1] && p == [0; 4];
+        // Output rows per tile: about 64 KiB of im2col columns per row block, at least one row.
+        let rows = if pointwise { oh } else { ((16384 / (k * ow).max(1)).max(1)).min(oh) };
+        let rows = rows.max(oh.div_ceil(4 * rayon::current_num_threads().max(1)).min(rows.max(1)));
+        let tiles: Vec<usize> = (0..oh).step_by(rows.max(1)).collect();
+        let dst = SendPtr(ob.as_mut_ptr());
+        tiles.par_iter().for_each(|&oy0| {
+            let oy1 = (oy0 + rows).min(oh);
+            let ncols = (oy1 - oy0) * ow;
+            let mut col = Vec::new();
+            let rhs: *const f32 = if pointwise {
+                // SAFETY: in bounds, the input plane holds oh * ow = h * wd values per channel.
+                unsafe { src.as_ptr().add(oy0 * ow) }
+            } else {
+                col.resize(k * ncols, 0f32);
+                for ci in 0..cin {
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let row = &mut col[((ci * kh + ky) * kw + kx) * ncols..][..ncols];
+                            for oy in oy0..oy1 {
+                                let iy = (oy * s[0] + ky * d[0]) as isize - p[0] as isize;
+                                let dst_row = &mut row[(oy - oy0) * ow..][..ow];
+                                if iy < 0 || iy >= h as isize {
+                                    dst_row.fill(0.0);
+                                    continue;
+                                }
+                                let srow = &src[(ci * h + iy as usize) * wd..][..wd];
+                                for (ox, v) in dst_row.iter_mut().enumerate() {
+                                    let ix = (ox * s[1] + kx * d[1]) as isize - p[1] as isize;
+                                    *v = if ix >= 0 && ix < wd as isize { srow[ix as usize] } else { 0.0 };
+                                }
+                            }
+                        }
+                    }
+                }
+                col.as_ptr()
+            };
+            let rhs_rs = if pointwise { (h * wd) as isize } else { ncols as isize };
+            // SAFETY: each tile writes its own columns oy0 * ow .. oy1 * ow of every output
+            // channel; the pointers and strides stay inside `ob`, `ws` and `rhs`.
+            unsafe {
+                gemm::gemm(
+                    cout,
+                    ncols,
+                    k,
+                    dst.get().add(oy0 * ow),
+                    1,
+                    plane as isize,
+                    true,
+                    ws.as_ptr(),
+                    1,
+                    k as isize,
+                    rhs,
+                    1,
+                    rhs_rs,
+                    1.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+    }
+    out
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Depthwise convolution (one input channel per output channel), no bias.
 fn depthwise(x: &CTensor, w: &[f32], win: &Window) -> Result<CTensor> {
     let (n, c, h, wd) = x.dims4()?;
@@ -109,23 +242,38 @@ fn depthwise(x: &CTensor, w: &[f32], win: &Window) -> Result<CTensor> {
         let ch = nc % c;
         let src = &xs[nc * h * wd..(nc + 1) * h * wd];
         let ker = &w[ch * kh * kw..(ch + 1) * kh * kw];
+        // Per kernel column, the output columns whose input column lies inside the image.
+        let cols: Vec<(usize, usize)> = (0..kw)
+            .map(|kx| {
+                let off = (kx * d[1]) as isize - p[1] as isize;
+                let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(s[1]) };
+                let hi = if (wd as isize) <= off { 0 } else { ((wd as isize - 1 - off) as usize / s[1] + 1).min(ow) };
+                (lo, hi.max(lo))
+            })
+            .collect();
         for oy in 0..oh {
-            for ox in 0..ow {
-                let mut acc = 0f32;
-                for ky in 0..kh {
-                    let iy = (oy * s[0] + ky * d[0]) as isize - p[0] as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let row = &src[iy as usize * wd..];
-                    for kx in 0..kw {
-                        let ix = (ox * s[1] + kx * d[1]) as isize - p[1] as isize;
-                        if ix >= 0 && ix < wd as isize {
-                            acc += ker[ky * kw + kx] * row[ix as usize];
+            let orow = &mut o[oy * ow..(oy + 1) * ow];
+            // Each output sums its taps in (ky, kx) order, as a direct loop would.
+            for ky in 0..kh {
+                let iy = (oy * s[0] + ky * d[0]) as isize - p[0] as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                let irow = &src[iy as usize * wd..(iy as usize + 1) * wd];
+                for kx in 0..kw {
+                    let wv = ker[ky * kw + kx];
+                    let (lo, hi) = cols[kx];
+                    let first = (lo * s[1] + kx * d[1]) - p[1];
+                    if s[1] == 1 {
+                        for (ov, iv) in orow[lo..hi].iter_mut().zip(&irow[first..first + (hi - lo)]) {
+                            *ov += wv * iv;
+                        }
+                    } else {
+                        for (j, ov) in orow[lo..hi].iter_mut().enumerate() {
+                            *ov += wv * irow[first + j * s[1]];
                         }
                     }
                 }
-                o[oy * ow + ox] = acc;
             }
         }
     });
@@ -155,21 +303,34 @@ pub fn conv2d_t(
             let ch = nc % cin;
             let src = &ss[nc * oh * ow..(nc + 1) * oh * ow];
             let ker = &ws[ch * kh * kw..(ch + 1) * kh * kw];
+            // Per kernel column, the output columns whose input column lies inside the image.
+            let cols: Vec<(usize, usize)> = (0..kw)
+                .map(|kx| {
+                    let off = (kx * d[1]) as isize - p[1] as isize;
+                    let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(s_[1]) };
+                    let hi = if (wd as isize) <= off { 0 } else { ((wd as isize - 1 - off) as usize / s_[1] + 1).min(ow) };
+                    (lo, hi.max(lo))
+                })
+                .collect();
             for oy in 0..oh {
-                for ox in 0..ow {
-                    let g = src[oy * ow + ox];
-                    if g == 0.0 {
+                let srow = &src[oy * ow..(oy + 1) * ow];
+                for ky in 0..kh {
+                    let iy = (oy * s_[0] + ky * d[0]) as isize - p[0] as isize;
+                    if iy < 0 || iy >= h as isize {
                         continue;
                     }
-                    for ky in 0..kh {
-                        let iy = (oy * s_[0] + ky * d[0]) as isize - p[0] as isize;
-                        if iy < 0 || iy >= h as isize {
-                            continue;
-                        }
-                        for kx in 0..kw {
-                            let ix = (ox * s_[1] + kx * d[1]) as isize - p[1] as isize;
-                            if ix >= 0 && ix < wd as isize {
-                                o[iy as usize * wd + ix as usize] += ker[ky * kw + kx] * g;
+                    let orow = &mut o[iy as usize * wd..(iy as usize + 1) * wd];
+                    for kx in 0..kw {
+                        let wv = ker[ky * kw + kx];
+                        let (lo, hi) = cols[kx];
+                        let first = (lo * s_[1] + kx * d[1]) - p[1];
+                        if s_[1] == 1 {
+                            for (ov, g) in orow[first..first + (hi - lo)].iter_mut().zip(&srow[lo..hi]) {
+                                *ov += wv * g;
+                            }
+                        } else {
+                            for (j, g) in srow[lo..hi].iter().enumerate() {
+                                orow[first + j * s_[1]] += wv * g;
                             }
                         }
                     }
@@ -177,6 +338,39 @@ pub fn conv2d_t(
             }
         });
         return CTensor::from_vec(out, (n, cin, h, wd), &Device::Cpu);
+    }
+    let [pt, pl, pb, pr] = p;
+    if groups == 1 && s_ == [1, 1] && d == [1, 1] && pt < kh && pb < kh && pl < kw && pr < kw {
+        // Stride 1: the transpose is the convolution with the kernel turned by 180 degrees and
+        // its channel axes swapped, padded by k - 1 - p on each side.
+        // wf[ci, co, ky, kx] = w[co, ci, kh - 1 - ky, kw - 1 - kx], by plain loops (a strided
+        // copy through candle costs several times more).
+        let kk = kh * kw;
+        let wf = with_slice(w, |ws| {
+            let mut f = vec![0f32; ws.len()];
+            for co in 0..cout {
+                for ci in 0..cin {
+                    let src = &ws[(co * cin + ci) * kk..][..kk];
+                    let dst = &mut f[(ci * cout + co) * kk..][..kk];
+                    for (j, v) in dst.iter_mut().enumerate() {
+                        *v = src[kk - 1 - j];
+                    }
+                }
+            }
+            f
+        })?;
+        let wf = CTensor::from_vec(wf, (cin, cout, kh, kw), &Device::Cpu)?;
+        let win_t = Window {
+            kernel: [kh, kw],
+            stride: [1, 1],
+            dilation: [1, 1],
+            padding: [kh - 1 - pt, kw - 1 - pl, kh - 1 - pb, kw - 1 - pr],
+        };
+        let y = conv2d_dense(s, &wf, None, &win_t)?;
+        if y.dims4()? == (n, cin, h, wd) {
+            return Ok(y);
+        }
+        // (A window that does not tile the input exactly: fall through to the general path.)
     }
     // cols[n, g] = W[g]^T (cin_g*kh*kw x cout_g) @ s[n, g] (cout_g x oh*ow)
     let cout_g = cout / groups;
@@ -220,16 +414,49 @@ pub fn conv2d_t(
 
 /// `x W^T + b` for `x` of shape `N x I` (flattened first).
 pub fn linear(x: &CTensor, w: &CTensor, b: Option<&CTensor>) -> Result<CTensor> {
-    let y = x.flatten_from(1)?.matmul(&w.t()?)?;
+    let n = x.dims()[0];
+    let (o, i) = w.dims2()?;
+    if x.elem_count() != n * i {
+        candle_core::bail!("linear: input {:?} for weight {:?}", x.dims(), w.dims());
+    }
+    // y = x W^T straight from the weight's memory (W^T as a strided view, no copy).
+    let mut y = vec![0f32; n * o];
+    with_slice(x, |xs| {
+        with_slice(w, |ws| unsafe {
+            // SAFETY: dst n x o (row stride o), lhs n x i (row stride i), rhs[k, j] = W[j, k].
+            gemm::gemm(n, o, i, y.as_mut_ptr(), 1, o as isize, false, xs.as_ptr(), 1, i as isize, ws.as_ptr(), i as isize, 1, 0.0f32, 1.0f32, false, false, false, par())
+        })
+    })??;
+    let y = CTensor::from_vec(y, (n, o), &Device::Cpu)?;
     match b {
         Some(b) => y.broadcast_add(b),
         None => Ok(y),
     }
 }
 
+/// gemm's parallelism: rayon's threads.
+fn par() -> gemm::Parallelism {
+    match rayon::current_num_threads() {
+        0 | 1 => gemm::Parallelism::None,
+        t => gemm::Parallelism::Rayon(t),
+    }
+}
+
 /// The transpose of `x -> x W^T` applied to `s` (`N x O`): `s W`, `N x I`.
 pub fn linear_t(s: &CTensor, w: &CTensor) -> Result<CTensor> {
-    s.matmul(w)
+    let (n, o) = s.dims2()?;
+    let (o2, i) = w.dims2()?;
+    if o != o2 {
+        candle_core::bail!("linear_t: value {:?} for weight {:?}", s.dims(), w.dims());
+    }
+    let mut y = vec![0f32; n * i];
+    with_slice(s, |ss| {
+        with_slice(w, |ws| unsafe {
+            // SAFETY: dst n x i (row stride i), lhs n x o (row stride o), rhs o x i (row stride i).
+            gemm::gemm(n, i, o, y.as_mut_ptr(), 1, i as isize, false, ss.as_ptr(), 1, o as isize, ws.as_ptr(), 1, i as isize, 0.0f32, 1.0f32, false, false, false, par())
+        })
+    })??;
+    CTensor::from_vec(y, (n, i), &Device::Cpu)
 }
 
 /// Where the relevance (or gradient) of a max-pooled output goes.
@@ -365,4 +592,89 @@ pub fn avg_pool_t(
         }
     });
     CTensor::from_vec(out, (n, c, h, w), &Device::Cpu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn randn(shape: &[usize], seed: u64) -> CTensor {
+        let n: usize = shape.iter().product();
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect();
+        CTensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &CTensor, b: &CTensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// Our dense convolution against candle-core's (an independent im2col + gemm), on
+    /// symmetric pads, strides, dilation and 1x1 kernels; asymmetric pads against candle on
+    /// an explicitly padded input.
+    #[test]
+    fn dense_convolution_matches_candle() {
+        for (i, &(cin, cout, hw, k, s, p, d)) in [
+            (3, 8, 17, 3, 1, 1, 1),
+            (5, 4, 16, 3, 2, 1, 1),
+            (4, 6, 15, 5, 2, 2, 1),
+            (6, 3, 12, 3, 1, 2, 2),
+            (16, 8, 9, 1, 1, 0, 1),
+            (3, 4, 11, 1, 2, 0, 1),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let x = randn(&[2, cin, hw, hw], i as u64);
+            let w = randn(&[cout, cin, k, k], 100 + i as u64);
+            let b = randn(&[cout], 200 + i as u64);
+            let win = Window { kernel: [k, k], stride: [s, s], padding: [p; 4], dilation: [d, d] };
+            let ours = conv2d_dense(&x, &w, Some(&b), &win).unwrap();
+            let theirs = x.conv2d(&w, p, s, d, 1).unwrap().broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap()).unwrap();
+            assert_eq!(ours.dims(), theirs.dims());
+            assert!(max_diff(&ours, &theirs) < 1e-5, "case {i}: {}", max_diff(&ours, &theirs));
+        }
+        // Asymmetric (TF "SAME") padding [0, 0, 1, 1] with stride 2.
+        let x = randn(&[1, 3, 10, 10], 7);
+        let w = randn(&[4, 3, 3, 3], 8);
+        let win = Window { kernel: [3, 3], stride: [2, 2], padding: [0, 0, 1, 1], dilation: [1, 1] };
+        let ours = conv2d_dense(&x, &w, None, &win).unwrap();
+        let padded = x.pad_with_zeros(2, 0, 1).unwrap().pad_with_zeros(3, 0, 1).unwrap();
+        let theirs = padded.conv2d(&w, 0, 2, 1, 1).unwrap();
+        assert!(max_diff(&ours, &theirs) < 1e-5);
+    }
+
+    /// The stride-1 transposed convolution (flipped kernel) against the general path
+    /// (matmul + col2im), which it replaces: <s, conv(x)> = <conv_t(s), x> both ways.
+    #[test]
+    fn stride_one_transpose_matches_the_general_path_and_the_adjoint() {
+        let x = randn(&[2, 5, 9, 8], 1);
+        let w = randn(&[6, 5, 3, 3], 2);
+        for padding in [[1, 1, 1, 1], [0, 0, 1, 1], [2, 1, 0, 2]] {
+            let win = Window { kernel: [3, 3], stride: [1, 1], padding, dilation: [1, 1] };
+            let y = conv2d(&x, &w, None, &win, 1).unwrap();
+            let s = randn(y.dims(), 3);
+            let t = conv2d_t(&s, &w, (9, 8), &win, 1).unwrap();
+            // <s, conv(x)> == <conv_t(s), x>
+            let lhs = (&s * &y).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            let rhs = (&t * &x).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "{padding:?}: {lhs} vs {rhs}");
+            // The general path (matmul + col2im) runs for grouped convolutions: the same
+            // weights as two groups over a duplicated input give the same map twice.
+            let t2 = {
+                let w2 = CTensor::cat(&[&w, &w], 0).unwrap(); // groups = 2 over duplicated input
+                let s2 = CTensor::cat(&[&s, &s], 1).unwrap();
+                conv2d_t(&s2, &w2, (9, 8), &win, 2).unwrap()
+            };
+            let (a, b) = (t2.narrow(1, 0, 5).unwrap(), t2.narrow(1, 5, 5).unwrap());
+            assert!(max_diff(&a, &t) < 1e-4 && max_diff(&b, &t) < 1e-4, "{padding:?}");
+        }
+    }
 }
