@@ -125,7 +125,10 @@ fn forward_ort(c: &mut Criterion) {
     let mut models = vec![(
         "efficientnet_lite0",
         OnnxParams {
-            path: root.join("assets/models/efficientnet-lite0.onnx").display().to_string(),
+            path: root
+                .join("assets/models/efficientnet-lite0.onnx")
+                .display()
+                .to_string(),
             mean: Some(vec![0.498; 3]),
             std: Some(vec![0.502; 3]),
             ..Default::default()
@@ -133,9 +136,18 @@ fn forward_ort(c: &mut Criterion) {
     )];
     let vgg = root.join("target/bench-vgg16.onnx");
     if vgg.exists() {
-        models.push(("vgg16", OnnxParams { path: vgg.display().to_string(), ..Default::default() }));
+        models.push((
+            "vgg16",
+            OnnxParams {
+                path: vgg.display().to_string(),
+                ..Default::default()
+            },
+        ));
     } else {
-        eprintln!("cpu/forward_ort/vgg16: skipped, {} is missing (see benches/README.md)", vgg.display());
+        eprintln!(
+            "cpu/forward_ort/vgg16: skipped, {} is missing (see benches/README.md)",
+            vgg.display()
+        );
     }
     for (name, p) in models {
         let m = match OnnxModel::load(p) {

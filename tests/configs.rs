@@ -33,7 +33,15 @@ fn every_config_validates() {
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
-        let r = srhost_env(&["--plugin", &so.display().to_string(), "check", &path.display().to_string()], &env);
+        let r = srhost_env(
+            &[
+                "--plugin",
+                &so.display().to_string(),
+                "check",
+                &path.display().to_string(),
+            ],
+            &env,
+        );
         assert_eq!(r.code, 0, "{}: {r:?}", path.display());
         n += 1;
     }
@@ -41,11 +49,16 @@ fn every_config_validates() {
     // Without the variable, the error names the key and the variable.
     let r = srhost_env(&["check", "configs/alexnet-vs-vgg16.toml"], &[]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("`model.weights`") && r.stderr.contains("`SRHOST_WEIGHTS` is not set"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("`model.weights`") && r.stderr.contains("`SRHOST_WEIGHTS` is not set"),
+        "{}",
+        r.stderr
+    );
 }
 
 fn json(p: &std::path::Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
 }
 
 #[test]
@@ -55,7 +68,17 @@ fn the_paper_study_configs_run() {
     let one = "run.images=[\"assets/images/coffee.png\"]";
 
     // Table 1: the SSIM ratio per image and its mean.
-    let r = srhost(&repo(), &["--pipeline", "configs/table1-ssim.toml", "--set", one, "--set", &out("table1")]);
+    let r = srhost(
+        &repo(),
+        &[
+            "--pipeline",
+            "configs/table1-ssim.toml",
+            "--set",
+            one,
+            "--set",
+            &out("table1"),
+        ],
+    );
     assert_eq!(r.code, 0, "{r:?}");
     let m = json(&dir.join("table1/metrics.json"));
     assert!(m["branches"][0]["ssim_ratio"].as_f64().unwrap().is_finite());
@@ -65,63 +88,167 @@ fn the_paper_study_configs_run() {
     for arch in ["alexnet", "vgg16"] {
         let env = [
             ("SRHOST_ARCH", arch.to_string()),
-            ("SRHOST_WEIGHTS", golden(&format!("models/{arch}_narrow.safetensors")).display().to_string()),
+            (
+                "SRHOST_WEIGHTS",
+                golden(&format!("models/{arch}_narrow.safetensors"))
+                    .display()
+                    .to_string(),
+            ),
             ("SRHOST_LABELS", labels.clone()),
             ("SRHOST_IMAGES", photo("coffee.png").display().to_string()),
             ("SRHOST_OUT", dir.join("a-vs-v").display().to_string()),
         ];
         let r = srhost_env(&["--pipeline", "configs/alexnet-vs-vgg16.toml"], &env);
         assert_eq!(r.code, 0, "{arch}: {r:?}");
-        assert!(dir.join(format!("a-vs-v/{arch}/coffee/panel.png")).is_file());
+        assert!(dir
+            .join(format!("a-vs-v/{arch}/coffee/panel.png"))
+            .is_file());
     }
     let (a, v) = (dir.join("a-vs-v/alexnet"), dir.join("a-vs-v/vgg16"));
-    let r = srhost(&repo(), &["compare", &a.display().to_string(), &v.display().to_string()]);
+    let r = srhost(
+        &repo(),
+        &[
+            "compare",
+            &a.display().to_string(),
+            &v.display().to_string(),
+        ],
+    );
     assert_eq!(r.code, 0, "{r:?}");
-    let line = r.stdout.lines().find(|l| l.trim_start().starts_with("coffee")).unwrap_or_else(|| panic!("{}", r.stdout));
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("coffee"))
+        .unwrap_or_else(|| panic!("{}", r.stdout));
     let s: f64 = line.split_whitespace().last().unwrap().parse().unwrap();
     assert!((-1.0..=1.0).contains(&s) && s < 1.0, "{line}");
 
     // Sec. 4.3: the ImageNet model and ONet on the face crops, compared at ONet's 48 x 48.
     let face = "run.images=[\"assets/images/faces/astronaut_face.png\"]";
-    let r = srhost(&repo(), &["--pipeline", "configs/face-vs-object.toml", "--set", face, "--set", &out("faces/object")]);
+    let r = srhost(
+        &repo(),
+        &[
+            "--pipeline",
+            "configs/face-vs-object.toml",
+            "--set",
+            face,
+            "--set",
+            &out("faces/object"),
+        ],
+    );
     assert_eq!(r.code, 0, "{r:?}");
     let env = [
         ("SRHOST_FACE_ARCH", "mtcnn_onet".to_string()),
-        ("SRHOST_FACE_WEIGHTS", "assets/models/mtcnn-onet.safetensors".to_string()),
+        (
+            "SRHOST_FACE_WEIGHTS",
+            "assets/models/mtcnn-onet.safetensors".to_string(),
+        ),
     ];
-    let r = srhost_env(&["--pipeline", "configs/face-vs-object.toml", "--set", face, "--set", &out("faces/onet")], &env);
+    let r = srhost_env(
+        &[
+            "--pipeline",
+            "configs/face-vs-object.toml",
+            "--set",
+            face,
+            "--set",
+            &out("faces/onet"),
+        ],
+        &env,
+    );
     assert_eq!(r.code, 0, "{r:?}");
     let res = json(&dir.join("faces/onet/astronaut_face/result.json"));
     assert_eq!(res["label"], "face");
-    assert_eq!(read_npy(&dir.join("faces/onet/astronaut_face/sr-lrp.npy")).shape, vec![48, 48]);
-    let r = srhost(&repo(), &["compare", &dir.join("faces/object").display().to_string(), &dir.join("faces/onet").display().to_string()]);
+    assert_eq!(
+        read_npy(&dir.join("faces/onet/astronaut_face/sr-lrp.npy")).shape,
+        vec![48, 48]
+    );
+    let r = srhost(
+        &repo(),
+        &[
+            "compare",
+            &dir.join("faces/object").display().to_string(),
+            &dir.join("faces/onet").display().to_string(),
+        ],
+    );
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stdout.contains("astronaut_face") && r.stdout.contains("mean SSIM"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("astronaut_face") && r.stdout.contains("mean SSIM"),
+        "{}",
+        r.stdout
+    );
 
     // VGG-Face's config, on the narrow VGG-16 fixture (the same topology; 10 "identities").
     let env = [
-        ("SRHOST_VGG_FACE", golden("models/vgg16_narrow.safetensors").display().to_string()),
+        (
+            "SRHOST_VGG_FACE",
+            golden("models/vgg16_narrow.safetensors")
+                .display()
+                .to_string(),
+        ),
         ("SRHOST_VGG_FACE_NAMES", labels.clone()),
     ];
-    let r = srhost_env(&["--pipeline", "configs/vgg-face.toml", "--set", face, "--set", &out("faces/vgg_face")], &env);
+    let r = srhost_env(
+        &[
+            "--pipeline",
+            "configs/vgg-face.toml",
+            "--set",
+            face,
+            "--set",
+            &out("faces/vgg_face"),
+        ],
+        &env,
+    );
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(dir.join("faces/vgg_face/astronaut_face/panel.png").is_file());
+    assert!(dir
+        .join("faces/vgg_face/astronaut_face/panel.png")
+        .is_file());
 
     // Sec. 4.2: only the misclassified photo gets maps.
     let two = "run.images=[\"assets/images/coffee.png\", \"assets/images/chelsea.png\"]";
-    let r = srhost(&repo(), &["--pipeline", "configs/misclassified.toml", "--set", two, "--set", &out("wrong")]);
+    let r = srhost(
+        &repo(),
+        &[
+            "--pipeline",
+            "configs/misclassified.toml",
+            "--set",
+            two,
+            "--set",
+            &out("wrong"),
+        ],
+    );
     assert_eq!(r.code, 0, "{r:?}");
     let chelsea = json(&dir.join("wrong/chelsea/result.json"));
-    assert_eq!((chelsea["truth"].as_str(), chelsea["correct"].as_bool(), chelsea["selected"].as_bool()), (Some("tabby"), Some(false), Some(true)));
-    assert!(dir.join("wrong/chelsea/panel.png").is_file() && dir.join("wrong/chelsea/sr-lrp.npy").is_file());
+    assert_eq!(
+        (
+            chelsea["truth"].as_str(),
+            chelsea["correct"].as_bool(),
+            chelsea["selected"].as_bool()
+        ),
+        (Some("tabby"), Some(false), Some(true))
+    );
+    assert!(
+        dir.join("wrong/chelsea/panel.png").is_file()
+            && dir.join("wrong/chelsea/sr-lrp.npy").is_file()
+    );
     let coffee = json(&dir.join("wrong/coffee/result.json"));
-    assert_eq!((coffee["correct"].as_bool(), coffee["selected"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(
+        (coffee["correct"].as_bool(), coffee["selected"].as_bool()),
+        (Some(true), Some(false))
+    );
     assert!(!dir.join("wrong/coffee/relevance-lrp.npy").exists());
 
     // The A/B comparison, with fewer perturbation steps.
     let r = srhost(
         &repo(),
-        &["--pipeline", "configs/compare-relevance.toml", "--set", one, "--set", &out("ab"), "--set", "metrics.aopc_steps=4"],
+        &[
+            "--pipeline",
+            "configs/compare-relevance.toml",
+            "--set",
+            one,
+            "--set",
+            &out("ab"),
+            "--set",
+            "metrics.aopc_steps=4",
+        ],
     );
     assert_eq!(r.code, 0, "{r:?}");
     let m = json(&dir.join("ab/metrics.json"));

@@ -20,10 +20,16 @@ fn deeplift(baselines: &[&str]) -> DeepLift {
 }
 
 fn narrow(arch: &str, file: &str) -> CandleModel {
-    let labels = write(&scratch(&format!("dl-labels-{file}")), "l.txt", &"c\n".repeat(10));
+    let labels = write(
+        &scratch(&format!("dl-labels-{file}")),
+        "l.txt",
+        &"c\n".repeat(10),
+    );
     CandleModel::load(CandleParams {
         arch: arch.into(),
-        weights: golden(&format!("models/{file}.safetensors")).display().to_string(),
+        weights: golden(&format!("models/{file}.safetensors"))
+            .display()
+            .to_string(),
         labels: Some(labels),
         ..Default::default()
     })
@@ -45,12 +51,16 @@ fn check(model: &CandleModel, dir: &str, images: &[&str]) {
             let p = pearson(e.relevance.data(), want.data());
             let err = rel_max_err(e.relevance.data(), want.data());
             let (sum, diff) = (e.stats[0].relevance_sum, e.stats[0].target_score);
-            let (want_sum, want_diff) = (s["sum"].as_f64().unwrap(), s["f(x)-f(b)"].as_f64().unwrap());
+            let (want_sum, want_diff) =
+                (s["sum"].as_f64().unwrap(), s["f(x)-f(b)"].as_f64().unwrap());
             let line = format!(
                 "{key}: pearson {p:.6}, max abs err / max abs {err:.2e}, sum {sum:.5} (Captum {want_sum:.5}), f(x)-f(b) {diff:.5} (Captum {want_diff:.5})"
             );
             println!("{line}");
-            if p < PEARSON_MIN || (sum - want_sum).abs() > 1e-3 * want_sum.abs().max(1.0) || (diff - want_diff).abs() > 1e-4 * want_diff.abs().max(1.0) {
+            if p < PEARSON_MIN
+                || (sum - want_sum).abs() > 1e-3 * want_sum.abs().max(1.0)
+                || (diff - want_diff).abs() > 1e-4 * want_diff.abs().max(1.0)
+            {
                 failures.push(line);
             }
         }
@@ -60,13 +70,21 @@ fn check(model: &CandleModel, dir: &str, images: &[&str]) {
 
 #[test]
 fn deeplift_matches_captum_on_vgg16_narrow() {
-    check(&narrow("vgg16", "vgg16_narrow"), "vgg16_narrow", &["coffee", "chelsea", "astronaut"]);
+    check(
+        &narrow("vgg16", "vgg16_narrow"),
+        "vgg16_narrow",
+        &["coffee", "chelsea", "astronaut"],
+    );
 }
 
 #[test]
 fn deeplift_matches_captum_on_alexnet_narrow() {
     // AlexNet's 3x3 / stride-2 max pools overlap: Captum's unpooling (last window wins) matters.
-    check(&narrow("alexnet", "alexnet_narrow"), "alexnet_narrow", &["coffee", "astronaut"]);
+    check(
+        &narrow("alexnet", "alexnet_narrow"),
+        "alexnet_narrow",
+        &["coffee", "astronaut"],
+    );
 }
 
 /// Deterministic values in [-1, 1).
@@ -90,28 +108,68 @@ fn net(max_pool: bool) -> GraphModel {
         let n = s.iter().product();
         Tensor::new(s, values(n, seed)).unwrap()
     };
-    let conv = |stride| Op::Conv2d { stride: [stride; 2], padding: [1; 4], dilation: [1, 1], groups: 1 };
+    let conv = |stride| Op::Conv2d {
+        stride: [stride; 2],
+        padding: [1; 4],
+        dilation: [1, 1],
+        groups: 1,
+    };
     let node = |name: &str, op, inputs: Vec<usize>, params: Vec<(&str, Tensor)>| Node {
         name: name.into(),
         op,
         inputs,
-        params: params.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        params: params
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
     };
     let g = Graph {
         nodes: vec![
-            node("input", Op::Input { shape: vec![3, 8, 8] }, vec![], vec![]),
-            node("conv1", conv(1), vec![0], vec![("weight", t(vec![6, 3, 3, 3], 1)), ("bias", t(vec![6], 2))]),
+            node(
+                "input",
+                Op::Input {
+                    shape: vec![3, 8, 8],
+                },
+                vec![],
+                vec![],
+            ),
+            node(
+                "conv1",
+                conv(1),
+                vec![0],
+                vec![("weight", t(vec![6, 3, 3, 3], 1)), ("bias", t(vec![6], 2))],
+            ),
             node("relu1", Op::Relu, vec![1], vec![]),
             if max_pool {
-                node("pool", Op::MaxPool { kernel: [2, 2], stride: [2, 2], padding: [0; 4], ceil_mode: false }, vec![2], vec![])
+                node(
+                    "pool",
+                    Op::MaxPool {
+                        kernel: [2, 2],
+                        stride: [2, 2],
+                        padding: [0; 4],
+                        ceil_mode: false,
+                    },
+                    vec![2],
+                    vec![],
+                )
             } else {
                 node("id", Op::Dropout, vec![2], vec![])
             },
-            node("conv2", conv(2), vec![3], vec![("weight", t(vec![4, 6, 3, 3], 3)), ("bias", t(vec![4], 4))]),
+            node(
+                "conv2",
+                conv(2),
+                vec![3],
+                vec![("weight", t(vec![4, 6, 3, 3], 3)), ("bias", t(vec![4], 4))],
+            ),
             node("relu2", Op::Relu, vec![4], vec![]),
             node("gap", Op::GlobalAvgPool, vec![5], vec![]),
             node("flat", Op::Flatten, vec![6], vec![]),
-            node("fc", Op::Linear, vec![7], vec![("weight", t(vec![3, 4], 5)), ("bias", t(vec![3], 6))]),
+            node(
+                "fc",
+                Op::Linear,
+                vec![7],
+                vec![("weight", t(vec![3, 4], 5)), ("bias", t(vec![3], 6))],
+            ),
         ],
         output: 8,
     };
@@ -125,27 +183,40 @@ fn rescale_rule_is_complete_without_max_pooling_and_deep_shap_averages() {
     let f = |t: &Tensor| m.forward(t).unwrap();
     let fx = f(&x);
     for target in 0..3 {
-        let e = deeplift(&["zero"]).explain(&m, &x, &[target, target]).unwrap();
+        let e = deeplift(&["zero"])
+            .explain(&m, &x, &[target, target])
+            .unwrap();
         let fb = f(&Tensor::zeros(vec![1, 3, 8, 8]));
         for i in 0..2 {
             let want = fx.data()[i * 3 + target] as f64 - fb.data()[target] as f64;
             let (sum, diff) = (e.stats[i].relevance_sum, e.stats[i].target_score);
-            assert!((diff - want).abs() < 1e-6, "target {target}, sample {i}: {diff} vs {want}");
-            assert!((sum - want).abs() < 1e-5 * want.abs().max(1.0), "target {target}, sample {i}: sum {sum} vs f(x)-f(b) {want}");
+            assert!(
+                (diff - want).abs() < 1e-6,
+                "target {target}, sample {i}: {diff} vs {want}"
+            );
+            assert!(
+                (sum - want).abs() < 1e-5 * want.abs().max(1.0),
+                "target {target}, sample {i}: sum {sum} vs f(x)-f(b) {want}"
+            );
         }
     }
     // Several baselines (Deep SHAP over background samples): the mean of the single-baseline
     // attributions, complete against the mean baseline output.
     let one = |b: &str| deeplift(&[b]).explain(&m, &x, &[1, 2]).unwrap();
     let (z, w) = (one("zero"), one("white"));
-    let both = deeplift(&["zero", "white"]).explain(&m, &x, &[1, 2]).unwrap();
+    let both = deeplift(&["zero", "white"])
+        .explain(&m, &x, &[1, 2])
+        .unwrap();
     for k in 0..x.numel() {
         let mean = 0.5 * (z.relevance.data()[k] + w.relevance.data()[k]);
         assert!((both.relevance.data()[k] - mean).abs() <= 1e-6 * mean.abs().max(1.0));
     }
     for i in 0..2 {
         let s = both.stats[i];
-        assert!((s.relevance_sum - s.target_score).abs() < 1e-5 * s.target_score.abs().max(1.0), "{s:?}");
+        assert!(
+            (s.relevance_sum - s.target_score).abs() < 1e-5 * s.target_score.abs().max(1.0),
+            "{s:?}"
+        );
     }
     // The batch gives the per-sample maps.
     let x0 = Tensor::new(vec![1, 3, 8, 8], x.data()[..192].to_vec()).unwrap();
@@ -169,20 +240,54 @@ fn rescale_max_pool_is_complete_and_gradient_max_pool_is_not() {
         d.explain(&m, &x, &[0]).unwrap().stats[0]
     };
     let r = run("rescale");
-    assert!((r.relevance_sum - r.target_score).abs() < 1e-5 * r.target_score.abs().max(1.0), "{r:?}");
+    assert!(
+        (r.relevance_sum - r.target_score).abs() < 1e-5 * r.target_score.abs().max(1.0),
+        "{r:?}"
+    );
     let g = run("gradient");
-    assert!((g.relevance_sum - g.target_score).abs() > 1e-3, "the gradient max-pool rule happened to be complete here: {g:?}");
-    let e = DeepLift::build(DeepLiftParams { max_pool: "winner".into(), ..Default::default() }).err().unwrap();
-    assert!(e.message.contains("`max_pool`") && e.message.contains("winner"), "{}", e.message);
+    assert!(
+        (g.relevance_sum - g.target_score).abs() > 1e-3,
+        "the gradient max-pool rule happened to be complete here: {g:?}"
+    );
+    let e = DeepLift::build(DeepLiftParams {
+        max_pool: "winner".into(),
+        ..Default::default()
+    })
+    .err()
+    .unwrap();
+    assert!(
+        e.message.contains("`max_pool`") && e.message.contains("winner"),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
 fn bad_baselines_are_named() {
-    let e = DeepLift::build(DeepLiftParams { baselines: vec!["grey".into()], ..Default::default() }).err().unwrap();
-    assert!(e.message.contains("`grey`") && e.message.contains("\"zero\""), "{}", e.message);
-    let e = DeepLift::build(DeepLiftParams { baselines: vec![], ..Default::default() }).err().unwrap();
+    let e = DeepLift::build(DeepLiftParams {
+        baselines: vec!["grey".into()],
+        ..Default::default()
+    })
+    .err()
+    .unwrap();
+    assert!(
+        e.message.contains("`grey`") && e.message.contains("\"zero\""),
+        "{}",
+        e.message
+    );
+    let e = DeepLift::build(DeepLiftParams {
+        baselines: vec![],
+        ..Default::default()
+    })
+    .err()
+    .unwrap();
     assert!(e.message.contains("at least one"), "{}", e.message);
     let bad = write(&scratch("dl-bad"), "broken.png", "not a png");
-    let e = DeepLift::build(DeepLiftParams { baselines: vec![bad.clone()], ..Default::default() }).err().unwrap();
+    let e = DeepLift::build(DeepLiftParams {
+        baselines: vec![bad.clone()],
+        ..Default::default()
+    })
+    .err()
+    .unwrap();
     assert!(e.message.contains(&bad), "{}", e.message);
 }

@@ -127,7 +127,12 @@ fn light_alexnet_keeps_its_grouped_convs_and_caffe_shapes() {
 
 #[test]
 fn efficientnet_lite0_onnx_agrees_with_candle_and_pytorch() {
-    let onnx = onnx_model(lite0_params(&repo().join("assets/models/efficientnet-lite0.onnx").display().to_string()));
+    let onnx = onnx_model(lite0_params(
+        &repo()
+            .join("assets/models/efficientnet-lite0.onnx")
+            .display()
+            .to_string(),
+    ));
     let candle = candle_lite0();
     assert_eq!(onnx.info().input_shape, vec![3, 224, 224]);
     assert_eq!(onnx.info().labels[967], "espresso");
@@ -171,9 +176,16 @@ fn onnx_runtimes_optimised_lite0_imports_with_asymmetric_pads_and_agrees() {
     // asymmetric pads [0, 0, 1, 1] and the depthwise convs keep groups = channels.
     let dir = scratch("onnx-optimised");
     let folded = dir.join("lite0_folded.onnx");
-    sr_backend_onnx::optimise(&repo().join("assets/models/efficientnet-lite0.onnx"), &folded).unwrap();
+    sr_backend_onnx::optimise(
+        &repo().join("assets/models/efficientnet-lite0.onnx"),
+        &folded,
+    )
+    .unwrap();
     let m = proto::parse(&std::fs::read(&folded).unwrap()).unwrap();
-    assert!(m.nodes.iter().all(|n| n.op_type != "Pad"), "the optimised file still has Pads");
+    assert!(
+        m.nodes.iter().all(|n| n.op_type != "Pad"),
+        "the optimised file still has Pads"
+    );
     let imp = import::import(&m, None, None).unwrap();
     let asym = imp
         .graph
@@ -195,7 +207,10 @@ fn onnx_runtimes_optimised_lite0_imports_with_asymmetric_pads_and_agrees() {
         let ort = onnx.forward(&x).unwrap();
         let ir = onnx.trace(&x).unwrap().pop().unwrap();
         let cdl = candle.forward(&x).unwrap();
-        let (e_c, e_ir) = (rel_max_err(ort.data(), cdl.data()), rel_max_err(ir.data(), ort.data()));
+        let (e_c, e_ir) = (
+            rel_max_err(ort.data(), cdl.data()),
+            rel_max_err(ir.data(), ort.data()),
+        );
         println!("{img} (optimised file): ort vs candle {e_c:.2e}, IR vs ort {e_ir:.2e}");
         assert!(e_c <= LOGIT_REL_TOL && e_ir <= LOGIT_REL_TOL, "{img}");
     }
@@ -206,7 +221,11 @@ fn onet_onnx_heads_match_pytorch() {
     // ONet flattens after permute(0, 3, 2, 1): the importer folds that Transpose into the
     // dense layer's weights. Each head is picked with `output`; face_prob's Softmax is looked
     // through to the logits.
-    for (output, golden_file) in [("face_prob", "face_logits"), ("bbox", "bbox"), ("landmarks", "landmarks")] {
+    for (output, golden_file) in [
+        ("face_prob", "face_logits"),
+        ("bbox", "bbox"),
+        ("landmarks", "landmarks"),
+    ] {
         let m = onnx_model(OnnxParams {
             path: lit_path("mtcnn_onet_opset13.onnx"),
             output: Some(output.into()),
@@ -223,7 +242,10 @@ fn onet_onnx_heads_match_pytorch() {
             let e = rel_max_err(ort.data(), want.data());
             let e_ir = rel_max_err(ir_logits.data(), want.data());
             println!("onet {output}/{crop}: ort {e:.2e}, IR {e_ir:.2e}");
-            assert!(e <= LOGIT_REL_TOL && e_ir <= LOGIT_REL_TOL, "{output}/{crop}: {e:.2e} {e_ir:.2e}");
+            assert!(
+                e <= LOGIT_REL_TOL && e_ir <= LOGIT_REL_TOL,
+                "{output}/{crop}: {e:.2e} {e_ir:.2e}"
+            );
             if output == "face_prob" {
                 // The IR keeps the file's Softmax as its output node.
                 let p = npy_tensor(&golden(&format!("mtcnn_onet/{crop}/face_prob.npy")));
@@ -237,7 +259,12 @@ fn onet_onnx_heads_match_pytorch() {
 fn lrp_on_the_onnx_graph_matches_zennit_and_the_candle_backend() {
     // Relevance methods walk the IR, so an ONNX model gets every rule. Zennit's Lite0 maps copy
     // relevance through residual Adds (golden README), hence add = "copy".
-    let onnx = onnx_model(lite0_params(&repo().join("assets/models/efficientnet-lite0.onnx").display().to_string()));
+    let onnx = onnx_model(lite0_params(
+        &repo()
+            .join("assets/models/efficientnet-lite0.onnx")
+            .display()
+            .to_string(),
+    ));
     let candle = candle_lite0();
     let lrp = Lrp::build(LrpParams {
         composite: "epsilon-plus-flat".into(),
@@ -249,12 +276,19 @@ fn lrp_on_the_onnx_graph_matches_zennit_and_the_candle_backend() {
         let x = npy_tensor(&golden(&format!("inputs/{img}/input_lite.npy")));
         let target = {
             let y = onnx.forward(&x).unwrap();
-            (0..1000).max_by(|&a, &b| y.data()[a].total_cmp(&y.data()[b])).unwrap()
+            (0..1000)
+                .max_by(|&a, &b| y.data()[a].total_cmp(&y.data()[b]))
+                .unwrap()
         };
         let r_onnx = lrp.explain(&onnx, &x, &[target]).unwrap().relevance;
         let r_candle = lrp.explain(&candle, &x, &[target]).unwrap().relevance;
-        let zennit = npy_tensor(&golden(&format!("efficientnet_lite0/{img}/epsilon_plus_flat.npy")));
-        let (p_z, p_c) = (pearson(r_onnx.data(), zennit.data()), pearson(r_onnx.data(), r_candle.data()));
+        let zennit = npy_tensor(&golden(&format!(
+            "efficientnet_lite0/{img}/epsilon_plus_flat.npy"
+        )));
+        let (p_z, p_c) = (
+            pearson(r_onnx.data(), zennit.data()),
+            pearson(r_onnx.data(), r_candle.data()),
+        );
         println!("{img}: ONNX-graph LRP vs Zennit pearson {p_z:.6}, vs candle {p_c:.6}");
         assert!(p_z >= 0.999 && p_c >= 0.999, "{img}: {p_z} {p_c}");
     }
@@ -268,19 +302,28 @@ fn bad_onnx_files_name_the_op_node_and_shapes() {
         import::import(&m, None, None).unwrap_err().to_string()
     };
     let e = err("bad_unsupported_op.onnx");
-    assert!(e.contains("unsupported ONNX op `Sigmoid`") && e.contains("node `act1`"), "{e}");
+    assert!(
+        e.contains("unsupported ONNX op `Sigmoid`") && e.contains("node `act1`"),
+        "{e}"
+    );
     assert!(e.contains("supported ops: Conv"), "{e}");
     let e = err("bad_weight_shape.onnx");
     assert!(e.contains("conv1") && e.contains("[4, 5, 3, 3]"), "{e}");
     // Not an ONNX file at all, and a truncated one: errors, not panics.
-    let text = proto::parse(b"name,label\nx.png,cat\n").unwrap_err().to_string();
+    let text = proto::parse(b"name,label\nx.png,cat\n")
+        .unwrap_err()
+        .to_string();
     assert!(text.contains("not a valid ONNX file"), "{text}");
     let whole = std::fs::read(fixture("light_vgg19.onnx")).unwrap();
-    let cut = proto::parse(&whole[..whole.len() / 2]).unwrap_err().to_string();
+    let cut = proto::parse(&whole[..whole.len() / 2])
+        .unwrap_err()
+        .to_string();
     assert!(cut.contains("not a valid ONNX file"), "{cut}");
     // Asking for an output the file does not have lists those it has.
     let m = proto::parse(&std::fs::read(fixture("mtcnn_onet_opset13.onnx")).unwrap()).unwrap();
-    let e = import::import(&m, Some("logits"), None).unwrap_err().to_string();
+    let e = import::import(&m, Some("logits"), None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no value `logits`"), "{e}");
     let help = import::import(&m, Some("logits"), None).unwrap_err().help;
     assert!(help.contains("bbox, landmarks, face_prob"), "{help}");
@@ -319,7 +362,11 @@ fn srhost_classify_runs_onnx_and_finds_the_runtime_or_says_how_to_install_it() {
         .env("PYTHONPATH", site)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("espresso"));
 
     // Nowhere to be found: an error that says how to install it, not a panic.
@@ -333,7 +380,10 @@ fn srhost_classify_runs_onnx_and_finds_the_runtime_or_says_how_to_install_it() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("ONNX Runtime was not found") && err.contains("pip install onnxruntime"), "{err}");
+    assert!(
+        err.contains("ONNX Runtime was not found") && err.contains("pip install onnxruntime"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 
     // A library that is not ONNX Runtime: named, at load time.

@@ -157,7 +157,10 @@ fn run_model(
             let method = lrp(composite, *eps, add);
             let e = method.explain(model, &x, &[target]).unwrap();
             match compare(&e.relevance, &dir, file, &|k| {
-                method.explain(model, &perturb(&x, k), &[target]).unwrap().relevance
+                method
+                    .explain(model, &perturb(&x, k), &[target])
+                    .unwrap()
+                    .relevance
             }) {
                 Ok(l) => println!("{l}"),
                 Err(l) => {

@@ -29,12 +29,24 @@ fn metrics(dir: &Path) -> serde_json::Value {
 fn metrics_ground_truth_panel_and_compare() {
     let dir = scratch("report-metrics");
     // chelsea is a cat: "dog" is a wrong ground truth on purpose; coffee's is right.
-    let labels = write(&dir, "labels.csv", "image,label\ncoffee.png,espresso\nchelsea,dog\n");
-    let cfg = spec(&dir, &["coffee.png", "chelsea.png"], &format!("labels = {}", lit(Path::new(&labels))));
+    let labels = write(
+        &dir,
+        "labels.csv",
+        "image,label\ncoffee.png,espresso\nchelsea,dog\n",
+    );
+    let cfg = spec(
+        &dir,
+        &["coffee.png", "chelsea.png"],
+        &format!("labels = {}", lit(Path::new(&labels))),
+    );
     let r = srhost(&dir, &["--pipeline", &cfg]);
     assert_eq!(r.code, 0, "{r:?}");
     // Two branches: the run prints the A/B table and where the report is.
-    assert!(r.stdout.contains("SSIM2/SSIM1") && r.stdout.contains("report.html"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("SSIM2/SSIM1") && r.stdout.contains("report.html"),
+        "{}",
+        r.stdout
+    );
 
     let m = metrics(&dir);
     let images = m["images"].as_array().unwrap();
@@ -47,10 +59,19 @@ fn metrics_ground_truth_panel_and_compare() {
         let random = img["aopc_random"].as_f64().unwrap();
         assert_eq!(img["aopc_random_curve"].as_array().unwrap().len(), 7);
         for b in img["branches"].as_array().unwrap() {
-            let (s1, s2, q) = (b["ssim1"].as_f64().unwrap(), b["ssim2"].as_f64().unwrap(), b["ssim_ratio"].as_f64().unwrap());
+            let (s1, s2, q) = (
+                b["ssim1"].as_f64().unwrap(),
+                b["ssim2"].as_f64().unwrap(),
+                b["ssim_ratio"].as_f64().unwrap(),
+            );
             assert!((-1.0..=1.0).contains(&s1) && (-1.0..=1.0).contains(&s2));
             assert!((q - s2 / s1).abs() < 1e-12, "{b}");
-            let curve: Vec<f64> = b["aopc_curve"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let curve: Vec<f64> = b["aopc_curve"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
             assert_eq!(curve.len(), 7);
             assert_eq!(curve[0], 0.0);
             let aopc = b["aopc"].as_f64().unwrap();
@@ -59,10 +80,24 @@ fn metrics_ground_truth_panel_and_compare() {
         }
     }
     // Means per branch, and the best marked.
-    let lrp = m["branches"].as_array().unwrap().iter().find(|b| b["branch"] == "lrp").unwrap();
+    let lrp = m["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["branch"] == "lrp")
+        .unwrap();
     let mean_ratio: f64 = images
         .iter()
-        .map(|i| i["branches"].as_array().unwrap().iter().find(|b| b["branch"] == "lrp").unwrap()["ssim_ratio"].as_f64().unwrap())
+        .map(|i| {
+            i["branches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|b| b["branch"] == "lrp")
+                .unwrap()["ssim_ratio"]
+                .as_f64()
+                .unwrap()
+        })
         .sum::<f64>()
         / 2.0;
     assert!((lrp["ssim_ratio"].as_f64().unwrap() - mean_ratio).abs() < 1e-12);
@@ -72,11 +107,25 @@ fn metrics_ground_truth_panel_and_compare() {
     // metrics.csv: a row per image and branch with the same figures.
     let csv = std::fs::read_to_string(dir.join("out/metrics.csv")).unwrap();
     let head: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
-    for col in ["truth", "correct", "ssim1", "ssim2", "ssim_ratio", "aopc", "aopc_random", "seconds_relevance", "seconds_sr"] {
+    for col in [
+        "truth",
+        "correct",
+        "ssim1",
+        "ssim2",
+        "ssim_ratio",
+        "aopc",
+        "aopc_random",
+        "seconds_relevance",
+        "seconds_sr",
+    ] {
         assert!(head.contains(&col), "{col} missing from {head:?}");
     }
     assert_eq!(csv.lines().count(), 1 + 4);
-    assert!(csv.lines().any(|l| l.contains("chelsea") && l.contains(",dog,false,")), "{csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l.contains("chelsea") && l.contains(",dog,false,")),
+        "{csv}"
+    );
 
     // The panel: 5 tiles wide, a row per branch, under a title.
     let panel = image::open(dir.join("out/coffee/panel.png")).unwrap();
@@ -88,29 +137,55 @@ fn metrics_ground_truth_panel_and_compare() {
     assert_eq!(c.code, 0, "{c:?}");
     let line = c.stdout.lines().find(|l| l.starts_with("lrp ")).unwrap();
     assert!(line.contains(&format!("{:.4}", mean_ratio)), "{line}");
-    assert!(c.stdout.contains("predictions matching labels: 1 of 2"), "{}", c.stdout);
+    assert!(
+        c.stdout.contains("predictions matching labels: 1 of 2"),
+        "{}",
+        c.stdout
+    );
     let bad = srhost(&dir, &["compare", &dir.display().to_string()]);
     assert_eq!(bad.code, 2);
-    assert!(bad.stderr.contains("metrics.json") && bad.stderr.contains("output folder of a finished run"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("metrics.json")
+            && bad.stderr.contains("output folder of a finished run"),
+        "{}",
+        bad.stderr
+    );
 }
 
 #[test]
 fn bad_labels_and_metrics_keys_are_named() {
     let dir = scratch("report-bad");
     let labels = write(&dir, "labels.csv", "coffee.png espresso\n");
-    let cfg = spec(&dir, &["coffee.png"], &format!("labels = {}", lit(Path::new(&labels))));
+    let cfg = spec(
+        &dir,
+        &["coffee.png"],
+        &format!("labels = {}", lit(Path::new(&labels))),
+    );
     let r = srhost(&dir, &["check", &cfg]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("labels.csv:1: expected `image,label`"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("labels.csv:1: expected `image,label`"),
+        "{}",
+        r.stderr
+    );
     let cfg = spec(&dir, &["coffee.png"], "");
     let r = srhost(&dir, &["check", &cfg, "--set", "metrics.aopc_step=3"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("`metrics.aopc_step`: unknown key") && r.stderr.contains("did you mean `aopc_steps`"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("`metrics.aopc_step`: unknown key")
+            && r.stderr.contains("did you mean `aopc_steps`"),
+        "{}",
+        r.stderr
+    );
 }
 
 /// Headless Chromium as the machine's `chromium` package installs it.
 fn chromium() -> PathBuf {
-    for c in ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"] {
+    for c in [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ] {
         if Path::new(c).exists() {
             return c.into();
         }
@@ -143,15 +218,25 @@ fn report_html_opens_in_headless_chromium_with_every_picture() {
     let r = srhost(&dir, &["--pipeline", &cfg]);
     assert_eq!(r.code, 0, "{r:?}");
     let url = format!("file://{}", dir.join("out/report.html").display());
-    let dom = headless(&dir.join("profile-dom"), &["--virtual-time-budget=10000", "--dump-dom", &url]);
+    let dom = headless(
+        &dir.join("profile-dom"),
+        &["--virtual-time-budget=10000", "--dump-dom", &url],
+    );
     let dom = String::from_utf8_lossy(&dom.stdout);
     // The page's own script records, after load, how many pictures it has and which failed.
-    let body = dom.split("<body").nth(1).and_then(|b| b.split('>').next()).unwrap_or_else(|| panic!("no <body> in {dom}"));
+    let body = dom
+        .split("<body")
+        .nth(1)
+        .and_then(|b| b.split('>').next())
+        .unwrap_or_else(|| panic!("no <body> in {dom}"));
     assert!(body.contains("data-loaded=\"yes\""), "{body}");
     // 2 images x (model input + photo saliency + 2 branches x (relevance + SR)) = 12.
     assert!(body.contains("data-images=\"12\""), "{body}");
     assert!(body.contains("data-broken=\"\""), "broken pictures: {body}");
-    assert!(dom.contains("<table id=\"summary\">") && dom.contains("class=\"best\""), "the summary table is missing");
+    assert!(
+        dom.contains("<table id=\"summary\">") && dom.contains("class=\"best\""),
+        "the summary table is missing"
+    );
     for b in ["lrp", "grad"] {
         assert!(dom.contains(&format!("<td>{b}</td>")), "no row for {b}");
     }
@@ -160,8 +245,19 @@ fn report_html_opens_in_headless_chromium_with_every_picture() {
     std::fs::create_dir_all(&shots).unwrap();
     let shot = shots.join("report.png");
     let _ = std::fs::remove_file(&shot);
-    let s = headless(&dir.join("profile-shot"), &["--window-size=1400,1000", &format!("--screenshot={}", shot.display()), &url]);
-    assert!(shot.is_file(), "no screenshot: {}", String::from_utf8_lossy(&s.stderr));
+    let s = headless(
+        &dir.join("profile-shot"),
+        &[
+            "--window-size=1400,1000",
+            &format!("--screenshot={}", shot.display()),
+            &url,
+        ],
+    );
+    assert!(
+        shot.is_file(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&s.stderr)
+    );
     let img = image::open(&shot).unwrap();
     assert_eq!((img.width(), img.height()), (1400, 1000));
     println!("screenshot: {}", shot.display());
@@ -170,7 +266,13 @@ fn report_html_opens_in_headless_chromium_with_every_picture() {
 #[test]
 fn a_batch_killed_with_sigkill_is_completed_by_a_rerun() {
     let dir = scratch("report-kill");
-    let photos = ["coffee.png", "chelsea.png", "astronaut.png", "rocket.jpg", "grace_hopper.jpg"];
+    let photos = [
+        "coffee.png",
+        "chelsea.png",
+        "astronaut.png",
+        "rocket.jpg",
+        "grace_hopper.jpg",
+    ];
     let cfg = spec(&dir, &photos, "");
     let out = dir.join("out");
     let mut child = std::process::Command::new(srhost_bin())
@@ -181,24 +283,50 @@ fn a_batch_killed_with_sigkill_is_completed_by_a_rerun() {
         .spawn()
         .unwrap();
     // Kill it once the first image is finished and before the last one is.
-    let finished = || photos.iter().filter(|p| out.join(Path::new(p).file_stem().unwrap()).join("result.json").is_file()).count();
+    let finished = || {
+        photos
+            .iter()
+            .filter(|p| {
+                out.join(Path::new(p).file_stem().unwrap())
+                    .join("result.json")
+                    .is_file()
+            })
+            .count()
+    };
     let start = std::time::Instant::now();
     while finished() == 0 {
-        assert!(start.elapsed().as_secs() < 300, "no image finished in 5 minutes");
-        assert!(child.try_wait().unwrap().is_none(), "srhost ended before the kill");
+        assert!(
+            start.elapsed().as_secs() < 300,
+            "no image finished in 5 minutes"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "srhost ended before the kill"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let before = finished();
-    assert!(before < photos.len(), "every image finished before the kill; the test needs a slower batch");
+    assert!(
+        before < photos.len(),
+        "every image finished before the kill; the test needs a slower batch"
+    );
 
     let r = srhost(&dir, &["--pipeline", &cfg]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stdout.contains(&format!("done {}, skipped {before}, failed 0", photos.len() - before)), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!(
+            "done {}, skipped {before}, failed 0",
+            photos.len() - before
+        )),
+        "{}",
+        r.stdout
+    );
     for p in photos {
         let d = out.join(Path::new(p).file_stem().unwrap());
-        let result: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("result.json")).unwrap()).unwrap();
+        let result: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join("result.json")).unwrap()).unwrap();
         for o in result["outputs"].as_array().unwrap() {
             let f = d.join(o.as_str().unwrap());
             match f.extension().and_then(|e| e.to_str()) {
@@ -211,8 +339,16 @@ fn a_batch_killed_with_sigkill_is_completed_by_a_rerun() {
                 _ => panic!("unexpected output {}", f.display()),
             }
         }
-        let temps: Vec<_> = std::fs::read_dir(&d).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
-        assert!(temps.is_empty(), "{}: temporary files left: {temps:?}", d.display());
+        let temps: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(
+            temps.is_empty(),
+            "{}: temporary files left: {temps:?}",
+            d.display()
+        );
     }
     let m = metrics(&dir);
     assert_eq!(m["images"].as_array().unwrap().len(), photos.len());

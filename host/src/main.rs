@@ -143,7 +143,12 @@ fn compare(outputs: &[PathBuf], json: bool) -> Result<u8, Fail> {
         .collect::<Result<_, _>>()?;
     // Two or more runs on the same images (e.g. two models): their SR maps side by side.
     let cross: Vec<(usize, Vec<(String, String, f64)>)> = (1..runs.len())
-        .map(|k| (k, report::cross_ssim(&outputs[0], &runs[0], &outputs[k], &runs[k])))
+        .map(|k| {
+            (
+                k,
+                report::cross_ssim(&outputs[0], &runs[0], &outputs[k], &runs[k]),
+            )
+        })
         .collect();
     if json {
         let v: Vec<serde_json::Value> = runs
@@ -159,7 +164,11 @@ fn compare(outputs: &[PathBuf], json: bool) -> Result<u8, Fail> {
             .iter()
             .map(|(k, rows)| serde_json::json!({ "a": outputs[0], "b": outputs[*k], "sr_ssim": rows }))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "runs": v, "sr_map_ssim": c })).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "runs": v, "sr_map_ssim": c }))
+                .unwrap_or_default()
+        );
         return Ok(0);
     }
     for (m, out) in runs.iter().zip(outputs) {
@@ -168,7 +177,11 @@ fn compare(outputs: &[PathBuf], json: bool) -> Result<u8, Fail> {
         println!();
     }
     for (k, rows) in &cross {
-        println!("SR maps of {} vs {}: SSIM per image", outputs[0].display(), outputs[*k].display());
+        println!(
+            "SR maps of {} vs {}: SSIM per image",
+            outputs[0].display(),
+            outputs[*k].display()
+        );
         if rows.is_empty() {
             println!("  (no image and branch with an SR map in both)");
             continue;

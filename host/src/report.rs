@@ -58,7 +58,12 @@ pub fn summarise(rows: &[ImageResult]) -> Metrics {
         .map(|name| {
             let of: Vec<(&ImageResult, &crate::runner::BranchResult)> = rows
                 .iter()
-                .flat_map(|r| r.branches.iter().filter(|b| &b.branch == name).map(move |b| (r, b)))
+                .flat_map(|r| {
+                    r.branches
+                        .iter()
+                        .filter(|b| &b.branch == name)
+                        .map(move |b| (r, b))
+                })
                 .collect();
             BranchSummary {
                 branch: name.clone(),
@@ -68,8 +73,13 @@ pub fn summarise(rows: &[ImageResult]) -> Metrics {
                 ssim2: mean(of.iter().map(|(_, b)| b.ssim2)),
                 ssim_ratio: mean(of.iter().map(|(_, b)| b.ssim_ratio)),
                 aopc: mean(of.iter().map(|(_, b)| b.aopc)),
-                aopc_random: mean(of.iter().filter(|(_, b)| b.aopc.is_some()).map(|(r, _)| r.aopc_random)),
-                seconds_relevance: mean(of.iter().map(|(_, b)| Some(b.seconds_relevance))).unwrap_or(0.0),
+                aopc_random: mean(
+                    of.iter()
+                        .filter(|(_, b)| b.aopc.is_some())
+                        .map(|(r, _)| r.aopc_random),
+                ),
+                seconds_relevance: mean(of.iter().map(|(_, b)| Some(b.seconds_relevance)))
+                    .unwrap_or(0.0),
                 seconds_sr: mean(of.iter().map(|(_, b)| b.seconds_sr)),
             }
         })
@@ -85,7 +95,8 @@ pub fn summarise(rows: &[ImageResult]) -> Metrics {
     Metrics {
         best_aopc: best(|b| b.aopc),
         best_ssim_ratio: best(|b| b.ssim_ratio),
-        correct: (!labelled.is_empty()).then(|| (labelled.iter().filter(|c| **c).count(), labelled.len())),
+        correct: (!labelled.is_empty())
+            .then(|| (labelled.iter().filter(|c| **c).count(), labelled.len())),
         branches,
         images: rows.to_vec(),
     }
@@ -143,10 +154,27 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
 
 /// The summary table as text (for `srhost compare`).
 pub fn table(m: &Metrics) -> String {
-    let head = ["branch", "images", "SSIM1", "SSIM2", "SSIM2/SSIM1", "AOPC", "AOPC random", "R sum/score", "s relevance", "s SR"];
+    let head = [
+        "branch",
+        "images",
+        "SSIM1",
+        "SSIM2",
+        "SSIM2/SSIM1",
+        "AOPC",
+        "AOPC random",
+        "R sum/score",
+        "s relevance",
+        "s SR",
+    ];
     let mut rows: Vec<Vec<String>> = vec![head.iter().map(|s| s.to_string()).collect()];
     for b in &m.branches {
-        let mark = |best: &Option<String>| if best.as_ref() == Some(&b.branch) { " *" } else { "" };
+        let mark = |best: &Option<String>| {
+            if best.as_ref() == Some(&b.branch) {
+                " *"
+            } else {
+                ""
+            }
+        };
         rows.push(vec![
             b.branch.clone(),
             b.images.to_string(),
@@ -160,18 +188,32 @@ pub fn table(m: &Metrics) -> String {
             fmt(b.seconds_sr, 3),
         ]);
     }
-    let widths: Vec<usize> = (0..head.len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..head.len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for (i, r) in rows.iter().enumerate() {
         let line: Vec<String> = r
             .iter()
             .enumerate()
-            .map(|(c, v)| if c == 0 { format!("{v:<w$}", w = widths[c]) } else { format!("{v:>w$}", w = widths[c]) })
+            .map(|(c, v)| {
+                if c == 0 {
+                    format!("{v:<w$}", w = widths[c])
+                } else {
+                    format!("{v:>w$}", w = widths[c])
+                }
+            })
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
         if i == 0 {
-            out.push_str(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
+            out.push_str(
+                &widths
+                    .iter()
+                    .map(|w| "-".repeat(*w))
+                    .collect::<Vec<_>>()
+                    .join("  "),
+            );
             out.push('\n');
         }
     }
@@ -183,7 +225,10 @@ pub fn table(m: &Metrics) -> String {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// `report.html`: the summary table and a thumbnail grid (image x branch). `names[i]` is the
@@ -203,7 +248,11 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
     h.push_str("<h2>Mean metrics per branch</h2>\n<table id=\"summary\">\n<tr><th>branch</th><th>images</th><th>SSIM1</th><th>SSIM2</th><th>SSIM2/SSIM1</th><th>AOPC</th><th>AOPC random</th><th>R sum / score</th><th>s relevance</th><th>s SR</th></tr>\n");
     for b in &m.branches {
         let cell = |v: Option<f64>, best: &Option<String>| {
-            let cls = if best.as_ref() == Some(&b.branch) { " class=\"best\"" } else { "" };
+            let cls = if best.as_ref() == Some(&b.branch) {
+                " class=\"best\""
+            } else {
+                ""
+            };
             format!("<td{cls}>{}</td>", fmt(v, 4))
         };
         h.push_str(&format!(
@@ -222,15 +271,29 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
     }
     h.push_str("</table>\n<p>Highlighted: the best branch (highest mean). SSIM1 = SSIM(relevance, photo saliency), SSIM2 = SSIM(SR map, photo saliency) (the paper's Table 1); AOPC: region perturbation, most relevant patches first, against a random order (Samek et al. 2017).</p>\n");
     if let Some((c, n)) = m.correct {
-        h.push_str(&format!("<p>Predictions matching <code>labels.csv</code>: {c} of {n}.</p>\n"));
+        h.push_str(&format!(
+            "<p>Predictions matching <code>labels.csv</code>: {c} of {n}.</p>\n"
+        ));
     }
-    let left_out: Vec<&str> = m.images.iter().zip(names).filter(|(r, _)| !r.selected).map(|(_, n)| n.as_str()).collect();
+    let left_out: Vec<&str> = m
+        .images
+        .iter()
+        .zip(names)
+        .filter(|(r, _)| !r.selected)
+        .map(|(_, n)| n.as_str())
+        .collect();
     if !left_out.is_empty() {
-        h.push_str(&format!("<p>Left out by <code>run.select</code>: {}.</p>\n", esc(&left_out.join(", "))));
+        h.push_str(&format!(
+            "<p>Left out by <code>run.select</code>: {}.</p>\n",
+            esc(&left_out.join(", "))
+        ));
     }
     h.push_str("<h2>Images</h2>\n<table class=\"grid\" id=\"grid\">\n<tr><th>image</th><th>model input</th><th>photo saliency</th>");
     for b in &m.branches {
-        h.push_str(&format!("<th>{0}: relevance</th><th>{0}: SR map</th>", esc(&b.branch)));
+        h.push_str(&format!(
+            "<th>{0}: relevance</th><th>{0}: SR map</th>",
+            esc(&b.branch)
+        ));
     }
     h.push_str("</tr>\n");
     for (r, name) in m.images.iter().zip(names) {
@@ -239,13 +302,22 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
         }
         let label = r.label.clone().unwrap_or_default();
         let caption = match (&r.truth, r.correct) {
-            (Some(t), Some(false)) => format!("{}<br><span class=\"wrong\">predicted {} (wrong)</span>", esc(t), esc(&label)),
+            (Some(t), Some(false)) => format!(
+                "{}<br><span class=\"wrong\">predicted {} (wrong)</span>",
+                esc(t),
+                esc(&label)
+            ),
             (Some(t), _) => format!("{}<br>predicted {}", esc(t), esc(&label)),
             _ => format!("predicted {}", esc(&label)),
         };
         let img = |file: &str| {
             if r.outputs.iter().any(|o| o == file) {
-                format!("<td><img src=\"{}/{}\" alt=\"{}\"></td>", esc(name), esc(file), esc(file))
+                format!(
+                    "<td><img src=\"{}/{}\" alt=\"{}\"></td>",
+                    esc(name),
+                    esc(file),
+                    esc(file)
+                )
             } else {
                 "<td>-</td>".to_string()
             }
@@ -255,7 +327,11 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
         } else {
             esc(name)
         };
-        h.push_str(&format!("<tr><td>{title}<br>{caption}</td>{}{}", img("input.png"), img("saliency-photo.png")));
+        h.push_str(&format!(
+            "<tr><td>{title}<br>{caption}</td>{}{}",
+            img("input.png"),
+            img("saliency-photo.png")
+        ));
         for b in &m.branches {
             h.push_str(&img(&format!("relevance-{}.png", b.branch)));
             h.push_str(&img(&format!("sr-{}.png", b.branch)));
@@ -269,13 +345,22 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
 }
 
 /// Rebuild `metrics.csv`, `metrics.json` and `report.html` in `out` from the finished images.
-pub fn write_all(out: &Path, names: &[String], rows: &[ImageResult], done_names: &[String], title: &str) -> Result<Metrics> {
+pub fn write_all(
+    out: &Path,
+    names: &[String],
+    rows: &[ImageResult],
+    done_names: &[String],
+    title: &str,
+) -> Result<Metrics> {
     let m = summarise(rows);
     write_atomic(&out.join("metrics.csv"), csv(rows).as_bytes())?;
     let json = serde_json::to_vec_pretty(&m).map_err(|e| Error::internal(e.to_string()))?;
     write_atomic(&out.join("metrics.json"), &json)?;
     let _ = names;
-    write_atomic(&out.join("report.html"), html(&m, done_names, title).as_bytes())?;
+    write_atomic(
+        &out.join("report.html"),
+        html(&m, done_names, title).as_bytes(),
+    )?;
     Ok(m)
 }
 
@@ -283,7 +368,8 @@ pub fn write_all(out: &Path, names: &[String], rows: &[ImageResult], done_names:
 pub fn read(out: &Path) -> Result<Metrics> {
     let f = out.join("metrics.json");
     let bytes = std::fs::read(&f).map_err(|e| {
-        Error::io(&f, e).with_help("give the output folder of a finished run (it holds metrics.json)")
+        Error::io(&f, e)
+            .with_help("give the output folder of a finished run (it holds metrics.json)")
     })?;
     serde_json::from_slice(&bytes).map_err(|e| {
         Error::input(format!("{}: not an srhost metrics.json: {e}", f.display()))
@@ -296,13 +382,16 @@ pub fn read(out: &Path) -> Result<Metrics> {
 /// VGG-16 (the paper's Sec. 4.1). Returns `(image folder, branch, ssim)` rows.
 pub fn cross_ssim(a: &Path, ma: &Metrics, b: &Path, mb: &Metrics) -> Vec<(String, String, f64)> {
     let folders = |m: &Metrics| {
-        let paths: Vec<std::path::PathBuf> = m.images.iter().map(|r| r.image.clone().into()).collect();
+        let paths: Vec<std::path::PathBuf> =
+            m.images.iter().map(|r| r.image.clone().into()).collect();
         crate::runner::output_names(&paths)
     };
     let (fa, fb) = (folders(ma), folders(mb));
     let mut rows = vec![];
     for (ra, na) in ma.images.iter().zip(&fa) {
-        let Some((rb, _)) = mb.images.iter().zip(&fb).find(|(_, nb)| *nb == na) else { continue };
+        let Some((rb, _)) = mb.images.iter().zip(&fb).find(|(_, nb)| *nb == na) else {
+            continue;
+        };
         for br in &ra.branches {
             if !rb.branches.iter().any(|x| x.branch == br.branch) {
                 continue;
@@ -310,17 +399,27 @@ pub fn cross_ssim(a: &Path, ma: &Metrics, b: &Path, mb: &Metrics) -> Vec<(String
             let file = format!("sr-{}.npy", br.branch);
             let load = |root: &Path| -> Option<(Vec<f64>, usize, usize)> {
                 let f = root.join(na).join(&file);
-                let arr = sr_core::npy::decode(&std::fs::read(&f).ok()?, &f.display().to_string()).ok()?;
+                let arr = sr_core::npy::decode(&std::fs::read(&f).ok()?, &f.display().to_string())
+                    .ok()?;
                 match arr.shape[..] {
                     [h, w] => Some((arr.data, h, w)),
                     _ => None,
                 }
             };
-            let (Some(x), Some(y)) = (load(a), load(b)) else { continue };
+            let (Some(x), Some(y)) = (load(a), load(b)) else {
+                continue;
+            };
             let (h, w) = (x.1.min(y.1), x.2.min(y.2));
-            let (x, y) = (resample(&x.0, x.1, x.2, h, w), resample(&y.0, y.1, y.2, h, w));
+            let (x, y) = (
+                resample(&x.0, x.1, x.2, h, w),
+                resample(&y.0, y.1, y.2, h, w),
+            );
             if h >= 11 && w >= 11 {
-                rows.push((na.clone(), br.branch.clone(), sr_core::metrics::ssim(&x, &y, h, w)));
+                rows.push((
+                    na.clone(),
+                    br.branch.clone(),
+                    sr_core::metrics::ssim(&x, &y, h, w),
+                ));
             }
         }
     }

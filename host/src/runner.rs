@@ -8,8 +8,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sr_core::preprocess;
 use sr_core::{
-    metrics, npy, BranchMaps, Error, Image, Model, Registry, Relevance, RenderInput, Renderer, Result,
-    Saliency, Tensor,
+    metrics, npy, BranchMaps, Error, Image, Model, Registry, Relevance, RenderInput, Renderer,
+    Result, Saliency, Tensor,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -153,7 +153,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Temporary files a killed run left behind (`.<name>.tmp-<pid>`): the image is redone.
 fn remove_stale_temps(dir: &Path) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let n = e.file_name();
         let n = n.to_string_lossy();
@@ -195,7 +197,11 @@ pub use sr_core::preprocess::load_photo;
 fn channel_sum(r: &Tensor) -> Result<Vec<f32>> {
     let (c, h, w) = match r.shape() {
         [1, c, h, w] | [c, h, w] => (*c, *h, *w),
-        s => return Err(Error::input(format!("relevance has shape {s:?}, expected [1, C, H, W]"))),
+        s => {
+            return Err(Error::input(format!(
+                "relevance has shape {s:?}, expected [1, C, H, W]"
+            )))
+        }
     };
     Ok((0..h * w)
         .map(|i| (0..c).map(|ch| r.data()[ch * h * w + i]).sum())
@@ -228,7 +234,9 @@ fn perturb(
             let x = Tensor::new(vec![n, shape[0], shape[1], shape[2]], batch.to_vec())?;
             let y = model.forward(&x)?;
             let classes = y.numel() / n;
-            Ok((0..n).map(|i| y.data()[i * classes + target] as f64).collect())
+            Ok((0..n)
+                .map(|i| y.data()[i * classes + target] as f64)
+                .collect())
         },
     )
 }
@@ -326,7 +334,11 @@ pub fn resolve_targets(target: &Target, logits: &[f32], labels: &[String]) -> Re
 
 /// An RGB image in [0, 1] as an 8-bit PNG.
 fn rgb_png(img: &Image) -> Result<Vec<u8>> {
-    let px: Vec<u8> = img.data().iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
+    let px: Vec<u8> = img
+        .data()
+        .iter()
+        .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect();
     let mut out = std::io::Cursor::new(Vec::new());
     image::RgbImage::from_raw(img.width as u32, img.height as u32, px)
         .ok_or_else(|| Error::internal("image buffer size"))?
@@ -417,13 +429,17 @@ fn process(stages: &Stages, p: &Pipeline, path: &Path, dir: &Path) -> Result<Ima
                 .cloned()
                 .unwrap_or_else(|| format!("class {top}")),
         );
-        result.correct = result.truth.as_ref().map(|t| Some(t) == result.label.as_ref());
+        result.correct = result
+            .truth
+            .as_ref()
+            .map(|t| Some(t) == result.label.as_ref());
         if !p.select.keeps(result.correct) {
             // Left out by run.select: the prediction is recorded, nothing else is made.
             result.selected = false;
             result.outputs = outputs;
             result.seconds = seconds;
-            let json = serde_json::to_vec_pretty(&result).map_err(|e| Error::internal(e.to_string()))?;
+            let json =
+                serde_json::to_vec_pretty(&result).map_err(|e| Error::internal(e.to_string()))?;
             write_atomic(&dir.join(RESULT_FILE), &json)?;
             return Ok(result);
         }

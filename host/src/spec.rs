@@ -98,12 +98,20 @@ impl Default for MetricsSpec {
     }
 }
 
-const METRICS_KEYS: &[&str] = &["ssim", "aopc", "aopc_steps", "aopc_patch", "aopc_fill", "seed"];
+const METRICS_KEYS: &[&str] = &[
+    "ssim",
+    "aopc",
+    "aopc_steps",
+    "aopc_patch",
+    "aopc_fill",
+    "seed",
+];
 
 /// Read `image,label` rows (a header row `image,label` and `#` comment lines are skipped). Keys: the image column as
 /// written, its file name and its stem, so `photos/cat.jpg`, `cat.jpg` and `cat` all match.
 pub fn read_labels_csv(path: &Path) -> Result<std::collections::HashMap<String, String>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut out = std::collections::HashMap::new();
     let mut first = true;
     for (i, line) in text.lines().enumerate() {
@@ -112,14 +120,25 @@ pub fn read_labels_csv(path: &Path) -> Result<std::collections::HashMap<String, 
             continue;
         }
         let Some((img, label)) = line.split_once(',') else {
-            return Err(format!("{}:{}: expected `image,label`, found `{line}`", path.display(), i + 1));
+            return Err(format!(
+                "{}:{}: expected `image,label`, found `{line}`",
+                path.display(),
+                i + 1
+            ));
         };
         let (img, label) = (img.trim().trim_matches('"'), label.trim().trim_matches('"'));
-        if std::mem::take(&mut first) && img.eq_ignore_ascii_case("image") && label.eq_ignore_ascii_case("label") {
+        if std::mem::take(&mut first)
+            && img.eq_ignore_ascii_case("image")
+            && label.eq_ignore_ascii_case("label")
+        {
             continue;
         }
         if img.is_empty() || label.is_empty() {
-            return Err(format!("{}:{}: empty image or label", path.display(), i + 1));
+            return Err(format!(
+                "{}:{}: empty image or label",
+                path.display(),
+                i + 1
+            ));
         }
         let p = Path::new(img);
         for key in [
@@ -155,7 +174,9 @@ pub fn expand_vars(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<S
     while let Some(i) = rest.find("${") {
         out.push_str(&rest[..i]);
         let after = &rest[i + 2..];
-        let end = after.find('}').ok_or_else(|| format!("`{s}`: `${{` without a closing `}}`"))?;
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("`{s}`: `${{` without a closing `}}`"))?;
         let inner = &after[..end];
         let (name, default) = match inner.split_once(":-") {
             Some((n, d)) => (n, Some(d)),
@@ -178,7 +199,15 @@ pub fn expand_vars(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<S
 /// Image file extensions a folder in `run.images` is searched for.
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif"];
 
-const TOP_KEYS: &[&str] = &["run", "model", "relevance", "saliency", "render", "metrics", "plugin"];
+const TOP_KEYS: &[&str] = &[
+    "run",
+    "model",
+    "relevance",
+    "saliency",
+    "render",
+    "metrics",
+    "plugin",
+];
 const RUN_KEYS: &[&str] = &["images", "output", "target", "labels", "select"];
 
 /// Which images get relevance, saliency and renderers (`run.select`).
@@ -298,8 +327,15 @@ impl RawSpec {
         match val {
             toml::Value::String(s) if s.contains("${") => {
                 let keys: Vec<&str> = path.iter().map(String::as_str).collect();
-                *s = expand_vars(s, |n| std::env::var(n).ok().filter(|v| !v.is_empty()))
-                    .map_err(|m| self.error(&keys, m, "set the variable, or give a default: ${NAME:-default}"))?;
+                *s = expand_vars(s, |n| std::env::var(n).ok().filter(|v| !v.is_empty())).map_err(
+                    |m| {
+                        self.error(
+                            &keys,
+                            m,
+                            "set the variable, or give a default: ${NAME:-default}",
+                        )
+                    },
+                )?;
             }
             toml::Value::Table(t) => self.expand_env(t, path)?,
             toml::Value::Array(a) => {
@@ -560,9 +596,15 @@ impl RawSpec {
         let truth = match run.get("labels") {
             None => Default::default(),
             Some(toml::Value::String(f)) => read_labels_csv(Path::new(f)).map_err(|m| {
-                self.error(&["run", "labels"], m, "a CSV file with rows `image,label` (photo file name, ground-truth label)")
+                self.error(
+                    &["run", "labels"],
+                    m,
+                    "a CSV file with rows `image,label` (photo file name, ground-truth label)",
+                )
             })?,
-            Some(_) => return Err(self.error(&["run", "labels"], "expected a string (a CSV file)", "")),
+            Some(_) => {
+                return Err(self.error(&["run", "labels"], "expected a string (a CSV file)", ""))
+            }
         };
         let metrics = self.metrics()?;
         let select = match run.get("select").map(|v| v.as_str()) {
@@ -570,7 +612,11 @@ impl RawSpec {
             Some(Some("wrong")) => Select::Wrong,
             Some(Some("right")) => Select::Right,
             Some(_) => {
-                return Err(self.error(&["run", "select"], "expected \"all\", \"wrong\" or \"right\"", ""))
+                return Err(self.error(
+                    &["run", "select"],
+                    "expected \"all\", \"wrong\" or \"right\"",
+                    "",
+                ))
             }
         };
         if select != Select::All && truth.is_empty() {
@@ -725,8 +771,12 @@ impl RawSpec {
 
     fn metrics(&self) -> Result<MetricsSpec, SpecError> {
         let mut m = MetricsSpec::default();
-        let Some(v) = self.table.get("metrics") else { return Ok(m) };
-        let t = v.as_table().ok_or_else(|| self.error(&["metrics"], "expected a table", ""))?;
+        let Some(v) = self.table.get("metrics") else {
+            return Ok(m);
+        };
+        let t = v
+            .as_table()
+            .ok_or_else(|| self.error(&["metrics"], "expected a table", ""))?;
         for (k, v) in t {
             let at = ["metrics", k.as_str()];
             let uint = |min: i64| match v.as_integer() {
@@ -968,10 +1018,19 @@ mod tests {
     fn env_vars_expand_with_defaults_and_unset_ones_are_errors() {
         let env = |n: &str| (n == "W").then(|| "vgg16.pth".to_string());
         assert_eq!(expand_vars("a/${W}/b", env).unwrap(), "a/vgg16.pth/b");
-        assert_eq!(expand_vars("${X:-alexnet}-${W}", env).unwrap(), "alexnet-vgg16.pth");
+        assert_eq!(
+            expand_vars("${X:-alexnet}-${W}", env).unwrap(),
+            "alexnet-vgg16.pth"
+        );
         assert_eq!(expand_vars("no vars", env).unwrap(), "no vars");
-        assert!(expand_vars("${X}", env).unwrap_err().contains("`X` is not set"));
-        assert!(expand_vars("${W", env).unwrap_err().contains("without a closing"));
-        assert!(expand_vars("${a b}", env).unwrap_err().contains("not a variable name"));
+        assert!(expand_vars("${X}", env)
+            .unwrap_err()
+            .contains("`X` is not set"));
+        assert!(expand_vars("${W", env)
+            .unwrap_err()
+            .contains("without a closing"));
+        assert!(expand_vars("${a b}", env)
+            .unwrap_err()
+            .contains("not a variable name"));
     }
 }

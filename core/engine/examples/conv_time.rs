@@ -24,7 +24,12 @@ fn main() {
         let x = Tensor::randn(0f32, 1.0, (1, cin, size, size), &dev).unwrap();
         let w = Tensor::randn(0f32, 0.1, (cout, cin, k, k), &dev).unwrap();
         let b = Tensor::randn(0f32, 0.1, cout, &dev).unwrap();
-        let win = Window { kernel: [k, k], stride: [s, s], padding: [p; 4], dilation: [1, 1] };
+        let win = Window {
+            kernel: [k, k],
+            stride: [s, s],
+            padding: [p; 4],
+            dilation: [1, 1],
+        };
         let time = |f: &dyn Fn() -> Tensor| {
             let _ = f();
             let t = Instant::now();
@@ -35,9 +40,21 @@ fn main() {
             }
             (t.elapsed().as_secs_f64() * 1e3 / reps as f64, y.unwrap())
         };
-        let (tc, yc) = time(&|| x.conv2d(&w, p, s, 1, 1).unwrap().broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap()).unwrap());
+        let (tc, yc) = time(&|| {
+            x.conv2d(&w, p, s, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap())
+                .unwrap()
+        });
         let (to, yo) = time(&|| conv2d_dense(&x, &w, Some(&b), &win).unwrap());
-        let diff = (yc - yo).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (yc - yo)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         println!("{cin:>4} -> {cout:>4} @ {size:>3} k{k} s{s}: candle {tc:8.2} ms, ours {to:8.2} ms ({:.2}x), max diff {diff:.1e}", tc / to);
     }
 }

@@ -96,7 +96,11 @@ pub fn render_input_to_ffi(r: &RenderInput) -> FfiRenderInput {
             })
             .collect(),
         photo_saliency: r.photo_saliency.as_ref().map(Image::to_ffi).into(),
-        truth: r.truth.as_deref().map(abi_stable::std_types::RString::from).into(),
+        truth: r
+            .truth
+            .as_deref()
+            .map(abi_stable::std_types::RString::from)
+            .into(),
     }
 }
 

@@ -29,6 +29,24 @@ pub use sr_abi::{ErrorCode, StageKind};
 pub use stage::*;
 pub use tensor::{Image, Tensor};
 
+/// A data file a stage parameter names (weights, labels, an ONNX file): as given (relative to
+/// the current directory), else, for a relative path, relative to the srhost source tree this
+/// binary was built from, so the shipped assets work from any directory.
+pub fn resolve_path(path: &str) -> std::path::PathBuf {
+    let p = std::path::PathBuf::from(path);
+    if p.exists() || p.is_absolute() {
+        return p;
+    }
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(&p);
+    if repo.exists() {
+        repo
+    } else {
+        p
+    }
+}
+
 #[doc(hidden)]
 pub use inventory;
 /// The ABI crate, for the code `export_plugin!` generates.

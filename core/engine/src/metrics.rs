@@ -146,7 +146,12 @@ impl Perturbation {
 /// Patch order by relevance: the `(row, col)` patches of a `h x w` map (patch size `p`,
 /// the last row/column of patches clipped), most relevant (largest sum) first; ties keep the
 /// row-major order.
-pub fn patches_by_relevance(relevance: &[f32], h: usize, w: usize, p: usize) -> Vec<(usize, usize)> {
+pub fn patches_by_relevance(
+    relevance: &[f32],
+    h: usize,
+    w: usize,
+    p: usize,
+) -> Vec<(usize, usize)> {
     let (ph, pw) = (h.div_ceil(p), w.div_ceil(p));
     let mut sums: Vec<((usize, usize), f64)> = Vec::with_capacity(ph * pw);
     for py in 0..ph {
@@ -233,7 +238,9 @@ pub fn region_perturbation(
         let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
         let s = score(&flat, chunk.len())?;
         if s.len() != chunk.len() {
-            return Err(crate::Error::internal("region perturbation: one score per sample expected"));
+            return Err(crate::Error::internal(
+                "region perturbation: one score per sample expected",
+            ));
         }
         scores.extend(s);
     }
@@ -270,8 +277,21 @@ mod perturbation_tests {
         };
         let morf = patches_by_relevance(&rel, h, w, p);
         assert_eq!(morf[0], (1, 2));
-        let run = |order: &[(usize, usize)], f: &mut dyn FnMut(&[f32], usize) -> crate::Result<Vec<f64>>| {
-            region_perturbation(&x, [c, h, w], order, p, steps, Fill::Mean, (&[0.0; 3], &[1.0; 3]), 0, 2, f).unwrap()
+        let run = |order: &[(usize, usize)],
+                   f: &mut dyn FnMut(&[f32], usize) -> crate::Result<Vec<f64>>| {
+            region_perturbation(
+                &x,
+                [c, h, w],
+                order,
+                p,
+                steps,
+                Fill::Mean,
+                (&[0.0; 3], &[1.0; 3]),
+                0,
+                2,
+                f,
+            )
+            .unwrap()
         };
         let r = run(&morf, &mut f);
         assert_eq!(r.scores, vec![64.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
@@ -280,7 +300,11 @@ mod perturbation_tests {
         // steps): AOPC = 64 (L + 1 - k) / (L + 1) for k <= L, else 0.
         let rnd = patches_random(h, w, p, 7);
         let k = rnd.iter().position(|&q| q == (1, 2)).unwrap() + 1;
-        let want = if k <= steps { 64.0 * (steps + 1 - k) as f64 / (steps + 1) as f64 } else { 0.0 };
+        let want = if k <= steps {
+            64.0 * (steps + 1 - k) as f64 / (steps + 1) as f64
+        } else {
+            0.0
+        };
         assert_eq!(run(&rnd, &mut f).aopc(), want);
         // The random order is a permutation, and the same for the same seed.
         let mut sorted = rnd.clone();

@@ -63,7 +63,9 @@ impl Window {
 fn with_slice<R>(t: &CTensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     {
         let (storage, layout) = t.storage_and_layout();
-        if let (candle_core::Storage::Cpu(cpu), Some((a, b))) = (&*storage, layout.contiguous_offsets()) {
+        if let (candle_core::Storage::Cpu(cpu), Some((a, b))) =
+            (&*storage, layout.contiguous_offsets())
+        {
             if let Ok(v) = cpu.as_slice::<f32>() {
                 return Ok(f(&v[a..b]));
             }
@@ -118,18 +120,30 @@ pub fn conv2d(
 /// into the NCHW output, plus the bias. Tiles of output rows run in parallel (rayon), each gemm
 /// single-threaded, so the work splits evenly and no im2col matrix of the whole image is ever
 /// built. A 1 x 1 stride-1 unpadded convolution reads the input directly (no im2col).
-pub fn conv2d_dense(x: &CTensor, w: &CTensor, b: Option<&CTensor>, win: &Window) -> Result<CTensor> {
+pub fn conv2d_dense(
+    x: &CTensor,
+    w: &CTensor,
+    b: Option<&CTensor>,
+    win: &Window,
+) -> Result<CTensor> {
     let (n, cin, h, wd) = x.dims4()?;
     let (cout, cin_w, kh, kw) = w.dims4()?;
     if cin_w != cin {
-        candle_core::bail!("conv2d_dense: weight {:?} for {cin} input channels", w.dims());
+        candle_core::bail!(
+            "conv2d_dense: weight {:?} for {cin} input channels",
+            w.dims()
+        );
     }
     let (oh, ow) = win.out_size(h, wd);
     let bias = match b {
         Some(b) => data(b)?,
         None => vec![0f32; cout],
     };
-    let out = with_slice(x, |xs| with_slice(w, |ws| dense_into(xs, ws, &bias, (n, cin, h, wd), (cout, kh, kw), win)))??;
+    let out = with_slice(x, |xs| {
+        with_slice(w, |ws| {
+            dense_into(xs, ws, &bias, (n, cin, h, wd), (cout, kh, kw), win)
+        })
+    })??;
     CTensor::from_vec(out, (n, cout, oh, ow), &Device::Cpu)
 }
 
@@ -154,8 +168,15 @@ fn dense_into(
         let src = &xs[bi * cin * h * wd..(bi + 1) * cin * h * wd];
         let pointwise = kh == 1 && kw == 1 && s == [1, 1] && p == [0; 4];
         // Output rows per tile: about 64 KiB of im2col columns per row block, at least one row.
-        let rows = if pointwise { oh } else { ((16384 / (k * ow).max(1)).max(1)).min(oh) };
-        let rows = rows.max(oh.div_ceil(4 * rayon::current_num_threads().max(1)).min(rows.max(1)));
+        let rows = if pointwise {
+            oh
+        } else {
+            ((16384 / (k * ow).max(1)).max(1)).min(oh)
+        };
+        let rows = rows.max(
+            oh.div_ceil(4 * rayon::current_num_threads().max(1))
+                .min(rows.max(1)),
+        );
         let tiles: Vec<usize> = (0..oh).step_by(rows.max(1)).collect();
         let dst = SendPtr(ob.as_mut_ptr());
         tiles.par_iter().for_each(|&oy0| {
@@ -181,7 +202,11 @@ fn dense_into(
                                 let srow = &src[(ci * h + iy as usize) * wd..][..wd];
                                 for (ox, v) in dst_row.iter_mut().enumerate() {
                                     let ix = (ox * s[1] + kx * d[1]) as isize - p[1] as isize;
-                                    *v = if ix >= 0 && ix < wd as isize { srow[ix as usize] } else { 0.0 };
+                                    *v = if ix >= 0 && ix < wd as isize {
+                                        srow[ix as usize]
+                                    } else {
+                                        0.0
+                                    };
                                 }
                             }
                         }
@@ -189,7 +214,11 @@ fn dense_into(
                 }
                 col.as_ptr()
             };
-            let rhs_rs = if pointwise { (h * wd) as isize } else { ncols as isize };
+            let rhs_rs = if pointwise {
+                (h * wd) as isize
+            } else {
+                ncols as isize
+            };
             // SAFETY: each tile writes its own columns oy0 * ow .. oy1 * ow of every output
             // channel; the pointers and strides stay inside `ob`, `ws` and `rhs`.
             unsafe {
@@ -230,6 +259,34 @@ impl SendPtr {
     }
 }
 
+/// Per kernel column `kx`, the range of output columns whose input column
+/// `ox * stride + kx * dilation - pad` lies inside `0..width`.
+fn tap_columns(
+    kw: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+    width: usize,
+    ow: usize,
+) -> Vec<(usize, usize)> {
+    (0..kw)
+        .map(|kx| {
+            let off = (kx * dilation) as isize - pad as isize;
+            let lo = if off >= 0 {
+                0
+            } else {
+                ((-off) as usize).div_ceil(stride)
+            };
+            let hi = if (width as isize) <= off {
+                0
+            } else {
+                ((width as isize - 1 - off) as usize / stride + 1).min(ow)
+            };
+            (lo, hi.max(lo))
+        })
+        .collect()
+}
+
 /// Depthwise convolution (one input channel per output channel), no bias.
 fn depthwise(x: &CTensor, w: &[f32], win: &Window) -> Result<CTensor> {
     let (n, c, h, wd) = x.dims4()?;
@@ -242,15 +299,7 @@ fn depthwise(x: &CTensor, w: &[f32], win: &Window) -> Result<CTensor> {
         let ch = nc % c;
         let src = &xs[nc * h * wd..(nc + 1) * h * wd];
         let ker = &w[ch * kh * kw..(ch + 1) * kh * kw];
-        // Per kernel column, the output columns whose input column lies inside the image.
-        let cols: Vec<(usize, usize)> = (0..kw)
-            .map(|kx| {
-                let off = (kx * d[1]) as isize - p[1] as isize;
-                let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(s[1]) };
-                let hi = if (wd as isize) <= off { 0 } else { ((wd as isize - 1 - off) as usize / s[1] + 1).min(ow) };
-                (lo, hi.max(lo))
-            })
-            .collect();
+        let cols = tap_columns(kw, s[1], d[1], p[1], wd, ow);
         for oy in 0..oh {
             let orow = &mut o[oy * ow..(oy + 1) * ow];
             // Each output sums its taps in (ky, kx) order, as a direct loop would.
@@ -265,7 +314,8 @@ fn depthwise(x: &CTensor, w: &[f32], win: &Window) -> Result<CTensor> {
                     let (lo, hi) = cols[kx];
                     let first = (lo * s[1] + kx * d[1]) - p[1];
                     if s[1] == 1 {
-                        for (ov, iv) in orow[lo..hi].iter_mut().zip(&irow[first..first + (hi - lo)]) {
+                        for (ov, iv) in orow[lo..hi].iter_mut().zip(&irow[first..first + (hi - lo)])
+                        {
                             *ov += wv * iv;
                         }
                     } else {
@@ -303,15 +353,7 @@ pub fn conv2d_t(
             let ch = nc % cin;
             let src = &ss[nc * oh * ow..(nc + 1) * oh * ow];
             let ker = &ws[ch * kh * kw..(ch + 1) * kh * kw];
-            // Per kernel column, the output columns whose input column lies inside the image.
-            let cols: Vec<(usize, usize)> = (0..kw)
-                .map(|kx| {
-                    let off = (kx * d[1]) as isize - p[1] as isize;
-                    let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(s_[1]) };
-                    let hi = if (wd as isize) <= off { 0 } else { ((wd as isize - 1 - off) as usize / s_[1] + 1).min(ow) };
-                    (lo, hi.max(lo))
-                })
-                .collect();
+            let cols = tap_columns(kw, s_[1], d[1], p[1], wd, ow);
             for oy in 0..oh {
                 let srow = &src[oy * ow..(oy + 1) * ow];
                 for ky in 0..kh {
@@ -325,7 +367,9 @@ pub fn conv2d_t(
                         let (lo, hi) = cols[kx];
                         let first = (lo * s_[1] + kx * d[1]) - p[1];
                         if s_[1] == 1 {
-                            for (ov, g) in orow[first..first + (hi - lo)].iter_mut().zip(&srow[lo..hi]) {
+                            for (ov, g) in
+                                orow[first..first + (hi - lo)].iter_mut().zip(&srow[lo..hi])
+                            {
                                 *ov += wv * g;
                             }
                         } else {
@@ -424,7 +468,27 @@ pub fn linear(x: &CTensor, w: &CTensor, b: Option<&CTensor>) -> Result<CTensor> 
     with_slice(x, |xs| {
         with_slice(w, |ws| unsafe {
             // SAFETY: dst n x o (row stride o), lhs n x i (row stride i), rhs[k, j] = W[j, k].
-            gemm::gemm(n, o, i, y.as_mut_ptr(), 1, o as isize, false, xs.as_ptr(), 1, i as isize, ws.as_ptr(), i as isize, 1, 0.0f32, 1.0f32, false, false, false, par())
+            gemm::gemm(
+                n,
+                o,
+                i,
+                y.as_mut_ptr(),
+                1,
+                o as isize,
+                false,
+                xs.as_ptr(),
+                1,
+                i as isize,
+                ws.as_ptr(),
+                i as isize,
+                1,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                par(),
+            )
         })
     })??;
     let y = CTensor::from_vec(y, (n, o), &Device::Cpu)?;
@@ -453,7 +517,27 @@ pub fn linear_t(s: &CTensor, w: &CTensor) -> Result<CTensor> {
     with_slice(s, |ss| {
         with_slice(w, |ws| unsafe {
             // SAFETY: dst n x i (row stride i), lhs n x o (row stride o), rhs o x i (row stride i).
-            gemm::gemm(n, i, o, y.as_mut_ptr(), 1, i as isize, false, ss.as_ptr(), 1, o as isize, ws.as_ptr(), 1, i as isize, 0.0f32, 1.0f32, false, false, false, par())
+            gemm::gemm(
+                n,
+                i,
+                o,
+                y.as_mut_ptr(),
+                1,
+                i as isize,
+                false,
+                ss.as_ptr(),
+                1,
+                o as isize,
+                ws.as_ptr(),
+                1,
+                i as isize,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                par(),
+            )
         })
     })??;
     CTensor::from_vec(y, (n, i), &Device::Cpu)
@@ -613,7 +697,14 @@ mod tests {
     }
 
     fn max_diff(a: &CTensor, b: &CTensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     /// Our dense convolution against candle-core's (an independent im2col + gemm), on
@@ -635,18 +726,40 @@ mod tests {
             let x = randn(&[2, cin, hw, hw], i as u64);
             let w = randn(&[cout, cin, k, k], 100 + i as u64);
             let b = randn(&[cout], 200 + i as u64);
-            let win = Window { kernel: [k, k], stride: [s, s], padding: [p; 4], dilation: [d, d] };
+            let win = Window {
+                kernel: [k, k],
+                stride: [s, s],
+                padding: [p; 4],
+                dilation: [d, d],
+            };
             let ours = conv2d_dense(&x, &w, Some(&b), &win).unwrap();
-            let theirs = x.conv2d(&w, p, s, d, 1).unwrap().broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap()).unwrap();
+            let theirs = x
+                .conv2d(&w, p, s, d, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap())
+                .unwrap();
             assert_eq!(ours.dims(), theirs.dims());
-            assert!(max_diff(&ours, &theirs) < 1e-5, "case {i}: {}", max_diff(&ours, &theirs));
+            assert!(
+                max_diff(&ours, &theirs) < 1e-5,
+                "case {i}: {}",
+                max_diff(&ours, &theirs)
+            );
         }
         // Asymmetric (TF "SAME") padding [0, 0, 1, 1] with stride 2.
         let x = randn(&[1, 3, 10, 10], 7);
         let w = randn(&[4, 3, 3, 3], 8);
-        let win = Window { kernel: [3, 3], stride: [2, 2], padding: [0, 0, 1, 1], dilation: [1, 1] };
+        let win = Window {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [0, 0, 1, 1],
+            dilation: [1, 1],
+        };
         let ours = conv2d_dense(&x, &w, None, &win).unwrap();
-        let padded = x.pad_with_zeros(2, 0, 1).unwrap().pad_with_zeros(3, 0, 1).unwrap();
+        let padded = x
+            .pad_with_zeros(2, 0, 1)
+            .unwrap()
+            .pad_with_zeros(3, 0, 1)
+            .unwrap();
         let theirs = padded.conv2d(&w, 0, 2, 1, 1).unwrap();
         assert!(max_diff(&ours, &theirs) < 1e-5);
     }
@@ -658,14 +771,32 @@ mod tests {
         let x = randn(&[2, 5, 9, 8], 1);
         let w = randn(&[6, 5, 3, 3], 2);
         for padding in [[1, 1, 1, 1], [0, 0, 1, 1], [2, 1, 0, 2]] {
-            let win = Window { kernel: [3, 3], stride: [1, 1], padding, dilation: [1, 1] };
+            let win = Window {
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding,
+                dilation: [1, 1],
+            };
             let y = conv2d(&x, &w, None, &win, 1).unwrap();
             let s = randn(y.dims(), 3);
             let t = conv2d_t(&s, &w, (9, 8), &win, 1).unwrap();
             // <s, conv(x)> == <conv_t(s), x>
-            let lhs = (&s * &y).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-            let rhs = (&t * &x).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "{padding:?}: {lhs} vs {rhs}");
+            let lhs = (&s * &y)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let rhs = (&t * &x)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                (lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0),
+                "{padding:?}: {lhs} vs {rhs}"
+            );
             // The general path (matmul + col2im) runs for grouped convolutions: the same
             // weights as two groups over a duplicated input give the same map twice.
             let t2 = {
@@ -674,7 +805,10 @@ mod tests {
                 conv2d_t(&s2, &w2, (9, 8), &win, 2).unwrap()
             };
             let (a, b) = (t2.narrow(1, 0, 5).unwrap(), t2.narrow(1, 5, 5).unwrap());
-            assert!(max_diff(&a, &t) < 1e-4 && max_diff(&b, &t) < 1e-4, "{padding:?}");
+            assert!(
+                max_diff(&a, &t) < 1e-4 && max_diff(&b, &t) < 1e-4,
+                "{padding:?}"
+            );
         }
     }
 }

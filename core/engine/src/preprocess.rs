@@ -268,7 +268,9 @@ pub fn load_photo(path: &std::path::Path) -> Result<Rgb8> {
         .with_guessed_format()
         .map_err(|e| crate::Error::io(path, e))?
         .decode()
-        .map_err(|e| crate::Error::input(format!("{}: cannot decode the image: {e}", path.display())))?
+        .map_err(|e| {
+            crate::Error::input(format!("{}: cannot decode the image: {e}", path.display()))
+        })?
         .to_rgb8();
     let (w, h) = img.dimensions();
     Ok(Rgb8 {

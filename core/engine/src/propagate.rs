@@ -81,7 +81,10 @@ pub trait LayerRule {
 
 /// The derivative of an activation (ReLU, Clip, PReLU) at its input `a`, as autograd gives it
 /// (0 at ReLU's kink and at Clip's bounds).
-pub fn activation_derivative(node: &crate::graph::Node, a: &CTensor) -> candle_core::Result<CTensor> {
+pub fn activation_derivative(
+    node: &crate::graph::Node,
+    a: &CTensor,
+) -> candle_core::Result<CTensor> {
     match &node.op {
         Op::Relu => a.gt(0f32).and_then(|m| m.to_dtype(DType::F32)),
         Op::Clip { min, max } => a

@@ -4,12 +4,24 @@ use sr_backend_candle::{CandleModel, CandleParams};
 use sr_core::{Model, ModelStage, Tensor};
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(50);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(50);
     let m = CandleModel::load(CandleParams::default()).unwrap();
-    let x = Tensor::new(vec![1, 3, 224, 224], (0..3 * 224 * 224).map(|i| ((i % 97) as f32 - 48.0) / 48.0).collect()).unwrap();
+    let x = Tensor::new(
+        vec![1, 3, 224, 224],
+        (0..3 * 224 * 224)
+            .map(|i| ((i % 97) as f32 - 48.0) / 48.0)
+            .collect(),
+    )
+    .unwrap();
     let t = std::time::Instant::now();
     for _ in 0..n {
         std::hint::black_box(m.forward(&x).unwrap());
     }
-    println!("{:.2} ms per forward", t.elapsed().as_secs_f64() * 1e3 / n as f64);
+    println!(
+        "{:.2} ms per forward",
+        t.elapsed().as_secs_f64() * 1e3 / n as f64
+    );
 }

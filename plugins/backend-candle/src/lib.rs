@@ -12,7 +12,6 @@ pub mod weights;
 use serde::{Deserialize, Serialize};
 use sr_core::exec::Executor;
 use sr_core::{Error, Graph, Model, ModelInfo, ModelStage, Params, Result, StageDef, Tensor};
-use std::path::{Path, PathBuf};
 
 /// The ImageNet class names in torchvision's order.
 pub const IMAGENET_LABELS: &str = include_str!("../../../assets/labels/imagenet.txt");
@@ -61,21 +60,7 @@ impl Params for CandleParams {
     ];
 }
 
-/// Find a weight file: as given (relative to the current directory), else, for a relative
-/// path, relative to the srhost source tree this binary was built from (so the shipped
-/// default model works from any directory).
-pub fn resolve(path: &str) -> PathBuf {
-    let p = PathBuf::from(path);
-    if p.exists() || p.is_absolute() {
-        return p;
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(&p);
-    if repo.exists() {
-        repo
-    } else {
-        p
-    }
-}
+pub use sr_core::resolve_path as resolve;
 
 /// A loaded model.
 pub struct CandleModel {

@@ -12,17 +12,44 @@
 //!
 //! Anything else is an error that names the op and the node.
 
-use crate::proto::{dtype_name, is_float_type, Attr, Data, Dim, ModelProto, NodeProto, TensorProto};
+use crate::proto::{
+    dtype_name, is_float_type, Attr, Data, Dim, ModelProto, NodeProto, TensorProto,
+};
 use sr_core::graph::{Node, NodeId, Op};
 use sr_core::{Error, Graph, Result, Tensor};
 use std::collections::HashMap;
 
 /// The ops the importer reads (besides constant folding helpers).
 pub const SUPPORTED: &[&str] = &[
-    "Conv", "Gemm", "MatMul", "Relu", "Clip", "PRelu", "MaxPool", "AveragePool",
-    "GlobalAveragePool", "BatchNormalization", "Add", "Sum", "Concat", "Flatten", "Reshape",
-    "Dropout", "LRN", "Softmax", "Pad", "Identity", "Constant", "ConstantOfShape", "Shape",
-    "Gather", "Slice", "Transpose", "Cast", "Unsqueeze", "Squeeze",
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "Relu",
+    "Clip",
+    "PRelu",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "BatchNormalization",
+    "Add",
+    "Sum",
+    "Concat",
+    "Flatten",
+    "Reshape",
+    "Dropout",
+    "LRN",
+    "Softmax",
+    "Pad",
+    "Identity",
+    "Constant",
+    "ConstantOfShape",
+    "Shape",
+    "Gather",
+    "Slice",
+    "Transpose",
+    "Cast",
+    "Unsqueeze",
+    "Squeeze",
 ];
 
 /// A constant tensor during import.
@@ -188,7 +215,10 @@ impl<'m> Importer<'m> {
             Val::Node(id, p) => Ok((*id, p.clone())),
             Val::Const(_) => Err(Self::err(
                 n,
-                format!("input `{}` is a constant; srhost expects the image data here", n.inputs[i]),
+                format!(
+                    "input `{}` is a constant; srhost expects the image data here",
+                    n.inputs[i]
+                ),
             )),
         }
     }
@@ -213,14 +243,20 @@ impl<'m> Importer<'m> {
         match n.attr(name) {
             None => Ok(None),
             Some(Attr::Ints(v)) => Ok(Some(v.clone())),
-            Some(_) => Err(Self::err(n, format!("attribute `{name}` must be a list of integers"))),
+            Some(_) => Err(Self::err(
+                n,
+                format!("attribute `{name}` must be a list of integers"),
+            )),
         }
     }
     fn int_attr(n: &NodeProto, name: &str, default: i64) -> Result<i64> {
         match n.attr(name) {
             None => Ok(default),
             Some(Attr::Int(v)) => Ok(*v),
-            Some(_) => Err(Self::err(n, format!("attribute `{name}` must be an integer"))),
+            Some(_) => Err(Self::err(
+                n,
+                format!("attribute `{name}` must be an integer"),
+            )),
         }
     }
     fn float_attr(n: &NodeProto, name: &str, default: f32) -> Result<f32> {
@@ -241,14 +277,20 @@ impl<'m> Importer<'m> {
 
     fn tensor(n: &NodeProto, c: &Const, what: &str, shape: Vec<usize>) -> Result<Tensor> {
         if !matches!(c.data, Data::F32(_)) {
-            return Err(Self::err(n, format!("{what} must be floating point, found integers")));
+            return Err(Self::err(
+                n,
+                format!("{what} must be floating point, found integers"),
+            ));
         }
         Tensor::new(shape, c.floats()).map_err(|e| Self::err(n, format!("{what}: {}", e.message)))
     }
 
     fn unique_name(&mut self, n: &NodeProto) -> String {
         let base = if n.name.is_empty() {
-            n.outputs.first().cloned().unwrap_or_else(|| n.op_type.clone())
+            n.outputs
+                .first()
+                .cloned()
+                .unwrap_or_else(|| n.op_type.clone())
         } else {
             n.name.clone()
         };
@@ -270,13 +312,19 @@ impl<'m> Importer<'m> {
         params: Vec<(String, Tensor)>,
     ) -> Result<NodeId> {
         let name = self.unique_name(n);
-        self.graph.nodes.push(Node { name, op, inputs, params });
+        self.graph.nodes.push(Node {
+            name,
+            op,
+            inputs,
+            params,
+        });
         self.graph.output = self.graph.nodes.len() - 1;
         // Shapes are re-derived by sr-core so that its checks (and messages) apply as the
         // graph grows; the graphs of CNNs are small enough for this to be instant.
-        let shapes = self.graph.infer_shapes().map_err(|e| {
-            Error::input(format!("{}: {}", node_label(n), e.message))
-        })?;
+        let shapes = self
+            .graph
+            .infer_shapes()
+            .map_err(|e| Error::input(format!("{}: {}", node_label(n), e.message)))?;
         self.shapes = shapes;
         let id = self.graph.output;
         self.value_names.push(n.outputs[0].clone());
@@ -309,8 +357,13 @@ impl<'m> Importer<'m> {
         let two = |name: &str, default: usize| -> Result<[usize; 2]> {
             match Self::ints_attr(n, name)? {
                 None => Ok([default; 2]),
-                Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 1) => Ok([v[0] as usize, v[1] as usize]),
-                Some(v) => Err(Self::err(n, format!("`{name}` = {v:?}, expected two values >= 1 (2-D only)"))),
+                Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 1) => {
+                    Ok([v[0] as usize, v[1] as usize])
+                }
+                Some(v) => Err(Self::err(
+                    n,
+                    format!("`{name}` = {v:?}, expected two values >= 1 (2-D only)"),
+                )),
             }
         };
         let stride = two("strides", 1)?;
@@ -323,7 +376,12 @@ impl<'m> Importer<'m> {
                     // ONNX order [x1_begin, x2_begin, x1_end, x2_end] = [top, left, bottom, right].
                     [p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize]
                 }
-                Some(p) => return Err(Self::err(n, format!("`pads` = {p:?}, expected 4 values >= 0"))),
+                Some(p) => {
+                    return Err(Self::err(
+                        n,
+                        format!("`pads` = {p:?}, expected 4 values >= 0"),
+                    ))
+                }
             },
             "VALID" => [0; 4],
             "SAME_UPPER" | "SAME_LOWER" => {
@@ -344,15 +402,25 @@ impl<'m> Importer<'m> {
                 }
                 p
             }
-            other => return Err(Self::err(n, format!("`auto_pad` = {other:?} is not an ONNX value"))),
+            other => {
+                return Err(Self::err(
+                    n,
+                    format!("`auto_pad` = {other:?} is not an ONNX value"),
+                ))
+            }
         };
         Ok((stride, pads, dilation))
     }
 
     fn kernel_attr(n: &NodeProto) -> Result<[usize; 2]> {
         match Self::ints_attr(n, "kernel_shape")? {
-            Some(k) if k.len() == 2 && k.iter().all(|&x| x >= 1) => Ok([k[0] as usize, k[1] as usize]),
-            Some(k) => Err(Self::err(n, format!("`kernel_shape` = {k:?}; only 2-D windows are supported"))),
+            Some(k) if k.len() == 2 && k.iter().all(|&x| x >= 1) => {
+                Ok([k[0] as usize, k[1] as usize])
+            }
+            Some(k) => Err(Self::err(
+                n,
+                format!("`kernel_shape` = {k:?}; only 2-D windows are supported"),
+            )),
             None => Err(Self::err(n, "`kernel_shape` is missing")),
         }
     }
@@ -371,13 +439,25 @@ impl<'m> Importer<'m> {
                 let c = if let Some(Attr::Tensor(t)) = n.attr("value") {
                     const_of(t)
                 } else if let Some(Attr::Float(f)) = n.attr("value_float") {
-                    Const { dims: vec![], data: Data::F32(vec![*f]) }
+                    Const {
+                        dims: vec![],
+                        data: Data::F32(vec![*f]),
+                    }
                 } else if let Some(Attr::Floats(f)) = n.attr("value_floats") {
-                    Const { dims: vec![f.len()], data: Data::F32(f.clone()) }
+                    Const {
+                        dims: vec![f.len()],
+                        data: Data::F32(f.clone()),
+                    }
                 } else if let Some(Attr::Int(i)) = n.attr("value_int") {
-                    Const { dims: vec![], data: Data::I64(vec![*i]) }
+                    Const {
+                        dims: vec![],
+                        data: Data::I64(vec![*i]),
+                    }
                 } else if let Some(Attr::Ints(i)) = n.attr("value_ints") {
-                    Const { dims: vec![i.len()], data: Data::I64(i.clone()) }
+                    Const {
+                        dims: vec![i.len()],
+                        data: Data::I64(i.clone()),
+                    }
                 } else {
                     return Err(Self::err(n, "no `value` attribute of a supported kind"));
                 };
@@ -402,7 +482,14 @@ impl<'m> Importer<'m> {
             "Shape" => {
                 let (id, _) = self.node_in(n, 0)?;
                 let s: Vec<i64> = self.shape_of(id).iter().map(|&d| d as i64).collect();
-                self.bind(n, 0, Val::Const(Const { dims: vec![s.len()], data: Data::I64(s) }));
+                self.bind(
+                    n,
+                    0,
+                    Val::Const(Const {
+                        dims: vec![s.len()],
+                        data: Data::I64(s),
+                    }),
+                );
             }
             "Cast" => {
                 let to = Self::int_attr(n, "to", 1)?;
@@ -417,7 +504,10 @@ impl<'m> Importer<'m> {
                     }
                     v @ Val::Node(..) if is_float_type(to) => self.bind(n, 0, v),
                     Val::Node(..) => {
-                        return Err(Self::err(n, format!("casting image data to {} is not supported", dtype_name(to))))
+                        return Err(Self::err(
+                            n,
+                            format!("casting image data to {} is not supported", dtype_name(to)),
+                        ))
                     }
                 }
             }
@@ -432,7 +522,10 @@ impl<'m> Importer<'m> {
                     .map(|&i| {
                         let j = if i < 0 { i + len } else { i };
                         (0..len).contains(&j).then_some(j as usize).ok_or_else(|| {
-                            Self::err(n, format!("index {i} is out of range for axis of length {len}"))
+                            Self::err(
+                                n,
+                                format!("index {i} is out of range for axis of length {len}"),
+                            )
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -458,7 +551,10 @@ impl<'m> Importer<'m> {
                 if n.op_type == "Squeeze" {
                     let rank = dims.len();
                     let mut drop: Vec<usize> = match axes {
-                        Some(a) => a.iter().map(|&x| norm_axis(n, x, rank)).collect::<Result<_>>()?,
+                        Some(a) => a
+                            .iter()
+                            .map(|&x| norm_axis(n, x, rank))
+                            .collect::<Result<_>>()?,
                         None => (0..rank).filter(|&i| dims[i] == 1).collect(),
                     };
                     drop.sort_unstable();
@@ -468,8 +564,10 @@ impl<'m> Importer<'m> {
                 } else {
                     let axes = axes.ok_or_else(|| Self::err(n, "`axes` is missing"))?;
                     let rank = dims.len() + axes.len();
-                    let mut a: Vec<usize> =
-                        axes.iter().map(|&x| norm_axis(n, x, rank)).collect::<Result<_>>()?;
+                    let mut a: Vec<usize> = axes
+                        .iter()
+                        .map(|&x| norm_axis(n, x, rank))
+                        .collect::<Result<_>>()?;
                     a.sort_unstable();
                     for x in a {
                         dims.insert(x, 1);
@@ -511,7 +609,10 @@ impl<'m> Importer<'m> {
                     let (mut s, e) = if step > 0 {
                         (clampv(fix(starts[k]), 0, len), clampv(fix(ends[k]), 0, len))
                     } else {
-                        (clampv(fix(starts[k]), -1, len - 1), clampv(fix(ends[k]), -1, len - 1))
+                        (
+                            clampv(fix(starts[k]), -1, len - 1),
+                            clampv(fix(ends[k]), -1, len - 1),
+                        )
                     };
                     let mut v = Vec::new();
                     while (step > 0 && s < e) || (step < 0 && s > e) {
@@ -524,7 +625,12 @@ impl<'m> Importer<'m> {
                 let st = strides(&c.dims);
                 let mut flat = Vec::new();
                 for_each_index(&dims, |ix| {
-                    flat.push(ix.iter().enumerate().map(|(a, &i)| picks[a][i] * st[a]).sum());
+                    flat.push(
+                        ix.iter()
+                            .enumerate()
+                            .map(|(a, &i)| picks[a][i] * st[a])
+                            .sum(),
+                    );
                 });
                 self.bind(n, 0, Val::Const(c.pick(dims, &flat)));
             }
@@ -532,7 +638,10 @@ impl<'m> Importer<'m> {
                 Val::Const(c) => {
                     let rank = c.dims.len();
                     let perm = match Self::ints_attr(n, "perm")? {
-                        Some(p) => p.iter().map(|&x| norm_axis(n, x, rank)).collect::<Result<Vec<_>>>()?,
+                        Some(p) => p
+                            .iter()
+                            .map(|&x| norm_axis(n, x, rank))
+                            .collect::<Result<Vec<_>>>()?,
                         None => (0..rank).rev().collect(),
                     };
                     let dims: Vec<usize> = perm.iter().map(|&p| c.dims[p]).collect();
@@ -546,13 +655,19 @@ impl<'m> Importer<'m> {
                 Val::Node(id, Pending::None) => {
                     let rank = self.shape_of(id).len();
                     let perm = match Self::ints_attr(n, "perm")? {
-                        Some(p) => p.iter().map(|&x| norm_axis(n, x, rank)).collect::<Result<Vec<_>>>()?,
+                        Some(p) => p
+                            .iter()
+                            .map(|&x| norm_axis(n, x, rank))
+                            .collect::<Result<Vec<_>>>()?,
                         None => (0..rank).rev().collect(),
                     };
                     if perm.iter().enumerate().all(|(i, &p)| i == p) {
                         self.bind(n, 0, Val::Node(id, Pending::None));
                     } else if perm[0] != 0 {
-                        return Err(Self::err(n, "a Transpose that moves the batch axis is not supported"));
+                        return Err(Self::err(
+                            n,
+                            "a Transpose that moves the batch axis is not supported",
+                        ));
                     } else {
                         self.bind(n, 0, Val::Node(id, Pending::Transpose(perm, node_label(n))));
                     }
@@ -563,9 +678,17 @@ impl<'m> Importer<'m> {
             },
             "Concat" => {
                 let k = n.inputs.len();
-                let vals: Vec<Val> = (0..k).map(|i| self.val(n, i).cloned()).collect::<Result<_>>()?;
+                let vals: Vec<Val> = (0..k)
+                    .map(|i| self.val(n, i).cloned())
+                    .collect::<Result<_>>()?;
                 if vals.iter().all(|v| matches!(v, Val::Const(_))) {
-                    let cs: Vec<Const> = vals.into_iter().map(|v| match v { Val::Const(c) => c, _ => unreachable!() }).collect();
+                    let cs: Vec<Const> = vals
+                        .into_iter()
+                        .map(|v| match v {
+                            Val::Const(c) => c,
+                            _ => unreachable!(),
+                        })
+                        .collect();
                     let rank = cs[0].dims.len();
                     let axis = norm_axis(n, Self::int_attr(n, "axis", 0)?, rank)?;
                     let outer: usize = cs[0].dims[..axis].iter().product();
@@ -573,8 +696,17 @@ impl<'m> Importer<'m> {
                     let (mut fv, mut iv) = (Vec::new(), Vec::new());
                     for o in 0..outer {
                         for c in &cs {
-                            if c.dims.len() != rank || c.dims[..axis] != cs[0].dims[..axis] || c.dims[axis + 1..] != cs[0].dims[axis + 1..] {
-                                return Err(Self::err(n, format!("constant shapes {:?} and {:?} do not concatenate", cs[0].dims, c.dims)));
+                            if c.dims.len() != rank
+                                || c.dims[..axis] != cs[0].dims[..axis]
+                                || c.dims[axis + 1..] != cs[0].dims[axis + 1..]
+                            {
+                                return Err(Self::err(
+                                    n,
+                                    format!(
+                                        "constant shapes {:?} and {:?} do not concatenate",
+                                        cs[0].dims, c.dims
+                                    ),
+                                ));
                             }
                             let chunk: usize = c.dims[axis..].iter().product();
                             if float {
@@ -589,7 +721,8 @@ impl<'m> Importer<'m> {
                     let data = if float { Data::F32(fv) } else { Data::I64(iv) };
                     self.bind(n, 0, Val::Const(Const { dims, data }));
                 } else {
-                    let ids: Vec<NodeId> = (0..k).map(|i| self.plain_in(n, i)).collect::<Result<_>>()?;
+                    let ids: Vec<NodeId> =
+                        (0..k).map(|i| self.plain_in(n, i)).collect::<Result<_>>()?;
                     let rank = self.shape_of(ids[0]).len();
                     let axis = norm_axis(n, Self::int_attr(n, "axis", 0)?, rank)?;
                     if ids.len() == 1 {
@@ -634,7 +767,10 @@ impl<'m> Importer<'m> {
                         if let Some(i) = infer {
                             let rest: usize = out.iter().product();
                             if rest == 0 || total % rest != 0 {
-                                return Err(Self::err(n, format!("cannot reshape {dims_in:?} to {t:?}")));
+                                return Err(Self::err(
+                                    n,
+                                    format!("cannot reshape {dims_in:?} to {t:?}"),
+                                ));
                             }
                             out[i] = total / rest;
                         }
@@ -642,14 +778,27 @@ impl<'m> Importer<'m> {
                     }
                     None => {
                         let axis = norm_axis(n, Self::int_attr(n, "axis", 1)?, dims_in.len() + 1)?;
-                        vec![dims_in[..axis].iter().product(), dims_in[axis..].iter().product()]
+                        vec![
+                            dims_in[..axis].iter().product(),
+                            dims_in[axis..].iter().product(),
+                        ]
                     }
                 };
                 if dims_out.iter().product::<usize>() != total {
-                    return Err(Self::err(n, format!("cannot reshape {dims_in:?} to {dims_out:?}")));
+                    return Err(Self::err(
+                        n,
+                        format!("cannot reshape {dims_in:?} to {dims_out:?}"),
+                    ));
                 }
                 match v {
-                    Val::Const(c) => self.bind(n, 0, Val::Const(Const { dims: dims_out, data: c.data })),
+                    Val::Const(c) => self.bind(
+                        n,
+                        0,
+                        Val::Const(Const {
+                            dims: dims_out,
+                            data: c.data,
+                        }),
+                    ),
                     Val::Node(id, pending) => {
                         if dims_out == dims_in && pending == Pending::None {
                             self.bind(n, 0, Val::Node(id, Pending::None));
@@ -696,20 +845,44 @@ impl<'m> Importer<'m> {
                     None => [w.dims[2], w.dims[3]],
                 };
                 if kernel != [w.dims[2], w.dims[3]] {
-                    return Err(Self::err(n, format!("`kernel_shape` {kernel:?} disagrees with weight shape {:?}", w.dims)));
+                    return Err(Self::err(
+                        n,
+                        format!(
+                            "`kernel_shape` {kernel:?} disagrees with weight shape {:?}",
+                            w.dims
+                        ),
+                    ));
                 }
                 let xs = self.shape_of(x).to_vec();
                 let (stride, pads, dilation) = self.window(n, kernel, &xs)?;
-                let padding = [pads[0] + extra[0], pads[1] + extra[1], pads[2] + extra[2], pads[3] + extra[3]];
+                let padding = [
+                    pads[0] + extra[0],
+                    pads[1] + extra[1],
+                    pads[2] + extra[2],
+                    pads[3] + extra[3],
+                ];
                 let groups = Self::int_attr(n, "group", 1)?;
                 if groups < 1 {
                     return Err(Self::err(n, format!("`group` = {groups}")));
                 }
-                let mut params = vec![("weight".to_string(), Self::tensor(n, &w, "weight", w.dims.clone())?)];
+                let mut params = vec![(
+                    "weight".to_string(),
+                    Self::tensor(n, &w, "weight", w.dims.clone())?,
+                )];
                 if let Some(b) = self.opt_konst(n, 2)? {
                     params.push(("bias".into(), Self::tensor(n, b, "bias", vec![b.numel()])?));
                 }
-                self.push(n, Op::Conv2d { stride, padding, dilation, groups: groups as usize }, vec![x], params)?;
+                self.push(
+                    n,
+                    Op::Conv2d {
+                        stride,
+                        padding,
+                        dilation,
+                        groups: groups as usize,
+                    },
+                    vec![x],
+                    params,
+                )?;
             }
             "Gemm" | "MatMul" => {
                 let (x, pending) = self.node_in(n, 0)?;
@@ -722,49 +895,96 @@ impl<'m> Importer<'m> {
                     }
                 };
                 if self.shape_of(x).len() != 2 {
-                    return Err(Self::err(n, format!("expects a [batch, features] input, got {:?}", self.shape_of(x))));
+                    return Err(Self::err(
+                        n,
+                        format!(
+                            "expects a [batch, features] input, got {:?}",
+                            self.shape_of(x)
+                        ),
+                    ));
                 }
                 let b = self.konst(n, 1)?.clone();
                 if b.dims.len() != 2 {
-                    return Err(Self::err(n, format!("weight `{}` has shape {:?}, expected 2-D", n.inputs[1], b.dims)));
+                    return Err(Self::err(
+                        n,
+                        format!(
+                            "weight `{}` has shape {:?}, expected 2-D",
+                            n.inputs[1], b.dims
+                        ),
+                    ));
                 }
                 let gemm = n.op_type == "Gemm";
                 if gemm && Self::int_attr(n, "transA", 0)? != 0 {
                     return Err(Self::err(n, "`transA` = 1 is not supported"));
                 }
                 let trans_b = gemm && Self::int_attr(n, "transB", 0)? != 0;
-                let alpha = if gemm { Self::float_attr(n, "alpha", 1.0)? } else { 1.0 };
-                let beta = if gemm { Self::float_attr(n, "beta", 1.0)? } else { 1.0 };
-                let (o, i) = if trans_b { (b.dims[0], b.dims[1]) } else { (b.dims[1], b.dims[0]) };
+                let alpha = if gemm {
+                    Self::float_attr(n, "alpha", 1.0)?
+                } else {
+                    1.0
+                };
+                let beta = if gemm {
+                    Self::float_attr(n, "beta", 1.0)?
+                } else {
+                    1.0
+                };
+                let (o, i) = if trans_b {
+                    (b.dims[0], b.dims[1])
+                } else {
+                    (b.dims[1], b.dims[0])
+                };
                 let bv = b.floats();
                 let mut w = vec![0f32; o * i];
                 for r in 0..o {
                     for c in 0..i {
                         let src = map.as_ref().map_or(c, |m| m[c]);
-                        let v = if trans_b { bv[r * i + src] } else { bv[src * o + r] };
+                        let v = if trans_b {
+                            bv[r * i + src]
+                        } else {
+                            bv[src * o + r]
+                        };
                         w[r * i + c] = alpha * v;
                     }
                 }
-                let mut params = vec![("weight".to_string(), Tensor::new(vec![o, i], w).map_err(|e| Self::err(n, e.message))?)];
+                let mut params = vec![(
+                    "weight".to_string(),
+                    Tensor::new(vec![o, i], w).map_err(|e| Self::err(n, e.message))?,
+                )];
                 if gemm {
                     if let Some(c) = self.opt_konst(n, 2)? {
                         let cv = c.floats();
                         let bias: Vec<f32> = match cv.len() {
                             1 => vec![beta * cv[0]; o],
                             l if l == o => cv.iter().map(|v| beta * v).collect(),
-                            _ => return Err(Self::err(n, format!("bias `{}` has shape {:?}, expected [{o}]", n.inputs[2], c.dims))),
+                            _ => {
+                                return Err(Self::err(
+                                    n,
+                                    format!(
+                                        "bias `{}` has shape {:?}, expected [{o}]",
+                                        n.inputs[2], c.dims
+                                    ),
+                                ))
+                            }
                         };
-                        params.push(("bias".into(), Tensor::new(vec![o], bias).map_err(|e| Self::err(n, e.message))?));
+                        params.push((
+                            "bias".into(),
+                            Tensor::new(vec![o], bias).map_err(|e| Self::err(n, e.message))?,
+                        ));
                     }
                 }
                 self.push(n, Op::Linear, vec![x], params)?;
             }
             "Add" | "Sum" => {
                 let k = n.inputs.len();
-                let vals: Vec<Val> = (0..k).map(|i| self.val(n, i).cloned()).collect::<Result<_>>()?;
-                let consts: Vec<usize> = (0..k).filter(|&i| matches!(vals[i], Val::Const(_))).collect();
+                let vals: Vec<Val> = (0..k)
+                    .map(|i| self.val(n, i).cloned())
+                    .collect::<Result<_>>()?;
+                let consts: Vec<usize> = (0..k)
+                    .filter(|&i| matches!(vals[i], Val::Const(_)))
+                    .collect();
                 if consts.is_empty() {
-                    let ids: Vec<NodeId> = (0..k).map(|i| self.plain_in(n, i)).collect::<Result<_>>()?;
+                    let ids: Vec<NodeId> =
+                        (0..k).map(|i| self.plain_in(n, i)).collect::<Result<_>>()?;
                     if ids.len() == 1 {
                         self.bind(n, 0, Val::Node(ids[0], Pending::None));
                     } else {
@@ -774,20 +994,31 @@ impl<'m> Importer<'m> {
                     // A bias: fold into the layer before, if it is ours alone and has none.
                     let xi = 1 - consts[0];
                     let x = self.plain_in(n, xi)?;
-                    let Val::Const(c) = &vals[consts[0]] else { unreachable!() };
+                    let Val::Const(c) = &vals[consts[0]] else {
+                        unreachable!()
+                    };
                     let prev = &self.graph.nodes[x];
                     let channels = self.shapes[x][1];
                     let alone = self.uses.get(n.inputs[xi].as_str()).copied() == Some(1);
-                    let fits = c.numel() == channels && c.dims.iter().filter(|&&d| d != 1).count() <= 1;
-                    if matches!(prev.op, Op::Linear | Op::Conv2d { .. }) && prev.param("bias").is_none() && alone && fits {
-                        let bias = Tensor::new(vec![channels], c.floats()).map_err(|e| Self::err(n, e.message))?;
+                    let fits =
+                        c.numel() == channels && c.dims.iter().filter(|&&d| d != 1).count() <= 1;
+                    if matches!(prev.op, Op::Linear | Op::Conv2d { .. })
+                        && prev.param("bias").is_none()
+                        && alone
+                        && fits
+                    {
+                        let bias = Tensor::new(vec![channels], c.floats())
+                            .map_err(|e| Self::err(n, e.message))?;
                         self.graph.nodes[x].params.push(("bias".into(), bias));
                         self.bind(n, 0, Val::Node(x, Pending::None));
                     } else {
                         return Err(Self::err(n, "adding a constant is only supported as the bias of the MatMul, Gemm or Conv right before it"));
                     }
                 } else {
-                    return Err(Self::err(n, "adding constants is only supported as a layer bias"));
+                    return Err(Self::err(
+                        n,
+                        "adding constants is only supported as a layer bias",
+                    ));
                 }
             }
             "Relu" => {
@@ -797,11 +1028,20 @@ impl<'m> Importer<'m> {
             "Clip" => {
                 let x = self.plain_in(n, 0)?;
                 let (min, max) = if opset >= 11 {
-                    let lo = self.opt_konst(n, 1)?.map(|c| c.floats()[0]).unwrap_or(f32::NEG_INFINITY);
-                    let hi = self.opt_konst(n, 2)?.map(|c| c.floats()[0]).unwrap_or(f32::INFINITY);
+                    let lo = self
+                        .opt_konst(n, 1)?
+                        .map(|c| c.floats()[0])
+                        .unwrap_or(f32::NEG_INFINITY);
+                    let hi = self
+                        .opt_konst(n, 2)?
+                        .map(|c| c.floats()[0])
+                        .unwrap_or(f32::INFINITY);
                     (lo, hi)
                 } else {
-                    (Self::float_attr(n, "min", f32::NEG_INFINITY)?, Self::float_attr(n, "max", f32::INFINITY)?)
+                    (
+                        Self::float_attr(n, "min", f32::NEG_INFINITY)?,
+                        Self::float_attr(n, "max", f32::INFINITY)?,
+                    )
                 };
                 self.push(n, Op::Clip { min, max }, vec![x], vec![])?;
             }
@@ -814,14 +1054,24 @@ impl<'m> Importer<'m> {
             "MaxPool" | "AveragePool" => {
                 let (x, pending) = self.node_in(n, 0)?;
                 let max = n.op_type == "MaxPool";
-                if max && n.outputs.get(1).is_some_and(|o| !o.is_empty() && self.used(o)) {
-                    return Err(Self::err(n, "the `Indices` output of MaxPool is not supported"));
+                if max
+                    && n.outputs
+                        .get(1)
+                        .is_some_and(|o| !o.is_empty() && self.used(o))
+                {
+                    return Err(Self::err(
+                        n,
+                        "the `Indices` output of MaxPool is not supported",
+                    ));
                 }
                 let kernel = Self::kernel_attr(n)?;
                 let xs = self.shape_of(x).to_vec();
                 let (stride, mut padding, dilation) = self.window(n, kernel, &xs)?;
                 if dilation != [1, 1] {
-                    return Err(Self::err(n, format!("`dilations` = {dilation:?} is not supported for pooling")));
+                    return Err(Self::err(
+                        n,
+                        format!("`dilations` = {dilation:?} is not supported for pooling"),
+                    ));
                 }
                 let ceil_mode = Self::int_attr(n, "ceil_mode", 0)? != 0;
                 let mut count_include_pad = Self::int_attr(n, "count_include_pad", 0)? != 0;
@@ -840,9 +1090,20 @@ impl<'m> Importer<'m> {
                     }
                 }
                 let op = if max {
-                    Op::MaxPool { kernel, stride, padding, ceil_mode }
+                    Op::MaxPool {
+                        kernel,
+                        stride,
+                        padding,
+                        ceil_mode,
+                    }
                 } else {
-                    Op::AvgPool { kernel, stride, padding, ceil_mode, count_include_pad }
+                    Op::AvgPool {
+                        kernel,
+                        stride,
+                        padding,
+                        ceil_mode,
+                        count_include_pad,
+                    }
                 };
                 self.push(n, op, vec![x], vec![])?;
             }
@@ -857,13 +1118,22 @@ impl<'m> Importer<'m> {
                 let mut params = Vec::new();
                 for (k, pname) in names.iter().enumerate() {
                     let c = self.konst(n, k + 1)?;
-                    params.push((pname.to_string(), Self::tensor(n, c, pname, vec![c.numel()])?));
+                    params.push((
+                        pname.to_string(),
+                        Self::tensor(n, c, pname, vec![c.numel()])?,
+                    ));
                 }
                 self.push(n, Op::BatchNorm { eps }, vec![x], params)?;
             }
             "Dropout" => {
-                if n.outputs.get(1).is_some_and(|o| !o.is_empty() && self.used(o)) {
-                    return Err(Self::err(n, "the `mask` output of Dropout is not supported"));
+                if n.outputs
+                    .get(1)
+                    .is_some_and(|o| !o.is_empty() && self.used(o))
+                {
+                    return Err(Self::err(
+                        n,
+                        "the `mask` output of Dropout is not supported",
+                    ));
                 }
                 let x = self.plain_in(n, 0)?;
                 self.push(n, Op::Dropout, vec![x], vec![])?;
@@ -890,7 +1160,11 @@ impl<'m> Importer<'m> {
                 // The IR's Softmax runs over all features of a sample (the classes). Before
                 // opset 13, Softmax flattens from `axis` on; from 13 it runs along one axis.
                 let classes: usize = s[1..].iter().product();
-                let ok = if opset < 13 { axis == 1 } else { s[axis] == classes };
+                let ok = if opset < 13 {
+                    axis == 1
+                } else {
+                    s[axis] == classes
+                };
                 if !ok {
                     return Err(Self::err(n, format!("Softmax over axis {axis} of {s:?} is not supported (only over the classes)")));
                 }
@@ -900,7 +1174,10 @@ impl<'m> Importer<'m> {
                 let (x, pending) = self.node_in(n, 0)?;
                 let mode = Self::str_attr(n, "mode", "constant")?;
                 if mode != "constant" {
-                    return Err(Self::err(n, format!("`mode` = {mode:?}; only constant (zero) padding is supported")));
+                    return Err(Self::err(
+                        n,
+                        format!("`mode` = {mode:?}; only constant (zero) padding is supported"),
+                    ));
                 }
                 let (pads, value) = if opset >= 11 {
                     let pads = self.konst(n, 1)?.ints();
@@ -910,15 +1187,32 @@ impl<'m> Importer<'m> {
                     }
                     (pads, value)
                 } else {
-                    (Self::ints_attr(n, "pads")?.unwrap_or_default(), Self::float_attr(n, "value", 0.0)?)
+                    (
+                        Self::ints_attr(n, "pads")?.unwrap_or_default(),
+                        Self::float_attr(n, "value", 0.0)?,
+                    )
                 };
                 if value != 0.0 {
-                    return Err(Self::err(n, format!("padding value {value}; only 0 is supported")));
+                    return Err(Self::err(
+                        n,
+                        format!("padding value {value}; only 0 is supported"),
+                    ));
                 }
-                if pads.len() != 8 || pads[0] != 0 || pads[1] != 0 || pads[4] != 0 || pads[5] != 0 || pads.iter().any(|&p| p < 0) {
+                if pads.len() != 8
+                    || pads[0] != 0
+                    || pads[1] != 0
+                    || pads[4] != 0
+                    || pads[5] != 0
+                    || pads.iter().any(|&p| p < 0)
+                {
                     return Err(Self::err(n, format!("pads {pads:?}: only non-negative padding of the two spatial axes of an NCHW tensor is supported")));
                 }
-                let mut p = [pads[2] as usize, pads[3] as usize, pads[6] as usize, pads[7] as usize];
+                let mut p = [
+                    pads[2] as usize,
+                    pads[3] as usize,
+                    pads[6] as usize,
+                    pads[7] as usize,
+                ];
                 match pending {
                     Pending::None => {}
                     Pending::Pad(q, _) => {
@@ -933,8 +1227,11 @@ impl<'m> Importer<'m> {
                 self.bind(n, 0, Val::Node(x, Pending::Pad(p, node_label(n))));
             }
             other => {
-                return Err(Error::unsupported(format!("{}: unsupported ONNX op `{other}`", node_label(n)))
-                    .with_help(format!("supported ops: {}", SUPPORTED.join(", "))));
+                return Err(Error::unsupported(format!(
+                    "{}: unsupported ONNX op `{other}`",
+                    node_label(n)
+                ))
+                .with_help(format!("supported ops: {}", SUPPORTED.join(", "))));
             }
         }
         Ok(())
@@ -942,13 +1239,18 @@ impl<'m> Importer<'m> {
 }
 
 fn const_of(t: &TensorProto) -> Const {
-    Const { dims: t.dims.iter().map(|&d| d as usize).collect(), data: t.data.clone() }
+    Const {
+        dims: t.dims.iter().map(|&d| d as usize).collect(),
+        data: t.data.clone(),
+    }
 }
 
 fn dims_of(n: &NodeProto, c: &Const) -> Result<Vec<usize>> {
     c.ints()
         .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| Importer::err(n, format!("negative dimension {d}"))))
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| Importer::err(n, format!("negative dimension {d}")))
+        })
         .collect()
 }
 
@@ -957,7 +1259,10 @@ fn norm_axis(n: &NodeProto, axis: i64, rank: usize) -> Result<usize> {
     if (0..rank as i64).contains(&a) {
         Ok(a as usize)
     } else {
-        Err(Importer::err(n, format!("axis {axis} is out of range for rank {rank}")))
+        Err(Importer::err(
+            n,
+            format!("axis {axis} is out of range for rank {rank}"),
+        ))
     }
 }
 
@@ -971,15 +1276,28 @@ fn flat_map(dims: &[usize], perm: &[usize]) -> Vec<usize> {
     for_each_index(inner, |ix| {
         // Full index with batch 0; transposed position k holds original axis perm[k].
         let full: Vec<usize> = std::iter::once(0).chain(ix.iter().copied()).collect();
-        map.push(perm.iter().enumerate().map(|(k, &p)| full[p] * tst[k]).sum());
+        map.push(
+            perm.iter()
+                .enumerate()
+                .map(|(k, &p)| full[p] * tst[k])
+                .sum(),
+        );
     });
     map
 }
 
 /// Import a parsed model. `output`: which graph output to explain (default: the first).
 /// `input_hw`: the spatial size for files whose input height/width are symbolic.
-pub fn import(m: &ModelProto, output: Option<&str>, input_hw: Option<[usize; 2]>) -> Result<Imported> {
-    let init: HashMap<&str, &TensorProto> = m.initializers.iter().map(|t| (t.name.as_str(), t)).collect();
+pub fn import(
+    m: &ModelProto,
+    output: Option<&str>,
+    input_hw: Option<[usize; 2]>,
+) -> Result<Imported> {
+    let init: HashMap<&str, &TensorProto> = m
+        .initializers
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
     let mut uses: HashMap<&str, usize> = HashMap::new();
     for n in &m.nodes {
         for i in n.inputs.iter().filter(|s| !s.is_empty()) {
@@ -994,18 +1312,26 @@ pub fn import(m: &ModelProto, output: Option<&str>, input_hw: Option<[usize; 2]>
         .collect();
     let input = match candidates.as_slice() {
         [one] => *one,
-        [] => return Err(Error::input("the model has no graph input that its nodes read")),
+        [] => {
+            return Err(Error::input(
+                "the model has no graph input that its nodes read",
+            ))
+        }
         many => {
             return Err(Error::input(format!(
                 "the model has {} inputs ({}); srhost runs models with one image input",
                 many.len(),
-                many.iter().map(|i| format!("`{}`", i.name)).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|i| format!("`{}`", i.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )))
         }
     };
-    let dims = input.shape.clone().ok_or_else(|| {
-        Error::input(format!("input `{}` declares no shape", input.name))
-    })?;
+    let dims = input
+        .shape
+        .clone()
+        .ok_or_else(|| Error::input(format!("input `{}` declares no shape", input.name)))?;
     if dims.len() != 4 {
         return Err(Error::input(format!(
             "input `{}` has rank {}; srhost expects an NCHW image batch",
@@ -1025,7 +1351,10 @@ pub fn import(m: &ModelProto, output: Option<&str>, input_hw: Option<[usize; 2]>
         _ => None,
     };
     let c = fixed(&dims[1]).ok_or_else(|| {
-        Error::input(format!("input `{}`: the channel count is not fixed ({:?})", input.name, dims[1]))
+        Error::input(format!(
+            "input `{}`: the channel count is not fixed ({:?})",
+            input.name, dims[1]
+        ))
     })?;
     let hw = match (fixed(&dims[2]), fixed(&dims[3]), input_hw) {
         (_, _, Some(hw)) => hw,
@@ -1043,7 +1372,9 @@ pub fn import(m: &ModelProto, output: Option<&str>, input_hw: Option<[usize; 2]>
         graph: Graph {
             nodes: vec![Node {
                 name: input.name.clone(),
-                op: Op::Input { shape: vec![c, hw[0], hw[1]] },
+                op: Op::Input {
+                    shape: vec![c, hw[0], hw[1]],
+                },
                 inputs: vec![],
                 params: vec![],
             }],
@@ -1059,7 +1390,8 @@ pub fn import(m: &ModelProto, output: Option<&str>, input_hw: Option<[usize; 2]>
     for t in &m.initializers {
         imp.vals.insert(t.name.clone(), Val::Const(const_of(t)));
     }
-    imp.vals.insert(input.name.clone(), Val::Node(0, Pending::None));
+    imp.vals
+        .insert(input.name.clone(), Val::Node(0, Pending::None));
     for n in &m.nodes {
         imp.node(n)?;
     }
@@ -1067,11 +1399,18 @@ pub fn import(m: &ModelProto, output: Option<&str>, input_hw: Option<[usize; 2]>
     let out_name = match output {
         Some(o) => {
             if !m.outputs.iter().any(|v| v.name == o) && !imp.vals.contains_key(o) {
-                return Err(Error::params(format!("`output`: the model has no value `{o}`"))
-                    .with_help(format!(
-                        "graph outputs: {}",
-                        m.outputs.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ")
-                    )));
+                return Err(
+                    Error::params(format!("`output`: the model has no value `{o}`")).with_help(
+                        format!(
+                            "graph outputs: {}",
+                            m.outputs
+                                .iter()
+                                .map(|v| v.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ),
+                );
             }
             o.to_string()
         }
@@ -1083,11 +1422,17 @@ pub fn import(m: &ModelProto, output: Option<&str>, input_hw: Option<[usize; 2]>
     };
     let out = match imp.vals.get(&out_name) {
         Some(Val::Node(id, Pending::None)) => *id,
-        Some(Val::Node(..)) => {
-            return Err(Error::input(format!("output `{out_name}` ends in a Pad or Transpose, which srhost does not run on its own")))
+        Some(Val::Node(..)) => return Err(Error::input(format!(
+            "output `{out_name}` ends in a Pad or Transpose, which srhost does not run on its own"
+        ))),
+        Some(Val::Const(_)) => {
+            return Err(Error::input(format!("output `{out_name}` is a constant")))
         }
-        Some(Val::Const(_)) => return Err(Error::input(format!("output `{out_name}` is a constant"))),
-        None => return Err(Error::input(format!("no node produces the output `{out_name}`"))),
+        None => {
+            return Err(Error::input(format!(
+                "no node produces the output `{out_name}`"
+            )))
+        }
     };
     if imp.shapes[out].len() != 2 && imp.shapes[out][2..].iter().any(|&d| d != 1) {
         return Err(Error::input(format!(
@@ -1123,7 +1468,10 @@ pub fn import(m: &ModelProto, output: Option<&str>, input_hw: Option<[usize; 2]>
             nodes.push(node);
         }
     }
-    let graph = Graph { nodes, output: remap[out] };
+    let graph = Graph {
+        nodes,
+        output: remap[out],
+    };
     graph.infer_shapes()?;
     Ok(Imported {
         graph,

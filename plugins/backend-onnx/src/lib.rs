@@ -73,19 +73,7 @@ impl Params for OnnxParams {
     ];
 }
 
-/// Find a file as given, else relative to the srhost source tree (as the candle backend does).
-fn resolve(path: &str) -> PathBuf {
-    let p = PathBuf::from(path);
-    if p.exists() || p.is_absolute() {
-        return p;
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(&p);
-    if repo.exists() {
-        repo
-    } else {
-        p
-    }
-}
+use sr_core::resolve_path as resolve;
 
 const INSTALL_HELP: &str = "install ONNX Runtime with `python3 -m pip install onnxruntime` (1.17 or newer), or set ORT_DYLIB_PATH=/path/to/libonnxruntime.so";
 
@@ -105,7 +93,9 @@ pub fn find_runtime() -> Result<PathBuf> {
     }
     let probe = "import importlib.util as u; s = u.find_spec('onnxruntime'); print(s.submodule_search_locations[0] if s else '')";
     for py in ["python3", "python"] {
-        let Ok(out) = std::process::Command::new(py).args(["-c", probe]).output() else { continue };
+        let Ok(out) = std::process::Command::new(py).args(["-c", probe]).output() else {
+            continue;
+        };
         let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if dir.is_empty() {
             continue;
@@ -117,9 +107,11 @@ pub fn find_runtime() -> Result<PathBuf> {
             .flatten()
             .map(|e| e.path())
             .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("libonnxruntime.so") || n == "libonnxruntime.dylib" || n == "onnxruntime.dll")
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n.starts_with("libonnxruntime.so")
+                        || n == "libonnxruntime.dylib"
+                        || n == "onnxruntime.dll"
+                })
             })
             .collect();
         libs.sort();
@@ -214,11 +206,9 @@ impl OnnxModel {
                 IMAGENET_LABELS.lines().map(str::to_string).collect()
             }
             Some("none") | None => (0..classes).map(|i| format!("class {i}")).collect(),
-            Some("imagenet") => {
-                return Err(Error::params(format!(
-                    "`labels`: the ImageNet labels have 1000 names but {source} has {classes} classes"
-                )))
-            }
+            Some("imagenet") => return Err(Error::params(format!(
+                "`labels`: the ImageNet labels have 1000 names but {source} has {classes} classes"
+            ))),
             Some(path) => {
                 let f = resolve(path);
                 let text = std::fs::read_to_string(&f)
@@ -265,10 +255,16 @@ impl OnnxModel {
             proto::with_extra_output(bytes, &imp.logits_name)?
         };
         let ort_err = |e: ort::Error| {
-            Error::unsupported(format!("ONNX Runtime {} could not load {source}: {e}", rt.version))
+            Error::unsupported(format!(
+                "ONNX Runtime {} could not load {source}: {e}",
+                rt.version
+            ))
         };
         let ort_err_b = |e: ort::Error<ort::session::builder::SessionBuilder>| {
-            Error::unsupported(format!("ONNX Runtime {} could not load {source}: {e}", rt.version))
+            Error::unsupported(format!(
+                "ONNX Runtime {} could not load {source}: {e}",
+                rt.version
+            ))
         };
         let mut builder = ort::session::Session::builder(&rt.env).map_err(ort_err)?;
         if p.threads > 0 {
@@ -291,10 +287,9 @@ impl OnnxModel {
         let shape: Vec<i64> = x.shape().iter().map(|&d| d as i64).collect();
         let value = ort::value::Tensor::from_array((shape, x.data().to_vec()))
             .map_err(|e| Error::internal(format!("ONNX Runtime input: {e}")))?;
-        let mut session = self
-            .session
-            .lock()
-            .map_err(|_| Error::internal("the ONNX Runtime session was poisoned by an earlier panic"))?;
+        let mut session = self.session.lock().map_err(|_| {
+            Error::internal("the ONNX Runtime session was poisoned by an earlier panic")
+        })?;
         let outputs = session
             .run(ort::inputs![self.input_name.as_str() => value])
             .map_err(|e| Error::input(format!("ONNX Runtime inference failed: {e}")))?;
@@ -302,7 +297,10 @@ impl OnnxModel {
             Error::internal(format!("ONNX Runtime returned no `{}`", self.logits_name))
         })?;
         let (s, data) = out.try_extract_tensor::<f32>().map_err(|e| {
-            Error::unsupported(format!("output `{}`: {e} (srhost reads float32 outputs)", self.logits_name))
+            Error::unsupported(format!(
+                "output `{}`: {e} (srhost reads float32 outputs)",
+                self.logits_name
+            ))
         })?;
         let n = s.first().copied().unwrap_or(1).max(0) as usize;
         let classes = if n == 0 { 0 } else { data.len() / n };

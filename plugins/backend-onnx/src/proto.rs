@@ -35,7 +35,10 @@ impl<'a> Reader<'a> {
     fn varint(&mut self) -> Result<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
-            let b = *self.buf.get(self.pos).ok_or_else(|| bad("truncated varint"))?;
+            let b = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| bad("truncated varint"))?;
             self.pos += 1;
             v |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
@@ -108,9 +111,10 @@ fn ints(f: Field, out: &mut Vec<i64>) -> Result<()> {
 fn floats(f: Field, out: &mut Vec<f32>) -> Result<()> {
     match f {
         Field::Fixed32(v) => out.push(f32::from_bits(v)),
-        Field::Bytes(b) if b.len() % 4 == 0 => {
-            out.extend(b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())))
-        }
+        Field::Bytes(b) if b.len() % 4 == 0 => out.extend(
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap())),
+        ),
         _ => return Err(bad("expected repeated floats")),
     }
     Ok(())
@@ -120,9 +124,10 @@ fn floats(f: Field, out: &mut Vec<f32>) -> Result<()> {
 fn doubles(f: Field, out: &mut Vec<f64>) -> Result<()> {
     match f {
         Field::Fixed64(v) => out.push(f64::from_bits(v)),
-        Field::Bytes(b) if b.len() % 8 == 0 => {
-            out.extend(b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())))
-        }
+        Field::Bytes(b) if b.len() % 8 == 0 => out.extend(
+            b.chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap())),
+        ),
         _ => return Err(bad("expected repeated doubles")),
     }
     Ok(())
@@ -250,7 +255,10 @@ fn parse_tensor(b: &[u8]) -> Result<TensorProto> {
         .with_help("re-save it with onnx.save(model, path, save_as_external_data=False)"));
     }
     if dims.iter().any(|&d| d < 0) {
-        return Err(bad(&format!("{} has a negative dimension {dims:?}", what())));
+        return Err(bad(&format!(
+            "{} has a negative dimension {dims:?}",
+            what()
+        )));
     }
     let count: usize = dims.iter().map(|&d| d as usize).product();
     let data = if let Some(raw) = raw {
@@ -277,17 +285,34 @@ fn parse_tensor(b: &[u8]) -> Result<TensorProto> {
         }
         let c = raw.chunks_exact(width);
         match dtype {
-            FLOAT => Data::F32(c.map(|x| f32::from_le_bytes(x.try_into().unwrap())).collect()),
-            DOUBLE => {
-                Data::F32(c.map(|x| f64::from_le_bytes(x.try_into().unwrap()) as f32).collect())
-            }
-            FLOAT16 => Data::F32(c.map(|x| f16_to_f32(u16::from_le_bytes([x[0], x[1]]))).collect()),
-            INT64 => Data::I64(c.map(|x| i64::from_le_bytes(x.try_into().unwrap())).collect()),
-            UINT64 => {
-                Data::I64(c.map(|x| u64::from_le_bytes(x.try_into().unwrap()) as i64).collect())
-            }
-            INT32 => Data::I64(c.map(|x| i32::from_le_bytes(x.try_into().unwrap()) as i64).collect()),
-            UINT32 => Data::I64(c.map(|x| u32::from_le_bytes(x.try_into().unwrap()) as i64).collect()),
+            FLOAT => Data::F32(
+                c.map(|x| f32::from_le_bytes(x.try_into().unwrap()))
+                    .collect(),
+            ),
+            DOUBLE => Data::F32(
+                c.map(|x| f64::from_le_bytes(x.try_into().unwrap()) as f32)
+                    .collect(),
+            ),
+            FLOAT16 => Data::F32(
+                c.map(|x| f16_to_f32(u16::from_le_bytes([x[0], x[1]])))
+                    .collect(),
+            ),
+            INT64 => Data::I64(
+                c.map(|x| i64::from_le_bytes(x.try_into().unwrap()))
+                    .collect(),
+            ),
+            UINT64 => Data::I64(
+                c.map(|x| u64::from_le_bytes(x.try_into().unwrap()) as i64)
+                    .collect(),
+            ),
+            INT32 => Data::I64(
+                c.map(|x| i32::from_le_bytes(x.try_into().unwrap()) as i64)
+                    .collect(),
+            ),
+            UINT32 => Data::I64(
+                c.map(|x| u32::from_le_bytes(x.try_into().unwrap()) as i64)
+                    .collect(),
+            ),
             INT16 => Data::I64(c.map(|x| i16::from_le_bytes([x[0], x[1]]) as i64).collect()),
             UINT16 => Data::I64(c.map(|x| u16::from_le_bytes([x[0], x[1]]) as i64).collect()),
             INT8 => Data::I64(c.map(|x| x[0] as i8 as i64).collect()),
@@ -457,7 +482,9 @@ fn parse_value_info(b: &[u8]) -> Result<ValueInfo> {
                 // TypeProto.tensor_type = 1 -> Tensor { elem_type = 1, shape = 2 }.
                 let mut tr = Reader::new(tp);
                 while let Some((tn, tf, _)) = tr.next()? {
-                    let (1, Field::Bytes(tt)) = (tn, tf) else { continue };
+                    let (1, Field::Bytes(tt)) = (tn, tf) else {
+                        continue;
+                    };
                     let mut rr = Reader::new(tt);
                     while let Some((k, kf, _)) = rr.next()? {
                         match (k, kf) {

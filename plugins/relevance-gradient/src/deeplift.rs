@@ -139,9 +139,11 @@ fn baseline_input(b: &Baseline, model: &dyn Model) -> Result<Tensor> {
     let t = match b {
         Baseline::Zero => Tensor::zeros(vec![1, c, h, w]),
         Baseline::Fill(v) => fill(*v)?,
-        Baseline::Image(img, path) => preprocess::preprocess(img, &info)
-            .map_err(|e| e.context(format!("baseline {path}")))?
-            .0,
+        Baseline::Image(img, path) => {
+            preprocess::preprocess(img, &info)
+                .map_err(|e| e.context(format!("baseline {path}")))?
+                .0
+        }
     };
     t.reshape(vec![c, h, w])
 }
@@ -168,7 +170,14 @@ fn delta2(t: &CTensor) -> candle_core::Result<CTensor> {
 }
 
 impl LayerRule for Rescale<'_> {
-    fn layer(&self, g: &Graph, node: NodeId, a: &CTensor, z: &CTensor, r: &CTensor) -> Result<CTensor> {
+    fn layer(
+        &self,
+        g: &Graph,
+        node: NodeId,
+        a: &CTensor,
+        z: &CTensor,
+        r: &CTensor,
+    ) -> Result<CTensor> {
         self.linear.layer(g, node, a, z, r)
     }
 
@@ -178,17 +187,45 @@ impl LayerRule for Rescale<'_> {
 
     fn nonlinear(&self, graph: &Graph, node: NodeId, r: &CTensor) -> Result<CTensor> {
         let n = &graph.nodes[node];
-        let ce = |e: candle_core::Error| Error::internal(format!("DeepLIFT at layer `{}`: {e}", n.name));
+        let ce =
+            |e: candle_core::Error| Error::internal(format!("DeepLIFT at layer `{}`: {e}", n.name));
         let i = n.inputs[0];
         match &n.op {
-            Op::MaxPool { kernel, stride, padding, ceil_mode } if !self.rescale_max_pool => {
-                let win = sr_core::ops::Window { kernel: *kernel, stride: *stride, padding: *padding, dilation: [1, 1] };
-                sr_core::ops::max_pool_t(&self.acts[i], r, &win, *ceil_mode, sr_core::ops::MaxRouting::First)
-                    .map_err(ce)
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+                ceil_mode,
+            } if !self.rescale_max_pool => {
+                let win = sr_core::ops::Window {
+                    kernel: *kernel,
+                    stride: *stride,
+                    padding: *padding,
+                    dilation: [1, 1],
+                };
+                sr_core::ops::max_pool_t(
+                    &self.acts[i],
+                    r,
+                    &win,
+                    *ceil_mode,
+                    sr_core::ops::MaxRouting::First,
+                )
+                .map_err(ce)
             }
-            Op::MaxPool { kernel, stride, padding, .. } => {
-                max_pool(&self.acts[i], &self.acts[node], r, *kernel, *stride, *padding).map_err(ce)
-            }
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+                ..
+            } => max_pool(
+                &self.acts[i],
+                &self.acts[node],
+                r,
+                *kernel,
+                *stride,
+                *padding,
+            )
+            .map_err(ce),
             _ => {
                 let a = &self.acts[i];
                 let din = delta2(a).map_err(ce)?;
@@ -222,8 +259,10 @@ fn max_pool(
     let ohalf = n * c * oplane;
     // The first maximum of each window, as PyTorch's max_pool2d indices.
     let argmax = |v: &[f32], oy: usize, ox: usize| {
-        let (y0, y1, _) = sr_core::exec::window(oy, kernel[0], stride[0], padding[0], padding[2], h);
-        let (x0, x1, _) = sr_core::exec::window(ox, kernel[1], stride[1], padding[1], padding[3], w);
+        let (y0, y1, _) =
+            sr_core::exec::window(oy, kernel[0], stride[0], padding[0], padding[2], h);
+        let (x0, x1, _) =
+            sr_core::exec::window(ox, kernel[1], stride[1], padding[1], padding[3], w);
         let mut best = (f32::NEG_INFINITY, y0 * w + x0);
         for y in y0..y1 {
             for x in x0..x1 {
@@ -274,12 +313,17 @@ fn max_pool(
 impl Relevance for DeepLift {
     fn explain(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Explanation> {
         let graph = model.graph()?;
-        let prep = self.cache.get_or_build(&graph.clone(), || Prepared::new(graph))?;
+        let prep = self
+            .cache
+            .get_or_build(&graph.clone(), || Prepared::new(graph))?;
         let ce = |e: candle_core::Error| Error::internal(format!("DeepLIFT: {e}"));
         let s = input.shape().to_vec();
         let n = s[0];
         if targets.len() != n {
-            return Err(Error::input(format!("{} targets for a batch of {n}", targets.len())));
+            return Err(Error::input(format!(
+                "{} targets for a batch of {n}",
+                targets.len()
+            )));
         }
         let start = propagate::start_node(&prep.graph);
         let per = input.numel() / n.max(1);
@@ -305,7 +349,9 @@ impl Relevance for DeepLift {
             let f = acts[start].to_vec2::<f32>().map_err(ce)?;
             let classes = f.first().map_or(0, Vec::len);
             if let Some(&t) = targets.iter().find(|&&t| t >= classes) {
-                return Err(Error::input(format!("target class {t} does not exist (the model has {classes})")));
+                return Err(Error::input(format!(
+                    "target class {t} does not exist (the model has {classes})"
+                )));
             }
             let mut seed = vec![0f32; 2 * n * classes];
             for (i, &t) in targets.iter().enumerate() {
@@ -321,7 +367,10 @@ impl Relevance for DeepLift {
                 rescale_max_pool: self.rescale_max_pool,
             };
             let m = propagate::backward(&prep.graph, &acts, start, seed, &crate::GRADIENT, &rule)?;
-            let m = m.narrow(0, 0, n).and_then(|t| t.to_dtype(DType::F32)).map_err(ce)?;
+            let m = m
+                .narrow(0, 0, n)
+                .and_then(|t| t.to_dtype(DType::F32))
+                .map_err(ce)?;
             let m = from_candle(&m)?;
             for (k, t) in total.iter_mut().enumerate() {
                 let d = input.data()[k] - base.data()[k % per];
@@ -335,11 +384,17 @@ impl Relevance for DeepLift {
             .enumerate()
             .map(|(i, &t)| RelevanceStats {
                 target: t,
-                relevance_sum: rel.data()[i * per..(i + 1) * per].iter().map(|&v| v as f64).sum(),
+                relevance_sum: rel.data()[i * per..(i + 1) * per]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .sum(),
                 // DeepLIFT explains the difference from the baseline(s).
                 target_score: fx[i] - fb_mean[i],
             })
             .collect();
-        Ok(Explanation { relevance: rel, stats })
+        Ok(Explanation {
+            relevance: rel,
+            stats,
+        })
     }
 }

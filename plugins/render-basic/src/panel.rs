@@ -25,15 +25,28 @@ pub struct PanelParams {
 
 impl Default for PanelParams {
     fn default() -> Self {
-        PanelParams { colormap: "bwr".into(), percentile: 99.5, tile: 224 }
+        PanelParams {
+            colormap: "bwr".into(),
+            percentile: 99.5,
+            tile: 224,
+        }
     }
 }
 
 impl Params for PanelParams {
     const DOCS: &'static [(&'static str, &'static str)] = &[
-        ("colormap", "colormap of the relevance column (as heatmap's; default bwr)"),
-        ("percentile", "|R| at this percentile saturates the relevance colormap (default 99.5)"),
-        ("tile", "side of each picture in pixels, 32-1024 (default 224)"),
+        (
+            "colormap",
+            "colormap of the relevance column (as heatmap's; default bwr)",
+        ),
+        (
+            "percentile",
+            "|R| at this percentile saturates the relevance colormap (default 99.5)",
+        ),
+        (
+            "tile",
+            "side of each picture in pixels, 32-1024 (default 224)",
+        ),
     ];
 }
 
@@ -48,16 +61,23 @@ impl RendererStage for Panel {
     type Params = PanelParams;
     fn build(p: PanelParams) -> Result<Self> {
         if !(32..=1024).contains(&p.tile) {
-            return Err(Error::params(format!("`tile` must lie in 32..=1024, got {}", p.tile)));
+            return Err(Error::params(format!(
+                "`tile` must lie in 32..=1024, got {}",
+                p.tile
+            )));
         }
         if !(p.percentile > 0.0 && p.percentile <= 100.0) {
-            return Err(Error::params(format!("`percentile` must lie in (0, 100], got {}", p.percentile)));
+            return Err(Error::params(format!(
+                "`percentile` must lie in (0, 100], got {}",
+                p.percentile
+            )));
         }
         Ok(Panel {
             cmap: Colormap::parse(&p.colormap)?,
             clip: p.percentile,
             tile: p.tile as u32,
-            font: FontRef::try_from_slice(FONT).map_err(|e| Error::internal(format!("the panel font: {e}")))?,
+            font: FontRef::try_from_slice(FONT)
+                .map_err(|e| Error::internal(format!("the panel font: {e}")))?,
         })
     }
 }
@@ -85,11 +105,24 @@ fn decode(png: &[u8]) -> Result<RgbImage> {
 
 impl Panel {
     fn text(&self, canvas: &mut RgbImage, x: u32, y: u32, size: f32, color: [u8; 3], s: &str) {
-        imageproc::drawing::draw_text_mut(canvas, Rgb(color), x as i32, y as i32, PxScale::from(size), &self.font, s);
+        imageproc::drawing::draw_text_mut(
+            canvas,
+            Rgb(color),
+            x as i32,
+            y as i32,
+            PxScale::from(size),
+            &self.font,
+            s,
+        );
     }
 
     fn put(&self, canvas: &mut RgbImage, tile: &RgbImage, col: u32, y: u32) {
-        let t = image::imageops::resize(tile, self.tile, self.tile, image::imageops::FilterType::Triangle);
+        let t = image::imageops::resize(
+            tile,
+            self.tile,
+            self.tile,
+            image::imageops::FilterType::Triangle,
+        );
         image::imageops::overlay(canvas, &t, (GAP + col * (self.tile + GAP)) as i64, y as i64);
     }
 }
@@ -104,7 +137,15 @@ impl Renderer for Panel {
         let (w, h) = (GAP + cols * (self.tile + GAP), TITLE + rows * row_h);
         let mut canvas = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
         // Title: image, prediction, ground truth.
-        let mut title = format!("{}: predicted {}", input.image_name, if input.label.is_empty() { "-" } else { &input.label });
+        let mut title = format!(
+            "{}: predicted {}",
+            input.image_name,
+            if input.label.is_empty() {
+                "-"
+            } else {
+                &input.label
+            }
+        );
         let wrong = matches!(&input.truth, Some(t) if *t != input.label);
         if let Some(t) = &input.truth {
             title.push_str(&format!(" | truth {t}"));
@@ -116,19 +157,45 @@ impl Renderer for Panel {
         }
         let photo = to_rgb(base);
         let saliency = input.photo_saliency.as_ref().map(to_rgb);
-        let captions = ["photo (model input)", "relevance", "SR map", "SR map over edges", "photo saliency"];
-        let branches: Vec<Option<&sr_core::BranchMaps>> =
-            if input.branches.is_empty() { vec![None] } else { input.branches.iter().map(Some).collect() };
+        let captions = [
+            "photo (model input)",
+            "relevance",
+            "SR map",
+            "SR map over edges",
+            "photo saliency",
+        ];
+        let branches: Vec<Option<&sr_core::BranchMaps>> = if input.branches.is_empty() {
+            vec![None]
+        } else {
+            input.branches.iter().map(Some).collect()
+        };
         for (r, b) in branches.iter().enumerate() {
             let y = TITLE + r as u32 * row_h;
             for (c, cap) in captions.iter().enumerate() {
-                let cap = if c == 1 { b.map(|b| format!("{}: {cap}", b.branch)).unwrap_or(cap.to_string()) } else { cap.to_string() };
-                self.text(&mut canvas, GAP + c as u32 * (self.tile + GAP) + 2, y + 3, 13.0, [60, 60, 60], &cap);
+                let cap = if c == 1 {
+                    b.map(|b| format!("{}: {cap}", b.branch))
+                        .unwrap_or(cap.to_string())
+                } else {
+                    cap.to_string()
+                };
+                self.text(
+                    &mut canvas,
+                    GAP + c as u32 * (self.tile + GAP) + 2,
+                    y + 3,
+                    13.0,
+                    [60, 60, 60],
+                    &cap,
+                );
             }
             let ty = y + CAPTION;
             self.put(&mut canvas, &photo, 0, ty);
             if let Some(b) = b {
-                self.put(&mut canvas, &decode(&heatmap_png(&b.relevance, self.cmap, self.clip)?)?, 1, ty);
+                self.put(
+                    &mut canvas,
+                    &decode(&heatmap_png(&b.relevance, self.cmap, self.clip)?)?,
+                    1,
+                    ty,
+                );
                 if let Some(sr) = &b.sr {
                     self.put(&mut canvas, &to_rgb(sr), 2, ty);
                     self.put(&mut canvas, &decode(&overlay(&edge, sr, 0.5)?)?, 3, ty);
@@ -142,6 +209,9 @@ impl Renderer for Panel {
         canvas
             .write_to(&mut out, image::ImageFormat::Png)
             .map_err(|e| Error::internal(format!("PNG encoding failed: {e}")))?;
-        Ok(vec![Artifact { name: "panel.png".into(), bytes: out.into_inner() }])
+        Ok(vec![Artifact {
+            name: "panel.png".into(),
+            bytes: out.into_inner(),
+        }])
     }
 }

@@ -335,7 +335,13 @@ impl Saliency for Itti {
             let po: Vec<Map> = pi
                 .iter()
                 .enumerate()
-                .map(|(l, m)| if l < CENTRES[0] { Map::new(0, 0) } else { gabor(m, theta) })
+                .map(|(l, m)| {
+                    if l < CENTRES[0] {
+                        Map::new(0, 0)
+                    } else {
+                        gabor(m, theta)
+                    }
+                })
                 .collect();
             add_into(&mut co, &normalise(&conspicuity(&po, None)));
         }
