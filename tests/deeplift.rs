@@ -4,7 +4,7 @@
 //! pool-free net, where the rescale rule promises it.
 
 use sr_backend_candle::{CandleModel, CandleParams};
-use sr_core::{Graph, Model, ModelStage, Node, Op, Relevance, RelevanceStage, Tensor};
+use sr_core::{Graph, Model, ModelStage, Op, Relevance, RelevanceStage, Tensor};
 use sr_relevance_gradient::deeplift::{DeepLift, DeepLiftParams};
 use srhost_tests::*;
 
@@ -113,15 +113,6 @@ fn net(max_pool: bool) -> GraphModel {
         padding: [1; 4],
         dilation: [1, 1],
         groups: 1,
-    };
-    let node = |name: &str, op, inputs: Vec<usize>, params: Vec<(&str, Tensor)>| Node {
-        name: name.into(),
-        op,
-        inputs,
-        params: params
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
     };
     let g = Graph {
         nodes: vec![

@@ -367,19 +367,10 @@ fn gradient_and_gradient_x_input_match_pytorch() {
 
 #[test]
 fn hand_derived_values_on_a_two_layer_net() {
-    use sr_core::{Graph, Node, Op};
+    use sr_core::{Graph, Op};
     // x = [1, 2]; W1 = [[1, -1], [2, 1]], no bias -> z1 = [-1, 4]; ReLU -> h = [0, 4];
     // W2 = [[1, 0.5]] -> y = 2.
     let t = |s: Vec<usize>, v: Vec<f32>| Tensor::new(s, v).unwrap();
-    let node = |name: &str, op: Op, inputs: Vec<usize>, params: Vec<(&str, Tensor)>| Node {
-        name: name.into(),
-        op,
-        inputs,
-        params: params
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-    };
     let g = Graph {
         nodes: vec![
             node("input", Op::Input { shape: vec![2] }, vec![], vec![]),

@@ -208,3 +208,21 @@ impl sr_core::Model for GraphModel {
         self.0.trace(x)
     }
 }
+
+/// A graph node for hand-built networks: `params` as `(name, tensor)` pairs.
+pub fn node(
+    name: &str,
+    op: sr_core::Op,
+    inputs: Vec<usize>,
+    params: Vec<(&str, sr_core::Tensor)>,
+) -> sr_core::Node {
+    sr_core::Node {
+        name: name.into(),
+        op,
+        inputs,
+        params: params
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    }
+}

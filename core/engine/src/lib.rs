@@ -47,6 +47,19 @@ pub fn resolve_path(path: &str) -> std::path::PathBuf {
     }
 }
 
+/// A label file (one class name per line; blank lines skipped), found by [`resolve_path`].
+/// Returns the names and the path read. Errors name the file and the `labels` key.
+pub fn read_label_file(path: &str) -> Result<(Vec<String>, std::path::PathBuf)> {
+    let p = resolve_path(path);
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e).context("`labels`"))?;
+    let names = text
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    Ok((names, p))
+}
+
 #[doc(hidden)]
 pub use inventory;
 /// The ABI crate, for the code `export_plugin!` generates.

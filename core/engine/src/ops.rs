@@ -222,25 +222,12 @@ fn dense_into(
             // SAFETY: each tile writes its own columns oy0 * ow .. oy1 * ow of every output
             // channel; the pointers and strides stay inside `ob`, `ws` and `rhs`.
             unsafe {
-                gemm::gemm(
-                    cout,
-                    ncols,
-                    k,
-                    dst.get().add(oy0 * ow),
-                    1,
-                    plane as isize,
+                matmul(
+                    (cout, ncols, k),
+                    (dst.get().add(oy0 * ow), plane),
                     true,
-                    ws.as_ptr(),
-                    1,
-                    k as isize,
-                    rhs,
-                    1,
-                    rhs_rs,
-                    1.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
+                    (ws.as_ptr(), k),
+                    (rhs, rhs_rs, 1),
                     gemm::Parallelism::None,
                 );
             }
@@ -468,25 +455,12 @@ pub fn linear(x: &CTensor, w: &CTensor, b: Option<&CTensor>) -> Result<CTensor> 
     with_slice(x, |xs| {
         with_slice(w, |ws| unsafe {
             // SAFETY: dst n x o (row stride o), lhs n x i (row stride i), rhs[k, j] = W[j, k].
-            gemm::gemm(
-                n,
-                o,
-                i,
-                y.as_mut_ptr(),
-                1,
-                o as isize,
+            matmul(
+                (n, o, i),
+                (y.as_mut_ptr(), o),
                 false,
-                xs.as_ptr(),
-                1,
-                i as isize,
-                ws.as_ptr(),
-                i as isize,
-                1,
-                0.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
+                (xs.as_ptr(), i),
+                (ws.as_ptr(), 1, i as isize),
                 par(),
             )
         })
@@ -496,6 +470,43 @@ pub fn linear(x: &CTensor, w: &CTensor, b: Option<&CTensor>) -> Result<CTensor> 
         Some(b) => y.broadcast_add(b),
         None => Ok(y),
     }
+}
+
+/// `dst = [dst +] lhs * rhs` for an `m x n` `dst` and an `m x k` `lhs`, both with contiguous
+/// columns and the given row strides; `rhs[r, c]` sits at `rhs + r * rs + c * cs`.
+///
+/// # Safety
+/// Every pointer, with its strides and sizes, must stay inside its buffer, and `dst` must not
+/// be written by anyone else meanwhile.
+unsafe fn matmul(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs): (*mut f32, usize),
+    accumulate: bool,
+    (lhs, lhs_rs): (*const f32, usize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, isize, isize),
+    par: gemm::Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        1,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs,
+        rhs_rs,
+        if accumulate { 1.0f32 } else { 0.0f32 },
+        1.0f32,
+        false,
+        false,
+        false,
+        par,
+    )
 }
 
 /// gemm's parallelism: rayon's threads.
@@ -517,25 +528,12 @@ pub fn linear_t(s: &CTensor, w: &CTensor) -> Result<CTensor> {
     with_slice(s, |ss| {
         with_slice(w, |ws| unsafe {
             // SAFETY: dst n x i (row stride i), lhs n x o (row stride o), rhs o x i (row stride i).
-            gemm::gemm(
-                n,
-                i,
-                o,
-                y.as_mut_ptr(),
-                1,
-                i as isize,
+            matmul(
+                (n, i, o),
+                (y.as_mut_ptr(), i),
                 false,
-                ss.as_ptr(),
-                1,
-                o as isize,
-                ws.as_ptr(),
-                1,
-                i as isize,
-                0.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
+                (ss.as_ptr(), o),
+                (ws.as_ptr(), i as isize, 1),
                 par(),
             )
         })

@@ -122,16 +122,8 @@ fn load_labels(spec: &str, classes: usize) -> Result<Vec<String>> {
             )
         }
         path => {
-            let p = resolve(path);
-            let text =
-                std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e).context("`labels`"))?;
-            (
-                text.lines()
-                    .map(|l| l.trim().to_string())
-                    .filter(|l| !l.is_empty())
-                    .collect(),
-                p.display().to_string(),
-            )
+            let (names, p) = sr_core::read_label_file(path)?;
+            (names, p.display().to_string())
         }
     };
     if names.len() != classes {

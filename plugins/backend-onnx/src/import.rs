@@ -1422,9 +1422,11 @@ pub fn import(
     };
     let out = match imp.vals.get(&out_name) {
         Some(Val::Node(id, Pending::None)) => *id,
-        Some(Val::Node(..)) => return Err(Error::input(format!(
+        Some(Val::Node(..)) => {
+            return Err(Error::input(format!(
             "output `{out_name}` ends in a Pad or Transpose, which srhost does not run on its own"
-        ))),
+        )))
+        }
         Some(Val::Const(_)) => {
             return Err(Error::input(format!("output `{out_name}` is a constant")))
         }

@@ -206,18 +206,13 @@ impl OnnxModel {
                 IMAGENET_LABELS.lines().map(str::to_string).collect()
             }
             Some("none") | None => (0..classes).map(|i| format!("class {i}")).collect(),
-            Some("imagenet") => return Err(Error::params(format!(
+            Some("imagenet") => {
+                return Err(Error::params(format!(
                 "`labels`: the ImageNet labels have 1000 names but {source} has {classes} classes"
-            ))),
+            )))
+            }
             Some(path) => {
-                let f = resolve(path);
-                let text = std::fs::read_to_string(&f)
-                    .map_err(|e| Error::io(&f, e).context("`labels`"))?;
-                let names: Vec<String> = text
-                    .lines()
-                    .map(|l| l.trim().to_string())
-                    .filter(|l| !l.is_empty())
-                    .collect();
+                let (names, f) = sr_core::read_label_file(path)?;
                 if names.len() != classes {
                     return Err(Error::params(format!(
                         "`labels`: {} has {} names but {source} has {classes} classes",
