@@ -16,6 +16,10 @@ use sr_core::{Model, ModelStage, Relevance, RelevanceStage, Tensor};
 use sr_relevance_lrp::{Lrp, LrpParams};
 use std::time::Duration;
 
+/// As in `srhost`: large freed buffers are kept for reuse (sr_core::alloc).
+#[global_allocator]
+static ALLOC: sr_core::alloc::ReuseLarge = sr_core::alloc::ReuseLarge;
+
 /// Deterministic pseudo-random normal-ish values (sum of uniforms), scaled.
 fn randn(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;

@@ -11,6 +11,11 @@ use sr_core::{kind_name, LoadedPlugin, Registry};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// Large freed buffers (activations, relevance) are kept for the next image: see
+/// `sr_core::alloc`.
+#[global_allocator]
+static ALLOC: sr_core::alloc::ReuseLarge = sr_core::alloc::ReuseLarge;
+
 // Built-in stages. Each built-in plugin crate must be named once, or the linker drops its
 // `inventory` registrations.
 use sr_backend_candle as _;

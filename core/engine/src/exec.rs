@@ -307,9 +307,9 @@ impl Executor {
     }
 }
 
-fn dims4(x: &CTensor) -> candle_core::Result<(usize, usize, usize, usize, Vec<f32>)> {
+fn dims4(x: &CTensor) -> candle_core::Result<(usize, usize, usize, usize, ops::View<'_>)> {
     let (n, c, h, w) = x.dims4()?;
-    Ok((n, c, h, w, x.flatten_all()?.to_vec1::<f32>()?))
+    Ok((n, c, h, w, ops::view(x)?))
 }
 
 /// Output length of a window op (PyTorch/ONNX rule, as in shape inference).

@@ -9,6 +9,7 @@
 //! - [`ffi`]: adapters between native stages and the `sr-abi` objects;
 //! - [`export_plugin!`]: the plugin SDK macro.
 
+pub mod alloc;
 pub mod error;
 pub mod exec;
 pub mod ffi;

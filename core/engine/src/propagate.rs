@@ -148,10 +148,15 @@ pub fn backward(
             Op::Relu | Op::Clip { .. } | Op::PRelu => {
                 let v = match structure.activation {
                     ActivationMode::Pass => r,
-                    ActivationMode::Gradient => {
-                        let d = activation_derivative(node, a).map_err(&e)?;
-                        (r * d).map_err(&e)?
+                    ActivationMode::Gradient => match node.op {
+                        // r * 1[a > 0] (and within Clip's bounds) in one pass.
+                        Op::Relu => ops::zip_map(&r, a, |r, a| r * ((a > 0.0) as u8 as f32)),
+                        Op::Clip { min, max } => ops::zip_map(&r, a, |r, a| {
+                            r * (((a > min) as u8 as f32) * ((a < max) as u8 as f32))
+                        }),
+                        _ => activation_derivative(node, a).and_then(|d| r * d),
                     }
+                    .map_err(&e)?,
                 };
                 vec![(node.inputs[0], v)]
             }
@@ -218,12 +223,11 @@ pub fn backward(
             Op::Add => match structure.add {
                 AddMode::Copy => node.inputs.iter().map(|&i| (i, r.clone())).collect(),
                 AddMode::Proportional { epsilon } => {
-                    let s = stabilise(&acts[id], epsilon)
-                        .and_then(|z| r.div(&z))
+                    let s = ops::zip_map(&r, &acts[id], |r, z| r / ops::stab(z, epsilon))
                         .map_err(&e)?;
                     node.inputs
                         .iter()
-                        .map(|&i| Ok((i, acts[i].mul(&s).map_err(&e)?)))
+                        .map(|&i| Ok((i, ops::zip_map(&acts[i], &s, |x, s| x * s).map_err(&e)?)))
                         .collect::<Result<_>>()?
                 }
             },

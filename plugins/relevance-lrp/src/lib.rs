@@ -10,6 +10,7 @@ pub mod canonizers;
 pub mod composites;
 pub mod rules;
 
+use candle_core::TensorId;
 use candle_core::{DType, Device, Result as CResult, Tensor as CTensor};
 use composites::Composite;
 use rules::{LinearMap, Rule};
@@ -21,6 +22,7 @@ use sr_core::{
     Error, Explanation, Graph, Model, NodeId, Op, Params, Relevance, RelevanceStage,
     RelevanceStats, Result, StageDef, Tensor,
 };
+use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -85,6 +87,9 @@ struct Prepared {
     weights: Vec<Option<(CTensor, Option<CTensor>)>>,
     /// Per node: `(W+, W-)` when its rule splits the weights by sign (computed once).
     signs: Vec<Option<(CTensor, CTensor)>>,
+    /// The flipped kernels of the stride-1 transposed convolutions ([`ops::flip_kernel`]) of
+    /// the weights above (`W`, `W+`, `W-`), by tensor id, computed once per model.
+    flipped: HashMap<TensorId, CTensor>,
     rules: Vec<Option<Rule>>,
 }
 
@@ -310,30 +315,55 @@ impl Lrp {
                 _ => Ok(None),
             })
             .collect::<Result<Vec<_>>>()?;
+        let mut flipped = HashMap::new();
+        for (id, n) in graph.nodes.iter().enumerate() {
+            let (Some((w, _)), Some((win, groups))) = (
+                &weights[id],
+                weights[id]
+                    .as_ref()
+                    .and_then(|(w, _)| Window::of_conv(&n.op, w.dims())),
+            ) else {
+                continue;
+            };
+            if !ops::transposes_by_flip(w.dims(), &win, groups) {
+                continue;
+            }
+            let mut kernels = vec![w];
+            if let Some((p, m)) = &signs[id] {
+                kernels.extend([p, m]);
+            }
+            for k in kernels {
+                flipped.insert(k.id(), ops::flip_kernel(k).map_err(ce)?);
+            }
+        }
         let exec = Executor::new(graph.clone())?;
         Ok(Prepared {
             graph,
             exec,
             weights,
             signs,
+            flipped,
             rules: rules_per_node,
         })
     }
 }
 
 /// A convolution as a [`LinearMap`].
-pub struct ConvMap {
+pub struct ConvMap<'p> {
     pub win: Window,
     pub groups: usize,
     pub in_hw: (usize, usize),
+    /// Flipped kernels computed beforehand, by the id of the kernel they flip.
+    pub flipped: Option<&'p HashMap<TensorId, CTensor>>,
 }
 
-impl LinearMap for ConvMap {
+impl LinearMap for ConvMap<'_> {
     fn fwd(&self, x: &CTensor, v: &CTensor, c: Option<&CTensor>) -> CResult<CTensor> {
         ops::conv2d(x, v, c, &self.win, self.groups)
     }
     fn tr(&self, s: &CTensor, v: &CTensor) -> CResult<CTensor> {
-        ops::conv2d_t(s, v, self.in_hw, &self.win, self.groups)
+        let f = self.flipped.and_then(|m| m.get(&v.id()));
+        ops::conv2d_t_with(s, v, f, self.in_hw, &self.win, self.groups)
     }
     fn per_channel(&self, a: &CTensor, values: &[f32]) -> CResult<CTensor> {
         per_channel(a, values)
@@ -406,6 +436,7 @@ impl LayerRule for Layers<'_> {
                     win,
                     groups,
                     in_hw: (h, wd),
+                    flipped: Some(&self.prep.flipped),
                 };
                 let signs = self.prep.signs[node].as_ref().map(|(p, n)| (p, n));
                 rules::apply_with_signs(rule, &m, a, z, w, b.as_ref(), r, signs).map_err(err)

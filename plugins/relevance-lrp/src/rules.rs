@@ -6,6 +6,7 @@
 //! applied to `s`; `stab_e(d) = d + e * sign0(d)`.
 
 use candle_core::{Result as CResult, Tensor as CTensor};
+use sr_core::ops;
 use sr_core::propagate::stabilise;
 use sr_core::{Error, Result};
 
@@ -190,8 +191,9 @@ pub fn apply_with_signs(
     let bn = b.map(neg).transpose()?;
     match rule {
         Rule::Epsilon(e) => {
-            let s = r.div(&stabilise(z, *e)?)?;
-            a.mul(&m.tr(&s, w)?)
+            let e = *e;
+            let s = ops::zip_map(r, z, |r, z| r / ops::stab(z, e))?;
+            ops::zip_map(a, &m.tr(&s, w)?, |a, c| a * c)
         }
         Rule::Gradient => m.tr(r, w),
         Rule::Pass => candle_core::bail!("the pass rule is only defined for batch norm layers"),
@@ -254,12 +256,12 @@ pub fn apply_with_signs(
         }
         Rule::SrpLinear => {
             let v = wpos()?;
-            let zz = m.fwd(a, &v, None)?.affine(1.0, 1e-9)?;
-            a.mul(&m.tr(&r.div(&zz)?, &v)?)
+            let s = ops::zip_map(r, &m.fwd(a, &v, None)?, |r, z| r / (z + 1e-9))?;
+            ops::zip_map(a, &m.tr(&s, &v)?, |a, c| a * c)
         }
         Rule::SrpConv => {
-            let zz = z.affine(1.0, 1e-9)?;
-            a.mul(&m.tr(&r.div(&zz)?, w)?)
+            let s = ops::zip_map(r, z, |r, z| r / (z + 1e-9))?;
+            ops::zip_map(a, &m.tr(&s, w)?, |a, c| a * c)
         }
     }
 }

@@ -243,6 +243,7 @@ fn conv_case(
         win,
         groups,
         in_hw: (h, wd),
+        flipped: None,
     };
     check(
         name,
