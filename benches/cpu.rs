@@ -5,11 +5,12 @@
 //!
 //!     cargo bench --bench cpu                     # everything
 //!     cargo bench --bench cpu -- forward          # one area
+//!     SRHOST_BENCH_RATIO=1 cargo bench --bench cpu # LRP / forward, interleaved (see below)
 //!
 //! VGG-16 uses random weights (no trained weights ship with srhost); the architecture and the
 //! arithmetic are the real ones.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, BenchmarkId, Criterion};
 use sr_backend_candle::{weights::Weights, CandleModel, CandleParams};
 use sr_backend_onnx::{OnnxModel, OnnxParams};
 use sr_core::{Model, ModelStage, Relevance, RelevanceStage, Tensor};
@@ -261,4 +262,80 @@ fn itti(c: &mut Criterion) {
 }
 
 criterion_group!(benches, forward, forward_ort, lrp, context_aware, itti);
-criterion_main!(benches);
+
+/// `SRHOST_BENCH_RATIO=1 cargo bench --bench cpu`: LRP-epsilon and srp against our forward,
+/// the three calls interleaved per round and the median of `SRHOST_BENCH_ROUNDS` (default 11)
+/// rounds taken, so a slow spell of a shared machine hits both sides of the ratio alike. The
+/// value may narrow the models and batches (`vgg16-b1`, `efficientnet_lite0-b8`, ...).
+fn interleaved_ratios() {
+    let which = std::env::var("SRHOST_BENCH_RATIO").unwrap_or_default();
+    let pick = |key: &str| which == "1" || which.is_empty() || which.contains(key);
+    let rounds: usize = std::env::var("SRHOST_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(11);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let time = |f: &dyn Fn()| {
+        let t = std::time::Instant::now();
+        f();
+        t.elapsed().as_secs_f64()
+    };
+    for (name, m) in models() {
+        for n in [1usize, 8] {
+            if !(pick(name) && pick(&format!("b{n}"))) {
+                continue;
+            }
+            let (x, t) = (batch(n), vec![1usize; n]);
+            let methods: Vec<(&str, Lrp)> = ["epsilon", "srp"]
+                .into_iter()
+                .map(|c| {
+                    let p = LrpParams {
+                        composite: c.into(),
+                        epsilon: 0.25,
+                        ..Default::default()
+                    };
+                    (c, Lrp::build(p).unwrap())
+                })
+                .collect();
+            let forward = || {
+                std::hint::black_box(m.forward(&x).unwrap());
+            };
+            forward();
+            for (_, l) in &methods {
+                l.explain(&m, &x, &t).unwrap();
+            }
+            let mut tf = vec![];
+            let mut tl = vec![vec![]; methods.len()];
+            for _ in 0..rounds {
+                tf.push(time(&forward));
+                for (k, (_, l)) in methods.iter().enumerate() {
+                    tl[k].push(time(&|| {
+                        std::hint::black_box(l.explain(&m, &x, &t).unwrap());
+                    }));
+                }
+            }
+            let f = median(&mut tf);
+            for (k, (c, _)) in methods.iter().enumerate() {
+                let l = median(&mut tl[k]);
+                println!(
+                    "{name} batch{n} {c}: forward {:.1} ms, LRP {:.1} ms, ratio {:.3} (median of {rounds})",
+                    f * 1e3,
+                    l * 1e3,
+                    l / f
+                );
+            }
+        }
+    }
+}
+
+fn main() {
+    if std::env::var_os("SRHOST_BENCH_RATIO").is_some() {
+        interleaved_ratios();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -23,9 +23,9 @@ use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Blocks smaller than this go straight to the system allocator.
-pub const MIN_BYTES: usize = 1 << 20;
+pub const MIN_BYTES: usize = 128 << 10;
 /// How many freed blocks are kept.
-pub const SLOTS: usize = 64;
+pub const SLOTS: usize = 512;
 /// The most memory kept in freed blocks.
 pub const MAX_CACHED_BYTES: usize = 3 << 30;
 

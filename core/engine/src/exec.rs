@@ -360,14 +360,13 @@ pub fn pool(
     let (n, c, h, w, xs) = dims4(x)?;
     let oh = out_len(h, k[0], s[0], p[0], p[2], ceil);
     let ow = out_len(w, k[1], s[1], p[1], p[3], ceil);
-    let mut out = vec![0f32; n * c * oh * ow];
-    out.par_chunks_mut(oh * ow).enumerate().for_each(|(nc, o)| {
+    let out = ops::par_init(n * c * oh * ow, oh * ow, |nc, o| {
         let src = &xs[nc * h * w..(nc + 1) * h * w];
         for oy in 0..oh {
             let (y0, y1, ey) = window(oy, k[0], s[0], p[0], p[2], h);
             for ox in 0..ow {
                 let (x0, x1, ex) = window(ox, k[1], s[1], p[1], p[3], w);
-                o[oy * ow + ox] = match kind {
+                o[oy * ow + ox].write(match kind {
                     PoolKind::Max => {
                         let mut m = f32::NEG_INFINITY;
                         for yy in y0..y1 {
@@ -395,7 +394,7 @@ pub fn pool(
                             acc / div as f32
                         }
                     }
-                };
+                });
             }
         }
     });

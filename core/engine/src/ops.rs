@@ -75,19 +75,35 @@ pub fn zip_map(a: &CTensor, b: &CTensor, f: impl Fn(f32, f32) -> f32 + Sync) -> 
     }
     let out = with_slice(a, |xs| {
         with_slice(b, |ys| {
-            let mut out = vec![0f32; xs.len()];
             const CHUNK: usize = 1 << 15;
-            out.par_chunks_mut(CHUNK)
-                .zip(xs.par_chunks(CHUNK).zip(ys.par_chunks(CHUNK)))
-                .for_each(|(o, (x, y))| {
-                    for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-                        *o = f(x, y);
-                    }
-                });
-            out
+            par_init(xs.len(), CHUNK, |i, o| {
+                let (x, y) = (&xs[i * CHUNK..], &ys[i * CHUNK..]);
+                for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
+                    o.write(f(x, y));
+                }
+            })
         })
     })??;
     CTensor::from_vec(out, a.shape(), &Device::Cpu)
+}
+
+/// `n` values written by `f` on parallel chunks of `chunk` values (`f(chunk index, chunk)`),
+/// with no zeroing pass first (large buffers come back from the allocator's cache, see
+/// [`crate::alloc`], and zeroing them would be one more pass over memory). `f` must write every
+/// value of its chunk.
+pub(crate) fn par_init(
+    n: usize,
+    chunk: usize,
+    f: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| f(i, c));
+    // SAFETY: `f` wrote all n values (its contract); f32 has no invalid bit patterns anyway.
+    unsafe { v.set_len(n) };
+    v
 }
 
 /// `d + e * sign0(d)` for one value, `sign0(d) = 1` for `d >= 0`, else `-1` (Zennit's
@@ -202,6 +218,18 @@ pub fn conv2d_dense(
     b: Option<&CTensor>,
     win: &Window,
 ) -> Result<CTensor> {
+    conv2d_dense_times(x, w, b, win, None)
+}
+
+/// [`conv2d_dense`], multiplied element-wise by `times` (the output's shape) inside each tile
+/// while it is in cache, when given.
+fn conv2d_dense_times(
+    x: &CTensor,
+    w: &CTensor,
+    b: Option<&CTensor>,
+    win: &Window,
+    times: Option<&CTensor>,
+) -> Result<CTensor> {
     let (n, cin, h, wd) = x.dims4()?;
     let (cout, cin_w, kh, kw) = w.dims4()?;
     if cin_w != cin {
@@ -211,13 +239,30 @@ pub fn conv2d_dense(
         );
     }
     let (oh, ow) = win.out_size(h, wd);
+    if let Some(t) = times {
+        if t.dims() != [n, cout, oh, ow] {
+            candle_core::bail!(
+                "conv2d_dense: factor {:?} for an output [{n}, {cout}, {oh}, {ow}]",
+                t.dims()
+            );
+        }
+    }
     let bias = match b {
         Some(b) => data(b)?,
         None => vec![0f32; cout],
     };
+    let tv = times.map(view).transpose()?;
     let out = with_slice(x, |xs| {
         with_slice(w, |ws| {
-            dense_into(xs, ws, &bias, (n, cin, h, wd), (cout, kh, kw), win)
+            dense_into(
+                xs,
+                ws,
+                &bias,
+                (n, cin, h, wd),
+                (cout, kh, kw),
+                win,
+                tv.as_deref(),
+            )
         })
     })??;
     CTensor::from_vec(out, (n, cout, oh, ow), &Device::Cpu)
@@ -231,28 +276,29 @@ fn dense_into(
     (n, cin, h, wd): (usize, usize, usize, usize),
     (cout, kh, kw): (usize, usize, usize),
     win: &Window,
+    times: Option<&[f32]>,
 ) -> Vec<f32> {
     let (oh, ow) = win.out_size(h, wd);
     let (s, d, p) = (win.stride, win.dilation, win.padding);
     let k = cin * kh * kw;
     let plane = oh * ow;
-    let mut out = vec![0f32; n * cout * plane];
-    for (bi, ob) in out.chunks_mut(cout * plane).enumerate() {
-        for (co, o) in ob.chunks_mut(plane).enumerate() {
-            o.fill(bias[co]);
+    // Every output starts at its bias; the tiles' gemms accumulate onto it.
+    let mut out = par_init(n * cout * plane, plane.max(1), |i, o| {
+        for v in o {
+            v.write(bias[i % cout]);
         }
+    });
+    for (bi, ob) in out.chunks_mut(cout * plane).enumerate() {
         let src = &xs[bi * cin * h * wd..(bi + 1) * cin * h * wd];
         let pointwise = kh == 1 && kw == 1 && s == [1, 1] && p == [0; 4];
         // Output rows per tile: about 64 KiB of im2col columns per row block, at least one row.
+        // (Fixed by the shapes, not the thread count, so results do not depend on it; a 1x1
+        // convolution reads the input in place and takes tiles of about 4096 columns.)
         let rows = if pointwise {
-            oh
+            (4096 / ow.max(1)).clamp(1, oh.max(1))
         } else {
             ((16384 / (k * ow).max(1)).max(1)).min(oh)
         };
-        let rows = rows.max(
-            oh.div_ceil(4 * rayon::current_num_threads().max(1))
-                .min(rows.max(1)),
-        );
         let tiles: Vec<usize> = (0..oh).step_by(rows.max(1)).collect();
         let dst = SendPtr(ob.as_mut_ptr());
         tiles.par_iter().for_each(|&oy0| {
@@ -312,6 +358,17 @@ fn dense_into(
                     (rhs, rhs_rs, 1),
                     gemm::Parallelism::None,
                 );
+            }
+            if let Some(t) = times {
+                let t = &t[bi * cout * plane..(bi + 1) * cout * plane];
+                for co in 0..cout {
+                    let at = co * plane + oy0 * ow;
+                    // SAFETY: this tile's own columns of channel co, as written above.
+                    let o = unsafe { std::slice::from_raw_parts_mut(dst.get().add(at), ncols) };
+                    for (o, f) in o.iter_mut().zip(&t[at..at + ncols]) {
+                        *o *= f;
+                    }
+                }
             }
         });
     }
@@ -422,6 +479,29 @@ pub fn transposes_by_flip(weight_dims: &[usize], win: &Window, groups: usize) ->
         && 4 * cin >= cout
 }
 
+/// [`transposes_by_flip`], and the flipped convolution of an `oh x ow` value gives the
+/// input's `h x w` back (it does not when the forward window leaves input rows unread).
+fn flips_exactly(
+    weight_dims: &[usize],
+    win: &Window,
+    groups: usize,
+    s_dims: &[usize],
+    (h, w): (usize, usize),
+) -> bool {
+    if !transposes_by_flip(weight_dims, win, groups) || s_dims.len() != 4 {
+        return false;
+    }
+    let (kh, kw) = (weight_dims[2], weight_dims[3]);
+    let [pt, pl, pb, pr] = win.padding;
+    let back = Window {
+        kernel: [kh, kw],
+        stride: [1, 1],
+        dilation: [1, 1],
+        padding: [kh - 1 - pt, kw - 1 - pl, kh - 1 - pb, kw - 1 - pr],
+    };
+    back.out_size(s_dims[2], s_dims[3]) == (h, w)
+}
+
 /// `wf[ci, co, ky, kx] = w[co, ci, kh - 1 - ky, kw - 1 - kx]`: the kernel of the stride-1
 /// transposed convolution (plain loops: a strided copy through candle costs several times more).
 pub fn flip_kernel(w: &CTensor) -> Result<CTensor> {
@@ -452,15 +532,40 @@ pub fn conv2d_t(
     win: &Window,
     groups: usize,
 ) -> Result<CTensor> {
-    conv2d_t_with(s, w, None, in_hw, win, groups)
+    conv2d_t_with(s, w, None, None, in_hw, win, groups)
 }
 
-/// [`conv2d_t`], given [`flip_kernel`]`(w)` when it was computed beforehand (used only when
-/// [`transposes_by_flip`] holds).
-pub fn conv2d_t_with(
+/// `times * conv2d_t(s, w)` (element-wise; `times` shaped like the layer's input, as in every
+/// LRP rule of the form `a * T(V, s)`), given [`flip_kernel`]`(w)` when it was computed
+/// beforehand (used only when [`transposes_by_flip`] holds). The product is taken inside the
+/// convolution's tiles where the flipped path runs.
+pub fn conv2d_t_times(
     s: &CTensor,
     w: &CTensor,
     flipped: Option<&CTensor>,
+    times: &CTensor,
+    in_hw: (usize, usize),
+    win: &Window,
+    groups: usize,
+) -> Result<CTensor> {
+    if flips_exactly(w.dims(), win, groups, s.dims(), in_hw) {
+        conv2d_t_with(s, w, flipped, Some(times), in_hw, win, groups)
+    } else {
+        zip_map(
+            times,
+            &conv2d_t_with(s, w, None, None, in_hw, win, groups)?,
+            |a, c| a * c,
+        )
+    }
+}
+
+/// [`conv2d_t`], given [`flip_kernel`]`(w)` when it was computed beforehand (used only when
+/// [`transposes_by_flip`] holds), and multiplied by `times` when given (flipped path only).
+fn conv2d_t_with(
+    s: &CTensor,
+    w: &CTensor,
+    flipped: Option<&CTensor>,
+    times: Option<&CTensor>,
     in_hw: (usize, usize),
     win: &Window,
     groups: usize,
@@ -509,7 +614,7 @@ pub fn conv2d_t_with(
         });
         return CTensor::from_vec(out, (n, cin, h, wd), &Device::Cpu);
     }
-    if transposes_by_flip(w.dims(), win, groups) {
+    if flips_exactly(w.dims(), win, groups, s.dims(), in_hw) {
         // Stride 1: the transpose is the convolution with the kernel turned by 180 degrees and
         // its channel axes swapped, padded by k - 1 - p on each side.
         let [pt, pl, pb, pr] = p;
@@ -527,11 +632,10 @@ pub fn conv2d_t_with(
             dilation: [1, 1],
             padding: [kh - 1 - pt, kw - 1 - pl, kh - 1 - pb, kw - 1 - pr],
         };
-        let y = conv2d_dense(s, wf, None, &win_t)?;
-        if y.dims4()? == (n, cin, h, wd) {
-            return Ok(y);
-        }
-        // (A window that does not tile the input exactly: fall through to the general path.)
+        return conv2d_dense_times(s, wf, None, &win_t, times);
+    }
+    if times.is_some() {
+        candle_core::bail!("conv2d_t_with: a factor is only taken on the flipped path");
     }
     // cols[n, g] = W[g]^T (cin_g*kh*kw x cout_g) @ s[n, g] (cout_g x oh*ow), W[g]^T copied
     // once (weights are small next to the columns).
@@ -615,7 +719,7 @@ pub fn linear(x: &CTensor, w: &CTensor, b: Option<&CTensor>) -> Result<CTensor> 
         candle_core::bail!("linear: input {:?} for weight {:?}", x.dims(), w.dims());
     }
     // y = x W^T straight from the weight's memory (W^T as a strided view, no copy).
-    let mut y = vec![0f32; n * o];
+    let mut y: Vec<f32> = Vec::with_capacity(n * o);
     with_slice(x, |xs| {
         with_slice(w, |ws| unsafe {
             // SAFETY: dst n x o (row stride o), lhs n x i (row stride i), rhs[k, j] = W[j, k].
@@ -629,6 +733,8 @@ pub fn linear(x: &CTensor, w: &CTensor, b: Option<&CTensor>) -> Result<CTensor> 
             )
         })
     })??;
+    // SAFETY: the gemm (not accumulating) wrote all n * o values.
+    unsafe { y.set_len(n * o) };
     let y = CTensor::from_vec(y, (n, o), &Device::Cpu)?;
     match b {
         Some(b) => y.broadcast_add(b),
@@ -681,27 +787,117 @@ fn par() -> gemm::Parallelism {
     }
 }
 
+/// `x W^T` (no bias) on the output units `o` where `need[o]`, 0 elsewhere: one dot product per
+/// needed unit and sample, so the rows of `W` that are not needed are never read.
+pub fn linear_rows(x: &CTensor, w: &CTensor, need: &[bool]) -> Result<CTensor> {
+    let n = x.dims()[0];
+    let (o, i) = w.dims2()?;
+    if x.elem_count() != n * i || need.len() != o {
+        candle_core::bail!(
+            "linear_rows: input {:?} for weight {:?}",
+            x.dims(),
+            w.dims()
+        );
+    }
+    let (xs, ws) = (view(x)?, view(w)?);
+    // Unit-major, then transposed to N x O.
+    let per_unit: Vec<f32> = par_init(o * n, n.max(1), |r, out| {
+        for (b, v) in out.iter_mut().enumerate() {
+            v.write(if need[r] {
+                let (wr, xb) = (&ws[r * i..(r + 1) * i], &xs[b * i..(b + 1) * i]);
+                let mut acc = [0f32; 8];
+                let (wc, xc) = (wr.chunks_exact(8), xb.chunks_exact(8));
+                let tail: f32 = wc
+                    .remainder()
+                    .iter()
+                    .zip(xc.remainder())
+                    .map(|(a, b)| a * b)
+                    .sum();
+                for (wv, xv) in wc.zip(xc) {
+                    for l in 0..8 {
+                        acc[l] += wv[l] * xv[l];
+                    }
+                }
+                ((acc[0] + acc[4]) + (acc[1] + acc[5]))
+                    + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+                    + tail
+            } else {
+                0.0
+            });
+        }
+    });
+    let mut y = vec![0f32; n * o];
+    for r in 0..o {
+        for b in 0..n {
+            y[b * o + r] = per_unit[r * n + b];
+        }
+    }
+    CTensor::from_vec(y, (n, o), &Device::Cpu)
+}
+
 /// The transpose of `x -> x W^T` applied to `s` (`N x O`): `s W`, `N x I`.
+///
+/// Relevance reaching a dense layer is zero wherever the ReLU after it was off, so for a small
+/// batch only the rows of `W` with a non-zero `s` in some sample are read (VGG-16's first dense
+/// layer is 411 MB, and reading it is all the work); otherwise one gemm.
 pub fn linear_t(s: &CTensor, w: &CTensor) -> Result<CTensor> {
     let (n, o) = s.dims2()?;
     let (o2, i) = w.dims2()?;
     if o != o2 {
         candle_core::bail!("linear_t: value {:?} for weight {:?}", s.dims(), w.dims());
     }
-    let mut y = vec![0f32; n * i];
-    with_slice(s, |ss| {
-        with_slice(w, |ws| unsafe {
-            // SAFETY: dst n x i (row stride i), lhs n x o (row stride o), rhs o x i (row stride i).
-            matmul(
-                (n, i, o),
-                (y.as_mut_ptr(), i),
-                false,
-                (ss.as_ptr(), o),
-                (ws.as_ptr(), i as isize, 1),
-                par(),
-            )
-        })
-    })??;
+    let ss = view(s)?;
+    let ws = view(w)?;
+    let rows: Vec<usize> = (0..o)
+        .filter(|&r| (0..n).any(|b| ss[b * o + r] != 0.0))
+        .collect();
+    if n <= 8 && rows.len() * 4 < o * 3 {
+        // Column chunks in parallel; each sums its rows in increasing order (the result does
+        // not depend on the thread count).
+        const CH: usize = 1024;
+        let mut y = vec![0f32; n * i];
+        let chunks: Vec<(usize, Vec<f32>)> = (0..i.div_ceil(CH))
+            .into_par_iter()
+            .map(|c| {
+                let (c0, c1) = (c * CH, ((c + 1) * CH).min(i));
+                let len = c1 - c0;
+                let mut acc = vec![0f32; n * len];
+                for &r in &rows {
+                    let wr = &ws[r * i + c0..r * i + c1];
+                    for b in 0..n {
+                        let sv = ss[b * o + r];
+                        if sv != 0.0 {
+                            for (a, &wv) in acc[b * len..(b + 1) * len].iter_mut().zip(wr) {
+                                *a += sv * wv;
+                            }
+                        }
+                    }
+                }
+                (c0, acc)
+            })
+            .collect();
+        for (c0, acc) in chunks {
+            let len = acc.len() / n.max(1);
+            for b in 0..n {
+                y[b * i + c0..b * i + c0 + len].copy_from_slice(&acc[b * len..(b + 1) * len]);
+            }
+        }
+        return CTensor::from_vec(y, (n, i), &Device::Cpu);
+    }
+    let mut y: Vec<f32> = Vec::with_capacity(n * i);
+    // SAFETY: dst n x i (row stride i), lhs n x o (row stride o), rhs o x i (row stride i).
+    unsafe {
+        matmul(
+            (n, i, o),
+            (y.as_mut_ptr(), i),
+            false,
+            (ss.as_ptr(), o),
+            (ws.as_ptr(), i as isize, 1),
+            par(),
+        );
+        // The gemm (not accumulating) wrote all n * i values.
+        y.set_len(n * i);
+    }
     CTensor::from_vec(y, (n, i), &Device::Cpu)
 }
 
@@ -727,6 +923,111 @@ pub fn max_pool_t(
     let (_, _, oh, ow) = s.dims4()?;
     let _ = ceil; // the output size is s's; windows are clamped to the input either way
     let (xs, ss) = (view(x)?, view(s)?);
+    if win.stride == win.kernel && win.padding == [0; 4] && win.dilation == [1, 1] {
+        // Windows that tile the input without overlap (VGG's 2 x 2 / 2): every input value
+        // is written once, by its window or as 0 outside all windows.
+        let [kh, kw] = win.kernel;
+        if [kh, kw] == [2, 2] && h == 2 * oh && w == 2 * ow {
+            // 2 x 2 windows tiling the input exactly: straight-line code per window.
+            let out = par_init(n * c * h * w, h * w, |nc, o| {
+                let src = &xs[nc * h * w..(nc + 1) * h * w];
+                let g = &ss[nc * oh * ow..(nc + 1) * oh * ow];
+                for oy in 0..oh {
+                    let (r0, r1) = src[2 * oy * w..(2 * oy + 2) * w].split_at(w);
+                    let (o0, o1) = o[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
+                    let grow = &g[oy * ow..(oy + 1) * ow];
+                    for ox in 0..ow {
+                        let q = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
+                        let best = q[0].max(q[1]).max(q[2].max(q[3]));
+                        // (No value above -inf: nothing is routed, as on the general path.)
+                        let routed = best > f32::NEG_INFINITY;
+                        let eq = q.map(|a| routed && a == best);
+                        let v = grow[ox];
+                        let put = match routing {
+                            MaxRouting::First => {
+                                let first = [
+                                    eq[0],
+                                    eq[1] && !eq[0],
+                                    eq[2] && !(eq[0] || eq[1]),
+                                    eq[3] && !(eq[0] || eq[1] || eq[2]),
+                                ];
+                                first.map(|f| if f { v } else { 0.0 })
+                            }
+                            MaxRouting::SplitTies => {
+                                let ties = eq.iter().map(|&e| e as u32).sum::<u32>();
+                                // (Divide only for real ties: a division per window costs more
+                                // than the rest of the window.)
+                                let share = if ties <= 1 { v } else { v / ties as f32 };
+                                eq.map(|e| if e { share } else { 0.0 })
+                            }
+                        };
+                        o0[2 * ox].write(put[0]);
+                        o0[2 * ox + 1].write(put[1]);
+                        o1[2 * ox].write(put[2]);
+                        o1[2 * ox + 1].write(put[3]);
+                    }
+                }
+            });
+            return CTensor::from_vec(out, (n, c, h, w), &Device::Cpu);
+        }
+        let out = par_init(n * c * h * w, h * w, |nc, o| {
+            let src = &xs[nc * h * w..(nc + 1) * h * w];
+            let g = &ss[nc * oh * ow..(nc + 1) * oh * ow];
+            let (ch, cw) = ((oh * kh).min(h), (ow * kw).min(w));
+            for yy in ch..h {
+                for v in &mut o[yy * w..(yy + 1) * w] {
+                    v.write(0.0);
+                }
+            }
+            for oy in 0..oh {
+                let (y0, y1) = (oy * kh, ((oy + 1) * kh).min(h));
+                for yy in y0..y1 {
+                    for v in &mut o[yy * w + cw..(yy + 1) * w] {
+                        v.write(0.0);
+                    }
+                }
+                for ox in 0..ow {
+                    let (x0, x1) = (ox * kw, ((ox + 1) * kw).min(w));
+                    let v = g[oy * ow + ox];
+                    let mut best = f32::NEG_INFINITY;
+                    let mut first = usize::MAX;
+                    let mut ties = 0usize;
+                    for yy in y0..y1 {
+                        for xx in x0..x1 {
+                            let a = src[yy * w + xx];
+                            if a > best {
+                                best = a;
+                                first = yy * w + xx;
+                                ties = 1;
+                            } else if a == best {
+                                ties += 1;
+                            }
+                        }
+                    }
+                    let share = if ties > 0 { v / ties as f32 } else { 0.0 };
+                    for yy in y0..y1 {
+                        for xx in x0..x1 {
+                            let i = yy * w + xx;
+                            let hit = ties > 0
+                                && match routing {
+                                    MaxRouting::First => i == first,
+                                    MaxRouting::SplitTies => src[i] == best,
+                                };
+                            o[i].write(if hit {
+                                match routing {
+                                    MaxRouting::First => v,
+                                    MaxRouting::SplitTies => share,
+                                }
+                            } else {
+                                0.0
+                            });
+                        }
+                    }
+                }
+            }
+        });
+        return CTensor::from_vec(out, (n, c, h, w), &Device::Cpu);
+    }
     let mut out = vec![0f32; n * c * h * w];
     out.par_chunks_mut(h * w).enumerate().for_each(|(nc, o)| {
         let src = &xs[nc * h * w..(nc + 1) * h * w];
@@ -934,6 +1235,101 @@ mod tests {
         // one.
         for (cin, cout) in [(5, 6), (3, 24)] {
             adjoint_case(cin, cout);
+        }
+    }
+
+    /// Max-pool routing against a naive loop over windows (exec::window's clamping), for
+    /// windows that tile the input (the write-once path) and overlapping ones, with ties.
+    #[test]
+    fn max_pool_transpose_matches_a_naive_loop() {
+        for (k, s_, h, w, ceil) in [(2, 2, 7, 9, false), (2, 2, 7, 9, true), (3, 2, 9, 8, true)] {
+            // Small integers: many exact ties.
+            let x = randn(&[2, 3, h, w], 11)
+                .affine(2.0, 0.0)
+                .unwrap()
+                .round()
+                .unwrap();
+            let oh = crate::exec::out_len(h, k, s_, 0, 0, ceil);
+            let ow = crate::exec::out_len(w, k, s_, 0, 0, ceil);
+            let g = randn(&[2, 3, oh, ow], 12);
+            let win = Window {
+                kernel: [k, k],
+                stride: [s_, s_],
+                padding: [0; 4],
+                dilation: [1, 1],
+            };
+            let (xs, gs) = (data(&x).unwrap(), data(&g).unwrap());
+            for routing in [MaxRouting::First, MaxRouting::SplitTies] {
+                let ours = data(&max_pool_t(&x, &g, &win, ceil, routing).unwrap()).unwrap();
+                let mut want = vec![0f32; xs.len()];
+                for p in 0..6 {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let (y0, y1, _) = crate::exec::window(oy, k, s_, 0, 0, h);
+                            let (x0, x1, _) = crate::exec::window(ox, k, s_, 0, 0, w);
+                            let at = |y: usize, xx: usize| p * h * w + y * w + xx;
+                            let cells: Vec<usize> = (y0..y1)
+                                .flat_map(|y| (x0..x1).map(move |xx| (y, xx)))
+                                .map(|(y, xx)| at(y, xx))
+                                .collect();
+                            let best = cells.iter().map(|&i| xs[i]).fold(f32::MIN, f32::max);
+                            let winners: Vec<usize> =
+                                cells.into_iter().filter(|&i| xs[i] == best).collect();
+                            let v = gs[(p * oh + oy) * ow + ox];
+                            match routing {
+                                MaxRouting::First => want[winners[0]] += v,
+                                MaxRouting::SplitTies => {
+                                    for &i in &winners {
+                                        want[i] += v / winners.len() as f32;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                let err = ours
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    err < 1e-6,
+                    "k{k} s{s_} {h}x{w} ceil {ceil} {routing:?}: {err}"
+                );
+            }
+        }
+    }
+
+    /// The dense transpose, with rows skipped (most of `s` zero) and with one gemm, against
+    /// candle's matmul.
+    #[test]
+    fn linear_transpose_matches_a_matmul_sparse_or_not() {
+        let w = randn(&[300, 2500], 21);
+        for zero_every in [1usize, 3] {
+            // zero_every 3: two rows in three are zero in every sample (the skipping path).
+            let s = randn(&[3, 300], 22);
+            let mask: Vec<f32> = (0..3 * 300)
+                .map(|k| {
+                    if zero_every == 1 || k % 300 % 3 == 0 {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let s = (s * CTensor::from_vec(mask, (3, 300), &Device::Cpu).unwrap()).unwrap();
+            let ours = linear_t(&s, &w).unwrap();
+            let theirs = s.matmul(&w).unwrap();
+            assert!(max_diff(&ours, &theirs) < 1e-4, "zero_every {zero_every}");
+        }
+        // The forward on chosen units only: those units equal x W^T, the others are 0.
+        let x = randn(&[3, 2500], 23);
+        let need: Vec<bool> = (0..300).map(|j| j % 3 == 1).collect();
+        let rows = data(&linear_rows(&x, &w, &need).unwrap()).unwrap();
+        let full = data(&x.matmul(&w.t().unwrap()).unwrap()).unwrap();
+        for (k, (a, b)) in rows.iter().zip(&full).enumerate() {
+            let want = if need[k % 300] { *b } else { 0.0 };
+            assert!((a - want).abs() < 1e-4, "unit {k}: {a} vs {want}");
         }
     }
 

@@ -62,6 +62,15 @@ pub trait LayerRule {
         r: &CTensor,
     ) -> Result<CTensor>;
 
+    /// Whether the value this rule sends back from layer `node` is `x * (...)` element-wise,
+    /// `x` being the layer's input (epsilon, z+, alpha-beta, ...): it is then zero wherever
+    /// the input is, so a ReLU feeding only such layers needs no gradient mask (the mask would
+    /// leave every value, and every zero's sign, unchanged).
+    fn scales_by_input(&self, graph: &Graph, node: NodeId) -> bool {
+        let _ = (graph, node);
+        false
+    }
+
     /// Whether this rule also decides what activations (ReLU, Clip, PReLU) and max pooling
     /// send back (DeepLIFT's multipliers); if not, the [`Structure`] does.
     fn defines_nonlinear(&self) -> bool {
@@ -129,6 +138,27 @@ pub fn backward(
 ) -> Result<CTensor> {
     let mut vals: Vec<Option<CTensor>> = vec![None; graph.nodes.len()];
     vals[output] = Some(seed);
+    let mut consumers: Vec<Vec<NodeId>> = vec![vec![]; graph.nodes.len()];
+    for (id, n) in graph.nodes.iter().enumerate() {
+        for &i in &n.inputs {
+            consumers[i].push(id);
+        }
+    }
+    // Whether everything that flows back into `id` is zero where `id`'s output is zero: it
+    // feeds only layers whose rule scales by their input, possibly through dropout/flatten.
+    fn zero_where_input_is(
+        graph: &Graph,
+        consumers: &[Vec<NodeId>],
+        rule: &dyn LayerRule,
+        id: NodeId,
+    ) -> bool {
+        !consumers[id].is_empty()
+            && consumers[id].iter().all(|&c| match graph.nodes[c].op {
+                Op::Conv2d { .. } | Op::Linear => rule.scales_by_input(graph, c),
+                Op::Dropout | Op::Flatten => zero_where_input_is(graph, consumers, rule, c),
+                _ => false,
+            })
+    }
     for id in (1..=output).rev() {
         let Some(r) = vals[id].take() else { continue };
         let node = &graph.nodes[id];
@@ -148,6 +178,13 @@ pub fn backward(
             Op::Relu | Op::Clip { .. } | Op::PRelu => {
                 let v = match structure.activation {
                     ActivationMode::Pass => r,
+                    // ReLU's mask 1[a > 0] keeps a value that is already 0 where relu(a) is.
+                    ActivationMode::Gradient
+                        if matches!(node.op, Op::Relu)
+                            && zero_where_input_is(graph, &consumers, rule, id) =>
+                    {
+                        r
+                    }
                     ActivationMode::Gradient => match node.op {
                         // r * 1[a > 0] (and within Clip's bounds) in one pass.
                         Op::Relu => ops::zip_map(&r, a, |r, a| r * ((a > 0.0) as u8 as f32)),

@@ -362,8 +362,11 @@ impl LinearMap for ConvMap<'_> {
         ops::conv2d(x, v, c, &self.win, self.groups)
     }
     fn tr(&self, s: &CTensor, v: &CTensor) -> CResult<CTensor> {
+        ops::conv2d_t(s, v, self.in_hw, &self.win, self.groups)
+    }
+    fn tr_times(&self, s: &CTensor, v: &CTensor, x: &CTensor) -> CResult<CTensor> {
         let f = self.flipped.and_then(|m| m.get(&v.id()));
-        ops::conv2d_t_with(s, v, f, self.in_hw, &self.win, self.groups)
+        ops::conv2d_t_times(s, v, f, x, self.in_hw, &self.win, self.groups)
     }
     fn per_channel(&self, a: &CTensor, values: &[f32]) -> CResult<CTensor> {
         per_channel(a, values)
@@ -381,6 +384,17 @@ impl LinearMap for DenseMap {
     }
     fn tr(&self, s: &CTensor, v: &CTensor) -> CResult<CTensor> {
         ops::linear_t(s, v)?.reshape(self.in_shape.as_slice())
+    }
+    fn fwd_where(&self, x: &CTensor, v: &CTensor, r: &CTensor) -> CResult<CTensor> {
+        let (n, o) = r.dims2()?;
+        let rv = ops::view(r)?;
+        let need: Vec<bool> = (0..o)
+            .map(|j| (0..n).any(|b| rv[b * o + j] != 0.0))
+            .collect();
+        if need.iter().filter(|&&k| k).count() * 4 >= o * 3 {
+            return self.fwd(x, v, None);
+        }
+        ops::linear_rows(x, v, &need)
     }
     fn per_channel(&self, a: &CTensor, values: &[f32]) -> CResult<CTensor> {
         per_channel(a, values)
@@ -411,6 +425,13 @@ struct Layers<'p> {
 }
 
 impl LayerRule for Layers<'_> {
+    fn scales_by_input(&self, graph: &Graph, node: NodeId) -> bool {
+        matches!(graph.nodes[node].op, Op::Conv2d { .. } | Op::Linear)
+            && self.prep.rules[node]
+                .as_ref()
+                .is_some_and(rules::scales_by_input)
+    }
+
     fn layer(
         &self,
         graph: &Graph,

@@ -141,6 +141,18 @@ pub trait LinearMap {
     fn tr(&self, s: &CTensor, v: &CTensor) -> CResult<CTensor>;
     /// A tensor shaped like the input, each channel filled with `values[channel]`.
     fn per_channel(&self, a: &CTensor, values: &[f32]) -> CResult<CTensor>;
+    /// `V x` at the outputs where `r` (the relevance arriving there) is non-zero in some
+    /// sample; the others may hold anything (their relevance is zero, and so is what they send
+    /// back). Dense layers skip the rows of `V` that are not needed.
+    fn fwd_where(&self, x: &CTensor, v: &CTensor, r: &CTensor) -> CResult<CTensor> {
+        let _ = r;
+        self.fwd(x, v, None)
+    }
+    /// `x * T(V, s)` element-wise (`x` shaped like the input): the last step of most rules,
+    /// which a map may fuse into its transpose.
+    fn tr_times(&self, s: &CTensor, v: &CTensor, x: &CTensor) -> CResult<CTensor> {
+        ops::zip_map(x, &self.tr(s, v)?, |x, c| x * c)
+    }
 }
 
 fn pos(x: &CTensor) -> CResult<CTensor> {
@@ -162,6 +174,20 @@ pub fn apply(
     r: &CTensor,
 ) -> CResult<CTensor> {
     apply_with_signs(rule, m, a, z, w, b, r, None)
+}
+
+/// Whether `rule` sends back `a * (...)` (or `a+ * (...) + a- * (...)`) element-wise, so its
+/// value is zero wherever the layer's input `a` is.
+pub fn scales_by_input(rule: &Rule) -> bool {
+    matches!(
+        rule,
+        Rule::Epsilon(_)
+            | Rule::ZPlus
+            | Rule::AlphaBeta { .. }
+            | Rule::Gamma(_)
+            | Rule::SrpLinear
+            | Rule::SrpConv
+    )
 }
 
 /// Whether `rule` splits the weights into `W+` and `W-` (worth computing once per model).
@@ -193,7 +219,7 @@ pub fn apply_with_signs(
         Rule::Epsilon(e) => {
             let e = *e;
             let s = ops::zip_map(r, z, |r, z| r / ops::stab(z, e))?;
-            ops::zip_map(a, &m.tr(&s, w)?, |a, c| a * c)
+            m.tr_times(&s, w, a)
         }
         Rule::Gradient => m.tr(r, w),
         Rule::Pass => candle_core::bail!("the pass rule is only defined for batch norm layers"),
@@ -201,7 +227,7 @@ pub fn apply_with_signs(
             let (ap, an, wp, wn) = (pos(a)?, neg(a)?, wpos()?, wneg()?);
             let zz = (m.fwd(&ap, &wp, bp.as_ref())? + m.fwd(&an, &wn, None)?)?;
             let s = r.div(&stab(&zz)?)?;
-            ap.mul(&m.tr(&s, &wp)?)? + an.mul(&m.tr(&s, &wn)?)?
+            m.tr_times(&s, &wp, &ap)? + m.tr_times(&s, &wn, &an)?
         }
         Rule::AlphaBeta { alpha, beta } => {
             let (ap, an, wp, wn) = (pos(a)?, neg(a)?, wpos()?, wneg()?);
@@ -209,8 +235,8 @@ pub fn apply_with_signs(
             let zn = (m.fwd(&ap, &wn, bn.as_ref())? + m.fwd(&an, &wp, None)?)?;
             let sp = r.div(&stab(&zp)?)?;
             let sn = r.div(&stab(&zn)?)?;
-            let rp = (ap.mul(&m.tr(&sp, &wp)?)? + an.mul(&m.tr(&sp, &wn)?)?)?;
-            let rn = (ap.mul(&m.tr(&sn, &wn)?)? + an.mul(&m.tr(&sn, &wp)?)?)?;
+            let rp = (m.tr_times(&sp, &wp, &ap)? + m.tr_times(&sp, &wn, &an)?)?;
+            let rn = (m.tr_times(&sn, &wn, &ap)? + m.tr_times(&sn, &wp, &an)?)?;
             rp.affine(*alpha as f64, 0.0)? - rn.affine(*beta as f64, 0.0)?
         }
         Rule::Flat => {
@@ -230,7 +256,7 @@ pub fn apply_with_signs(
                 - m.fwd(&h, &wn, bn.as_ref())?)?;
             zz = stab(&zz)?;
             let s = r.div(&zz)?;
-            (a.mul(&m.tr(&s, w)?)? - l.mul(&m.tr(&s, &wp)?)?)? - h.mul(&m.tr(&s, &wn)?)?
+            (m.tr_times(&s, w, &a)? - m.tr_times(&s, &wp, &l)?)? - m.tr_times(&s, &wn, &h)?
         }
         Rule::Gamma(g) => {
             let g = *g as f64;
@@ -251,17 +277,17 @@ pub fn apply_with_signs(
             let dn = (m.fwd(&ap, &wnn, bnn.as_ref())? + m.fwd(&an, &wpp, None)?)?;
             let sp = r.mul(&zpos)?.div(&stab(&dp)?)?;
             let sn = r.mul(&zneg)?.div(&stab(&dn)?)?;
-            let out = (ap.mul(&m.tr(&sp, &wpp)?)? + an.mul(&m.tr(&sp, &wnn)?)?)?;
-            (out + ap.mul(&m.tr(&sn, &wnn)?)?)? + an.mul(&m.tr(&sn, &wpp)?)?
+            let out = (m.tr_times(&sp, &wpp, &ap)? + m.tr_times(&sp, &wnn, &an)?)?;
+            (out + m.tr_times(&sn, &wnn, &ap)?)? + m.tr_times(&sn, &wpp, &an)?
         }
         Rule::SrpLinear => {
             let v = wpos()?;
-            let s = ops::zip_map(r, &m.fwd(a, &v, None)?, |r, z| r / (z + 1e-9))?;
-            ops::zip_map(a, &m.tr(&s, &v)?, |a, c| a * c)
+            let s = ops::zip_map(r, &m.fwd_where(a, &v, r)?, |r, z| r / (z + 1e-9))?;
+            m.tr_times(&s, &v, a)
         }
         Rule::SrpConv => {
             let s = ops::zip_map(r, z, |r, z| r / (z + 1e-9))?;
-            ops::zip_map(a, &m.tr(&s, w)?, |a, c| a * c)
+            m.tr_times(&s, w, a)
         }
     }
 }
