@@ -5,9 +5,9 @@
 //! that large to the kernel when they are freed (`munmap`), so every new buffer pays a page
 //! fault and a page clear per 4 KiB on first touch: measured here, that was 10-20% of an LRP
 //! pass on VGG-16 and more at batch 8. [`ReuseLarge`] keeps up to [`SLOTS`] freed blocks of at
-//! least [`MIN_BYTES`] (at most [`MAX_CACHED_BYTES`] in all) and hands one back when a block of
-//! exactly the same size and alignment is asked for; everything else goes to the system
-//! allocator unchanged.
+//! least [`MIN_BYTES`] (at most [`MAX_CACHED_BYTES`] in all, the oldest evicted first) and hands
+//! one back when a block of exactly the same size and alignment is asked for; everything else
+//! goes to the system allocator unchanged.
 //!
 //! A binary opts in with
 //!
@@ -34,11 +34,14 @@ struct Block {
     ptr: *mut u8,
     size: usize,
     align: usize,
+    /// When it was kept (a counter): the oldest block is evicted first.
+    age: u64,
 }
 
 struct Cache {
     blocks: [Option<Block>; SLOTS],
     bytes: usize,
+    clock: u64,
 }
 
 struct Shared {
@@ -54,6 +57,7 @@ static SHARED: Shared = Shared {
     cache: UnsafeCell::new(Cache {
         blocks: [None; SLOTS],
         bytes: 0,
+        clock: 0,
     }),
 };
 
@@ -84,25 +88,55 @@ fn take(layout: Layout) -> Option<*mut u8> {
     })
 }
 
-/// Keep a freed block; false when the cache is full.
-fn keep(ptr: *mut u8, layout: Layout) -> bool {
+/// Keep a freed block, evicting the oldest kept blocks (up to four) while the cache is full, so
+/// that blocks never asked for again (a dropped model's weights) do not crowd out the
+/// activations. Returns what is to be freed, outside the lock: the evicted blocks, and the
+/// block itself when there is still no room for it.
+fn keep(ptr: *mut u8, layout: Layout) -> [Option<Block>; 5] {
+    let mut out = [None; 5];
+    let me = Block {
+        ptr,
+        size: layout.size(),
+        align: layout.align(),
+        age: 0,
+    };
+    if me.size > MAX_CACHED_BYTES {
+        out[4] = Some(me);
+        return out;
+    }
     with_cache(|c| {
-        if c.bytes + layout.size() > MAX_CACHED_BYTES {
-            return false;
-        }
-        match c.blocks.iter_mut().find(|b| b.is_none()) {
-            Some(slot) => {
-                *slot = Some(Block {
-                    ptr,
-                    size: layout.size(),
-                    align: layout.align(),
-                });
-                c.bytes += layout.size();
-                true
+        for slot_out in out.iter_mut().take(4) {
+            if c.bytes + me.size <= MAX_CACHED_BYTES {
+                if let Some(slot) = c.blocks.iter().position(|b| b.is_none()) {
+                    c.clock += 1;
+                    c.blocks[slot] = Some(Block { age: c.clock, ..me });
+                    c.bytes += me.size;
+                    return;
+                }
             }
-            None => false,
+            let oldest = c
+                .blocks
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| b.map(|b| (b.age, i)))
+                .min()
+                .map(|(_, i)| i);
+            let Some(oldest) = oldest else { break };
+            let b = c.blocks[oldest].take().expect("found above");
+            c.bytes -= b.size;
+            *slot_out = Some(b);
         }
-    })
+        if c.bytes + me.size <= MAX_CACHED_BYTES {
+            if let Some(slot) = c.blocks.iter().position(|b| b.is_none()) {
+                c.clock += 1;
+                c.blocks[slot] = Some(Block { age: c.clock, ..me });
+                c.bytes += me.size;
+                return;
+            }
+        }
+        out[4] = Some(me);
+    });
+    out
 }
 
 /// The system allocator, keeping large freed blocks for reuse (see the module docs).
@@ -132,10 +166,12 @@ unsafe impl GlobalAlloc for ReuseLarge {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if layout.size() >= MIN_BYTES && keep(ptr, layout) {
-            return;
+        if layout.size() < MIN_BYTES {
+            return System.dealloc(ptr, layout);
         }
-        System.dealloc(ptr, layout)
+        for b in keep(ptr, layout).into_iter().flatten() {
+            System.dealloc(b.ptr, Layout::from_size_align_unchecked(b.size, b.align));
+        }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -175,6 +211,34 @@ mod tests {
             let r = a.realloc(a.alloc(layout), layout, other.size());
             r.write_bytes(1, other.size());
             a.dealloc(r, other);
+        }
+    }
+
+    #[test]
+    fn a_full_cache_evicts_its_oldest_blocks() {
+        let a = ReuseLarge;
+        // Four blocks of 1 GiB, never touched (no memory is actually used), then freed: the
+        // cache keeps at most MAX_CACHED_BYTES, so the first one freed is evicted.
+        let layout = Layout::from_size_align(1 << 30, 4096).unwrap();
+        unsafe {
+            let ps: Vec<*mut u8> = (0..4).map(|_| a.alloc(layout)).collect();
+            assert!(ps.iter().all(|p| !p.is_null()));
+            for &p in &ps {
+                a.dealloc(p, layout);
+            }
+            let kept: Vec<*mut u8> = with_cache(|c| {
+                assert!(c.bytes <= MAX_CACHED_BYTES);
+                c.blocks.iter().flatten().map(|b| b.ptr).collect()
+            });
+            assert!(!kept.contains(&ps[0]), "the oldest block was kept");
+            assert!(kept.contains(&ps[3]), "the newest block was not kept");
+            // Give them back so other tests start from an emptier cache.
+            for &p in &ps[1..] {
+                if let Some(q) = take(layout) {
+                    System.dealloc(q, layout);
+                }
+                let _ = p;
+            }
         }
     }
 }
