@@ -104,15 +104,23 @@ fn keep(ptr: *mut u8, layout: Layout) -> [Option<Block>; 5] {
         out[4] = Some(me);
         return out;
     }
+    // Put `me` in a free slot if it fits.
+    let insert = |c: &mut Cache| -> bool {
+        if c.bytes + me.size > MAX_CACHED_BYTES {
+            return false;
+        }
+        let Some(slot) = c.blocks.iter().position(|b| b.is_none()) else {
+            return false;
+        };
+        c.clock += 1;
+        c.blocks[slot] = Some(Block { age: c.clock, ..me });
+        c.bytes += me.size;
+        true
+    };
     with_cache(|c| {
         for slot_out in out.iter_mut().take(4) {
-            if c.bytes + me.size <= MAX_CACHED_BYTES {
-                if let Some(slot) = c.blocks.iter().position(|b| b.is_none()) {
-                    c.clock += 1;
-                    c.blocks[slot] = Some(Block { age: c.clock, ..me });
-                    c.bytes += me.size;
-                    return;
-                }
+            if insert(c) {
+                return;
             }
             let oldest = c
                 .blocks
@@ -126,15 +134,9 @@ fn keep(ptr: *mut u8, layout: Layout) -> [Option<Block>; 5] {
             c.bytes -= b.size;
             *slot_out = Some(b);
         }
-        if c.bytes + me.size <= MAX_CACHED_BYTES {
-            if let Some(slot) = c.blocks.iter().position(|b| b.is_none()) {
-                c.clock += 1;
-                c.blocks[slot] = Some(Block { age: c.clock, ..me });
-                c.bytes += me.size;
-                return;
-            }
+        if !insert(c) {
+            out[4] = Some(me);
         }
-        out[4] = Some(me);
     });
     out
 }

@@ -901,6 +901,33 @@ pub fn linear_t(s: &CTensor, w: &CTensor) -> Result<CTensor> {
     CTensor::from_vec(y, (n, i), &Device::Cpu)
 }
 
+/// The maximum of the window `rows x cols` of a plane `w` wide, the index of its first
+/// occurrence in row-major order (None when no value exceeds -inf) and how many values equal it.
+#[inline]
+fn window_max(
+    src: &[f32],
+    w: usize,
+    (y0, y1): (usize, usize),
+    (x0, x1): (usize, usize),
+) -> (f32, Option<usize>, usize) {
+    let mut best = f32::NEG_INFINITY;
+    let mut first = None;
+    let mut ties = 0usize;
+    for yy in y0..y1 {
+        for xx in x0..x1 {
+            let a = src[yy * w + xx];
+            if a > best {
+                best = a;
+                first = Some(yy * w + xx);
+                ties = 1;
+            } else if a == best {
+                ties += 1;
+            }
+        }
+    }
+    (best, first, ties)
+}
+
 /// Where the relevance (or gradient) of a max-pooled output goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MaxRouting {
@@ -989,21 +1016,9 @@ pub fn max_pool_t(
                 for ox in 0..ow {
                     let (x0, x1) = (ox * kw, ((ox + 1) * kw).min(w));
                     let v = g[oy * ow + ox];
-                    let mut best = f32::NEG_INFINITY;
-                    let mut first = usize::MAX;
-                    let mut ties = 0usize;
-                    for yy in y0..y1 {
-                        for xx in x0..x1 {
-                            let a = src[yy * w + xx];
-                            if a > best {
-                                best = a;
-                                first = yy * w + xx;
-                                ties = 1;
-                            } else if a == best {
-                                ties += 1;
-                            }
-                        }
-                    }
+                    let (best, first, ties) = window_max(src, w, (y0, y1), (x0, x1));
+                    let first = first.unwrap_or(usize::MAX);
+                    let ties = if first == usize::MAX { 0 } else { ties };
                     let share = if ties > 0 { v / ties as f32 } else { 0.0 };
                     for yy in y0..y1 {
                         for xx in x0..x1 {
@@ -1054,21 +1069,7 @@ pub fn max_pool_t(
                     win.padding[3],
                     w,
                 );
-                let mut best = f32::NEG_INFINITY;
-                let mut first = None;
-                let mut ties = 0usize;
-                for yy in y0..y1 {
-                    for xx in x0..x1 {
-                        let a = src[yy * w + xx];
-                        if a > best {
-                            best = a;
-                            first = Some(yy * w + xx);
-                            ties = 1;
-                        } else if a == best {
-                            ties += 1;
-                        }
-                    }
-                }
+                let (best, first, ties) = window_max(src, w, (y0, y1), (x0, x1));
                 match (routing, first) {
                     (_, None) => {}
                     (MaxRouting::First, Some(i)) => o[i] += v,
