@@ -105,6 +105,15 @@ enum Command {
 struct Fail(u8, String);
 
 fn main() -> ExitCode {
+    if let Some(v) = std::env::var_os(sr_core::alloc::CACHE_ENV) {
+        match sr_core::alloc::parse_cache_mb(&v.to_string_lossy()) {
+            Ok(bytes) => sr_core::alloc::set_cache_limit(bytes),
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let cli = Cli::parse();
     match dispatch(&cli) {
         Ok(code) => ExitCode::from(code),

@@ -26,8 +26,35 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub const MIN_BYTES: usize = 128 << 10;
 /// How many freed blocks are kept.
 pub const SLOTS: usize = 512;
-/// The most memory kept in freed blocks.
+/// The most memory kept in freed blocks, unless [`set_cache_limit`] says otherwise.
 pub const MAX_CACHED_BYTES: usize = 3 << 30;
+
+/// The limit in force (bytes); 0 keeps nothing.
+static LIMIT: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(MAX_CACHED_BYTES);
+
+/// Set how much freed memory is kept for reuse (0: none, every block goes back to the system).
+/// Blocks already kept beyond a lower limit are released as others are freed.
+pub fn set_cache_limit(bytes: usize) {
+    LIMIT.store(bytes, Ordering::Relaxed);
+}
+
+/// The environment variable that sets the limit for `srhost`, in MiB.
+pub const CACHE_ENV: &str = "SRHOST_BUFFER_CACHE_MB";
+
+/// Parse [`CACHE_ENV`]'s value: a whole number of MiB.
+pub fn parse_cache_mb(value: &str) -> Result<usize, String> {
+    value
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|mb| mb.checked_mul(1 << 20))
+        .ok_or_else(|| {
+            format!(
+                "{CACHE_ENV}=`{value}`: expected a whole number of MiB (0 keeps no freed buffers)"
+            )
+        })
+}
 
 #[derive(Clone, Copy)]
 struct Block {
@@ -100,13 +127,14 @@ fn keep(ptr: *mut u8, layout: Layout) -> [Option<Block>; 5] {
         align: layout.align(),
         age: 0,
     };
-    if me.size > MAX_CACHED_BYTES {
+    let limit = LIMIT.load(Ordering::Relaxed);
+    if me.size > limit {
         out[4] = Some(me);
         return out;
     }
     // Put `me` in a free slot if it fits.
     let insert = |c: &mut Cache| -> bool {
-        if c.bytes + me.size > MAX_CACHED_BYTES {
+        if c.bytes + me.size > limit {
             return false;
         }
         let Some(slot) = c.blocks.iter().position(|b| b.is_none()) else {
@@ -214,6 +242,18 @@ mod tests {
             r.write_bytes(1, other.size());
             a.dealloc(r, other);
         }
+    }
+
+    #[test]
+    fn the_cache_limit_is_parsed_in_mib_with_a_clear_error() {
+        assert_eq!(parse_cache_mb("512"), Ok(512 << 20));
+        assert_eq!(parse_cache_mb(" 0 "), Ok(0));
+        let e = parse_cache_mb("2GB").unwrap_err();
+        assert!(
+            e.contains("SRHOST_BUFFER_CACHE_MB=`2GB`") && e.contains("MiB"),
+            "{e}"
+        );
+        assert!(parse_cache_mb("-1").is_err());
     }
 
     #[test]
