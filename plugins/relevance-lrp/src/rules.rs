@@ -256,7 +256,7 @@ pub fn apply_with_signs(
                 - m.fwd(&h, &wn, bn.as_ref())?)?;
             zz = stab(&zz)?;
             let s = r.div(&zz)?;
-            (m.tr_times(&s, w, &a)? - m.tr_times(&s, &wp, &l)?)? - m.tr_times(&s, &wn, &h)?
+            (m.tr_times(&s, w, a)? - m.tr_times(&s, &wp, &l)?)? - m.tr_times(&s, &wn, &h)?
         }
         Rule::Gamma(g) => {
             let g = *g as f64;
