@@ -787,24 +787,39 @@ fn par() -> gemm::Parallelism {
     }
 }
 
-/// `x W^T` (no bias) on the output units `o` where `need[o]`, 0 elsewhere: one dot product per
-/// needed unit and sample, so the rows of `W` that are not needed are never read.
-pub fn linear_rows(x: &CTensor, w: &CTensor, need: &[bool]) -> Result<CTensor> {
+/// Which of the `o` units of an `n x o` value are non-zero in some sample, when fewer than
+/// three quarters are (else None: reading every row of the weights costs no more). Relevance
+/// reaching a dense layer is zero wherever the ReLU after it was off.
+fn live_units(vs: &[f32], n: usize, o: usize) -> Option<Vec<bool>> {
+    let live: Vec<bool> = (0..o)
+        .map(|j| (0..n).any(|b| vs[b * o + j] != 0.0))
+        .collect();
+    (live.iter().filter(|&&l| l).count() * 4 < o * 3).then_some(live)
+}
+
+/// `x W^T` (no bias) at the output units where `r` (`N x O`, the relevance arriving there) is
+/// non-zero in some sample, 0 at the others: one dot product per such unit and sample, so the
+/// rows of `W` of the other units are never read. When most units are live, the whole product.
+pub fn linear_where(x: &CTensor, w: &CTensor, r: &CTensor) -> Result<CTensor> {
     let n = x.dims()[0];
     let (o, i) = w.dims2()?;
-    if x.elem_count() != n * i || need.len() != o {
+    if x.elem_count() != n * i || r.dims() != [n, o] {
         candle_core::bail!(
-            "linear_rows: input {:?} for weight {:?}",
+            "linear_where: input {:?} and relevance {:?} for weight {:?}",
             x.dims(),
+            r.dims(),
             w.dims()
         );
     }
+    let Some(need) = live_units(&view(r)?, n, o) else {
+        return linear(x, w, None);
+    };
     let (xs, ws) = (view(x)?, view(w)?);
     // Unit-major, then transposed to N x O.
-    let per_unit: Vec<f32> = par_init(o * n, n.max(1), |r, out| {
+    let per_unit: Vec<f32> = par_init(o * n, n.max(1), |u, out| {
         for (b, v) in out.iter_mut().enumerate() {
-            v.write(if need[r] {
-                let (wr, xb) = (&ws[r * i..(r + 1) * i], &xs[b * i..(b + 1) * i]);
+            v.write(if need[u] {
+                let (wr, xb) = (&ws[u * i..(u + 1) * i], &xs[b * i..(b + 1) * i]);
                 let mut acc = [0f32; 8];
                 let (wc, xc) = (wr.chunks_exact(8), xb.chunks_exact(8));
                 let tail: f32 = wc
@@ -827,9 +842,9 @@ pub fn linear_rows(x: &CTensor, w: &CTensor, need: &[bool]) -> Result<CTensor> {
         }
     });
     let mut y = vec![0f32; n * o];
-    for r in 0..o {
+    for u in 0..o {
         for b in 0..n {
-            y[b * o + r] = per_unit[r * n + b];
+            y[b * o + u] = per_unit[u * n + b];
         }
     }
     CTensor::from_vec(y, (n, o), &Device::Cpu)
@@ -848,10 +863,9 @@ pub fn linear_t(s: &CTensor, w: &CTensor) -> Result<CTensor> {
     }
     let ss = view(s)?;
     let ws = view(w)?;
-    let rows: Vec<usize> = (0..o)
-        .filter(|&r| (0..n).any(|b| ss[b * o + r] != 0.0))
-        .collect();
-    if n <= 8 && rows.len() * 4 < o * 3 {
+    let live = if n <= 8 { live_units(&ss, n, o) } else { None };
+    if let Some(live) = live {
+        let rows: Vec<usize> = (0..o).filter(|&r| live[r]).collect();
         // Column chunks in parallel; each sums its rows in increasing order (the result does
         // not depend on the thread count).
         const CH: usize = 1024;
@@ -950,94 +964,51 @@ pub fn max_pool_t(
     let (_, _, oh, ow) = s.dims4()?;
     let _ = ceil; // the output size is s's; windows are clamped to the input either way
     let (xs, ss) = (view(x)?, view(s)?);
-    if win.stride == win.kernel && win.padding == [0; 4] && win.dilation == [1, 1] {
-        // Windows that tile the input without overlap (VGG's 2 x 2 / 2): every input value
-        // is written once, by its window or as 0 outside all windows.
-        let [kh, kw] = win.kernel;
-        if [kh, kw] == [2, 2] && h == 2 * oh && w == 2 * ow {
-            // 2 x 2 windows tiling the input exactly: straight-line code per window.
-            let out = par_init(n * c * h * w, h * w, |nc, o| {
-                let src = &xs[nc * h * w..(nc + 1) * h * w];
-                let g = &ss[nc * oh * ow..(nc + 1) * oh * ow];
-                for oy in 0..oh {
-                    let (r0, r1) = src[2 * oy * w..(2 * oy + 2) * w].split_at(w);
-                    let (o0, o1) = o[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
-                    let grow = &g[oy * ow..(oy + 1) * ow];
-                    for ox in 0..ow {
-                        let q = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
-                        let best = q[0].max(q[1]).max(q[2].max(q[3]));
-                        // (No value above -inf: nothing is routed, as on the general path.)
-                        let routed = best > f32::NEG_INFINITY;
-                        let eq = q.map(|a| routed && a == best);
-                        let v = grow[ox];
-                        let put = match routing {
-                            MaxRouting::First => {
-                                let first = [
-                                    eq[0],
-                                    eq[1] && !eq[0],
-                                    eq[2] && !(eq[0] || eq[1]),
-                                    eq[3] && !(eq[0] || eq[1] || eq[2]),
-                                ];
-                                first.map(|f| if f { v } else { 0.0 })
-                            }
-                            MaxRouting::SplitTies => {
-                                let ties = eq.iter().map(|&e| e as u32).sum::<u32>();
-                                // (Divide only for real ties: a division per window costs more
-                                // than the rest of the window.)
-                                let share = if ties <= 1 { v } else { v / ties as f32 };
-                                eq.map(|e| if e { share } else { 0.0 })
-                            }
-                        };
-                        o0[2 * ox].write(put[0]);
-                        o0[2 * ox + 1].write(put[1]);
-                        o1[2 * ox].write(put[2]);
-                        o1[2 * ox + 1].write(put[3]);
-                    }
-                }
-            });
-            return CTensor::from_vec(out, (n, c, h, w), &Device::Cpu);
-        }
+    if win.kernel == [2, 2]
+        && win.stride == [2, 2]
+        && win.padding == [0; 4]
+        && win.dilation == [1, 1]
+        && h == 2 * oh
+        && w == 2 * ow
+    {
+        // 2 x 2 windows tiling the input exactly (VGG's pooling): every input value is written
+        // once, by straight-line code per window, with no zeroing pass.
         let out = par_init(n * c * h * w, h * w, |nc, o| {
             let src = &xs[nc * h * w..(nc + 1) * h * w];
             let g = &ss[nc * oh * ow..(nc + 1) * oh * ow];
-            let (ch, cw) = ((oh * kh).min(h), (ow * kw).min(w));
-            for yy in ch..h {
-                for v in &mut o[yy * w..(yy + 1) * w] {
-                    v.write(0.0);
-                }
-            }
             for oy in 0..oh {
-                let (y0, y1) = (oy * kh, ((oy + 1) * kh).min(h));
-                for yy in y0..y1 {
-                    for v in &mut o[yy * w + cw..(yy + 1) * w] {
-                        v.write(0.0);
-                    }
-                }
+                let (r0, r1) = src[2 * oy * w..(2 * oy + 2) * w].split_at(w);
+                let (o0, o1) = o[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
+                let grow = &g[oy * ow..(oy + 1) * ow];
                 for ox in 0..ow {
-                    let (x0, x1) = (ox * kw, ((ox + 1) * kw).min(w));
-                    let v = g[oy * ow + ox];
-                    let (best, first, ties) = window_max(src, w, (y0, y1), (x0, x1));
-                    let first = first.unwrap_or(usize::MAX);
-                    let ties = if first == usize::MAX { 0 } else { ties };
-                    let share = if ties > 0 { v / ties as f32 } else { 0.0 };
-                    for yy in y0..y1 {
-                        for xx in x0..x1 {
-                            let i = yy * w + xx;
-                            let hit = ties > 0
-                                && match routing {
-                                    MaxRouting::First => i == first,
-                                    MaxRouting::SplitTies => src[i] == best,
-                                };
-                            o[i].write(if hit {
-                                match routing {
-                                    MaxRouting::First => v,
-                                    MaxRouting::SplitTies => share,
-                                }
-                            } else {
-                                0.0
-                            });
+                    let q = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
+                    let best = q[0].max(q[1]).max(q[2].max(q[3]));
+                    // (No value above -inf: nothing is routed, as on the general path.)
+                    let routed = best > f32::NEG_INFINITY;
+                    let eq = q.map(|a| routed && a == best);
+                    let v = grow[ox];
+                    let put = match routing {
+                        MaxRouting::First => {
+                            let first = [
+                                eq[0],
+                                eq[1] && !eq[0],
+                                eq[2] && !(eq[0] || eq[1]),
+                                eq[3] && !(eq[0] || eq[1] || eq[2]),
+                            ];
+                            first.map(|f| if f { v } else { 0.0 })
                         }
-                    }
+                        MaxRouting::SplitTies => {
+                            let ties = eq.iter().map(|&e| e as u32).sum::<u32>();
+                            // (Divide only for real ties: a division per window costs more
+                            // than the rest of the window.)
+                            let share = if ties <= 1 { v } else { v / ties as f32 };
+                            eq.map(|e| if e { share } else { 0.0 })
+                        }
+                    };
+                    o0[2 * ox].write(put[0]);
+                    o0[2 * ox + 1].write(put[1]);
+                    o1[2 * ox].write(put[2]);
+                    o1[2 * ox + 1].write(put[3]);
                 }
             }
         });
@@ -1323,10 +1294,15 @@ mod tests {
             let theirs = s.matmul(&w).unwrap();
             assert!(max_diff(&ours, &theirs) < 1e-4, "zero_every {zero_every}");
         }
-        // The forward on chosen units only: those units equal x W^T, the others are 0.
+        // The forward at the units with relevance only (one in three here): those units equal
+        // x W^T, the others are 0.
         let x = randn(&[3, 2500], 23);
         let need: Vec<bool> = (0..300).map(|j| j % 3 == 1).collect();
-        let rows = data(&linear_rows(&x, &w, &need).unwrap()).unwrap();
+        let r: Vec<f32> = (0..3 * 300)
+            .map(|k| if need[k % 300] { 1.0 } else { 0.0 })
+            .collect();
+        let r = CTensor::from_vec(r, (3, 300), &Device::Cpu).unwrap();
+        let rows = data(&linear_where(&x, &w, &r).unwrap()).unwrap();
         let full = data(&x.matmul(&w.t().unwrap()).unwrap()).unwrap();
         for (k, (a, b)) in rows.iter().zip(&full).enumerate() {
             let want = if need[k % 300] { *b } else { 0.0 };

@@ -317,12 +317,8 @@ impl Lrp {
             .collect::<Result<Vec<_>>>()?;
         let mut flipped = HashMap::new();
         for (id, n) in graph.nodes.iter().enumerate() {
-            let (Some((w, _)), Some((win, groups))) = (
-                &weights[id],
-                weights[id]
-                    .as_ref()
-                    .and_then(|(w, _)| Window::of_conv(&n.op, w.dims())),
-            ) else {
+            let Some((w, _)) = &weights[id] else { continue };
+            let Some((win, groups)) = Window::of_conv(&n.op, w.dims()) else {
                 continue;
             };
             if !ops::transposes_by_flip(w.dims(), &win, groups) {
@@ -386,15 +382,7 @@ impl LinearMap for DenseMap {
         ops::linear_t(s, v)?.reshape(self.in_shape.as_slice())
     }
     fn fwd_where(&self, x: &CTensor, v: &CTensor, r: &CTensor) -> CResult<CTensor> {
-        let (n, o) = r.dims2()?;
-        let rv = ops::view(r)?;
-        let need: Vec<bool> = (0..o)
-            .map(|j| (0..n).any(|b| rv[b * o + j] != 0.0))
-            .collect();
-        if need.iter().filter(|&&k| k).count() * 4 >= o * 3 {
-            return self.fwd(x, v, None);
-        }
-        ops::linear_rows(x, v, &need)
+        ops::linear_where(x, v, r)
     }
     fn per_channel(&self, a: &CTensor, values: &[f32]) -> CResult<CTensor> {
         per_channel(a, values)
