@@ -697,3 +697,74 @@ fn a_pipeline_writes_relevance_maps_heatmaps_and_metrics_per_branch() {
     let r = srhost(&dir, &["check", &spec("\"top0\"")]);
     assert_eq!(r.code, 2, "{r:?}");
 }
+
+/// The backward walker folds activation masks (ReLU6 into the next convolution, ReLU into the
+/// max pooling after it) and the epsilon-like rules' first division `r / stab(z)` into the
+/// neighbouring passes. The same operations on the same values in the same order: the maps
+/// must equal those of the unfused walker value for value, with every rule mix of the
+/// composites (fusable or not) on a ReLU/max-pool net and a ReLU6/residual net, at batch 2.
+#[test]
+fn fused_and_unfused_backward_passes_agree_value_for_value() {
+    let vgg = load(
+        "vgg16",
+        &golden("models/vgg16_narrow.safetensors")
+            .display()
+            .to_string(),
+        Some(labels10()),
+    );
+    let lite = load(
+        "efficientnet_lite0",
+        "assets/models/efficientnet-lite0.safetensors",
+        None,
+    );
+    let batch = |file: &str| {
+        let xs: Vec<Tensor> = ["coffee", "astronaut"]
+            .iter()
+            .map(|i| npy_tensor(&golden(&format!("inputs/{i}/{file}"))))
+            .collect();
+        let mut dims = xs[0].shape().to_vec();
+        dims[0] = 2;
+        Tensor::new(dims, xs.iter().flat_map(|t| t.data().to_vec()).collect()).unwrap()
+    };
+    for (name, m, x) in [
+        ("vgg16_narrow", &vgg, batch("input_imagenet.npy")),
+        ("efficientnet_lite0", &lite, batch("input_lite.npy")),
+    ] {
+        for composite in [
+            "epsilon",
+            "srp",
+            "epsilon-plus-flat",
+            "epsilon-alpha2-beta1-flat",
+            "epsilon-gamma-box",
+        ] {
+            for add in ["proportional", "copy"] {
+                let build = || {
+                    Lrp::build(LrpParams {
+                        composite: composite.into(),
+                        epsilon: 0.25,
+                        add: add.into(),
+                        ..Default::default()
+                    })
+                    .unwrap()
+                };
+                let fused = build().explain(m, &x, &[1, 3]).unwrap();
+                let plain = build().unfused().explain(m, &x, &[1, 3]).unwrap();
+                let differ = fused
+                    .relevance
+                    .data()
+                    .iter()
+                    .zip(plain.relevance.data())
+                    .filter(|(a, b)| a != b)
+                    .count();
+                assert!(
+                    fused.relevance.data().iter().any(|&v| v != 0.0),
+                    "{name} {composite}: an all-zero map proves nothing"
+                );
+                assert_eq!(
+                    differ, 0,
+                    "{name} {composite} add={add}: {differ} values differ"
+                );
+            }
+        }
+    }
+}

@@ -60,6 +60,137 @@ impl Window {
     }
 }
 
+/// An activation's open interval `(lo, hi)` folded into the factor of a transposed map: the
+/// factor `x` counts as `x * 1[lo < x < hi]` (a clip activation's derivative, read off its
+/// output), `None` leaves it as it is.
+pub type Gate = Option<(f32, f32)>;
+
+/// `x * 1[lo < x < hi]`.
+#[inline(always)]
+pub fn gated(x: f32, (lo, hi): (f32, f32)) -> f32 {
+    if x > lo && x < hi {
+        x
+    } else {
+        0.0
+    }
+}
+
+/// A stabilised divisor `d(z)` of the traced output `z` of a layer: the first step of the
+/// epsilon-like rules is `s = r / d(z)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Stab {
+    /// `z + e * sign0(z)` ([`stab`]; epsilon).
+    Sign(f32),
+    /// `z + e` (the paper's code).
+    Add(f32),
+}
+
+impl Stab {
+    #[inline(always)]
+    pub fn of(self, z: f32) -> f32 {
+        match self {
+            Stab::Sign(e) => stab(z, e),
+            Stab::Add(e) => z + e,
+        }
+    }
+}
+
+/// How the output `c` of a transposed map is finished, element-wise, while it is in cache:
+/// `c * gated(times, gate)`, then divided by `d(z)` when `div` is `(z, d)` (the division that
+/// the rule of the layer below would start with: see [`crate::propagate`]).
+#[derive(Clone, Copy)]
+pub struct Finish<'a> {
+    pub times: &'a CTensor,
+    pub gate: Gate,
+    pub div: Option<(&'a CTensor, Stab)>,
+}
+
+impl<'a> Finish<'a> {
+    /// `c * times`.
+    pub fn times(times: &'a CTensor) -> Self {
+        Finish {
+            times,
+            gate: None,
+            div: None,
+        }
+    }
+
+    fn views(&self, len: usize) -> Result<FinishView<'a>> {
+        let times = view(self.times)?;
+        let div = match self.div {
+            Some((z, d)) => Some((view(z)?, d)),
+            None => None,
+        };
+        if times.len() != len || div.as_ref().is_some_and(|(z, _)| z.len() != len) {
+            candle_core::bail!(
+                "finish: factor {:?} (divisor {:?}) for {len} values",
+                self.times.dims(),
+                self.div.map(|(z, _)| z.dims().to_vec())
+            );
+        }
+        Ok(FinishView {
+            times,
+            gate: self.gate,
+            div,
+        })
+    }
+}
+
+/// [`Finish`] on borrowed storage.
+struct FinishView<'a> {
+    times: View<'a>,
+    gate: Gate,
+    div: Option<(View<'a>, Stab)>,
+}
+
+impl FinishView<'_> {
+    /// Finish `o`, the values `at .. at + o.len()` of the map's output.
+    #[inline]
+    fn apply(&self, o: &mut [f32], at: usize) {
+        let x = &self.times[at..at + o.len()];
+        #[inline(always)]
+        fn run(o: &mut [f32], x: &[f32], z: &[f32], f: impl Fn(f32, f32, f32) -> f32) {
+            for ((o, &x), &z) in o.iter_mut().zip(x).zip(z) {
+                *o = f(*o, x, z);
+            }
+        }
+        match (&self.div, self.gate) {
+            (None, None) => o.iter_mut().zip(x).for_each(|(o, &x)| *o *= x),
+            (None, Some(g)) => o.iter_mut().zip(x).for_each(|(o, &x)| *o *= gated(x, g)),
+            (Some((z, d)), g) => {
+                let z = &z[at..at + o.len()];
+                match (*d, g) {
+                    (Stab::Sign(e), None) => run(o, x, z, |c, x, z| c * x / stab(z, e)),
+                    (Stab::Sign(e), Some(g)) => {
+                        run(o, x, z, |c, x, z| c * gated(x, g) / stab(z, e))
+                    }
+                    (Stab::Add(e), None) => run(o, x, z, |c, x, z| c * x / (z + e)),
+                    (Stab::Add(e), Some(g)) => run(o, x, z, |c, x, z| c * gated(x, g) / (z + e)),
+                }
+            }
+        }
+    }
+}
+
+/// `c` finished by `f` in one pass (for the maps that do not finish inside their own loops).
+pub fn finish(c: &CTensor, f: &Finish) -> Result<CTensor> {
+    let n = c.elem_count();
+    let fv = f.views(n)?;
+    let out = with_slice(c, |cs| {
+        const CHUNK: usize = 1 << 15;
+        let mut out = par_init(n, CHUNK, |i, o| {
+            for (o, &c) in o.iter_mut().zip(&cs[i * CHUNK..]) {
+                o.write(c);
+            }
+        });
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, o)| fv.apply(o, i * CHUNK));
+        out
+    })?;
+    CTensor::from_vec(out, c.shape(), &Device::Cpu)
+}
+
 /// Run `f` on the f32 values of `t` in row-major order, borrowed when `t` is contiguous on the
 /// CPU (no copy), else on a contiguous copy.
 fn with_slice<R>(t: &CTensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
@@ -221,14 +352,14 @@ pub fn conv2d_dense(
     conv2d_dense_times(x, w, b, win, None)
 }
 
-/// [`conv2d_dense`], multiplied element-wise by `times` (the output's shape) inside each tile
-/// while it is in cache, when given.
+/// [`conv2d_dense`], finished by `fin` (see [`Finish`]; shaped like the output) inside each
+/// tile while it is in cache, when given.
 fn conv2d_dense_times(
     x: &CTensor,
     w: &CTensor,
     b: Option<&CTensor>,
     win: &Window,
-    times: Option<&CTensor>,
+    fin: Option<&Finish>,
 ) -> Result<CTensor> {
     let (n, cin, h, wd) = x.dims4()?;
     let (cout, cin_w, kh, kw) = w.dims4()?;
@@ -239,11 +370,11 @@ fn conv2d_dense_times(
         );
     }
     let (oh, ow) = win.out_size(h, wd);
-    if let Some(t) = times {
-        if t.dims() != [n, cout, oh, ow] {
+    if let Some(f) = fin {
+        if f.times.dims() != [n, cout, oh, ow] {
             candle_core::bail!(
                 "conv2d_dense: factor {:?} for an output [{n}, {cout}, {oh}, {ow}]",
-                t.dims()
+                f.times.dims()
             );
         }
     }
@@ -251,7 +382,7 @@ fn conv2d_dense_times(
         Some(b) => data(b)?,
         None => vec![0f32; cout],
     };
-    let tv = times.map(view).transpose()?;
+    let fv = fin.map(|f| f.views(n * cout * oh * ow)).transpose()?;
     let out = with_slice(x, |xs| {
         with_slice(w, |ws| {
             dense_into(
@@ -261,7 +392,7 @@ fn conv2d_dense_times(
                 (n, cin, h, wd),
                 (cout, kh, kw),
                 win,
-                tv.as_deref(),
+                fv.as_ref(),
             )
         })
     })??;
@@ -276,7 +407,7 @@ fn dense_into(
     (n, cin, h, wd): (usize, usize, usize, usize),
     (cout, kh, kw): (usize, usize, usize),
     win: &Window,
-    times: Option<&[f32]>,
+    fin: Option<&FinishView>,
 ) -> Vec<f32> {
     let (oh, ow) = win.out_size(h, wd);
     let (s, d, p) = (win.stride, win.dilation, win.padding);
@@ -359,15 +490,12 @@ fn dense_into(
                     gemm::Parallelism::None,
                 );
             }
-            if let Some(t) = times {
-                let t = &t[bi * cout * plane..(bi + 1) * cout * plane];
+            if let Some(f) = fin {
                 for co in 0..cout {
                     let at = co * plane + oy0 * ow;
                     // SAFETY: this tile's own columns of channel co, as written above.
                     let o = unsafe { std::slice::from_raw_parts_mut(dst.get().add(at), ncols) };
-                    for (o, f) in o.iter_mut().zip(&t[at..at + ncols]) {
-                        *o *= f;
-                    }
+                    f.apply(o, bi * cout * plane + at);
                 }
             }
         });
@@ -458,7 +586,8 @@ fn depthwise(x: &CTensor, w: &[f32], win: &Window) -> Result<CTensor> {
 
 /// Whether [`conv2d_t`] computes the transpose of this convolution as a forward convolution
 /// with the kernel flipped ([`flip_kernel`]): stride 1, no dilation, one group, padding smaller
-/// than the kernel, and not far fewer input than output channels (as in a first layer, where
+/// than the kernel, and either a 1 x 1 kernel (no im2col on either path; the flipped one needs
+/// no col2im either) or not far fewer input than output channels (as in a first layer, where
 /// the column matrix of the general path, `cin * kh * kw` rows, is much smaller than the im2col
 /// matrix of the flipped convolution, `cout * kh * kw` rows).
 pub fn transposes_by_flip(weight_dims: &[usize], win: &Window, groups: usize) -> bool {
@@ -476,7 +605,7 @@ pub fn transposes_by_flip(weight_dims: &[usize], win: &Window, groups: usize) ->
         && pb < kh
         && pl < kw
         && pr < kw
-        && 4 * cin >= cout
+        && ((kh == 1 && kw == 1) || 4 * cin >= cout)
 }
 
 /// [`transposes_by_flip`], and the flipped convolution of an `oh x ow` value gives the
@@ -535,37 +664,37 @@ pub fn conv2d_t(
     conv2d_t_with(s, w, None, None, in_hw, win, groups)
 }
 
-/// `times * conv2d_t(s, w)` (element-wise; `times` shaped like the layer's input, as in every
-/// LRP rule of the form `a * T(V, s)`), given [`flip_kernel`]`(w)` when it was computed
-/// beforehand (used only when [`transposes_by_flip`] holds). The product is taken inside the
-/// convolution's tiles where the flipped path runs.
+/// `conv2d_t(s, w)` finished by `fin` (see [`Finish`]: the factor is shaped like the layer's
+/// input, as in every LRP rule of the form `a * T(V, s)`), given [`flip_kernel`]`(w)` when it
+/// was computed beforehand (used only when [`transposes_by_flip`] holds). The flipped path
+/// finishes inside the convolution's tiles and the depthwise one per channel plane, while the
+/// values are in cache; the general path takes one more pass.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_t_times(
     s: &CTensor,
     w: &CTensor,
     flipped: Option<&CTensor>,
-    times: &CTensor,
+    fin: &Finish,
     in_hw: (usize, usize),
     win: &Window,
     groups: usize,
 ) -> Result<CTensor> {
-    if flips_exactly(w.dims(), win, groups, s.dims(), in_hw) {
-        conv2d_t_with(s, w, flipped, Some(times), in_hw, win, groups)
+    let depthwise = groups > 1 && groups == w.dims()[0] && w.dims()[1] == 1;
+    if depthwise || flips_exactly(w.dims(), win, groups, s.dims(), in_hw) {
+        conv2d_t_with(s, w, flipped, Some(fin), in_hw, win, groups)
     } else {
-        zip_map(
-            times,
-            &conv2d_t_with(s, w, None, None, in_hw, win, groups)?,
-            |a, c| a * c,
-        )
+        finish(&conv2d_t_with(s, w, None, None, in_hw, win, groups)?, fin)
     }
 }
 
 /// [`conv2d_t`], given [`flip_kernel`]`(w)` when it was computed beforehand (used only when
-/// [`transposes_by_flip`] holds), and multiplied by `times` when given (flipped path only).
+/// [`transposes_by_flip`] holds), and finished by `fin` when given (flipped and depthwise
+/// paths only).
 fn conv2d_t_with(
     s: &CTensor,
     w: &CTensor,
     flipped: Option<&CTensor>,
-    times: Option<&CTensor>,
+    fin: Option<&Finish>,
     in_hw: (usize, usize),
     win: &Window,
     groups: usize,
@@ -579,6 +708,7 @@ fn conv2d_t_with(
         // Depthwise: scatter each output back through its own kernel.
         let ws = view(w)?;
         let ss = view(s)?;
+        let fv = fin.map(|f| f.views(n * cin * h * wd)).transpose()?;
         let mut out = vec![0f32; n * cin * h * wd];
         out.par_chunks_mut(h * wd).enumerate().for_each(|(nc, o)| {
             let ch = nc % cin;
@@ -611,6 +741,9 @@ fn conv2d_t_with(
                     }
                 }
             }
+            if let Some(f) = &fv {
+                f.apply(o, nc * h * wd);
+            }
         });
         return CTensor::from_vec(out, (n, cin, h, wd), &Device::Cpu);
     }
@@ -632,9 +765,9 @@ fn conv2d_t_with(
             dilation: [1, 1],
             padding: [kh - 1 - pt, kw - 1 - pl, kh - 1 - pb, kw - 1 - pr],
         };
-        return conv2d_dense_times(s, wf, None, &win_t, times);
+        return conv2d_dense_times(s, wf, None, &win_t, fin);
     }
-    if times.is_some() {
+    if fin.is_some() {
         candle_core::bail!("conv2d_t_with: a factor is only taken on the flipped path");
     }
     // cols[n, g] = W[g]^T (cin_g*kh*kw x cout_g) @ s[n, g] (cout_g x oh*ow), W[g]^T copied
@@ -866,36 +999,60 @@ pub fn linear_t(s: &CTensor, w: &CTensor) -> Result<CTensor> {
     let live = if n <= 8 { live_units(&ss, n, o) } else { None };
     if let Some(live) = live {
         let rows: Vec<usize> = (0..o).filter(|&r| live[r]).collect();
-        // Column chunks in parallel; each sums its rows in increasing order (the result does
-        // not depend on the thread count).
-        const CH: usize = 1024;
-        let mut y = vec![0f32; n * i];
-        let chunks: Vec<(usize, Vec<f32>)> = (0..i.div_ceil(CH))
+        // Blocks of live rows times chunks of columns, in parallel: each task streams 32 KiB
+        // segments of its rows of W (short segments at a large stride starve the hardware
+        // prefetcher) into its own partial sums, which are then added in block order. The
+        // blocks are fixed by the shapes, so the result does not depend on the thread count.
+        const CH: usize = 8192;
+        const RB: usize = 256;
+        let (nch, nrb) = (i.div_ceil(CH), rows.len().div_ceil(RB).max(1));
+        let parts: Vec<Vec<f32>> = (0..nch * nrb)
             .into_par_iter()
-            .map(|c| {
+            .map(|t| {
+                let (c, rb) = (t / nrb, t % nrb);
                 let (c0, c1) = (c * CH, ((c + 1) * CH).min(i));
                 let len = c1 - c0;
                 let mut acc = vec![0f32; n * len];
-                for &r in &rows {
-                    let wr = &ws[r * i + c0..r * i + c1];
+                let block = &rows[(rb * RB).min(rows.len())..((rb + 1) * RB).min(rows.len())];
+                // Four rows per pass over the partial sums (a quarter of their traffic).
+                let quads = block.chunks_exact(4);
+                let rest = quads.remainder();
+                for q in quads {
+                    let w4: [&[f32]; 4] =
+                        std::array::from_fn(|k| &ws[q[k] * i + c0..q[k] * i + c1]);
                     for b in 0..n {
-                        let sv = ss[b * o + r];
-                        if sv != 0.0 {
-                            for (a, &wv) in acc[b * len..(b + 1) * len].iter_mut().zip(wr) {
-                                *a += sv * wv;
-                            }
+                        let sv: [f32; 4] = std::array::from_fn(|k| ss[b * o + q[k]]);
+                        let ab = &mut acc[b * len..(b + 1) * len];
+                        for j in 0..len {
+                            ab[j] += (sv[0] * w4[0][j] + sv[1] * w4[1][j])
+                                + (sv[2] * w4[2][j] + sv[3] * w4[3][j]);
                         }
                     }
                 }
-                (c0, acc)
+                for &r in rest {
+                    let wr = &ws[r * i + c0..r * i + c1];
+                    for b in 0..n {
+                        let sv = ss[b * o + r];
+                        for (a, &wv) in acc[b * len..(b + 1) * len].iter_mut().zip(wr) {
+                            *a += sv * wv;
+                        }
+                    }
+                }
+                acc
             })
             .collect();
-        for (c0, acc) in chunks {
-            let len = acc.len() / n.max(1);
-            for b in 0..n {
-                y[b * i + c0..b * i + c0 + len].copy_from_slice(&acc[b * len..(b + 1) * len]);
+        let mut y = vec![0f32; n * i];
+        y.par_chunks_mut(i.max(1)).enumerate().for_each(|(b, yb)| {
+            for c in 0..nch {
+                let (c0, c1) = (c * CH, ((c + 1) * CH).min(i));
+                let len = c1 - c0;
+                for part in &parts[c * nrb..(c + 1) * nrb] {
+                    for (y, p) in yb[c0..c1].iter_mut().zip(&part[b * len..(b + 1) * len]) {
+                        *y += p;
+                    }
+                }
             }
-        }
+        });
         return CTensor::from_vec(y, (n, i), &Device::Cpu);
     }
     let mut y: Vec<f32> = Vec::with_capacity(n * i);
@@ -960,10 +1117,35 @@ pub fn max_pool_t(
     ceil: bool,
     routing: MaxRouting,
 ) -> Result<CTensor> {
+    max_pool_t_fused(x, s, win, ceil, routing, None, None)
+}
+
+/// [`max_pool_t`], every value then multiplied by `1[lo < x < hi]` when `gate` is `(lo, hi)`
+/// (the derivative of the activation whose output `x` is) and divided by `d(z)` when `div` is
+/// `(z, d)` (`z` shaped like `x`), in the same pass.
+pub fn max_pool_t_fused(
+    x: &CTensor,
+    s: &CTensor,
+    win: &Window,
+    ceil: bool,
+    routing: MaxRouting,
+    gate: Gate,
+    div: Option<(&CTensor, Stab)>,
+) -> Result<CTensor> {
     let (n, c, h, w) = x.dims4()?;
     let (_, _, oh, ow) = s.dims4()?;
     let _ = ceil; // the output size is s's; windows are clamped to the input either way
     let (xs, ss) = (view(x)?, view(s)?);
+    let dv = match div {
+        Some((z, d)) if z.elem_count() == x.elem_count() => Some((view(z)?, d)),
+        Some((z, _)) => candle_core::bail!(
+            "max_pool_t: divisor {:?} for an input {:?}",
+            z.dims(),
+            x.dims()
+        ),
+        None => None,
+    };
+    let dv = dv.as_ref();
     if win.kernel == [2, 2]
         && win.stride == [2, 2]
         && win.padding == [0; 4]
@@ -1003,6 +1185,27 @@ pub fn max_pool_t(
                             // than the rest of the window.)
                             let share = if ties <= 1 { v } else { v / ties as f32 };
                             eq.map(|e| if e { share } else { 0.0 })
+                        }
+                    };
+                    let put = match gate {
+                        None => put,
+                        Some((lo, hi)) => {
+                            [0, 1, 2, 3].map(|k| put[k] * ((q[k] > lo && q[k] < hi) as u8 as f32))
+                        }
+                    };
+                    let put = match dv {
+                        None => put,
+                        Some((z, d)) => {
+                            let (a, b) = (
+                                nc * h * w + 2 * oy * w + 2 * ox,
+                                nc * h * w + (2 * oy + 1) * w + 2 * ox,
+                            );
+                            [
+                                put[0] / d.of(z[a]),
+                                put[1] / d.of(z[a + 1]),
+                                put[2] / d.of(z[b]),
+                                put[3] / d.of(z[b + 1]),
+                            ]
                         }
                     };
                     o0[2 * ox].write(put[0]);
@@ -1055,6 +1258,16 @@ pub fn max_pool_t(
                         }
                     }
                 }
+            }
+        }
+        if let Some((lo, hi)) = gate {
+            for (o, &a) in o.iter_mut().zip(src) {
+                *o *= (a > lo && a < hi) as u8 as f32;
+            }
+        }
+        if let Some((z, d)) = dv {
+            for (o, &z) in o.iter_mut().zip(&z[nc * h * w..(nc + 1) * h * w]) {
+                *o /= d.of(z);
             }
         }
     });
@@ -1272,6 +1485,103 @@ mod tests {
         }
     }
 
+    /// Max-pool routing with an activation's gate and a division folded in, against the
+    /// plain routing followed by the mask and the division as separate passes: equal value for
+    /// value, on the write-once 2 x 2 path and the general one.
+    #[test]
+    fn max_pool_transpose_folds_a_gate_and_a_division_exactly() {
+        for (k, s_, h, w) in [(2, 2, 8, 10), (3, 2, 9, 8)] {
+            // A ReLU's output (many exact zeros) and the layer output below it.
+            let z = randn(&[2, 3, h, w], 31);
+            let x = z.relu().unwrap();
+            let oh = crate::exec::out_len(h, k, s_, 0, 0, false);
+            let ow = crate::exec::out_len(w, k, s_, 0, 0, false);
+            let g = randn(&[2, 3, oh, ow], 32);
+            let win = Window {
+                kernel: [k, k],
+                stride: [s_, s_],
+                padding: [0; 4],
+                dilation: [1, 1],
+            };
+            for (gate, d) in [
+                ((0.0, f32::INFINITY), Stab::Sign(0.25)),
+                ((0.0, 0.3), Stab::Add(1e-9)),
+            ] {
+                let routed = max_pool_t(&x, &g, &win, false, MaxRouting::SplitTies).unwrap();
+                let masked = zip_map(&routed, &x, |r, a| {
+                    r * ((a > gate.0 && a < gate.1) as u8 as f32)
+                })
+                .unwrap();
+                let want = zip_map(&masked, &z, |r, z| r / d.of(z)).unwrap();
+                let ours = max_pool_t_fused(
+                    &x,
+                    &g,
+                    &win,
+                    false,
+                    MaxRouting::SplitTies,
+                    Some(gate),
+                    Some((&z, d)),
+                )
+                .unwrap();
+                assert_eq!(data(&ours).unwrap(), data(&want).unwrap(), "k{k} {d:?}");
+            }
+        }
+    }
+
+    /// The transposed convolutions finished inside their own loops (flipped 3 x 3 and 1 x 1,
+    /// depthwise) or in one more pass (strided), against the plain transpose followed by the
+    /// factor, gate and division as separate passes: equal value for value.
+    #[test]
+    fn transposed_convolutions_finish_exactly_as_separate_passes() {
+        let win = |k: usize, s: usize, p: usize| Window {
+            kernel: [k, k],
+            stride: [s, s],
+            padding: [p; 4],
+            dilation: [1, 1],
+        };
+        // (cin, cout, groups, window): flipped 3x3, flipped 1x1 expansion, depthwise, strided.
+        for (cin, cout, groups, wn) in [
+            (5, 6, 1, win(3, 1, 1)),
+            (4, 24, 1, win(1, 1, 0)),
+            (6, 6, 6, win(3, 1, 1)),
+            (6, 6, 6, win(3, 2, 1)),
+            (3, 8, 1, win(3, 2, 1)),
+        ] {
+            let x = randn(&[2, cin, 9, 8], 41);
+            let w = randn(&[cout, cin / groups, wn.kernel[0], wn.kernel[1]], 42);
+            let y = conv2d(&x, &w, None, &wn, groups).unwrap();
+            let s = randn(y.dims(), 43);
+            let z = randn(x.dims(), 44);
+            let a = z.clamp(0f32, 0.3f32).unwrap();
+            let plain = conv2d_t(&s, &w, (9, 8), &wn, groups).unwrap();
+            for (gate, div) in [
+                (None, None),
+                (Some((0.0, 0.3)), None),
+                (None, Some(Stab::Sign(1e-6))),
+                (Some((0.0, 0.3)), Some(Stab::Add(1e-9))),
+            ] {
+                let mut want = match gate {
+                    None => zip_map(&plain, &a, |c, a| c * a).unwrap(),
+                    Some(g) => zip_map(&plain, &a, |c, a| c * gated(a, g)).unwrap(),
+                };
+                if let Some(d) = div {
+                    want = zip_map(&want, &z, |r, z| r / d.of(z)).unwrap();
+                }
+                let fin = Finish {
+                    times: &a,
+                    gate,
+                    div: div.map(|d| (&z, d)),
+                };
+                let ours = conv2d_t_times(&s, &w, None, &fin, (9, 8), &wn, groups).unwrap();
+                assert_eq!(
+                    data(&ours).unwrap(),
+                    data(&want).unwrap(),
+                    "{cin}->{cout} g{groups} {wn:?} {gate:?} {div:?}"
+                );
+            }
+        }
+    }
+
     /// The dense transpose, with rows skipped (most of `s` zero) and with one gemm, against
     /// candle's matmul.
     #[test]
@@ -1294,6 +1604,15 @@ mod tests {
             let theirs = s.matmul(&w).unwrap();
             assert!(max_diff(&ours, &theirs) < 1e-4, "zero_every {zero_every}");
         }
+        // Several blocks of live rows and chunks of columns (the partial sums are added).
+        let wide = randn(&[1200, 8300], 24);
+        let s = randn(&[2, 1200], 25);
+        let mask: Vec<f32> = (0..2 * 1200)
+            .map(|k| if k % 1200 % 3 == 0 { 1.0 } else { 0.0 })
+            .collect();
+        let s = (s * CTensor::from_vec(mask, (2, 1200), &Device::Cpu).unwrap()).unwrap();
+        let ours = linear_t(&s, &wide).unwrap();
+        assert!(max_diff(&ours, &s.matmul(&wide).unwrap()) < 1e-4);
         // The forward at the units with relevance only (one in three here): those units equal
         // x W^T, the others are 0.
         let x = randn(&[3, 2500], 23);

@@ -47,6 +47,10 @@ pub struct Structure {
     pub avg_pool: PoolMode,
     pub max_pool: MaxRouting,
     pub add: AddMode,
+    /// Whether the walker folds activation masks and the rules' first divisions into the
+    /// neighbouring passes (see [`Fused`]). The result is the same either way (a test compares
+    /// them value for value); off is slower and serves that test.
+    pub fuse: bool,
 }
 
 /// What a layer with weights sends back to its input.
@@ -71,6 +75,52 @@ pub trait LayerRule {
         false
     }
 
+    /// The divisor `d` this rule starts from at layer `node`, when its first step is
+    /// `s = r / d(z)` element-wise (epsilon-like rules). The walker may then take that division
+    /// into the last pass of the layer above and hand over `s` instead of `r`
+    /// ([`Fused::divided`]).
+    fn divisor(&self, graph: &Graph, node: NodeId) -> Option<ops::Stab> {
+        let _ = (graph, node);
+        None
+    }
+
+    /// Whether this rule's last step at layer `node` is a single transposed map times the
+    /// layer's input (`a * T(V, s)`), finished in one pass that can also take a clip
+    /// activation's gate and the division of the layer below ([`Fused::gate`],
+    /// [`Fused::below`]).
+    fn finishes(&self, graph: &Graph, node: NodeId) -> bool {
+        let _ = (graph, node);
+        false
+    }
+
+    /// [`LayerRule::layer`] with the walker's fusions (see [`Fused`]). `divided` and `below` are
+    /// only asked of rules that declare them ([`LayerRule::divisor`], [`LayerRule::finishes`]);
+    /// a gate is asked of any rule, and by default the result is multiplied by it afterwards.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_fused(
+        &self,
+        graph: &Graph,
+        node: NodeId,
+        a: &CTensor,
+        z: &CTensor,
+        r: &CTensor,
+        how: &Fused,
+    ) -> Result<CTensor> {
+        let name = &graph.nodes[node].name;
+        if how.divided || how.below.is_some() {
+            return Err(Error::internal(format!(
+                "layer `{name}`: this rule takes no fused division"
+            )));
+        }
+        let v = self.layer(graph, node, a, z, r)?;
+        match how.gate {
+            Some((lo, hi)) => {
+                ops::zip_map(&v, a, |v, a| v * ((a > lo && a < hi) as u8 as f32)).map_err(ce(name))
+            }
+            None => Ok(v),
+        }
+    }
+
     /// Whether this rule also decides what activations (ReLU, Clip, PReLU) and max pooling
     /// send back (DeepLIFT's multipliers); if not, the [`Structure`] does.
     fn defines_nonlinear(&self) -> bool {
@@ -85,6 +135,28 @@ pub trait LayerRule {
             "layer `{}`: this rule does not define activations",
             graph.nodes[node].name
         )))
+    }
+}
+
+/// What the walker folds into a layer's step ([`LayerRule::layer_fused`]), each exact (the
+/// same operations on the same values as the unfused passes, in the same order).
+#[derive(Clone, Copy, Default)]
+pub struct Fused<'a> {
+    /// The layer's input is the output of a clip activation `(lo, hi)` (ReLU6) that feeds only
+    /// layers: multiply the result by `1[lo < a < hi]`, the activation's derivative (read off
+    /// its output `a`), which the activation then skips.
+    pub gate: Option<(f32, f32)>,
+    /// `r` is already `r / d(z)`, [`LayerRule::divisor`]'s first step, done by the layer above.
+    pub divided: bool,
+    /// Divide the result by `d(z)`, `z` being the traced output of the layer below whose rule
+    /// starts with that division (through activations, dropout and flatten that pass the value
+    /// unchanged); that layer then receives it `divided`.
+    pub below: Option<(&'a CTensor, ops::Stab)>,
+}
+
+impl Fused<'_> {
+    fn is_plain(&self) -> bool {
+        self.gate.is_none() && !self.divided && self.below.is_none()
     }
 }
 
@@ -159,6 +231,82 @@ pub fn backward(
                 _ => false,
             })
     }
+    // An activation whose output feeds only layers with weights and max poolings (ReLU6 before
+    // the depthwise and 1x1 convolutions of mobile nets, ReLU before VGG's poolings) leaves its
+    // gradient mask to them: `gates[consumer]` is the activation's open interval (ReLU's is
+    // (0, +inf)), `folded[activation]` marks it. (A ReLU that feeds only layers scaling by
+    // their input needs no mask at all, see `zero_where_input_is`.)
+    let mut gates: Vec<Option<(f32, f32)>> = vec![None; graph.nodes.len()];
+    let mut folded = vec![false; graph.nodes.len()];
+    if structure.fuse
+        && structure.activation == ActivationMode::Gradient
+        && !rule.defines_nonlinear()
+    {
+        for (id, n) in graph.nodes.iter().enumerate() {
+            let gate = match n.op {
+                Op::Clip { min, max } if min < max => (min, max),
+                Op::Relu if !zero_where_input_is(graph, &consumers, rule, id) => {
+                    (0.0, f32::INFINITY)
+                }
+                _ => continue,
+            };
+            let takes = |&c: &NodeId| {
+                matches!(
+                    graph.nodes[c].op,
+                    Op::Conv2d { .. } | Op::Linear | Op::MaxPool { .. }
+                ) && graph.nodes[c].inputs[0] == id
+            };
+            if !consumers[id].is_empty() && consumers[id].iter().all(takes) {
+                folded[id] = true;
+                for &c in &consumers[id] {
+                    gates[c] = Some(gate);
+                }
+            }
+        }
+    }
+    // A layer whose rule starts by dividing its relevance (`LayerRule::divisor`) and whose
+    // output reaches one single consumer through activations that pass the value unchanged
+    // (ReLU without its mask, a folded clip), dropout or flatten, leaves that division to the
+    // consumer's last pass, when the consumer is a max pooling or a layer whose rule finishes
+    // in one pass: `below[consumer]` is the layer and its divisor, `divided[layer]` marks it.
+    let mut below: Vec<Option<(NodeId, ops::Stab)>> = vec![None; graph.nodes.len()];
+    let mut divided = vec![false; graph.nodes.len()];
+    let unchanged = |c: NodeId| match graph.nodes[c].op {
+        Op::Dropout | Op::Flatten => true,
+        Op::Relu if !rule.defines_nonlinear() => {
+            structure.activation == ActivationMode::Pass
+                || zero_where_input_is(graph, &consumers, rule, c)
+        }
+        Op::Clip { .. } if !rule.defines_nonlinear() => {
+            structure.activation == ActivationMode::Pass || folded[c]
+        }
+        _ => false,
+    };
+    for (p, n) in graph.nodes.iter().enumerate() {
+        if !structure.fuse || !matches!(n.op, Op::Conv2d { .. } | Op::Linear) {
+            continue;
+        }
+        let Some(d) = rule.divisor(graph, p) else {
+            continue;
+        };
+        let mut cur = p;
+        let last = loop {
+            let [c] = consumers[cur][..] else { break None };
+            if graph.nodes[c].inputs[0] != cur {
+                break None;
+            }
+            match graph.nodes[c].op {
+                Op::Conv2d { .. } | Op::Linear if rule.finishes(graph, c) => break Some(c),
+                Op::MaxPool { .. } if !rule.defines_nonlinear() => break Some(c),
+                _ if unchanged(c) => cur = c,
+                _ => break None,
+            }
+        };
+        if let Some(c) = last {
+            below[c] = Some((p, d));
+            divided[p] = true;
+        }
+    }
     for id in (1..=output).rev() {
         let Some(r) = vals[id].take() else { continue };
         let node = &graph.nodes[id];
@@ -168,7 +316,17 @@ pub fn backward(
         let sends: Vec<(NodeId, CTensor)> = match &node.op {
             Op::Input { .. } => unreachable!("node 0 is not visited"),
             Op::Conv2d { .. } | Op::Linear | Op::BatchNorm { .. } => {
-                vec![(node.inputs[0], rule.layer(graph, id, a, &acts[id], &r)?)]
+                let how = Fused {
+                    gate: gates[id],
+                    divided: divided[id],
+                    below: below[id].map(|(p, d)| (&acts[p], d)),
+                };
+                let v = if how.is_plain() {
+                    rule.layer(graph, id, a, &acts[id], &r)?
+                } else {
+                    rule.layer_fused(graph, id, a, &acts[id], &r, &how)?
+                };
+                vec![(node.inputs[0], v)]
             }
             Op::Relu | Op::Clip { .. } | Op::PRelu | Op::MaxPool { .. }
                 if rule.defines_nonlinear() =>
@@ -178,6 +336,7 @@ pub fn backward(
             Op::Relu | Op::Clip { .. } | Op::PRelu => {
                 let v = match structure.activation {
                     ActivationMode::Pass => r,
+                    ActivationMode::Gradient if folded[id] => r,
                     // ReLU's mask 1[a > 0] keeps a value that is already 0 where relu(a) is.
                     ActivationMode::Gradient
                         if matches!(node.op, Op::Relu)
@@ -209,9 +368,12 @@ pub fn backward(
                     padding: *padding,
                     dilation: [1, 1],
                 };
+                let div = below[id].map(|(p, d)| (&acts[p], d));
+                let route = structure.max_pool;
                 vec![(
                     node.inputs[0],
-                    ops::max_pool_t(a, &r, &win, *ceil_mode, structure.max_pool).map_err(&e)?,
+                    ops::max_pool_t_fused(a, &r, &win, *ceil_mode, route, gates[id], div)
+                        .map_err(&e)?,
                 )]
             }
             Op::AvgPool {

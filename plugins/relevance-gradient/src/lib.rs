@@ -25,6 +25,7 @@ pub const GRADIENT: Structure = Structure {
     avg_pool: PoolMode::Gradient,
     max_pool: MaxRouting::First,
     add: AddMode::Copy,
+    fuse: true,
 };
 
 struct Prepared {

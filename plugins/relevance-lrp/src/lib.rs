@@ -17,7 +17,7 @@ use rules::{LinearMap, Rule};
 use serde::{Deserialize, Serialize};
 use sr_core::exec::{to_candle, Executor, GraphCache};
 use sr_core::ops::{self, MaxRouting, Window};
-use sr_core::propagate::{self, AddMode, LayerRule, Structure};
+use sr_core::propagate::{self, AddMode, Fused, LayerRule, Structure};
 use sr_core::{
     Error, Explanation, Graph, Model, NodeId, Op, Params, Relevance, RelevanceStage,
     RelevanceStats, Result, StageDef, Tensor,
@@ -170,6 +170,7 @@ impl RelevanceStage for Lrp {
                 avg_pool: comp.avg_pool,
                 max_pool,
                 add,
+                fuse: true,
             },
             start,
             params: p,
@@ -190,6 +191,14 @@ fn ce(e: candle_core::Error) -> Error {
 }
 
 impl Lrp {
+    /// The same method with the backward walker's fusions off (activation masks and the
+    /// rules' first divisions each in a pass of their own, see `sr_core::propagate::Fused`):
+    /// slower, and equal value for value; the test of the fusions compares the two.
+    pub fn unfused(mut self) -> Lrp {
+        self.structure.fuse = false;
+        self
+    }
+
     fn prepare(&self, model: &dyn Model) -> Result<Arc<Prepared>> {
         let graph = model.graph()?;
         self.cache
@@ -360,9 +369,9 @@ impl LinearMap for ConvMap<'_> {
     fn tr(&self, s: &CTensor, v: &CTensor) -> CResult<CTensor> {
         ops::conv2d_t(s, v, self.in_hw, &self.win, self.groups)
     }
-    fn tr_times(&self, s: &CTensor, v: &CTensor, x: &CTensor) -> CResult<CTensor> {
+    fn tr_finish(&self, s: &CTensor, v: &CTensor, fin: &ops::Finish) -> CResult<CTensor> {
         let f = self.flipped.and_then(|m| m.get(&v.id()));
-        ops::conv2d_t_times(s, v, f, x, self.in_hw, &self.win, self.groups)
+        ops::conv2d_t_times(s, v, f, fin, self.in_hw, &self.win, self.groups)
     }
     fn per_channel(&self, a: &CTensor, values: &[f32]) -> CResult<CTensor> {
         per_channel(a, values)
@@ -428,6 +437,32 @@ impl LayerRule for Layers<'_> {
         z: &CTensor,
         r: &CTensor,
     ) -> Result<CTensor> {
+        self.layer_fused(graph, node, a, z, r, &Fused::default())
+    }
+
+    fn divisor(&self, graph: &Graph, node: NodeId) -> Option<ops::Stab> {
+        match graph.nodes[node].op {
+            Op::Conv2d { .. } | Op::Linear => {
+                self.prep.rules[node].as_ref().and_then(rules::divisor)
+            }
+            _ => None,
+        }
+    }
+
+    fn finishes(&self, graph: &Graph, node: NodeId) -> bool {
+        matches!(graph.nodes[node].op, Op::Conv2d { .. } | Op::Linear)
+            && self.prep.rules[node].as_ref().is_some_and(rules::finishes)
+    }
+
+    fn layer_fused(
+        &self,
+        graph: &Graph,
+        node: NodeId,
+        a: &CTensor,
+        z: &CTensor,
+        r: &CTensor,
+        how: &Fused,
+    ) -> Result<CTensor> {
         let n = &graph.nodes[node];
         let (w, b) = self.prep.weights[node]
             .as_ref()
@@ -448,7 +483,7 @@ impl LayerRule for Layers<'_> {
                     flipped: Some(&self.prep.flipped),
                 };
                 let signs = self.prep.signs[node].as_ref().map(|(p, n)| (p, n));
-                rules::apply_with_signs(rule, &m, a, z, w, b.as_ref(), r, signs).map_err(err)
+                rules::apply_with_signs(rule, &m, a, z, w, b.as_ref(), r, signs, how).map_err(err)
             }
             Op::Linear => {
                 let m = DenseMap {
@@ -456,9 +491,17 @@ impl LayerRule for Layers<'_> {
                 };
                 let flat = a.flatten_from(1).map_err(err)?;
                 let signs = self.prep.signs[node].as_ref().map(|(p, n)| (p, n));
-                let out = rules::apply_with_signs(rule, &m, &flat, z, w, b.as_ref(), r, signs)
+                let out = rules::apply_with_signs(rule, &m, &flat, z, w, b.as_ref(), r, signs, how)
                     .map_err(err)?;
                 out.reshape(a.shape()).map_err(err)
+            }
+            Op::BatchNorm { .. } if how.divided || how.below.is_some() => Err(Error::internal(
+                format!("layer `{}`: no fused division at a batch norm", n.name),
+            )),
+            Op::BatchNorm { .. } if how.gate.is_some() => {
+                let (lo, hi) = how.gate.expect("checked");
+                let v = self.layer(graph, node, a, z, r)?;
+                ops::zip_map(&v, a, |v, a| v * ((a > lo && a < hi) as u8 as f32)).map_err(err)
             }
             Op::BatchNorm { .. } => {
                 let shape: Vec<usize> = (0..a.rank())

@@ -6,8 +6,9 @@
 //! applied to `s`; `stab_e(d) = d + e * sign0(d)`.
 
 use candle_core::{Result as CResult, Tensor as CTensor};
-use sr_core::ops;
+use sr_core::ops::{self, Finish, Stab};
 use sr_core::propagate::stabilise;
+use sr_core::propagate::Fused;
 use sr_core::{Error, Result};
 
 /// The stabiliser of every rule but epsilon (Zennit's default).
@@ -151,7 +152,12 @@ pub trait LinearMap {
     /// `x * T(V, s)` element-wise (`x` shaped like the input): the last step of most rules,
     /// which a map may fuse into its transpose.
     fn tr_times(&self, s: &CTensor, v: &CTensor, x: &CTensor) -> CResult<CTensor> {
-        ops::zip_map(x, &self.tr(s, v)?, |x, c| x * c)
+        self.tr_finish(s, v, &Finish::times(x))
+    }
+    /// `T(V, s)` finished by `fin` (the general form of [`LinearMap::tr_times`]: the factor
+    /// gated, and the division of the layer below, see [`Finish`]).
+    fn tr_finish(&self, s: &CTensor, v: &CTensor, fin: &Finish) -> CResult<CTensor> {
+        ops::finish(&self.tr(s, v)?, fin)
     }
 }
 
@@ -173,7 +179,7 @@ pub fn apply(
     b: Option<&CTensor>,
     r: &CTensor,
 ) -> CResult<CTensor> {
-    apply_with_signs(rule, m, a, z, w, b, r, None)
+    apply_with_signs(rule, m, a, z, w, b, r, None, &Fused::default())
 }
 
 /// Whether `rule` sends back `a * (...)` (or `a+ * (...) + a- * (...)`) element-wise, so its
@@ -198,9 +204,79 @@ pub fn uses_weight_signs(rule: &Rule) -> bool {
     )
 }
 
-/// [`apply`] with `W+` and `W-` computed beforehand (`signs`), or on the fly when `None`.
+/// The divisor `rule` starts from (`s = r / d(z)`, `z` the layer's traced output), if any.
+pub fn divisor(rule: &Rule) -> Option<Stab> {
+    match rule {
+        Rule::Epsilon(e) => Some(Stab::Sign(*e)),
+        Rule::SrpConv => Some(Stab::Add(1e-9)),
+        _ => None,
+    }
+}
+
+/// Whether `rule` ends in one `a * T(V, s)` that can take the walker's fusions.
+pub fn finishes(rule: &Rule) -> bool {
+    matches!(rule, Rule::Epsilon(_) | Rule::SrpLinear | Rule::SrpConv)
+}
+
+/// [`apply`] with `W+` and `W-` computed beforehand (`signs`), or on the fly when `None`, and
+/// the walker's fusions (`how`: only a gate for the rules that neither start with a
+/// [`divisor`] nor [`finishes`]; those multiply their result by it).
 #[allow(clippy::too_many_arguments)]
 pub fn apply_with_signs(
+    rule: &Rule,
+    m: &dyn LinearMap,
+    a: &CTensor,
+    z: &CTensor,
+    w: &CTensor,
+    b: Option<&CTensor>,
+    r: &CTensor,
+    signs: Option<(&CTensor, &CTensor)>,
+    how: &Fused,
+) -> CResult<CTensor> {
+    if (how.divided && divisor(rule).is_none()) || (how.below.is_some() && !finishes(rule)) {
+        candle_core::bail!("rule {rule:?} takes no fused division");
+    }
+    let fin = |x| Finish {
+        times: x,
+        gate: how.gate,
+        div: how.below,
+    };
+    match rule {
+        Rule::Epsilon(e) => {
+            let e = *e;
+            let s = if how.divided {
+                r.clone()
+            } else {
+                ops::zip_map(r, z, |r, z| r / ops::stab(z, e))?
+            };
+            m.tr_finish(&s, w, &fin(a))
+        }
+        Rule::SrpLinear => {
+            let v = signs.map_or_else(|| pos(w), |(p, _)| Ok(p.clone()))?;
+            let s = ops::zip_map(r, &m.fwd_where(a, &v, r)?, |r, z| r / (z + 1e-9))?;
+            m.tr_finish(&s, &v, &fin(a))
+        }
+        Rule::SrpConv => {
+            let s = if how.divided {
+                r.clone()
+            } else {
+                ops::zip_map(r, z, |r, z| r / (z + 1e-9))?
+            };
+            m.tr_finish(&s, w, &fin(a))
+        }
+        _ => {
+            let v = apply_unfused(rule, m, a, z, w, b, r, signs)?;
+            match how.gate {
+                None => Ok(v),
+                Some((lo, hi)) => ops::zip_map(&v, a, |v, a| v * ((a > lo && a < hi) as u8 as f32)),
+            }
+        }
+    }
+}
+
+/// The rules other than those [`apply_with_signs`] fuses.
+#[allow(clippy::too_many_arguments)]
+fn apply_unfused(
     rule: &Rule,
     m: &dyn LinearMap,
     a: &CTensor,
@@ -216,11 +292,6 @@ pub fn apply_with_signs(
     let bp = b.map(pos).transpose()?;
     let bn = b.map(neg).transpose()?;
     match rule {
-        Rule::Epsilon(e) => {
-            let e = *e;
-            let s = ops::zip_map(r, z, |r, z| r / ops::stab(z, e))?;
-            m.tr_times(&s, w, a)
-        }
         Rule::Gradient => m.tr(r, w),
         Rule::Pass => candle_core::bail!("the pass rule is only defined for batch norm layers"),
         Rule::ZPlus => {
@@ -280,14 +351,8 @@ pub fn apply_with_signs(
             let out = (m.tr_times(&sp, &wpp, &ap)? + m.tr_times(&sp, &wnn, &an)?)?;
             (out + m.tr_times(&sn, &wnn, &ap)?)? + m.tr_times(&sn, &wpp, &an)?
         }
-        Rule::SrpLinear => {
-            let v = wpos()?;
-            let s = ops::zip_map(r, &m.fwd_where(a, &v, r)?, |r, z| r / (z + 1e-9))?;
-            m.tr_times(&s, &v, a)
-        }
-        Rule::SrpConv => {
-            let s = ops::zip_map(r, z, |r, z| r / (z + 1e-9))?;
-            m.tr_times(&s, w, a)
+        Rule::Epsilon(_) | Rule::SrpLinear | Rule::SrpConv => {
+            unreachable!("fused by apply_with_signs")
         }
     }
 }
