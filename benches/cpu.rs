@@ -264,8 +264,9 @@ fn itti(c: &mut Criterion) {
 criterion_group!(benches, forward, forward_ort, lrp, context_aware, itti);
 
 /// `SRHOST_BENCH_RATIO=1 cargo bench --bench cpu`: LRP-epsilon and srp against our forward,
-/// the three calls interleaved per round and the median of `SRHOST_BENCH_ROUNDS` (default 11)
-/// rounds taken, so a slow spell of a shared machine hits both sides of the ratio alike. The
+/// the three calls interleaved per round, each round's LRP / forward ratio taken and the median
+/// (and quartiles) of `SRHOST_BENCH_ROUNDS` (default 11) rounds reported, so a slow spell of a
+/// shared machine hits both sides of a ratio alike. The
 /// value may narrow the models and batches (`vgg16-b1`, `efficientnet_lite0-b8`, ...).
 fn interleaved_ratios() {
     let which = std::env::var("SRHOST_BENCH_RATIO").unwrap_or_default();
@@ -317,14 +318,21 @@ fn interleaved_ratios() {
                     }));
                 }
             }
-            let f = median(&mut tf);
+            // Each round's own ratio (its LRP against the forward just before it), then the
+            // median and quartiles of those: a slow spell moves both sides of one round.
+            let mut tf_sorted = tf.clone();
+            let f = median(&mut tf_sorted);
             for (k, (c, _)) in methods.iter().enumerate() {
+                let mut ratios: Vec<f64> = tl[k].iter().zip(&tf).map(|(l, f)| l / f).collect();
                 let l = median(&mut tl[k]);
+                let r = median(&mut ratios);
+                let q = |p: f64| ratios[((ratios.len() - 1) as f64 * p).round() as usize];
                 println!(
-                    "{name} batch{n} {c}: forward {:.1} ms, LRP {:.1} ms, ratio {:.3} (median of {rounds})",
+                    "{name} batch{n} {c}: forward {:.1} ms, LRP {:.1} ms (medians); ratio per round: median {r:.3}, quartiles {:.3}-{:.3} ({rounds} rounds)",
                     f * 1e3,
                     l * 1e3,
-                    l / f
+                    q(0.25),
+                    q(0.75),
                 );
             }
         }
