@@ -666,9 +666,9 @@ pub fn conv2d_t(
 
 /// `conv2d_t(s, w)` finished by `fin` (see [`Finish`]: the factor is shaped like the layer's
 /// input, as in every LRP rule of the form `a * T(V, s)`), given [`flip_kernel`]`(w)` when it
-/// was computed beforehand (used only when [`transposes_by_flip`] holds). The flipped path
-/// finishes inside the convolution's tiles and the depthwise one per channel plane, while the
-/// values are in cache; the general path takes one more pass.
+/// was computed beforehand (used only when [`transposes_by_flip`] holds). Each path finishes
+/// while the values are in cache: the flipped one inside the convolution's tiles, the
+/// depthwise one per channel plane, the general one per block of rows after its col2im.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_t_times(
     s: &CTensor,
@@ -679,17 +679,11 @@ pub fn conv2d_t_times(
     win: &Window,
     groups: usize,
 ) -> Result<CTensor> {
-    let depthwise = groups > 1 && groups == w.dims()[0] && w.dims()[1] == 1;
-    if depthwise || flips_exactly(w.dims(), win, groups, s.dims(), in_hw) {
-        conv2d_t_with(s, w, flipped, Some(fin), in_hw, win, groups)
-    } else {
-        finish(&conv2d_t_with(s, w, None, None, in_hw, win, groups)?, fin)
-    }
+    conv2d_t_with(s, w, flipped, Some(fin), in_hw, win, groups)
 }
 
 /// [`conv2d_t`], given [`flip_kernel`]`(w)` when it was computed beforehand (used only when
-/// [`transposes_by_flip`] holds), and finished by `fin` when given (flipped and depthwise
-/// paths only).
+/// [`transposes_by_flip`] holds), and finished by `fin` when given.
 fn conv2d_t_with(
     s: &CTensor,
     w: &CTensor,
@@ -767,9 +761,6 @@ fn conv2d_t_with(
         };
         return conv2d_dense_times(s, wf, None, &win_t, fin);
     }
-    if fin.is_some() {
-        candle_core::bail!("conv2d_t_with: a factor is only taken on the flipped path");
-    }
     // cols[n, g] = W[g]^T (cin_g*kh*kw x cout_g) @ s[n, g] (cout_g x oh*ow), W[g]^T copied
     // once (weights are small next to the columns).
     let cout_g = cout / groups;
@@ -786,7 +777,11 @@ fn conv2d_t_with(
         }
         t
     })?;
-    let mut cols = vec![0f32; n * groups * kg * plane];
+    // Every value is written by its gemm (not accumulating).
+    let mut cols: Vec<f32> = Vec::with_capacity(n * groups * kg * plane);
+    // SAFETY: f32 has no invalid bit patterns, and the gemms below write all of it before
+    // anything reads it.
+    unsafe { cols.set_len(n * groups * kg * plane) };
     with_slice(s, |ss| {
         for (ng, dst) in cols.chunks_mut(kg * plane).enumerate() {
             let g = ng % groups;
@@ -806,40 +801,52 @@ fn conv2d_t_with(
     })?;
     let kk = kh * kw;
     let taps = tap_columns(kw, s_[1], d[1], p[1], wd, ow);
+    let fv = fin.map(|f| f.views(n * cin * h * wd)).transpose()?;
+    // Blocks of input rows per channel plane in parallel (a first layer has three planes for
+    // two or more threads); every value sums its taps in (ky, kx) order whatever the blocks,
+    // and each block is finished while in cache.
+    const RB: usize = 16;
     let mut out = vec![0f32; n * cin * h * wd];
     out.par_chunks_mut(h * wd).enumerate().for_each(|(nc, o)| {
         // Channel c of sample b reads rows (c_in_group * kk ..) of its group's columns.
         let (b, c) = (nc / cin, nc % cin);
         let (g, cg) = (c / cin_g, c % cin_g);
         let base = ((b * groups + g) * cin_g * kk + cg * kk) * oh * ow;
-        for ky in 0..kh {
-            for kx in 0..kw {
-                let row =
-                    &cols[base + (ky * kw + kx) * oh * ow..base + (ky * kw + kx + 1) * oh * ow];
-                let (lo, hi) = taps[kx];
-                if lo >= hi {
-                    continue;
-                }
-                let first = lo * s_[1] + kx * d[1] - p[1];
-                for oy in 0..oh {
-                    let iy = (oy * s_[0] + ky * d[0]) as isize - p[0] as isize;
-                    if iy < 0 || iy >= h as isize {
+        o.par_chunks_mut(RB * wd).enumerate().for_each(|(blk, ob)| {
+            let (iy0, iy1) = (blk * RB, blk * RB + ob.len() / wd);
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row =
+                        &cols[base + (ky * kw + kx) * oh * ow..base + (ky * kw + kx + 1) * oh * ow];
+                    let (lo, hi) = taps[kx];
+                    if lo >= hi {
                         continue;
                     }
-                    let orow = &mut o[iy as usize * wd..(iy as usize + 1) * wd];
-                    let src = &row[oy * ow + lo..oy * ow + hi];
-                    if s_[1] == 1 {
-                        for (ov, v) in orow[first..first + (hi - lo)].iter_mut().zip(src) {
-                            *ov += v;
+                    let first = lo * s_[1] + kx * d[1] - p[1];
+                    for oy in 0..oh {
+                        let iy = (oy * s_[0] + ky * d[0]) as isize - p[0] as isize;
+                        if iy < iy0 as isize || iy >= iy1 as isize {
+                            continue;
                         }
-                    } else {
-                        for (j, v) in src.iter().enumerate() {
-                            orow[first + j * s_[1]] += v;
+                        let r0 = (iy as usize - iy0) * wd;
+                        let orow = &mut ob[r0..r0 + wd];
+                        let src = &row[oy * ow + lo..oy * ow + hi];
+                        if s_[1] == 1 {
+                            for (ov, v) in orow[first..first + (hi - lo)].iter_mut().zip(src) {
+                                *ov += v;
+                            }
+                        } else {
+                            for (j, v) in src.iter().enumerate() {
+                                orow[first + j * s_[1]] += v;
+                            }
                         }
                     }
                 }
             }
-        }
+            if let Some(f) = &fv {
+                f.apply(ob, nc * h * wd + iy0 * wd);
+            }
+        });
     });
     CTensor::from_vec(out, (n, cin, h, wd), &Device::Cpu)
 }
@@ -1099,6 +1106,51 @@ fn window_max(
     (best, first, ties)
 }
 
+/// One row of 2 x 2 windows (input rows `r0`, `r1`; values `g`): each window's value goes to
+/// its first maximum or is split between its tied maxima (none when no value exceeds -inf),
+/// the other three get 0; writes every value of `o0` and `o1`.
+#[inline]
+fn route_2x2_row(
+    r0: &[f32],
+    r1: &[f32],
+    g: &[f32],
+    o0: &mut [f32],
+    o1: &mut [f32],
+    routing: MaxRouting,
+) {
+    let ow = g.len();
+    let (r0, r1) = (&r0[..2 * ow], &r1[..2 * ow]);
+    let (o0, o1) = (&mut o0[..2 * ow], &mut o1[..2 * ow]);
+    for ox in 0..ow {
+        let q = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
+        let best = q[0].max(q[1]).max(q[2].max(q[3]));
+        let routed = best > f32::NEG_INFINITY;
+        let eq = q.map(|a| routed && a == best);
+        let v = g[ox];
+        let put = match routing {
+            MaxRouting::First => {
+                let first = [
+                    eq[0],
+                    eq[1] && !eq[0],
+                    eq[2] && !(eq[0] || eq[1]),
+                    eq[3] && !(eq[0] || eq[1] || eq[2]),
+                ];
+                first.map(|f| if f { v } else { 0.0 })
+            }
+            MaxRouting::SplitTies => {
+                let ties = eq.iter().map(|&e| e as u32).sum::<u32>();
+                // v / 1 is v exactly.
+                let share = v / ties.max(1) as f32;
+                eq.map(|e| if e { share } else { 0.0 })
+            }
+        };
+        o0[2 * ox] = put[0];
+        o0[2 * ox + 1] = put[1];
+        o1[2 * ox] = put[2];
+        o1[2 * ox + 1] = put[3];
+    }
+}
+
 /// Where the relevance (or gradient) of a max-pooled output goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MaxRouting {
@@ -1154,64 +1206,43 @@ pub fn max_pool_t_fused(
         && w == 2 * ow
     {
         // 2 x 2 windows tiling the input exactly (VGG's pooling): every input value is written
-        // once, by straight-line code per window, with no zeroing pass.
+        // once, with no zeroing pass. Per pair of rows: the routing, then the gate, then the
+        // division, each a branch-free loop over values in L1.
         let out = par_init(n * c * h * w, h * w, |nc, o| {
             let src = &xs[nc * h * w..(nc + 1) * h * w];
             let g = &ss[nc * oh * ow..(nc + 1) * oh * ow];
             for oy in 0..oh {
-                let (r0, r1) = src[2 * oy * w..(2 * oy + 2) * w].split_at(w);
-                let (o0, o1) = o[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
-                let grow = &g[oy * ow..(oy + 1) * ow];
-                for ox in 0..ow {
-                    let q = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
-                    let best = q[0].max(q[1]).max(q[2].max(q[3]));
-                    // (No value above -inf: nothing is routed, as on the general path.)
-                    let routed = best > f32::NEG_INFINITY;
-                    let eq = q.map(|a| routed && a == best);
-                    let v = grow[ox];
-                    let put = match routing {
-                        MaxRouting::First => {
-                            let first = [
-                                eq[0],
-                                eq[1] && !eq[0],
-                                eq[2] && !(eq[0] || eq[1]),
-                                eq[3] && !(eq[0] || eq[1] || eq[2]),
-                            ];
-                            first.map(|f| if f { v } else { 0.0 })
-                        }
-                        MaxRouting::SplitTies => {
-                            let ties = eq.iter().map(|&e| e as u32).sum::<u32>();
-                            // (Divide only for real ties: a division per window costs more
-                            // than the rest of the window.)
-                            let share = if ties <= 1 { v } else { v / ties as f32 };
-                            eq.map(|e| if e { share } else { 0.0 })
+                let rows = 2 * oy * w..(2 * oy + 2) * w;
+                let (r0, r1) = src[rows.clone()].split_at(w);
+                let o = &mut o[rows.clone()];
+                // SAFETY: every value of these two rows is written by the routing loop below
+                // before any is read, and f32 has no invalid bit patterns.
+                let o = unsafe { &mut *(o as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+                let (o0, o1) = o.split_at_mut(w);
+                route_2x2_row(r0, r1, &g[oy * ow..(oy + 1) * ow], o0, o1, routing);
+                if let Some((lo, hi)) = gate {
+                    for (v, &a) in o.iter_mut().zip(&src[rows.clone()]) {
+                        *v *= (a > lo && a < hi) as u8 as f32;
+                    }
+                }
+                if let Some((z, d)) = dv {
+                    let z = &z[nc * h * w..][rows.clone()];
+                    // 0 / d(z) stays 0 (up to its sign) unless d(z) is 0 or NaN.
+                    let div = |v: f32, dz: f32| {
+                        let q = v / dz;
+                        if v != 0.0 || !(dz != 0.0) {
+                            q
+                        } else {
+                            v
                         }
                     };
-                    let put = match gate {
-                        None => put,
-                        Some((lo, hi)) => {
-                            [0, 1, 2, 3].map(|k| put[k] * ((q[k] > lo && q[k] < hi) as u8 as f32))
-                        }
-                    };
-                    let put = match dv {
-                        None => put,
-                        Some((z, d)) => {
-                            let (a, b) = (
-                                nc * h * w + 2 * oy * w + 2 * ox,
-                                nc * h * w + (2 * oy + 1) * w + 2 * ox,
-                            );
-                            [
-                                put[0] / d.of(z[a]),
-                                put[1] / d.of(z[a + 1]),
-                                put[2] / d.of(z[b]),
-                                put[3] / d.of(z[b + 1]),
-                            ]
-                        }
-                    };
-                    o0[2 * ox].write(put[0]);
-                    o0[2 * ox + 1].write(put[1]);
-                    o1[2 * ox].write(put[2]);
-                    o1[2 * ox + 1].write(put[3]);
+                    match *d {
+                        Stab::Sign(e) => o
+                            .iter_mut()
+                            .zip(z)
+                            .for_each(|(v, &z)| *v = div(*v, stab(z, e))),
+                        Stab::Add(e) => o.iter_mut().zip(z).for_each(|(v, &z)| *v = div(*v, z + e)),
+                    }
                 }
             }
         });
