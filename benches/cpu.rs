@@ -328,9 +328,10 @@ fn interleaved_ratios() {
                 let r = median(&mut ratios);
                 let q = |p: f64| ratios[((ratios.len() - 1) as f64 * p).round() as usize];
                 println!(
-                    "{name} batch{n} {c}: forward {:.1} ms, LRP {:.1} ms (medians); ratio per round: median {r:.3}, quartiles {:.3}-{:.3} ({rounds} rounds)",
+                    "{name} batch{n} {c}: forward {:.1} ms, LRP {:.1} ms (medians), ratio of medians {:.3}; ratio per round: median {r:.3}, quartiles {:.3}-{:.3} ({rounds} rounds)",
                     f * 1e3,
                     l * 1e3,
+                    l / f,
                     q(0.25),
                     q(0.75),
                 );
