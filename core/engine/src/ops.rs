@@ -959,23 +959,7 @@ pub fn linear_where(x: &CTensor, w: &CTensor, r: &CTensor) -> Result<CTensor> {
     let per_unit: Vec<f32> = par_init(o * n, n.max(1), |u, out| {
         for (b, v) in out.iter_mut().enumerate() {
             v.write(if need[u] {
-                let (wr, xb) = (&ws[u * i..(u + 1) * i], &xs[b * i..(b + 1) * i]);
-                let mut acc = [0f32; 8];
-                let (wc, xc) = (wr.chunks_exact(8), xb.chunks_exact(8));
-                let tail: f32 = wc
-                    .remainder()
-                    .iter()
-                    .zip(xc.remainder())
-                    .map(|(a, b)| a * b)
-                    .sum();
-                for (wv, xv) in wc.zip(xc) {
-                    for l in 0..8 {
-                        acc[l] += wv[l] * xv[l];
-                    }
-                }
-                ((acc[0] + acc[4]) + (acc[1] + acc[5]))
-                    + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-                    + tail
+                dot8(&ws[u * i..(u + 1) * i], &xs[b * i..(b + 1) * i])
             } else {
                 0.0
             });
@@ -988,6 +972,124 @@ pub fn linear_where(x: &CTensor, w: &CTensor, r: &CTensor) -> Result<CTensor> {
         }
     }
     CTensor::from_vec(y, (n, o), &Device::Cpu)
+}
+
+/// `sum w_i x_i` with eight partial sums, combined in a fixed order.
+#[inline]
+fn dot8(wr: &[f32], xb: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (wc, xc) = (wr.chunks_exact(8), xb.chunks_exact(8));
+    let tail: f32 = wc
+        .remainder()
+        .iter()
+        .zip(xc.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (wv, xv) in wc.zip(xc) {
+        for l in 0..8 {
+            acc[l] += wv[l] * xv[l];
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// `y[b] = sum_r coef(b, r) W[r]` over the given rows of `W` (`i` columns), `N x I`.
+///
+/// Blocks of rows times chunks of `ch` columns run in parallel: each task streams long
+/// segments of its rows (short segments at a large stride starve the hardware prefetcher) into
+/// its own partial sums, four rows per pass over them (a quarter of their traffic), and the
+/// partial sums are then added in block order. `coef` is asked for the coefficients of a pass
+/// just before it runs, per chunk, so it may read those rows itself while they are in cache.
+/// Blocks and chunks are fixed by the shapes: the result does not depend on the thread count.
+fn rows_t(
+    n: usize,
+    i: usize,
+    ws: &[f32],
+    rows: &[usize],
+    ch: usize,
+    coef: impl Fn(usize, usize) -> f32 + Sync,
+) -> Vec<f32> {
+    const RB: usize = 256;
+    let ch = ch.clamp(1, i.max(1));
+    let (nch, nrb) = (i.div_ceil(ch), rows.len().div_ceil(RB).max(1));
+    let parts: Vec<Vec<f32>> = (0..nch * nrb)
+        .into_par_iter()
+        .map(|t| {
+            let (c, rb) = (t / nrb, t % nrb);
+            let (c0, c1) = (c * ch, ((c + 1) * ch).min(i));
+            let len = c1 - c0;
+            let mut acc = vec![0f32; n * len];
+            let block = &rows[(rb * RB).min(rows.len())..((rb + 1) * RB).min(rows.len())];
+            let quads = block.chunks_exact(4);
+            let rest = quads.remainder();
+            for q in quads {
+                let w4: [&[f32]; 4] = std::array::from_fn(|k| &ws[q[k] * i + c0..q[k] * i + c1]);
+                for b in 0..n {
+                    let sv: [f32; 4] = std::array::from_fn(|k| coef(b, q[k]));
+                    let ab = &mut acc[b * len..(b + 1) * len];
+                    for j in 0..len {
+                        ab[j] += (sv[0] * w4[0][j] + sv[1] * w4[1][j])
+                            + (sv[2] * w4[2][j] + sv[3] * w4[3][j]);
+                    }
+                }
+            }
+            for &r in rest {
+                let wr = &ws[r * i + c0..r * i + c1];
+                for b in 0..n {
+                    let sv = coef(b, r);
+                    for (a, &wv) in acc[b * len..(b + 1) * len].iter_mut().zip(wr) {
+                        *a += sv * wv;
+                    }
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut y = vec![0f32; n * i];
+    y.par_chunks_mut(i.max(1)).enumerate().for_each(|(b, yb)| {
+        for c in 0..nch {
+            let (c0, c1) = (c * ch, ((c + 1) * ch).min(i));
+            let len = c1 - c0;
+            for part in &parts[c * nrb..(c + 1) * nrb] {
+                for (y, p) in yb[c0..c1].iter_mut().zip(&part[b * len..(b + 1) * len]) {
+                    *y += p;
+                }
+            }
+        }
+    });
+    y
+}
+
+/// `T(W, r / (W x + e))` for a dense layer whose rule recomputes its output from weights `W`
+/// without bias (the paper's `srp` rule on `W+`): the same values as [`linear_where`], the
+/// division and [`linear_t`] in turn, but each live row of `W` is read from memory once (its
+/// dot products, then its share of the transpose, while it is in cache). `None` when that does
+/// not apply (a large batch, or most units live): use the three steps.
+pub fn linear_ratio_t(x: &CTensor, w: &CTensor, r: &CTensor, e: f32) -> Result<Option<CTensor>> {
+    let n = x.dims()[0];
+    let (o, i) = w.dims2()?;
+    if x.elem_count() != n * i || r.dims() != [n, o] {
+        candle_core::bail!(
+            "linear_ratio_t: input {:?} and relevance {:?} for weight {:?}",
+            x.dims(),
+            r.dims(),
+            w.dims()
+        );
+    }
+    // The partial sums of a task span whole rows here: keep them well inside L2.
+    if n * i * 4 > 256 << 10 {
+        return Ok(None);
+    }
+    let rs = view(r)?;
+    let Some(live) = live_units(&rs, n, o) else {
+        return Ok(None);
+    };
+    let (xs, ws) = (view(x)?, view(w)?);
+    let rows: Vec<usize> = (0..o).filter(|&u| live[u]).collect();
+    let y = rows_t(n, i, &ws, &rows, i, |b, u| {
+        rs[b * o + u] / (dot8(&ws[u * i..(u + 1) * i], &xs[b * i..(b + 1) * i]) + e)
+    });
+    Ok(Some(CTensor::from_vec(y, (n, i), &Device::Cpu)?))
 }
 
 /// The transpose of `x -> x W^T` applied to `s` (`N x O`): `s W`, `N x I`.
@@ -1006,60 +1108,7 @@ pub fn linear_t(s: &CTensor, w: &CTensor) -> Result<CTensor> {
     let live = if n <= 8 { live_units(&ss, n, o) } else { None };
     if let Some(live) = live {
         let rows: Vec<usize> = (0..o).filter(|&r| live[r]).collect();
-        // Blocks of live rows times chunks of columns, in parallel: each task streams 32 KiB
-        // segments of its rows of W (short segments at a large stride starve the hardware
-        // prefetcher) into its own partial sums, which are then added in block order. The
-        // blocks are fixed by the shapes, so the result does not depend on the thread count.
-        const CH: usize = 8192;
-        const RB: usize = 256;
-        let (nch, nrb) = (i.div_ceil(CH), rows.len().div_ceil(RB).max(1));
-        let parts: Vec<Vec<f32>> = (0..nch * nrb)
-            .into_par_iter()
-            .map(|t| {
-                let (c, rb) = (t / nrb, t % nrb);
-                let (c0, c1) = (c * CH, ((c + 1) * CH).min(i));
-                let len = c1 - c0;
-                let mut acc = vec![0f32; n * len];
-                let block = &rows[(rb * RB).min(rows.len())..((rb + 1) * RB).min(rows.len())];
-                // Four rows per pass over the partial sums (a quarter of their traffic).
-                let quads = block.chunks_exact(4);
-                let rest = quads.remainder();
-                for q in quads {
-                    let w4: [&[f32]; 4] =
-                        std::array::from_fn(|k| &ws[q[k] * i + c0..q[k] * i + c1]);
-                    for b in 0..n {
-                        let sv: [f32; 4] = std::array::from_fn(|k| ss[b * o + q[k]]);
-                        let ab = &mut acc[b * len..(b + 1) * len];
-                        for j in 0..len {
-                            ab[j] += (sv[0] * w4[0][j] + sv[1] * w4[1][j])
-                                + (sv[2] * w4[2][j] + sv[3] * w4[3][j]);
-                        }
-                    }
-                }
-                for &r in rest {
-                    let wr = &ws[r * i + c0..r * i + c1];
-                    for b in 0..n {
-                        let sv = ss[b * o + r];
-                        for (a, &wv) in acc[b * len..(b + 1) * len].iter_mut().zip(wr) {
-                            *a += sv * wv;
-                        }
-                    }
-                }
-                acc
-            })
-            .collect();
-        let mut y = vec![0f32; n * i];
-        y.par_chunks_mut(i.max(1)).enumerate().for_each(|(b, yb)| {
-            for c in 0..nch {
-                let (c0, c1) = (c * CH, ((c + 1) * CH).min(i));
-                let len = c1 - c0;
-                for part in &parts[c * nrb..(c + 1) * nrb] {
-                    for (y, p) in yb[c0..c1].iter_mut().zip(&part[b * len..(b + 1) * len]) {
-                        *y += p;
-                    }
-                }
-            }
-        });
+        let y = rows_t(n, i, &ws, &rows, 8192, |b, r| ss[b * o + r]);
         return CTensor::from_vec(y, (n, i), &Device::Cpu);
     }
     let mut y: Vec<f32> = Vec::with_capacity(n * i);
@@ -1644,6 +1693,15 @@ mod tests {
         let s = (s * CTensor::from_vec(mask, (2, 1200), &Device::Cpu).unwrap()).unwrap();
         let ours = linear_t(&s, &wide).unwrap();
         assert!(max_diff(&ours, &s.matmul(&wide).unwrap()) < 1e-4);
+        // srp's dense step in one pass over the rows: the same values as its three steps.
+        let x = randn(&[2, 8300], 26).relu().unwrap();
+        let wp = wide.relu().unwrap();
+        let z = linear_where(&x, &wp, &s).unwrap();
+        let steps = linear_t(&zip_map(&s, &z, |r, z| r / (z + 1e-9)).unwrap(), &wp).unwrap();
+        let fused = linear_ratio_t(&x, &wp, &s, 1e-9)
+            .unwrap()
+            .expect("applies here");
+        assert_eq!(data(&fused).unwrap(), data(&steps).unwrap());
         // The forward at the units with relevance only (one in three here): those units equal
         // x W^T, the others are 0.
         let x = randn(&[3, 2500], 23);

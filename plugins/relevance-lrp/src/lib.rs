@@ -393,6 +393,17 @@ impl LinearMap for DenseMap {
     fn fwd_where(&self, x: &CTensor, v: &CTensor, r: &CTensor) -> CResult<CTensor> {
         ops::linear_where(x, v, r)
     }
+    fn tr_of_ratio(
+        &self,
+        x: &CTensor,
+        v: &CTensor,
+        r: &CTensor,
+        e: f32,
+    ) -> CResult<Option<CTensor>> {
+        ops::linear_ratio_t(x, v, r, e)?
+            .map(|t| t.reshape(self.in_shape.as_slice()))
+            .transpose()
+    }
     fn per_channel(&self, a: &CTensor, values: &[f32]) -> CResult<CTensor> {
         per_channel(a, values)
     }

@@ -159,6 +159,18 @@ pub trait LinearMap {
     fn tr_finish(&self, s: &CTensor, v: &CTensor, fin: &Finish) -> CResult<CTensor> {
         ops::finish(&self.tr(s, v)?, fin)
     }
+    /// `T(V, r / (V x + e))` in one pass over `V` where the map can (dense layers, small
+    /// batches: [`ops::linear_ratio_t`]), else `None`.
+    fn tr_of_ratio(
+        &self,
+        x: &CTensor,
+        v: &CTensor,
+        r: &CTensor,
+        e: f32,
+    ) -> CResult<Option<CTensor>> {
+        let _ = (x, v, r, e);
+        Ok(None)
+    }
 }
 
 fn pos(x: &CTensor) -> CResult<CTensor> {
@@ -253,6 +265,9 @@ pub fn apply_with_signs(
         }
         Rule::SrpLinear => {
             let v = signs.map_or_else(|| pos(w), |(p, _)| Ok(p.clone()))?;
+            if let Some(t) = m.tr_of_ratio(a, &v, r, 1e-9)? {
+                return ops::finish(&t, &fin(a));
+            }
             let s = ops::zip_map(r, &m.fwd_where(a, &v, r)?, |r, z| r / (z + 1e-9))?;
             m.tr_finish(&s, &v, &fin(a))
         }
