@@ -95,6 +95,27 @@ impl Stab {
     }
 }
 
+/// An element-wise activation as the trace computed it: the value a layer's input has, given
+/// the output `z` of the layer below when only this activation (and dropout or flatten) lies
+/// between them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Act {
+    Identity,
+    Relu,
+    Clip(f32, f32),
+}
+
+impl Act {
+    #[inline(always)]
+    pub fn of(self, z: f32) -> f32 {
+        match self {
+            Act::Identity => z,
+            Act::Relu => z.max(0.0),
+            Act::Clip(lo, hi) => z.max(lo).min(hi),
+        }
+    }
+}
+
 /// How the output `c` of a transposed map is finished, element-wise, while it is in cache:
 /// `c * gated(times, gate)`, then divided by `d(z)` when `div` is `(z, d)` (the division that
 /// the rule of the layer below would start with: see [`crate::propagate`]).
@@ -103,6 +124,9 @@ pub struct Finish<'a> {
     pub times: &'a CTensor,
     pub gate: Gate,
     pub div: Option<(&'a CTensor, Stab)>,
+    /// With `div`: `times` equals `act(z)` value for value (the layer's input is the
+    /// activation of the layer below's output), so `act(z)` is used and `times` never read.
+    pub times_of_div: Option<Act>,
 }
 
 impl<'a> Finish<'a> {
@@ -112,6 +136,7 @@ impl<'a> Finish<'a> {
             times,
             gate: None,
             div: None,
+            times_of_div: None,
         }
     }
 
@@ -132,6 +157,7 @@ impl<'a> Finish<'a> {
             times,
             gate: self.gate,
             div,
+            times_of_div: self.times_of_div,
         })
     }
 }
@@ -141,6 +167,28 @@ struct FinishView<'a> {
     times: View<'a>,
     gate: Gate,
     div: Option<(View<'a>, Stab)>,
+    times_of_div: Option<Act>,
+}
+
+/// `o = o * gated(a(z), gate) / d(z)` over `o` and `z`.
+#[inline(always)]
+fn finish_from_z(
+    o: &mut [f32],
+    z: &[f32],
+    a: impl Fn(f32) -> f32,
+    d: impl Fn(f32) -> f32,
+    gate: Gate,
+) {
+    match gate {
+        None => o
+            .iter_mut()
+            .zip(z)
+            .for_each(|(o, &z)| *o = *o * a(z) / d(z)),
+        Some(g) => o
+            .iter_mut()
+            .zip(z)
+            .for_each(|(o, &z)| *o = *o * gated(a(z), g) / d(z)),
+    }
 }
 
 impl FinishView<'_> {
@@ -157,6 +205,24 @@ impl FinishView<'_> {
         match (&self.div, self.gate) {
             (None, None) => o.iter_mut().zip(x).for_each(|(o, &x)| *o *= x),
             (None, Some(g)) => o.iter_mut().zip(x).for_each(|(o, &x)| *o *= gated(x, g)),
+            (Some((z, d)), g) if self.times_of_div.is_some() => {
+                let z = &z[at..at + o.len()];
+                let act = self.times_of_div.expect("checked");
+                match (act, *d) {
+                    (Act::Identity, Stab::Sign(e)) => finish_from_z(o, z, |z| z, |z| stab(z, e), g),
+                    (Act::Identity, Stab::Add(e)) => finish_from_z(o, z, |z| z, |z| z + e, g),
+                    (Act::Relu, Stab::Sign(e)) => {
+                        finish_from_z(o, z, |z| z.max(0.0), |z| stab(z, e), g)
+                    }
+                    (Act::Relu, Stab::Add(e)) => finish_from_z(o, z, |z| z.max(0.0), |z| z + e, g),
+                    (Act::Clip(lo, hi), Stab::Sign(e)) => {
+                        finish_from_z(o, z, |z| z.max(lo).min(hi), |z| stab(z, e), g)
+                    }
+                    (Act::Clip(lo, hi), Stab::Add(e)) => {
+                        finish_from_z(o, z, |z| z.max(lo).min(hi), |z| z + e, g)
+                    }
+                }
+            }
             (Some((z, d)), g) => {
                 let z = &z[at..at + o.len()];
                 match (*d, g) {
@@ -1218,12 +1284,14 @@ pub fn max_pool_t(
     ceil: bool,
     routing: MaxRouting,
 ) -> Result<CTensor> {
-    max_pool_t_fused(x, s, win, ceil, routing, None, None)
+    max_pool_t_fused(x, s, win, ceil, routing, None, None, None)
 }
 
 /// [`max_pool_t`], every value then multiplied by `1[lo < x < hi]` when `gate` is `(lo, hi)`
 /// (the derivative of the activation whose output `x` is) and divided by `d(z)` when `div` is
-/// `(z, d)` (`z` shaped like `x`), in the same pass.
+/// `(z, d)` (`z` shaped like `x`), in the same pass. With `x_of_div` (and `div`), `x` equals
+/// `act(z)` value for value and the 2 x 2 path reads `z` only.
+#[allow(clippy::too_many_arguments)]
 pub fn max_pool_t_fused(
     x: &CTensor,
     s: &CTensor,
@@ -1232,6 +1300,7 @@ pub fn max_pool_t_fused(
     routing: MaxRouting,
     gate: Gate,
     div: Option<(&CTensor, Stab)>,
+    x_of_div: Option<Act>,
 ) -> Result<CTensor> {
     let (n, c, h, w) = x.dims4()?;
     let (_, _, oh, ow) = s.dims4()?;
@@ -1260,9 +1329,18 @@ pub fn max_pool_t_fused(
         let out = par_init(n * c * h * w, h * w, |nc, o| {
             let src = &xs[nc * h * w..(nc + 1) * h * w];
             let g = &ss[nc * oh * ow..(nc + 1) * oh * ow];
+            let mut from_z = vec![];
             for oy in 0..oh {
                 let rows = 2 * oy * w..(2 * oy + 2) * w;
-                let (r0, r1) = src[rows.clone()].split_at(w);
+                let x2: &[f32] = match (x_of_div, dv) {
+                    (Some(act), Some((z, _))) => {
+                        from_z.clear();
+                        from_z.extend(z[nc * h * w..][rows.clone()].iter().map(|&z| act.of(z)));
+                        &from_z
+                    }
+                    _ => &src[rows.clone()],
+                };
+                let (r0, r1) = x2.split_at(w);
                 let o = &mut o[rows.clone()];
                 // SAFETY: every value of these two rows is written by the routing loop below
                 // before any is read, and f32 has no invalid bit patterns.
@@ -1270,7 +1348,7 @@ pub fn max_pool_t_fused(
                 let (o0, o1) = o.split_at_mut(w);
                 route_2x2_row(r0, r1, &g[oy * ow..(oy + 1) * ow], o0, o1, routing);
                 if let Some((lo, hi)) = gate {
-                    for (v, &a) in o.iter_mut().zip(&src[rows.clone()]) {
+                    for (v, &a) in o.iter_mut().zip(x2) {
                         *v *= (a > lo && a < hi) as u8 as f32;
                     }
                 }
@@ -1593,17 +1671,24 @@ mod tests {
                 })
                 .unwrap();
                 let want = zip_map(&masked, &z, |r, z| r / d.of(z)).unwrap();
-                let ours = max_pool_t_fused(
-                    &x,
-                    &g,
-                    &win,
-                    false,
-                    MaxRouting::SplitTies,
-                    Some(gate),
-                    Some((&z, d)),
-                )
-                .unwrap();
-                assert_eq!(data(&ours).unwrap(), data(&want).unwrap(), "k{k} {d:?}");
+                for x_of_div in [None, Some(Act::Relu)] {
+                    let ours = max_pool_t_fused(
+                        &x,
+                        &g,
+                        &win,
+                        false,
+                        MaxRouting::SplitTies,
+                        Some(gate),
+                        Some((&z, d)),
+                        x_of_div,
+                    )
+                    .unwrap();
+                    assert_eq!(
+                        data(&ours).unwrap(),
+                        data(&want).unwrap(),
+                        "k{k} {d:?} {x_of_div:?}"
+                    );
+                }
             }
         }
     }
@@ -1647,17 +1732,25 @@ mod tests {
                 if let Some(d) = div {
                     want = zip_map(&want, &z, |r, z| r / d.of(z)).unwrap();
                 }
-                let fin = Finish {
-                    times: &a,
-                    gate,
-                    div: div.map(|d| (&z, d)),
-                };
-                let ours = conv2d_t_times(&s, &w, None, &fin, (9, 8), &wn, groups).unwrap();
-                assert_eq!(
-                    data(&ours).unwrap(),
-                    data(&want).unwrap(),
-                    "{cin}->{cout} g{groups} {wn:?} {gate:?} {div:?}"
-                );
+                // With a division, also with the factor read off z (a = clip(z)).
+                let mut from_z = vec![None];
+                if div.is_some() {
+                    from_z.push(Some(Act::Clip(0.0, 0.3)));
+                }
+                for times_of_div in from_z {
+                    let fin = Finish {
+                        times: &a,
+                        gate,
+                        div: div.map(|d| (&z, d)),
+                        times_of_div,
+                    };
+                    let ours = conv2d_t_times(&s, &w, None, &fin, (9, 8), &wn, groups).unwrap();
+                    assert_eq!(
+                        data(&ours).unwrap(),
+                        data(&want).unwrap(),
+                        "{cin}->{cout} g{groups} {wn:?} {gate:?} {div:?} {times_of_div:?}"
+                    );
+                }
             }
         }
     }

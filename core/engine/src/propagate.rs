@@ -152,6 +152,9 @@ pub struct Fused<'a> {
     /// starts with that division (through activations, dropout and flatten that pass the value
     /// unchanged); that layer then receives it `divided`.
     pub below: Option<(&'a CTensor, ops::Stab)>,
+    /// With `below`: the layer's input equals `act(z)` of that `z` value for value (at most
+    /// one activation lies between them), so the finish may read `z` alone.
+    pub input_is: Option<ops::Act>,
 }
 
 impl Fused<'_> {
@@ -269,7 +272,10 @@ pub fn backward(
     // (ReLU without its mask, a folded clip), dropout or flatten, leaves that division to the
     // consumer's last pass, when the consumer is a max pooling or a layer whose rule finishes
     // in one pass: `below[consumer]` is the layer and its divisor, `divided[layer]` marks it.
-    let mut below: Vec<Option<(NodeId, ops::Stab)>> = vec![None; graph.nodes.len()];
+    // With it, the activation between them when there is at most one (then the consumer's
+    // input is `act(z)` of the layer's output `z`, and the consumer reads `z` alone).
+    type Below = (NodeId, ops::Stab, Option<ops::Act>);
+    let mut below: Vec<Option<Below>> = vec![None; graph.nodes.len()];
     let mut divided = vec![false; graph.nodes.len()];
     let unchanged = |c: NodeId| match graph.nodes[c].op {
         Op::Dropout | Op::Flatten => true,
@@ -290,6 +296,7 @@ pub fn backward(
             continue;
         };
         let mut cur = p;
+        let mut between = vec![];
         let last = loop {
             let [c] = consumers[cur][..] else { break None };
             if graph.nodes[c].inputs[0] != cur {
@@ -298,12 +305,24 @@ pub fn backward(
             match graph.nodes[c].op {
                 Op::Conv2d { .. } | Op::Linear if rule.finishes(graph, c) => break Some(c),
                 Op::MaxPool { .. } if !rule.defines_nonlinear() => break Some(c),
-                _ if unchanged(c) => cur = c,
+                _ if unchanged(c) => {
+                    match graph.nodes[c].op {
+                        Op::Relu => between.push(ops::Act::Relu),
+                        Op::Clip { min, max } => between.push(ops::Act::Clip(min, max)),
+                        _ => {}
+                    }
+                    cur = c
+                }
                 _ => break None,
             }
         };
         if let Some(c) = last {
-            below[c] = Some((p, d));
+            let act = match between[..] {
+                [] => Some(ops::Act::Identity),
+                [a] => Some(a),
+                _ => None,
+            };
+            below[c] = Some((p, d, act));
             divided[p] = true;
         }
     }
@@ -319,7 +338,8 @@ pub fn backward(
                 let how = Fused {
                     gate: gates[id],
                     divided: divided[id],
-                    below: below[id].map(|(p, d)| (&acts[p], d)),
+                    below: below[id].map(|(p, d, _)| (&acts[p], d)),
+                    input_is: below[id].and_then(|(_, _, act)| act),
                 };
                 let v = if how.is_plain() {
                     rule.layer(graph, id, a, &acts[id], &r)?
@@ -368,11 +388,12 @@ pub fn backward(
                     padding: *padding,
                     dilation: [1, 1],
                 };
-                let div = below[id].map(|(p, d)| (&acts[p], d));
+                let div = below[id].map(|(p, d, _)| (&acts[p], d));
+                let x_of_div = below[id].and_then(|(_, _, act)| act);
                 let route = structure.max_pool;
                 vec![(
                     node.inputs[0],
-                    ops::max_pool_t_fused(a, &r, &win, *ceil_mode, route, gates[id], div)
+                    ops::max_pool_t_fused(a, &r, &win, *ceil_mode, route, gates[id], div, x_of_div)
                         .map_err(&e)?,
                 )]
             }

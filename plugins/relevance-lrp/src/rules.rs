@@ -252,6 +252,7 @@ pub fn apply_with_signs(
         times: x,
         gate: how.gate,
         div: how.below,
+        times_of_div: how.below.and(how.input_is),
     };
     match rule {
         Rule::Epsilon(e) => {
