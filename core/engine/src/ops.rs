@@ -843,14 +843,24 @@ fn conv2d_t_with(
         }
         t
     })?;
-    // Every value is written by its gemm (not accumulating).
-    let mut cols: Vec<f32> = Vec::with_capacity(n * groups * kg * plane);
+    let kk = kh * kw;
+    let taps = tap_columns(kw, s_[1], d[1], p[1], wd, ow);
+    let fv = fin.map(|f| f.views(n * cin * h * wd)).transpose()?;
+    let ss = view(s)?;
+    // One sample at a time: its column matrix (a few MB) is scattered back while it is still
+    // in cache. Every value is written by its gemm (not accumulating).
+    let mut cols: Vec<f32> = Vec::with_capacity(groups * kg * plane);
     // SAFETY: f32 has no invalid bit patterns, and the gemms below write all of it before
     // anything reads it.
-    unsafe { cols.set_len(n * groups * kg * plane) };
-    with_slice(s, |ss| {
-        for (ng, dst) in cols.chunks_mut(kg * plane).enumerate() {
-            let g = ng % groups;
+    unsafe { cols.set_len(groups * kg * plane) };
+    // Blocks of input rows per channel plane in parallel (a first layer has three planes for
+    // two or more threads); every value sums its taps in (ky, kx) order whatever the blocks,
+    // and each block is finished while in cache.
+    const RB: usize = 16;
+    let mut out = vec![0f32; n * cin * h * wd];
+    for (b, ob_sample) in out.chunks_mut(cin * h * wd).enumerate() {
+        for (g, dst) in cols.chunks_mut(kg * plane).enumerate() {
+            let ng = b * groups + g;
             // SAFETY: dst kg x plane (row stride plane), lhs kg x cout_g (row stride cout_g),
             // rhs cout_g x plane (row stride plane), all inside their buffers.
             unsafe {
@@ -864,56 +874,54 @@ fn conv2d_t_with(
                 );
             }
         }
-    })?;
-    let kk = kh * kw;
-    let taps = tap_columns(kw, s_[1], d[1], p[1], wd, ow);
-    let fv = fin.map(|f| f.views(n * cin * h * wd)).transpose()?;
-    // Blocks of input rows per channel plane in parallel (a first layer has three planes for
-    // two or more threads); every value sums its taps in (ky, kx) order whatever the blocks,
-    // and each block is finished while in cache.
-    const RB: usize = 16;
-    let mut out = vec![0f32; n * cin * h * wd];
-    out.par_chunks_mut(h * wd).enumerate().for_each(|(nc, o)| {
-        // Channel c of sample b reads rows (c_in_group * kk ..) of its group's columns.
-        let (b, c) = (nc / cin, nc % cin);
-        let (g, cg) = (c / cin_g, c % cin_g);
-        let base = ((b * groups + g) * cin_g * kk + cg * kk) * oh * ow;
-        o.par_chunks_mut(RB * wd).enumerate().for_each(|(blk, ob)| {
-            let (iy0, iy1) = (blk * RB, blk * RB + ob.len() / wd);
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let row =
-                        &cols[base + (ky * kw + kx) * oh * ow..base + (ky * kw + kx + 1) * oh * ow];
-                    let (lo, hi) = taps[kx];
-                    if lo >= hi {
-                        continue;
-                    }
-                    let first = lo * s_[1] + kx * d[1] - p[1];
-                    for oy in 0..oh {
-                        let iy = (oy * s_[0] + ky * d[0]) as isize - p[0] as isize;
-                        if iy < iy0 as isize || iy >= iy1 as isize {
-                            continue;
-                        }
-                        let r0 = (iy as usize - iy0) * wd;
-                        let orow = &mut ob[r0..r0 + wd];
-                        let src = &row[oy * ow + lo..oy * ow + hi];
-                        if s_[1] == 1 {
-                            for (ov, v) in orow[first..first + (hi - lo)].iter_mut().zip(src) {
-                                *ov += v;
+        let cols = &cols;
+        ob_sample
+            .par_chunks_mut(h * wd)
+            .enumerate()
+            .for_each(|(c, o)| {
+                // Channel c reads rows (c_in_group * kk ..) of its group's columns.
+                let (g, cg) = (c / cin_g, c % cin_g);
+                let base = (g * cin_g * kk + cg * kk) * oh * ow;
+                let nc = b * cin + c;
+                o.par_chunks_mut(RB * wd).enumerate().for_each(|(blk, ob)| {
+                    let (iy0, iy1) = (blk * RB, blk * RB + ob.len() / wd);
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let row = &cols[base + (ky * kw + kx) * oh * ow
+                                ..base + (ky * kw + kx + 1) * oh * ow];
+                            let (lo, hi) = taps[kx];
+                            if lo >= hi {
+                                continue;
                             }
-                        } else {
-                            for (j, v) in src.iter().enumerate() {
-                                orow[first + j * s_[1]] += v;
+                            let first = lo * s_[1] + kx * d[1] - p[1];
+                            for oy in 0..oh {
+                                let iy = (oy * s_[0] + ky * d[0]) as isize - p[0] as isize;
+                                if iy < iy0 as isize || iy >= iy1 as isize {
+                                    continue;
+                                }
+                                let r0 = (iy as usize - iy0) * wd;
+                                let orow = &mut ob[r0..r0 + wd];
+                                let src = &row[oy * ow + lo..oy * ow + hi];
+                                if s_[1] == 1 {
+                                    for (ov, v) in
+                                        orow[first..first + (hi - lo)].iter_mut().zip(src)
+                                    {
+                                        *ov += v;
+                                    }
+                                } else {
+                                    for (j, v) in src.iter().enumerate() {
+                                        orow[first + j * s_[1]] += v;
+                                    }
+                                }
                             }
                         }
                     }
-                }
-            }
-            if let Some(f) = &fv {
-                f.apply(ob, nc * h * wd + iy0 * wd);
-            }
-        });
-    });
+                    if let Some(f) = &fv {
+                        f.apply(ob, nc * h * wd + iy0 * wd);
+                    }
+                });
+            });
+    }
     CTensor::from_vec(out, (n, cin, h, wd), &Device::Cpu)
 }
 
