@@ -75,6 +75,19 @@ pub fn gated(x: f32, (lo, hi): (f32, f32)) -> f32 {
     }
 }
 
+/// `1[lo < a < hi]`: the derivative of a clip activation (ReLU6; ReLU with `(0, +inf)`) read
+/// off its output `a`.
+#[inline(always)]
+pub fn open_mask(a: f32, (lo, hi): (f32, f32)) -> f32 {
+    (a > lo && a < hi) as u8 as f32
+}
+
+/// `v * 1[lo < a < hi]` element-wise ([`open_mask`]): an activation's gradient mask applied to
+/// the value `v` sent back through it, `a` being the activation's output.
+pub fn masked(v: &CTensor, a: &CTensor, gate: (f32, f32)) -> Result<CTensor> {
+    zip_map(v, a, |v, a| v * open_mask(a, gate))
+}
+
 /// A stabilised divisor `d(z)` of the traced output `z` of a layer: the first step of the
 /// epsilon-like rules is `s = r / d(z)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -1357,7 +1370,7 @@ pub fn max_pool_t_fused(
                 route_2x2_row(r0, r1, &g[oy * ow..(oy + 1) * ow], o0, o1, routing);
                 if let Some((lo, hi)) = gate {
                     for (v, &a) in o.iter_mut().zip(x2) {
-                        *v *= (a > lo && a < hi) as u8 as f32;
+                        *v *= open_mask(a, (lo, hi));
                     }
                 }
                 if let Some((z, d)) = dv {
@@ -1428,7 +1441,7 @@ pub fn max_pool_t_fused(
         }
         if let Some((lo, hi)) = gate {
             for (o, &a) in o.iter_mut().zip(src) {
-                *o *= (a > lo && a < hi) as u8 as f32;
+                *o *= open_mask(a, (lo, hi));
             }
         }
         if let Some((z, d)) = dv {

@@ -114,9 +114,7 @@ pub trait LayerRule {
         }
         let v = self.layer(graph, node, a, z, r)?;
         match how.gate {
-            Some((lo, hi)) => {
-                ops::zip_map(&v, a, |v, a| v * ((a > lo && a < hi) as u8 as f32)).map_err(ce(name))
-            }
+            Some(gate) => ops::masked(&v, a, gate).map_err(ce(name)),
             None => Ok(v),
         }
     }
@@ -367,9 +365,7 @@ pub fn backward(
                     ActivationMode::Gradient => match node.op {
                         // r * 1[a > 0] (and within Clip's bounds) in one pass.
                         Op::Relu => ops::zip_map(&r, a, |r, a| r * ((a > 0.0) as u8 as f32)),
-                        Op::Clip { min, max } => ops::zip_map(&r, a, |r, a| {
-                            r * (((a > min) as u8 as f32) * ((a < max) as u8 as f32))
-                        }),
+                        Op::Clip { min, max } => ops::masked(&r, a, (min, max)),
                         _ => activation_derivative(node, a).and_then(|d| r * d),
                     }
                     .map_err(&e)?,

@@ -510,9 +510,8 @@ impl LayerRule for Layers<'_> {
                 format!("layer `{}`: no fused division at a batch norm", n.name),
             )),
             Op::BatchNorm { .. } if how.gate.is_some() => {
-                let (lo, hi) = how.gate.expect("checked");
                 let v = self.layer(graph, node, a, z, r)?;
-                ops::zip_map(&v, a, |v, a| v * ((a > lo && a < hi) as u8 as f32)).map_err(err)
+                ops::masked(&v, a, how.gate.expect("checked")).map_err(err)
             }
             Op::BatchNorm { .. } => {
                 let shape: Vec<usize> = (0..a.rank())

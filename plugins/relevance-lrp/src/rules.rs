@@ -284,7 +284,7 @@ pub fn apply_with_signs(
             let v = apply_unfused(rule, m, a, z, w, b, r, signs)?;
             match how.gate {
                 None => Ok(v),
-                Some((lo, hi)) => ops::zip_map(&v, a, |v, a| v * ((a > lo && a < hi) as u8 as f32)),
+                Some(g) => ops::masked(&v, a, g),
             }
         }
     }
