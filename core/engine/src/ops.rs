@@ -106,6 +106,14 @@ impl Stab {
             Stab::Add(e) => z + e,
         }
     }
+
+    /// `r / d(z)` element-wise, in one pass.
+    pub fn divide(self, r: &CTensor, z: &CTensor) -> Result<CTensor> {
+        match self {
+            Stab::Sign(e) => zip_map(r, z, |r, z| r / stab(z, e)),
+            Stab::Add(e) => zip_map(r, z, |r, z| r / (z + e)),
+        }
+    }
 }
 
 /// An element-wise activation as the trace computed it: the value a layer's input has, given
@@ -183,24 +191,20 @@ struct FinishView<'a> {
     times_of_div: Option<Act>,
 }
 
-/// `o = o * gated(a(z), gate) / d(z)` over `o` and `z`.
+/// `o = o * gated(a(x), gate) / d(z)` over `o`, the factor's source `x` and `z`.
 #[inline(always)]
-fn finish_from_z(
+fn finish_div(
     o: &mut [f32],
+    x: &[f32],
     z: &[f32],
     a: impl Fn(f32) -> f32,
     d: impl Fn(f32) -> f32,
     gate: Gate,
 ) {
+    let vals = o.iter_mut().zip(x).zip(z);
     match gate {
-        None => o
-            .iter_mut()
-            .zip(z)
-            .for_each(|(o, &z)| *o = *o * a(z) / d(z)),
-        Some(g) => o
-            .iter_mut()
-            .zip(z)
-            .for_each(|(o, &z)| *o = *o * gated(a(z), g) / d(z)),
+        None => vals.for_each(|((o, &x), &z)| *o = *o * a(x) / d(z)),
+        Some(g) => vals.for_each(|((o, &x), &z)| *o = *o * gated(a(x), g) / d(z)),
     }
 }
 
@@ -209,42 +213,29 @@ impl FinishView<'_> {
     #[inline]
     fn apply(&self, o: &mut [f32], at: usize) {
         let x = &self.times[at..at + o.len()];
-        #[inline(always)]
-        fn run(o: &mut [f32], x: &[f32], z: &[f32], f: impl Fn(f32, f32, f32) -> f32) {
-            for ((o, &x), &z) in o.iter_mut().zip(x).zip(z) {
-                *o = f(*o, x, z);
-            }
-        }
         match (&self.div, self.gate) {
             (None, None) => o.iter_mut().zip(x).for_each(|(o, &x)| *o *= x),
             (None, Some(g)) => o.iter_mut().zip(x).for_each(|(o, &x)| *o *= gated(x, g)),
-            (Some((z, d)), g) if self.times_of_div.is_some() => {
-                let z = &z[at..at + o.len()];
-                let act = self.times_of_div.expect("checked");
-                match (act, *d) {
-                    (Act::Identity, Stab::Sign(e)) => finish_from_z(o, z, |z| z, |z| stab(z, e), g),
-                    (Act::Identity, Stab::Add(e)) => finish_from_z(o, z, |z| z, |z| z + e, g),
-                    (Act::Relu, Stab::Sign(e)) => {
-                        finish_from_z(o, z, |z| z.max(0.0), |z| stab(z, e), g)
-                    }
-                    (Act::Relu, Stab::Add(e)) => finish_from_z(o, z, |z| z.max(0.0), |z| z + e, g),
-                    (Act::Clip(lo, hi), Stab::Sign(e)) => {
-                        finish_from_z(o, z, |z| z.max(lo).min(hi), |z| stab(z, e), g)
-                    }
-                    (Act::Clip(lo, hi), Stab::Add(e)) => {
-                        finish_from_z(o, z, |z| z.max(lo).min(hi), |z| z + e, g)
-                    }
-                }
-            }
             (Some((z, d)), g) => {
                 let z = &z[at..at + o.len()];
-                match (*d, g) {
-                    (Stab::Sign(e), None) => run(o, x, z, |c, x, z| c * x / stab(z, e)),
-                    (Stab::Sign(e), Some(g)) => {
-                        run(o, x, z, |c, x, z| c * gated(x, g) / stab(z, e))
+                // The factor: `times` itself, or read off `z`.
+                let (x, act) = match self.times_of_div {
+                    Some(act) => (z, act),
+                    None => (x, Act::Identity),
+                };
+                match (act, *d) {
+                    (Act::Identity, Stab::Sign(e)) => finish_div(o, x, z, |x| x, |z| stab(z, e), g),
+                    (Act::Identity, Stab::Add(e)) => finish_div(o, x, z, |x| x, |z| z + e, g),
+                    (Act::Relu, Stab::Sign(e)) => {
+                        finish_div(o, x, z, |x| x.max(0.0), |z| stab(z, e), g)
                     }
-                    (Stab::Add(e), None) => run(o, x, z, |c, x, z| c * x / (z + e)),
-                    (Stab::Add(e), Some(g)) => run(o, x, z, |c, x, z| c * gated(x, g) / (z + e)),
+                    (Act::Relu, Stab::Add(e)) => finish_div(o, x, z, |x| x.max(0.0), |z| z + e, g),
+                    (Act::Clip(lo, hi), Stab::Sign(e)) => {
+                        finish_div(o, x, z, |x| x.max(lo).min(hi), |z| stab(z, e), g)
+                    }
+                    (Act::Clip(lo, hi), Stab::Add(e)) => {
+                        finish_div(o, x, z, |x| x.max(lo).min(hi), |z| z + e, g)
+                    }
                 }
             }
         }
@@ -860,12 +851,9 @@ fn conv2d_t_with(
     let taps = tap_columns(kw, s_[1], d[1], p[1], wd, ow);
     let fv = fin.map(|f| f.views(n * cin * h * wd)).transpose()?;
     let ss = view(s)?;
-    // One sample at a time: its column matrix (a few MB) is scattered back while it is still
-    // in cache. Every value is written by its gemm (not accumulating).
-    let mut cols: Vec<f32> = Vec::with_capacity(groups * kg * plane);
-    // SAFETY: f32 has no invalid bit patterns, and the gemms below write all of it before
-    // anything reads it.
-    unsafe { cols.set_len(groups * kg * plane) };
+    // One sample at a time: its column matrix (a few MB, reused) is scattered back while it is
+    // still in cache. Its gemms overwrite it.
+    let mut cols = vec![0f32; groups * kg * plane];
     // Blocks of input rows per channel plane in parallel (a first layer has three planes for
     // two or more threads); every value sums its taps in (ky, kx) order whatever the blocks,
     // and each block is finished while in cache.

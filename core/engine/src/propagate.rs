@@ -156,7 +156,8 @@ pub struct Fused<'a> {
 }
 
 impl Fused<'_> {
-    fn is_plain(&self) -> bool {
+    /// Nothing to fold: [`LayerRule::layer`] as it is.
+    pub fn is_plain(&self) -> bool {
         self.gate.is_none() && !self.divided && self.below.is_none()
     }
 }

@@ -506,13 +506,11 @@ impl LayerRule for Layers<'_> {
                     .map_err(err)?;
                 out.reshape(a.shape()).map_err(err)
             }
-            Op::BatchNorm { .. } if how.divided || how.below.is_some() => Err(Error::internal(
-                format!("layer `{}`: no fused division at a batch norm", n.name),
-            )),
-            Op::BatchNorm { .. } if how.gate.is_some() => {
-                let v = self.layer(graph, node, a, z, r)?;
-                ops::masked(&v, a, how.gate.expect("checked")).map_err(err)
-            }
+            // (The walker folds gates and divisions into convolutions and dense layers only.)
+            Op::BatchNorm { .. } if !how.is_plain() => Err(Error::internal(format!(
+                "layer `{}`: nothing is fused into a batch norm",
+                n.name
+            ))),
             Op::BatchNorm { .. } => {
                 let shape: Vec<usize> = (0..a.rank())
                     .map(|d| if d == 1 { w.dims()[0] } else { 1 })

@@ -14,6 +14,9 @@ use sr_core::{Error, Result};
 /// The stabiliser of every rule but epsilon (Zennit's default).
 pub const STABILIZER: f32 = 1e-6;
 
+/// What the paper's code adds to every denominator of its rules (`srp`).
+pub const SRP_STABILIZER: f32 = 1e-9;
+
 /// One LRP rule. Parameters are checked when a rule is built ([`Rule::parse`],
 /// [`Rule::alpha_beta`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -220,7 +223,7 @@ pub fn uses_weight_signs(rule: &Rule) -> bool {
 pub fn divisor(rule: &Rule) -> Option<Stab> {
     match rule {
         Rule::Epsilon(e) => Some(Stab::Sign(*e)),
-        Rule::SrpConv => Some(Stab::Add(1e-9)),
+        Rule::SrpConv => Some(Stab::Add(SRP_STABILIZER)),
         _ => None,
     }
 }
@@ -254,31 +257,24 @@ pub fn apply_with_signs(
         div: how.below,
         times_of_div: how.below.and(how.input_is),
     };
-    match rule {
-        Rule::Epsilon(e) => {
-            let e = *e;
+    match (rule, divisor(rule)) {
+        // The rules with a divisor: a * T(W, r / d(z)), the division perhaps done by the
+        // layer above.
+        (_, Some(d)) => {
             let s = if how.divided {
                 r.clone()
             } else {
-                ops::zip_map(r, z, |r, z| r / ops::stab(z, e))?
+                d.divide(r, z)?
             };
             m.tr_finish(&s, w, &fin(a))
         }
-        Rule::SrpLinear => {
+        (Rule::SrpLinear, _) => {
             let v = signs.map_or_else(|| pos(w), |(p, _)| Ok(p.clone()))?;
-            if let Some(t) = m.tr_of_ratio(a, &v, r, 1e-9)? {
+            if let Some(t) = m.tr_of_ratio(a, &v, r, SRP_STABILIZER)? {
                 return ops::finish(&t, &fin(a));
             }
-            let s = ops::zip_map(r, &m.fwd_where(a, &v, r)?, |r, z| r / (z + 1e-9))?;
+            let s = Stab::Add(SRP_STABILIZER).divide(r, &m.fwd_where(a, &v, r)?)?;
             m.tr_finish(&s, &v, &fin(a))
-        }
-        Rule::SrpConv => {
-            let s = if how.divided {
-                r.clone()
-            } else {
-                ops::zip_map(r, z, |r, z| r / (z + 1e-9))?
-            };
-            m.tr_finish(&s, w, &fin(a))
         }
         _ => {
             let v = apply_unfused(rule, m, a, z, w, b, r, signs)?;
