@@ -9,6 +9,7 @@ pub mod ca;
 pub mod edt;
 pub mod imresize;
 pub mod lab;
+pub mod search;
 
 use serde::{Deserialize, Serialize};
 use sr_core::{Error, Image, Params, Result, Saliency, SaliencyStage, StageDef};

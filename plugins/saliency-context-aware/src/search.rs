@@ -1,0 +1,732 @@
+//! The exact search for the K most similar patches (CA-SPEC steps 8-9), pruned by bounds.
+//!
+//! The dissimilarity of a query patch `q` and a candidate patch `p` is
+//! `d = |q - p| / (1 + c |pos_q - pos_p|)`. Comparing every pair costs a matrix product of
+//! the full patch dimension (about 1.4e9 pairs and 1.3e11 multiply-adds per 250-px image),
+//! so the search rules most pairs out with two lower bounds that are cheap to evaluate, and
+//! computes the exact float64 distance only for the few pairs that can still be among the K
+//! nearest:
+//!
+//! 1. **A low-dimensional bound.** With `V` the [`M`] leading principal directions of the
+//!    candidates (orthonormal rows), every patch `x` splits into its coordinates `a = V x`
+//!    and a residual of norm `rho = sqrt(|x|^2 - |a|^2)`. Then
+//!    `|q - p|^2 >= |a_q - a_p|^2 + (rho_q - rho_p)^2` for any orthonormal `V`: the bound is
+//!    rigorous whatever the basis, and tight when `V` captures most of the patches' variance
+//!    (the leading 8 directions hold 93-94% of it on the sample photos).
+//! 2. **A block bound.** Candidates are grouped into blocks of [`L`] by a k-d tree over their
+//!    leading coordinates and positions. Each block keeps the box of its coordinates,
+//!    residual norms and positions; the distance from a query to the box, divided by the
+//!    largest position term inside it, bounds `d` for the whole block from below.
+//!
+//! Each query keeps its K smallest exact distances in a max-heap; its top, `T`, only
+//! decreases. A block whose bound exceeds `T` is skipped whole; inside a block, a candidate
+//! whose bound exceeds `T` is skipped. Everything skipped is certainly farther than the K-th
+//! nearest, so the K distances kept at the end are the exact K smallest. The bounds are
+//! evaluated in float32 with safety margins ([`REL`], [`ABS`]) far above their round-off
+//! (see [`keep_radius`]), and the distances that enter the result are always recomputed in
+//! float64 from the original patch values.
+//!
+//! Two things make `T` small early, so little is computed: a query first evaluates the K
+//! nearest of its left neighbour (overlapping patches have similar neighbours), and the first
+//! query of a row first scans its most promising blocks. Rows of queries run in parallel;
+//! each query's work does not depend on the thread count, so neither does the result.
+
+use rayon::prelude::*;
+
+/// Leading principal coordinates kept per patch.
+pub const M: usize = 12;
+/// Candidates per block.
+pub const L: usize = 32;
+/// Relative safety margin of the float32 bounds (their round-off is below 1e-6).
+pub const REL: f64 = 1e-5;
+/// Absolute safety margin of the float32 bounds, in colour-distance units (the round-off of
+/// projecting a patch of at most 147 values in [-1, 1] to float32 is below 2e-6).
+pub const ABS: f64 = 1e-4;
+/// Blocks the first query of a row scans before the others.
+const SEED_BLOCKS: usize = 4;
+
+/// Sampled patches: `n x dim` row-major float64, with their positions `(x, y)`.
+pub struct Patches {
+    pub n: usize,
+    pub dim: usize,
+    pub data: Vec<f64>,
+    pub pos: Vec<(f64, f64)>,
+}
+
+/// An orthonormal set of at most [`M`] directions (unused rows are zero) and the centre.
+struct Basis {
+    mean: Vec<f64>,
+    /// `M x dim`, row-major.
+    v: Vec<f64>,
+}
+
+impl Basis {
+    /// The leading principal directions of the candidates (subspace iteration on their
+    /// covariance, from at most 2048 of them). Only orthonormality matters for exactness;
+    /// the better the directions, the tighter the bounds.
+    fn of(c: &Patches) -> Basis {
+        let dim = c.dim;
+        let mut mean = vec![0f64; dim];
+        for row in c.data.chunks_exact(dim) {
+            for (m, v) in mean.iter_mut().zip(row) {
+                *m += v;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= c.n as f64);
+        let step = c.n.div_ceil(2048).max(1);
+        let mut cov = vec![0f64; dim * dim];
+        let mut x = vec![0f64; dim];
+        for row in c.data.chunks_exact(dim).step_by(step) {
+            for ((xi, v), m) in x.iter_mut().zip(row).zip(&mean) {
+                *xi = v - m;
+            }
+            for i in 0..dim {
+                let xi = x[i];
+                let out = &mut cov[i * dim..(i + 1) * dim];
+                for (o, xj) in out[i..].iter_mut().zip(&x[i..]) {
+                    *o += xi * xj;
+                }
+            }
+        }
+        for i in 0..dim {
+            for j in 0..i {
+                cov[i * dim + j] = cov[j * dim + i];
+            }
+        }
+        let m = M.min(dim);
+        // A fixed pseudo-random start, so the basis (and the work done) is reproducible.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut v: Vec<f64> = (0..M * dim)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+            })
+            .collect();
+        v[m * dim..].iter_mut().for_each(|x| *x = 0.0);
+        orthonormalise(&mut v[..m * dim], dim);
+        let mut next = vec![0f64; m * dim];
+        for _ in 0..30 {
+            for r in 0..m {
+                let vr = &v[r * dim..(r + 1) * dim];
+                for i in 0..dim {
+                    next[r * dim + i] = cov[i * dim..(i + 1) * dim]
+                        .iter()
+                        .zip(vr)
+                        .map(|(a, b)| a * b)
+                        .sum();
+                }
+            }
+            v[..m * dim].copy_from_slice(&next);
+            orthonormalise(&mut v[..m * dim], dim);
+        }
+        Basis { mean, v }
+    }
+
+    /// The leading coordinates and the residual norm of one patch.
+    #[inline]
+    fn project(&self, x: &[f64], a: &mut [f32; M + 1]) {
+        let dim = self.mean.len();
+        let mut norm2 = 0.0;
+        let mut c = [0f64; 160];
+        let mut heap;
+        let c: &mut [f64] = if dim <= c.len() {
+            &mut c[..dim]
+        } else {
+            heap = vec![0f64; dim];
+            &mut heap
+        };
+        for ((ci, xi), m) in c.iter_mut().zip(x).zip(&self.mean) {
+            *ci = xi - m;
+            norm2 += *ci * *ci;
+        }
+        let mut proj2 = 0.0;
+        for (k, ak) in a.iter_mut().take(M).enumerate() {
+            let s = dot(&self.v[k * dim..(k + 1) * dim], c);
+            proj2 += s * s;
+            *ak = s as f32;
+        }
+        a[M] = (norm2 - proj2).max(0.0).sqrt() as f32;
+    }
+}
+
+/// Modified Gram-Schmidt, twice, on the rows of `v` (`rows x dim`).
+fn orthonormalise(v: &mut [f64], dim: usize) {
+    let rows = v.len() / dim.max(1);
+    for _ in 0..2 {
+        for r in 0..rows {
+            for s in 0..r {
+                let (head, tail) = v.split_at_mut(r * dim);
+                let vs = &head[s * dim..(s + 1) * dim];
+                let vr = &mut tail[..dim];
+                let d: f64 = vs.iter().zip(vr.iter()).map(|(a, b)| a * b).sum();
+                vr.iter_mut().zip(vs).for_each(|(x, y)| *x -= d * y);
+            }
+            let vr = &mut v[r * dim..(r + 1) * dim];
+            let n = vr.iter().map(|x| x * x).sum::<f64>().sqrt();
+            if n > 1e-12 {
+                vr.iter_mut().for_each(|x| *x /= n);
+            } else {
+                // A degenerate direction (fewer distinct patches than M): drop it.
+                vr.iter_mut().for_each(|x| *x = 0.0);
+            }
+        }
+    }
+}
+
+/// The candidates, reordered into blocks of [`L`] (the last one padded).
+struct Index {
+    blocks: usize,
+    /// Per block, [`ROWS`] rows of L lanes: the M leading coordinates, the residual norm,
+    /// then the positions x and y.
+    screen: Vec<f32>,
+    /// Per coordinate, per block: the box of the block's coordinates.
+    lo: Vec<f32>,
+    hi: Vec<f32>,
+    /// Per block: the box of its positions, `(x0, x1, y0, y1)`.
+    pos_box: Vec<[f32; 4]>,
+    /// Per slot: the candidate's float64 values, its position; `real[slot]` is false for
+    /// padding.
+    data: Vec<f64>,
+    pos: Vec<(f64, f64)>,
+    real: Vec<bool>,
+}
+
+/// Rows per block in [`Index::screen`].
+const ROWS: usize = M + 3;
+
+/// Weight of the positions against the leading coordinate's spread in the k-d tree.
+const POS_WEIGHT: f64 = 8.0;
+
+impl Index {
+    fn build(c: &Patches, basis: &Basis) -> Index {
+        let dim = c.dim;
+        let coords: Vec<[f32; M + 1]> = c
+            .data
+            .par_chunks_exact(dim)
+            .map(|x| {
+                let mut a = [0f32; M + 1];
+                basis.project(x, &mut a);
+                a
+            })
+            .collect();
+        // k-d tree over the 4 leading coordinates and the position: split the widest feature
+        // at a multiple of L, so every block but the last is full.
+        let spread = {
+            let (lo, hi) = coords
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(l, h), a| (l.min(a[0]), h.max(a[0])));
+            ((hi - lo) as f64).max(1e-12)
+        };
+        let w = POS_WEIGHT * spread / 4.0;
+        let feature = |i: usize, f: usize| -> f64 {
+            match f {
+                0..=3 => coords[i][f] as f64,
+                4 => w * c.pos[i].0,
+                _ => w * c.pos[i].1,
+            }
+        };
+        let mut order: Vec<usize> = (0..c.n).collect();
+        let mut stack = vec![(0usize, c.n)];
+        let mut leaves = vec![];
+        while let Some((s, e)) = stack.pop() {
+            if e - s <= L {
+                leaves.push((s, e));
+                continue;
+            }
+            let ids = &mut order[s..e];
+            let extent = |f: usize| {
+                let (lo, hi) = ids.iter().fold((f64::MAX, f64::MIN), |(l, h), &i| {
+                    (l.min(feature(i, f)), h.max(feature(i, f)))
+                });
+                hi - lo
+            };
+            let widths: Vec<f64> = (0..6).map(extent).collect();
+            let f = (0..6)
+                .max_by(|&a, &b| widths[a].total_cmp(&widths[b]).then(b.cmp(&a)))
+                .unwrap();
+            let mid = L * (e - s).div_ceil(2 * L);
+            ids.select_nth_unstable_by(mid, |&a, &b| {
+                feature(a, f).total_cmp(&feature(b, f)).then(a.cmp(&b))
+            });
+            // Left before right: push right first.
+            stack.push((s + mid, e));
+            stack.push((s, s + mid));
+        }
+        leaves.sort_unstable();
+        let blocks = leaves.len();
+        let mut idx = Index {
+            blocks,
+            screen: vec![0f32; blocks * ROWS * L],
+            lo: vec![f32::MAX; (M + 1) * blocks],
+            hi: vec![f32::MIN; (M + 1) * blocks],
+            pos_box: vec![[f32::MAX, f32::MIN, f32::MAX, f32::MIN]; blocks],
+            data: vec![0f64; blocks * L * dim],
+            pos: vec![(0.0, 0.0); blocks * L],
+            real: vec![false; blocks * L],
+        };
+        for (b, &(s, e)) in leaves.iter().enumerate() {
+            for l in 0..L {
+                let slot = b * L + l;
+                let base = b * ROWS * L + l;
+                if s + l >= e {
+                    // Padding: far from everything; `real` keeps it out of the result.
+                    for k in 0..=M {
+                        idx.screen[base + k * L] = 1e15;
+                    }
+                    continue;
+                }
+                let i = order[s + l];
+                idx.real[slot] = true;
+                idx.data[slot * dim..(slot + 1) * dim]
+                    .copy_from_slice(&c.data[i * dim..(i + 1) * dim]);
+                idx.pos[slot] = c.pos[i];
+                for (k, &v) in coords[i].iter().enumerate() {
+                    idx.screen[base + k * L] = v;
+                    idx.lo[k * blocks + b] = idx.lo[k * blocks + b].min(v);
+                    idx.hi[k * blocks + b] = idx.hi[k * blocks + b].max(v);
+                }
+                let (x, y) = (c.pos[i].0 as f32, c.pos[i].1 as f32);
+                idx.screen[base + (M + 1) * L] = x;
+                idx.screen[base + (M + 2) * L] = y;
+                let pb = &mut idx.pos_box[b];
+                *pb = [pb[0].min(x), pb[1].max(x), pb[2].min(y), pb[3].max(y)];
+            }
+        }
+        idx
+    }
+}
+
+/// The K smallest values seen with their slots (a max-heap in a fixed array).
+struct TopK {
+    heap: Vec<(f64, u32)>,
+    k: usize,
+}
+
+impl TopK {
+    /// Until K values are in, they are appended and made a heap at the K-th (Floyd's
+    /// construction); after that a smaller value replaces the top and sinks.
+    #[inline(always)]
+    fn push(&mut self, v: f64, slot: u32) {
+        let h = &mut self.heap;
+        if h.len() < self.k {
+            h.push((v, slot));
+            if h.len() == self.k {
+                for i in (0..self.k / 2).rev() {
+                    let item = h[i];
+                    Self::sink(h, i, item);
+                }
+            }
+        } else if v < h[0].0 {
+            Self::sink(h, 0, (v, slot));
+        }
+    }
+    /// Put `item` at `i` and let it sink below every larger child (the hole moves down).
+    #[inline(always)]
+    fn sink(h: &mut [(f64, u32)], mut i: usize, item: (f64, u32)) {
+        let n = h.len();
+        loop {
+            let l = 2 * i + 1;
+            if l >= n {
+                break;
+            }
+            let c = if l + 1 < n && h[l + 1].0 > h[l].0 {
+                l + 1
+            } else {
+                l
+            };
+            if h[c].0 <= item.0 {
+                break;
+            }
+            h[i] = h[c];
+            i = c;
+        }
+        h[i] = item;
+    }
+    /// The K-th smallest distance so far (infinite until K are known).
+    fn threshold(&self) -> f64 {
+        if self.heap.len() < self.k {
+            f64::INFINITY
+        } else {
+            self.heap[0].0
+        }
+    }
+}
+
+/// `sum f(a_i, b_i)` in float64, with eight independent partial sums (so it pipelines and
+/// vectorises).
+#[inline(always)]
+fn sum8(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += f(x[l], y[l]);
+        }
+    }
+    let tail: f64 = ar.iter().zip(br).map(|(&x, &y)| f(x, y)).sum();
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// `sum (a_i - b_i)^2` in float64.
+#[inline(always)]
+pub fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
+    sum8(a, b, |x, y| (x - y) * (x - y))
+}
+
+#[inline(always)]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    sum8(a, b, |x, y| x * y)
+}
+
+/// What one row of queries shares.
+struct Ctx<'a> {
+    idx: &'a Index,
+    basis: &'a Basis,
+    q: &'a Patches,
+    c: f64,
+    k: usize,
+}
+
+/// Per-thread scratch for one row.
+struct Row {
+    /// The query that last evaluated each slot.
+    stamp: Vec<u32>,
+    /// Each block's lower bound on `d` for the current query.
+    bound: Vec<f32>,
+    /// Blocks ordered for the first query.
+    first: Vec<(f32, u32)>,
+    top: TopK,
+}
+
+#[inline(always)]
+fn exact(ctx: &Ctx, qi: usize, slot: usize) -> f64 {
+    let dim = ctx.q.dim;
+    let qv = &ctx.q.data[qi * dim..(qi + 1) * dim];
+    let d2 = squared_distance(qv, &ctx.idx.data[slot * dim..(slot + 1) * dim]);
+    let (qx, qy) = ctx.q.pos[qi];
+    let (cx, cy) = ctx.idx.pos[slot];
+    let dp = ((qx - cx) * (qx - cx) + (qy - cy) * (qy - cy)).sqrt();
+    d2.sqrt() / (1.0 + ctx.c * dp)
+}
+
+/// Scan block `b` for query `qi` (coordinates `a`). Returns false once `T` is 0 (nothing can
+/// improve the result any more).
+#[inline(always)]
+fn scan_block(ctx: &Ctx, row: &mut Row, qi: usize, a: &[f32; M + 1], b: usize) -> bool {
+    let idx = ctx.idx;
+    let t = row.top.threshold();
+    if t == 0.0 {
+        return false;
+    }
+    let block = &idx.screen[b * ROWS * L..(b + 1) * ROWS * L];
+    let (qx, qy) = (ctx.q.pos[qi].0 as f32, ctx.q.pos[qi].1 as f32);
+    // A candidate is kept unless its bound certainly exceeds T (the margins of the module
+    // doc, plus one more REL for the float32 evaluation of the radius itself).
+    let (rel, abs) = (REL as f32, ABS as f32);
+    let tf = t as f32 * (1.0 + rel);
+    let c = ctx.c as f32;
+    let mut mask = 0u32;
+    // Eight lanes at a time, the sum over coordinates kept in registers.
+    for chunk in 0..L / 8 {
+        let lane = |row: usize| &block[row * L + chunk * 8..row * L + chunk * 8 + 8];
+        let mut acc = [0f32; 8];
+        for (k, &ak) in a.iter().enumerate() {
+            let col = lane(k);
+            for l in 0..8 {
+                let d = ak - col[l];
+                acc[l] += d * d;
+            }
+        }
+        let (xs, ys) = (lane(M + 1), lane(M + 2));
+        for l in 0..8 {
+            let (dx, dy) = (qx - xs[l], qy - ys[l]);
+            let den = 1.0 + c * (dx * dx + dy * dy).sqrt();
+            let r = (tf * den + abs) * (1.0 + 3.0 * rel);
+            mask |= ((acc[l] <= r * r * (1.0 + 2.0 * rel)) as u32) << (chunk * 8 + l);
+        }
+    }
+    while mask != 0 {
+        let l = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        let slot = b * L + l;
+        if !idx.real[slot] || row.stamp[slot] == qi as u32 {
+            continue;
+        }
+        row.stamp[slot] = qi as u32;
+        row.top.push(exact(ctx, qi, slot), slot as u32);
+        if row.top.threshold() == 0.0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// Every block's lower bound on `d` for one query.
+#[inline(always)]
+fn block_bounds(ctx: &Ctx, bound: &mut [f32], a: &[f32; M + 1], qpos: (f64, f64)) {
+    let idx = ctx.idx;
+    let nb = idx.blocks;
+    bound.iter_mut().for_each(|g| *g = 0.0);
+    for (k, &ak) in a.iter().enumerate() {
+        let (lo, hi) = (&idx.lo[k * nb..(k + 1) * nb], &idx.hi[k * nb..(k + 1) * nb]);
+        for b in 0..nb {
+            let gap = (lo[b] - ak).max(ak - hi[b]).max(0.0);
+            bound[b] += gap * gap;
+        }
+    }
+    let (qx, qy) = (qpos.0 as f32, qpos.1 as f32);
+    let (c, rel, abs) = (ctx.c as f32, REL as f32, ABS as f32);
+    for (g, pb) in bound.iter_mut().zip(&idx.pos_box) {
+        let fx = (qx - pb[0]).abs().max((qx - pb[1]).abs());
+        let fy = (qy - pb[2]).abs().max((qy - pb[3]).abs());
+        // The largest position term in the box, rounded up generously.
+        let den = (1.0 + c * (fx * fx + fy * fy).sqrt()) * (1.0 + 2.0 * rel);
+        *g = (g.sqrt() * (1.0 - 2.0 * rel) - abs) / den;
+    }
+}
+
+#[inline(always)]
+fn search_row_body(ctx: &Ctx, row: &mut Row, queries: std::ops::Range<usize>, out: &mut [f64]) {
+    let mut prev: Vec<u32> = Vec::with_capacity(ctx.k);
+    for (o, qi) in out.iter_mut().zip(queries) {
+        let dim = ctx.q.dim;
+        let mut a = [0f32; M + 1];
+        ctx.basis
+            .project(&ctx.q.data[qi * dim..(qi + 1) * dim], &mut a);
+        row.top.heap.clear();
+        block_bounds(ctx, &mut row.bound, &a, ctx.q.pos[qi]);
+        let mut going = true;
+        if prev.is_empty() {
+            // No neighbour to start from: the most promising blocks first.
+            row.first.clear();
+            row.first
+                .extend(row.bound.iter().enumerate().map(|(b, &g)| (g, b as u32)));
+            let n = SEED_BLOCKS.min(row.first.len());
+            if n < row.first.len() {
+                row.first
+                    .select_nth_unstable_by(n, |x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+            }
+            for i in 0..n {
+                let b = row.first[i].1 as usize;
+                if !scan_block(ctx, row, qi, &a, b) {
+                    going = false;
+                    break;
+                }
+            }
+        } else {
+            // The left neighbour's K nearest: most are near for this query too.
+            for &slot in &prev {
+                let slot = slot as usize;
+                row.stamp[slot] = qi as u32;
+                row.top.push(exact(ctx, qi, slot), slot as u32);
+            }
+            going = row.top.threshold() > 0.0;
+        }
+        if going {
+            for b in 0..ctx.idx.blocks {
+                if row.bound[b] as f64 > row.top.threshold() {
+                    continue;
+                }
+                if !scan_block(ctx, row, qi, &a, b) {
+                    break;
+                }
+            }
+        }
+        prev.clear();
+        prev.extend(row.top.heap.iter().map(|&(_, s)| s));
+        *o = row.top.heap.iter().map(|&(v, _)| v).sum();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn search_row_avx2(
+    ctx: &Ctx,
+    row: &mut Row,
+    queries: std::ops::Range<usize>,
+    out: &mut [f64],
+) {
+    search_row_body(ctx, row, queries, out)
+}
+
+fn search_row(ctx: &Ctx, row: &mut Row, queries: std::ops::Range<usize>, out: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function was compiled for.
+        return unsafe { search_row_avx2(ctx, row, queries, out) };
+    }
+    search_row_body(ctx, row, queries, out)
+}
+
+/// For every query, the sum of its `k` smallest dissimilarities to the candidates (exact).
+/// Queries come in rows of `row_len` (a row's queries are neighbours, left to right).
+pub fn k_smallest_sums(q: &Patches, cand: &Patches, k: usize, c: f64, row_len: usize) -> Vec<f64> {
+    let mut out = vec![0f64; q.n];
+    if k == 0 || q.n == 0 || cand.n == 0 {
+        return out;
+    }
+    let k = k.min(cand.n);
+    let basis = Basis::of(cand);
+    let idx = Index::build(cand, &basis);
+    let ctx = Ctx {
+        idx: &idx,
+        basis: &basis,
+        q,
+        c,
+        k,
+    };
+    let row_len = row_len.max(1);
+    out.par_chunks_mut(row_len)
+        .enumerate()
+        .for_each(|(r, out)| {
+            let mut row = Row {
+                stamp: vec![u32::MAX; idx.blocks * L],
+                bound: vec![0f32; idx.blocks],
+                first: Vec::with_capacity(idx.blocks),
+                top: TopK {
+                    heap: Vec::with_capacity(k),
+                    k,
+                },
+            };
+            let q0 = r * row_len;
+            search_row(&ctx, &mut row, q0..q0 + out.len(), out);
+        });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// Patches with structure: a few prototypes plus noise of the given size, some exact
+    /// copies of earlier patches, positions in the unit square.
+    fn patches(rng: &mut Rng, n: usize, dim: usize, noise: f64, protos: &[Vec<f64>]) -> Patches {
+        let mut data: Vec<f64> = Vec::with_capacity(n * dim);
+        for i in 0..n {
+            if i >= 10 && rng.next() < 0.15 {
+                // An exact copy of an earlier patch (distance 0).
+                let j = (rng.next() * i as f64) as usize;
+                let copy = data[j * dim..(j + 1) * dim].to_vec();
+                data.extend(copy);
+                continue;
+            }
+            let p = &protos[(rng.next() * protos.len() as f64) as usize];
+            data.extend(
+                p.iter()
+                    .map(|&v| (v + noise * (rng.next() - 0.5)).clamp(0.0, 1.0)),
+            );
+        }
+        let pos = (0..n).map(|_| (rng.next(), rng.next())).collect();
+        Patches { n, dim, data, pos }
+    }
+
+    /// Every pair in float64, sorted: the sum of the k smallest.
+    fn brute_force(q: &Patches, c: &Patches, k: usize, pc: f64) -> Vec<f64> {
+        (0..q.n)
+            .map(|i| {
+                let qv = &q.data[i * q.dim..(i + 1) * q.dim];
+                let mut d: Vec<f64> = (0..c.n)
+                    .map(|j| {
+                        let cv = &c.data[j * c.dim..(j + 1) * c.dim];
+                        let d2: f64 = qv.iter().zip(cv).map(|(a, b)| (a - b) * (a - b)).sum();
+                        let (dx, dy) = (q.pos[i].0 - c.pos[j].0, q.pos[i].1 - c.pos[j].1);
+                        d2.sqrt() / (1.0 + pc * (dx * dx + dy * dy).sqrt())
+                    })
+                    .collect();
+                d.sort_by(f64::total_cmp);
+                d[..k.min(c.n)].iter().sum()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_pruned_search_finds_the_exact_k_nearest() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        // dim 1 and 3 have fewer dimensions than M; 27, 75 and 147 are the reference's.
+        for (dim, nq, nc, k, noise) in [
+            (1, 120, 90, 16, 0.3),
+            (3, 150, 200, 64, 0.2),
+            (27, 300, 700, 64, 0.1),
+            (75, 200, 500, 64, 0.4),
+            (147, 250, 600, 64, 0.05),
+            (147, 40, 20, 64, 0.2),
+            (147, 60, 5, 3, 0.2),
+        ] {
+            let protos: Vec<Vec<f64>> = (0..6)
+                .map(|_| (0..dim).map(|_| rng.next()).collect())
+                .collect();
+            let c = patches(&mut rng, nc, dim, noise, &protos);
+            // Queries include exact copies of candidates (T reaches 0).
+            let mut q = patches(&mut rng, nq, dim, noise, &protos);
+            for i in (0..nq).step_by(7) {
+                let j = i % nc;
+                q.data[i * dim..(i + 1) * dim].copy_from_slice(&c.data[j * dim..(j + 1) * dim]);
+            }
+            let want = brute_force(&q, &c, k, 3.0);
+            for row_len in [1, 13, nq] {
+                let got = k_smallest_sums(&q, &c, k, 3.0, row_len);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-12 * w.max(1.0),
+                        "dim {dim}, k {k}, rows of {row_len}, query {i}: {g} vs {w}"
+                    );
+                }
+            }
+            assert!(
+                want.iter().any(|&w| w > 0.0),
+                "a trivial case proves nothing"
+            );
+        }
+    }
+
+    #[test]
+    fn the_basis_is_orthonormal_and_the_bound_holds() {
+        let mut rng = Rng(7);
+        let dim = 75;
+        let protos: Vec<Vec<f64>> = (0..4)
+            .map(|_| (0..dim).map(|_| rng.next()).collect())
+            .collect();
+        let c = patches(&mut rng, 400, dim, 0.3, &protos);
+        let basis = Basis::of(&c);
+        for r in 0..M {
+            for s in 0..M {
+                let d = dot(
+                    &basis.v[r * dim..(r + 1) * dim],
+                    &basis.v[s * dim..(s + 1) * dim],
+                );
+                let want = if r == s { 1.0 } else { 0.0 };
+                assert!((d - want).abs() < 1e-12, "rows {r}, {s}: {d}");
+            }
+        }
+        // The bound of the module doc, in float64, never exceeds the distance.
+        let (mut a, mut b) = ([0f32; M + 1], [0f32; M + 1]);
+        for i in 0..c.n - 1 {
+            let (x, y) = (
+                &c.data[i * dim..(i + 1) * dim],
+                &c.data[(i + 1) * dim..(i + 2) * dim],
+            );
+            basis.project(x, &mut a);
+            basis.project(y, &mut b);
+            let bound: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(&u, &v)| (u as f64 - v as f64).powi(2))
+                .sum();
+            let exact = squared_distance(x, y);
+            assert!(bound.sqrt() * (1.0 - REL) - ABS <= exact.sqrt(), "pair {i}");
+        }
+    }
+}
