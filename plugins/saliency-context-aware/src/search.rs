@@ -58,6 +58,8 @@ struct Basis {
     mean: Vec<f64>,
     /// `M x dim`, row-major.
     v: Vec<f64>,
+    /// `v . mean` per direction.
+    v_mean: [f64; M],
 }
 
 impl Basis {
@@ -121,33 +123,24 @@ impl Basis {
             v[..m * dim].copy_from_slice(&next);
             orthonormalise(&mut v[..m * dim], dim);
         }
-        Basis { mean, v }
+        let mut v_mean = [0f64; M];
+        for (k, vm) in v_mean.iter_mut().enumerate() {
+            *vm = dot(&v[k * dim..(k + 1) * dim], &mean);
+        }
+        Basis { mean, v, v_mean }
     }
 
-    /// The leading coordinates and the residual norm of one patch.
+    /// The leading coordinates and the residual norm of one patch, both of `x - mean`.
     #[inline]
     fn project(&self, x: &[f64], a: &mut [f32; M + 1]) {
         let dim = self.mean.len();
-        let mut norm2 = 0.0;
-        let mut c = [0f64; 160];
-        let mut heap;
-        let c: &mut [f64] = if dim <= c.len() {
-            &mut c[..dim]
-        } else {
-            heap = vec![0f64; dim];
-            &mut heap
-        };
-        for ((ci, xi), m) in c.iter_mut().zip(x).zip(&self.mean) {
-            *ci = xi - m;
-            norm2 += *ci * *ci;
-        }
         let mut proj2 = 0.0;
         for (k, ak) in a.iter_mut().take(M).enumerate() {
-            let s = dot(&self.v[k * dim..(k + 1) * dim], c);
+            let s = dot(&self.v[k * dim..(k + 1) * dim], x) - self.v_mean[k];
             proj2 += s * s;
             *ak = s as f32;
         }
-        a[M] = (norm2 - proj2).max(0.0).sqrt() as f32;
+        a[M] = (squared_distance(x, &self.mean) - proj2).max(0.0).sqrt() as f32;
     }
 }
 
