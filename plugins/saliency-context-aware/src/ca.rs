@@ -140,10 +140,9 @@ pub fn single_scale(
     let zeros = cfg.buffer.saturating_sub(cand.n).min(cfg.k);
     let k_real = (cfg.k - zeros).min(cand.n);
     let sums = search::k_smallest_sums(&q, &cand, k_real, cfg.c, qw);
-    let means = sums.into_iter().map(|v| v / (k_real + zeros) as f64);
-    for (i, m) in means.into_iter().enumerate() {
-        let (y, x) = (i / qw + h, i % qw + h);
-        s[y * img.w + x] = 1.0 - (-m * factor).exp();
+    for (i, sum) in sums.into_iter().enumerate() {
+        let mean = sum / (k_real + zeros) as f64;
+        s[(i / qw + h) * img.w + i % qw + h] = 1.0 - (-mean * factor).exp();
     }
     s
 }
