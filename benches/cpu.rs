@@ -11,15 +11,15 @@
 //! arithmetic are the real ones.
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
-use sr_backend_candle::{weights::Weights, CandleModel, CandleParams};
 use sr_backend_onnx::{OnnxModel, OnnxParams};
+use sr_backend_torchvision::{weights::Weights, TorchvisionModel, TorchvisionParams};
 use sr_core::{Model, ModelStage, Relevance, RelevanceStage, Tensor};
 use sr_relevance_lrp::{Lrp, LrpParams};
 use std::time::Duration;
 
-/// As in `srhost`: large freed buffers are kept for reuse (sr_core::alloc).
+/// As in `srhost`: large freed buffers are kept for reuse (sr_nn::alloc).
 #[global_allocator]
-static ALLOC: sr_core::alloc::ReuseLarge = sr_core::alloc::ReuseLarge;
+static ALLOC: sr_nn::alloc::ReuseLarge = sr_nn::alloc::ReuseLarge;
 
 /// Deterministic pseudo-random normal-ish values (sum of uniforms), scaled.
 fn randn(n: usize, seed: u64, scale: f32) -> Vec<f32> {
@@ -39,7 +39,7 @@ fn randn(n: usize, seed: u64, scale: f32) -> Vec<f32> {
 }
 
 /// torchvision VGG-16 with Kaiming-scaled random weights and 1000 classes.
-fn vgg16() -> CandleModel {
+fn vgg16() -> TorchvisionModel {
     let mut w = Weights::new();
     let cfg = [
         64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0,
@@ -78,8 +78,8 @@ fn vgg16() -> CandleModel {
         );
         w.insert(format!("{name}.bias"), Tensor::zeros(vec![o]));
     }
-    CandleModel::from_weights(
-        &CandleParams {
+    TorchvisionModel::from_weights(
+        &TorchvisionParams {
             arch: "vgg16".into(),
             ..Default::default()
         },
@@ -89,15 +89,15 @@ fn vgg16() -> CandleModel {
     .unwrap()
 }
 
-fn lite0() -> CandleModel {
-    CandleModel::load(CandleParams::default()).unwrap()
+fn lite0() -> TorchvisionModel {
+    TorchvisionModel::load(TorchvisionParams::default()).unwrap()
 }
 
 fn batch(n: usize) -> Tensor {
     Tensor::new(vec![n, 3, 224, 224], randn(n * 3 * 224 * 224, 7, 1.0)).unwrap()
 }
 
-fn models() -> Vec<(&'static str, CandleModel)> {
+fn models() -> Vec<(&'static str, TorchvisionModel)> {
     vec![("efficientnet_lite0", lite0()), ("vgg16", vgg16())]
 }
 

@@ -318,10 +318,10 @@ fn the_frequency_tuned_example_config_runs_with_the_plugin() {
 }
 
 #[test]
-fn the_onnx_pipeline_gives_the_candle_pipelines_maps() {
+fn the_onnx_pipeline_gives_the_torchvision_pipelines_maps() {
     // configs/onnx.toml is configs/sr.toml with the model run by ONNX Runtime from the ONNX
     // export of the same weights: the relevance (walked on the imported ONNX graph) and the SR
-    // map must be the candle backend's.
+    // map must be the torchvision backend's.
     let dir = scratch("config-onnx");
     let run = |cfg: &str, out: &str| {
         let r = srhost(
@@ -337,10 +337,10 @@ fn the_onnx_pipeline_gives_the_candle_pipelines_maps() {
         );
         assert_eq!(r.code, 0, "{cfg}: {r:?}");
     };
-    run("configs/sr.toml", "candle");
+    run("configs/sr.toml", "torchvision");
     run("configs/onnx.toml", "onnx");
     for file in ["relevance-lrp.npy", "sr-lrp.npy", "saliency-photo.npy"] {
-        let a = read_npy(&dir.join("candle/coffee").join(file));
+        let a = read_npy(&dir.join("torchvision/coffee").join(file));
         let b = read_npy(&dir.join("onnx/coffee").join(file));
         assert_eq!(a.shape, b.shape, "{file}");
         let (a, b): (Vec<f32>, Vec<f32>) = (
@@ -348,9 +348,32 @@ fn the_onnx_pipeline_gives_the_candle_pipelines_maps() {
             b.data.iter().map(|&v| v as f32).collect(),
         );
         let p = pearson(&a, &b);
-        println!("{file}: candle vs onnx pearson {p:.6}");
+        println!("{file}: torchvision vs onnx pearson {p:.6}");
         assert!(p >= 0.999, "{file}: pearson {p}");
     }
     let result = std::fs::read_to_string(dir.join("onnx/coffee/result.json")).unwrap();
     assert!(result.contains("espresso"), "{result}");
+}
+
+#[test]
+fn the_old_backend_name_candle_is_the_torchvision_backend() {
+    // `model.candle` was renamed `model.torchvision`; configs written for the old name run
+    // unchanged and give the same predictions.
+    let classify = |backend: &str| {
+        let r = srhost(
+            &repo(),
+            &[
+                "classify",
+                "--json",
+                "--set",
+                &format!("model.use={backend}"),
+                "assets/images/coffee.png",
+            ],
+        );
+        assert_eq!(r.code, 0, "{backend}: {r:?}");
+        r.stdout
+    };
+    let new = classify("torchvision");
+    assert!(new.contains("espresso"), "{new}");
+    assert_eq!(classify("candle"), new);
 }

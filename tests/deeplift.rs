@@ -3,7 +3,7 @@
 //! deeplift_stats.json), and completeness (sum of attributions = f(x) - f(baseline)) on a
 //! pool-free net, where the rescale rule promises it.
 
-use sr_backend_candle::{CandleModel, CandleParams};
+use sr_backend_torchvision::{TorchvisionModel, TorchvisionParams};
 use sr_core::{Graph, Model, ModelStage, Op, Relevance, RelevanceStage, Tensor};
 use sr_relevance_gradient::deeplift::{DeepLift, DeepLiftParams};
 use srhost_tests::*;
@@ -19,13 +19,13 @@ fn deeplift(baselines: &[&str]) -> DeepLift {
     .unwrap()
 }
 
-fn narrow(arch: &str, file: &str) -> CandleModel {
+fn narrow(arch: &str, file: &str) -> TorchvisionModel {
     let labels = write(
         &scratch(&format!("dl-labels-{file}")),
         "l.txt",
         &"c\n".repeat(10),
     );
-    CandleModel::load(CandleParams {
+    TorchvisionModel::load(TorchvisionParams {
         arch: arch.into(),
         weights: golden(&format!("models/{file}.safetensors"))
             .display()
@@ -36,7 +36,7 @@ fn narrow(arch: &str, file: &str) -> CandleModel {
     .unwrap()
 }
 
-fn check(model: &CandleModel, dir: &str, images: &[&str]) {
+fn check(model: &TorchvisionModel, dir: &str, images: &[&str]) {
     let stats: serde_json::Value =
         serde_json::from_slice(&std::fs::read(golden("deeplift_stats.json")).unwrap()).unwrap();
     let mut failures = vec![];
@@ -164,7 +164,7 @@ fn net(max_pool: bool) -> GraphModel {
         ],
         output: 8,
     };
-    GraphModel(sr_core::exec::Executor::new(g).unwrap())
+    GraphModel(sr_nn::Executor::new(g).unwrap())
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! torchvision + PIL, batch == per-sample, thread count independence, and errors that name
 //! the key and the shapes.
 
-use sr_backend_candle::{weights, CandleModel, CandleParams};
+use sr_backend_torchvision::{weights, TorchvisionModel, TorchvisionParams};
 use sr_core::{Model, ModelStage, Tensor};
 use srhost_tests::*;
 
@@ -11,24 +11,24 @@ use srhost_tests::*;
 const LOGIT_REL_TOL: f64 = 1e-4;
 const IMAGES: [&str; 3] = ["coffee", "chelsea", "astronaut"];
 
-fn model(arch: &str, weights: &str) -> CandleModel {
-    let p = CandleParams {
+fn model(arch: &str, weights: &str) -> TorchvisionModel {
+    let p = TorchvisionParams {
         arch: arch.into(),
         weights: weights.into(),
         ..Default::default()
     };
-    CandleModel::load(p).unwrap_or_else(|e| panic!("{arch}: {e}"))
+    TorchvisionModel::load(p).unwrap_or_else(|e| panic!("{arch}: {e}"))
 }
 
 /// The narrow models have 10 classes: give them a 10-name label file.
-fn narrow(arch: &str, file: &str) -> CandleModel {
+fn narrow(arch: &str, file: &str) -> TorchvisionModel {
     let dir = scratch(&format!("labels-{file}"));
     let labels = write(
         &dir,
         "labels.txt",
         &(0..10).map(|i| format!("class {i}\n")).collect::<String>(),
     );
-    let p = CandleParams {
+    let p = TorchvisionParams {
         arch: arch.into(),
         weights: golden(&format!("models/{file}.safetensors"))
             .display()
@@ -36,10 +36,10 @@ fn narrow(arch: &str, file: &str) -> CandleModel {
         labels: Some(labels),
         ..Default::default()
     };
-    CandleModel::load(p).unwrap_or_else(|e| panic!("{arch}: {e}"))
+    TorchvisionModel::load(p).unwrap_or_else(|e| panic!("{arch}: {e}"))
 }
 
-fn check_logits(m: &CandleModel, golden_dir: &str, input: &str) {
+fn check_logits(m: &TorchvisionModel, golden_dir: &str, input: &str) {
     for img in IMAGES {
         let x = npy_tensor(&golden(&format!("inputs/{img}/{input}")));
         let want = npy_tensor(&golden(&format!("{golden_dir}/{img}/logits.npy")));
@@ -212,19 +212,19 @@ fn preprocessing_matches_torchvision_and_pil() {
 fn weights_that_do_not_fit_name_the_key_and_the_shapes() {
     let w = weights::load(&golden("models/vgg16_narrow.safetensors")).unwrap();
     let src = "vgg16_narrow.safetensors";
-    let p = |arch: &str| CandleParams {
+    let p = |arch: &str| TorchvisionParams {
         arch: arch.into(),
         labels: Some(write(&scratch("l10"), "l.txt", &"x\n".repeat(10))),
         ..Default::default()
     };
     // The wrong architecture: AlexNet's second conv (features.3) is a 5x5 conv from 64/8 channels;
     // in VGG-16 narrow, features.3 is... not a conv at all (it is ReLU), features.2 is.
-    let e = CandleModel::from_weights(&p("alexnet"), &w, src)
+    let e = TorchvisionModel::from_weights(&p("alexnet"), &w, src)
         .err()
         .unwrap();
     assert!(e.message.contains("vgg16_narrow.safetensors"), "{e}");
     // vgg16_bn needs BatchNorm keys the plain VGG-16 does not have.
-    let e = CandleModel::from_weights(&p("vgg16_bn"), &w, src)
+    let e = TorchvisionModel::from_weights(&p("vgg16_bn"), &w, src)
         .err()
         .unwrap();
     assert!(
@@ -233,7 +233,7 @@ fn weights_that_do_not_fit_name_the_key_and_the_shapes() {
         "{e}"
     );
     // VGG-11's third layer is a conv (features.3); VGG-16's is a ReLU.
-    let e = CandleModel::from_weights(&p("vgg11"), &w, src)
+    let e = TorchvisionModel::from_weights(&p("vgg11"), &w, src)
         .err()
         .unwrap();
     assert!(
@@ -244,7 +244,7 @@ fn weights_that_do_not_fit_name_the_key_and_the_shapes() {
     // Tensors the architecture does not use are refused (a wrong arch or a wrong file).
     let mut extra = w.clone();
     extra.insert("fc_extra.weight".into(), Tensor::zeros(vec![2, 2]));
-    let e = CandleModel::from_weights(&p("vgg16"), &extra, src)
+    let e = TorchvisionModel::from_weights(&p("vgg16"), &extra, src)
         .err()
         .unwrap();
     assert!(
@@ -255,7 +255,7 @@ fn weights_that_do_not_fit_name_the_key_and_the_shapes() {
     // A tensor of the wrong shape: the key and both shapes.
     let mut bad = w.clone();
     bad.insert("features.2.weight".into(), Tensor::zeros(vec![8, 4, 3, 3]));
-    let e = CandleModel::from_weights(&p("vgg16"), &bad, src)
+    let e = TorchvisionModel::from_weights(&p("vgg16"), &bad, src)
         .err()
         .unwrap();
     assert!(
@@ -263,18 +263,20 @@ fn weights_that_do_not_fit_name_the_key_and_the_shapes() {
         "{e}"
     );
     // Labels that do not fit the classes.
-    let imagenet = CandleParams {
+    let imagenet = TorchvisionParams {
         arch: "vgg16".into(),
         labels: Some("imagenet".into()),
         ..Default::default()
     };
-    let e = CandleModel::from_weights(&imagenet, &w, src).err().unwrap();
+    let e = TorchvisionModel::from_weights(&imagenet, &w, src)
+        .err()
+        .unwrap();
     assert!(
         e.message
             .contains("the ImageNet labels have 1000 names but the weights have 10 classes"),
         "{e}"
     );
-    let e = CandleModel::load(CandleParams {
+    let e = TorchvisionModel::load(TorchvisionParams {
         arch: "resnet50".into(),
         ..Default::default()
     })
@@ -290,7 +292,7 @@ fn weights_that_do_not_fit_name_the_key_and_the_shapes() {
 fn a_corrupt_weight_file_is_named() {
     let dir = scratch("bad-weights");
     let f = write(&dir, "model.pth", "definitely not a checkpoint");
-    let e = CandleModel::load(CandleParams {
+    let e = TorchvisionModel::load(TorchvisionParams {
         weights: f.clone(),
         ..Default::default()
     })
@@ -301,7 +303,7 @@ fn a_corrupt_weight_file_is_named() {
         "{e}"
     );
     let missing = dir.join("nope.safetensors").display().to_string();
-    let e = CandleModel::load(CandleParams {
+    let e = TorchvisionModel::load(TorchvisionParams {
         weights: missing.clone(),
         ..Default::default()
     })

@@ -9,8 +9,8 @@
 //! The ONNX Runtime library comes from the PyPI wheel that scripts/test.sh unpacks and points
 //! ORT_DYLIB_PATH at.
 
-use sr_backend_candle::{CandleModel, CandleParams};
 use sr_backend_onnx::{import, proto, OnnxModel, OnnxParams};
+use sr_backend_torchvision::{TorchvisionModel, TorchvisionParams};
 use sr_core::{Model, ModelStage, Relevance, RelevanceStage, Tensor};
 use sr_relevance_lrp::{Lrp, LrpParams};
 use srhost_tests::*;
@@ -40,8 +40,8 @@ fn onnx_model(p: OnnxParams) -> OnnxModel {
     OnnxModel::load(p).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn candle_lite0() -> CandleModel {
-    CandleModel::load(CandleParams::default()).unwrap()
+fn candle_lite0() -> TorchvisionModel {
+    TorchvisionModel::load(TorchvisionParams::default()).unwrap()
 }
 
 /// The ONNX op -> IR op each light model node must become (constant producers are folded).
@@ -237,7 +237,7 @@ fn onet_onnx_heads_match_pytorch() {
             let ort = m.forward(&x).unwrap();
             let ir = m.trace(&x).unwrap();
             let ir_out = &ir[m.graph().unwrap().output];
-            let start = sr_core::propagate::start_node(&m.graph().unwrap());
+            let start = sr_nn::propagate::start_node(&m.graph().unwrap());
             let ir_logits = &ir[start];
             let e = rel_max_err(ort.data(), want.data());
             let e_ir = rel_max_err(ir_logits.data(), want.data());

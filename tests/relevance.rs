@@ -16,7 +16,7 @@
 //!   max under such noise, and our map differs from Zennit's by 2.7e-3 (with candle's
 //!   convolution it was 4.5e-3; the summation order alone moves it this much).
 
-use sr_backend_candle::{CandleModel, CandleParams};
+use sr_backend_torchvision::{TorchvisionModel, TorchvisionParams};
 use sr_core::{Model, ModelStage, Relevance, RelevanceStage, Tensor};
 use sr_relevance_lrp::{Lrp, LrpParams};
 use srhost_tests::*;
@@ -99,8 +99,8 @@ fn labels10() -> String {
     write(&scratch("labels10"), "l.txt", &"c\n".repeat(10))
 }
 
-fn load(arch: &str, weights: &str, labels: Option<String>) -> CandleModel {
-    CandleModel::load(CandleParams {
+fn load(arch: &str, weights: &str, labels: Option<String>) -> TorchvisionModel {
+    TorchvisionModel::load(TorchvisionParams {
         arch: arch.into(),
         weights: weights.into(),
         labels,
@@ -136,7 +136,7 @@ const LRP_FILES: &[(&str, &str, f32)] = &[
 ];
 
 fn run_model(
-    model: &CandleModel,
+    model: &TorchvisionModel,
     name: &str,
     input_file: &str,
     extra: &[(&str, &str, f32)],
@@ -267,7 +267,7 @@ fn lrp_matches_zennit_on_onet() {
 #[test]
 fn gradient_and_gradient_x_input_match_pytorch() {
     use sr_relevance_gradient::{Gradient, GradientXInput};
-    let models: Vec<(CandleModel, &str, &str)> = vec![
+    let models: Vec<(TorchvisionModel, &str, &str)> = vec![
         (
             load(
                 "efficientnet_lite0",
@@ -390,7 +390,7 @@ fn hand_derived_values_on_a_two_layer_net() {
         ],
         output: 3,
     };
-    let m = GraphModel(sr_core::exec::Executor::new(g).unwrap());
+    let m = GraphModel(sr_nn::Executor::new(g).unwrap());
     let x = t(vec![1, 2], vec![1.0, 2.0]);
     assert_eq!(m.forward(&x).unwrap().data(), &[2.0]);
     let run = |p: LrpParams| Lrp::build(p).unwrap().explain(&m, &x, &[0]).unwrap();
@@ -439,20 +439,20 @@ fn hand_derived_values_on_a_two_layer_net() {
 }
 
 /// vgg16_narrow with every bias set to zero.
-fn vgg16_narrow_without_biases() -> CandleModel {
+fn vgg16_narrow_without_biases() -> TorchvisionModel {
     let mut w =
-        sr_backend_candle::weights::load(&golden("models/vgg16_narrow.safetensors")).unwrap();
+        sr_backend_torchvision::weights::load(&golden("models/vgg16_narrow.safetensors")).unwrap();
     for (k, t) in w.iter_mut() {
         if k.ends_with(".bias") {
             *t = Tensor::zeros(t.shape().to_vec());
         }
     }
-    let p = CandleParams {
+    let p = TorchvisionParams {
         arch: "vgg16".into(),
         labels: Some(labels10()),
         ..Default::default()
     };
-    CandleModel::from_weights(&p, &w, "vgg16_narrow without biases").unwrap()
+    TorchvisionModel::from_weights(&p, &w, "vgg16_narrow without biases").unwrap()
 }
 
 #[test]
@@ -482,7 +482,7 @@ fn proportional_adds_conserve_relevance_where_copies_do_not() {
     // EfficientNet-Lite0 with zero biases after the BN merge (beta = running mean = 0), the
     // epsilon rule with a tiny epsilon and activations passed through: every layer conserves,
     // so the whole net does exactly when the residual adds split in proportion.
-    let mut w = sr_backend_candle::weights::load(std::path::Path::new(
+    let mut w = sr_backend_torchvision::weights::load(std::path::Path::new(
         "assets/models/efficientnet-lite0.safetensors",
     ))
     .unwrap();
@@ -491,8 +491,8 @@ fn proportional_adds_conserve_relevance_where_copies_do_not() {
             *t = Tensor::zeros(t.shape().to_vec());
         }
     }
-    let m = CandleModel::from_weights(
-        &CandleParams::default(),
+    let m = TorchvisionModel::from_weights(
+        &TorchvisionParams::default(),
         &w,
         "efficientnet-lite0 without biases",
     )
@@ -550,7 +550,7 @@ fn the_batchnorm_canonizer_leaves_the_logits_unchanged() {
                 .count()
         };
         assert_eq!((count(&g), count(&merged)), (n_bn, 0));
-        let ex = sr_core::exec::Executor::new(merged).unwrap();
+        let ex = sr_nn::Executor::new(merged).unwrap();
         for img in ["coffee", "chelsea", "astronaut"] {
             let x = npy_tensor(&golden(&format!("inputs/{img}/{input}")));
             let err = rel_max_err(

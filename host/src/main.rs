@@ -2,9 +2,12 @@
 //!
 //! Exit codes: 0 ok, 1 some images failed, 2 bad invocation or spec.
 
+mod process;
+mod records;
 mod report;
 mod runner;
 mod spec;
+mod stages;
 
 use clap::{Parser, Subcommand};
 use sr_core::{kind_name, LoadedPlugin, Registry};
@@ -12,14 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Large freed buffers (activations, relevance) are kept for the next image: see
-/// `sr_core::alloc`.
+/// `sr_nn::alloc`.
 #[global_allocator]
-static ALLOC: sr_core::alloc::ReuseLarge = sr_core::alloc::ReuseLarge;
+static ALLOC: sr_nn::alloc::ReuseLarge = sr_nn::alloc::ReuseLarge;
 
 // Built-in stages. Each built-in plugin crate must be named once, or the linker drops its
 // `inventory` registrations.
-use sr_backend_candle as _;
 use sr_backend_onnx as _;
+use sr_backend_torchvision as _;
 use sr_relevance_gradient as _;
 use sr_relevance_lrp as _;
 use sr_render_basic as _;
@@ -105,9 +108,9 @@ enum Command {
 struct Fail(u8, String);
 
 fn main() -> ExitCode {
-    if let Some(v) = std::env::var_os(sr_core::alloc::CACHE_ENV) {
-        match sr_core::alloc::parse_cache_mb(&v.to_string_lossy()) {
-            Ok(bytes) => sr_core::alloc::set_cache_limit(bytes),
+    if let Some(v) = std::env::var_os(sr_nn::alloc::CACHE_ENV) {
+        match sr_nn::alloc::parse_cache_mb(&v.to_string_lossy()) {
+            Ok(bytes) => sr_nn::alloc::set_cache_limit(bytes),
             Err(msg) => {
                 eprintln!("error: {msg}");
                 return ExitCode::from(2);
@@ -295,7 +298,7 @@ fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
         return Ok(0);
     }
     let started = std::time::Instant::now();
-    let stages = runner::build_stages(&pipeline, &reg).map_err(|e| Fail(2, e.to_string()))?;
+    let stages = stages::build_stages(&pipeline, &reg).map_err(|e| Fail(2, e.to_string()))?;
     let summary = runner::run(
         &pipeline,
         &stages,
@@ -321,7 +324,7 @@ fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
         })).collect::<Vec<_>>(),
         "seconds": started.elapsed().as_secs_f64(),
     });
-    runner::write_atomic(
+    records::write_atomic(
         &pipeline.output.join("run.json"),
         &serde_json::to_vec_pretty(&provenance).unwrap_or_default(),
     )
@@ -404,7 +407,7 @@ fn classify(
     let mut failed = 0;
     let mut out = vec![];
     for path in images {
-        let result = runner::load_photo(path)
+        let result = sr_core::preprocess::load_photo(path)
             .and_then(|rgb| sr_core::preprocess::preprocess(&rgb, &info))
             .and_then(|(x, _)| model.forward(&x));
         let logits = match result {

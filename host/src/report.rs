@@ -3,7 +3,7 @@
 //! terminal summary of `srhost compare`. All are rebuilt from every finished image's
 //! `result.json`, so a resumed run reports every image.
 
-use crate::runner::{write_atomic, ImageResult};
+use crate::records::{output_names, write_atomic, BranchResult, ImageResult};
 use serde::{Deserialize, Serialize};
 use sr_core::{Error, Result};
 use std::path::Path;
@@ -56,7 +56,7 @@ pub fn summarise(rows: &[ImageResult]) -> Metrics {
     let branches: Vec<BranchSummary> = names
         .iter()
         .map(|name| {
-            let of: Vec<(&ImageResult, &crate::runner::BranchResult)> = rows
+            let of: Vec<(&ImageResult, &BranchResult)> = rows
                 .iter()
                 .flat_map(|r| {
                     r.branches
@@ -347,7 +347,6 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
 /// Rebuild `metrics.csv`, `metrics.json` and `report.html` in `out` from the finished images.
 pub fn write_all(
     out: &Path,
-    names: &[String],
     rows: &[ImageResult],
     done_names: &[String],
     title: &str,
@@ -356,7 +355,6 @@ pub fn write_all(
     write_atomic(&out.join("metrics.csv"), csv(rows).as_bytes())?;
     let json = serde_json::to_vec_pretty(&m).map_err(|e| Error::internal(e.to_string()))?;
     write_atomic(&out.join("metrics.json"), &json)?;
-    let _ = names;
     write_atomic(
         &out.join("report.html"),
         html(&m, done_names, title).as_bytes(),
@@ -384,7 +382,7 @@ pub fn cross_ssim(a: &Path, ma: &Metrics, b: &Path, mb: &Metrics) -> Vec<(String
     let folders = |m: &Metrics| {
         let paths: Vec<std::path::PathBuf> =
             m.images.iter().map(|r| r.image.clone().into()).collect();
-        crate::runner::output_names(&paths)
+        output_names(&paths)
     };
     let (fa, fb) = (folders(ma), folders(mb));
     let mut rows = vec![];

@@ -3,7 +3,10 @@
 //! Every error names the file, the TOML key path and its line, and says what was expected.
 //! Paths in the spec (images, output, plugins) are relative to the current directory.
 
-use sr_core::{kind_name, Registry, StageInfo, StageKind};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use sr_core::stage::{check_params, suggest};
+use sr_core::{kind_name, Registry, StageKind};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -73,7 +76,8 @@ pub struct Pipeline {
 }
 
 /// What the run measures per image and branch (`[metrics]`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MetricsSpec {
     /// SSIM of the relevance map and of the SR map against the photo's saliency (Table 1).
     pub ssim: bool,
@@ -98,14 +102,110 @@ impl Default for MetricsSpec {
     }
 }
 
-const METRICS_KEYS: &[&str] = &[
-    "ssim",
-    "aopc",
-    "aopc_steps",
-    "aopc_patch",
-    "aopc_fill",
-    "seed",
-];
+/// `[run]` as the file gives it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunTable {
+    images: Strings,
+    #[serde(default = "default_output")]
+    output: String,
+    #[serde(default)]
+    target: Option<toml::Value>,
+    #[serde(default)]
+    labels: Option<String>,
+    #[serde(default)]
+    select: Select,
+}
+
+fn default_output() -> String {
+    "out".into()
+}
+
+/// A string or an array of strings.
+struct Strings(Vec<String>);
+
+impl<'de> Deserialize<'de> for Strings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Strings;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or an array of strings (files, folders or globs)")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Strings, E> {
+                Ok(Strings(vec![s.to_string()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Strings, A::Error> {
+                let mut v = vec![];
+                while let Some(s) = a.next_element::<String>()? {
+                    v.push(s);
+                }
+                Ok(Strings(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The field names of the serde struct `T` (what its `deny_unknown_fields` accepts), read off
+/// its `Deserialize` impl.
+fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{Deserializer, Visitor};
+    #[derive(Debug)]
+    struct Stop;
+    impl fmt::Display for Stop {
+        fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("probe")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<M: fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    struct Probe(std::cell::Cell<&'static [&'static str]>);
+    impl<'de> Deserializer<'de> for &Probe {
+        type Error = Stop;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0.set(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let p = Probe(std::cell::Cell::new(&[]));
+    let _ = T::deserialize(&p);
+    p.0.get()
+}
+
+/// The key of the `key = value` line where `span` (an error's place in `text`) starts, when
+/// the span lies within that line.
+fn key_at(text: &str, span: std::ops::Range<usize>) -> Option<String> {
+    let start = text[..span.start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    if span.end > end + 1 {
+        return None;
+    }
+    let (key, _) = text[start..end].split_once('=')?;
+    Some(key.trim().trim_matches('"').to_string())
+}
 
 /// Read `image,label` rows (a header row `image,label` and `#` comment lines are skipped). Keys: the image column as
 /// written, its file name and its stem, so `photos/cat.jpg`, `cat.jpg` and `cat` all match.
@@ -208,11 +308,11 @@ const TOP_KEYS: &[&str] = &[
     "metrics",
     "plugin",
 ];
-const RUN_KEYS: &[&str] = &["images", "output", "target", "labels", "select"];
-
 /// Which images get relevance, saliency and renderers (`run.select`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Select {
+    #[default]
     All,
     /// Only those the model gets wrong (per `run.labels`): the paper's Sec. 4.2.
     Wrong,
@@ -494,9 +594,8 @@ impl RawSpec {
             }
         }
         // [run]
-        let run = match self.table.get("run") {
-            Some(toml::Value::Table(t)) => t.clone(),
-            Some(_) => return Err(self.error(&["run"], "expected a table", "")),
+        let run: RunTable = match self.table.get("run") {
+            Some(v) => self.typed(&["run"], v)?,
             None => {
                 return Err(self.error(
                     &[],
@@ -505,49 +604,8 @@ impl RawSpec {
                 ))
             }
         };
-        for k in run.keys() {
-            if !RUN_KEYS.contains(&k.as_str()) {
-                return Err(self.error(
-                    &["run", k],
-                    "unknown key",
-                    format!(
-                        "[run] keys: {}{}",
-                        RUN_KEYS.join(", "),
-                        suggest(k, RUN_KEYS)
-                    ),
-                ));
-            }
-        }
-        let patterns: Vec<String> = match run.get("images") {
-            Some(toml::Value::String(s)) => vec![s.clone()],
-            Some(toml::Value::Array(a)) => a
-                .iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect::<Option<_>>()
-                .ok_or_else(|| {
-                    self.error(
-                        &["run", "images"],
-                        "expected strings (files, folders or globs)",
-                        "",
-                    )
-                })?,
-            Some(_) => {
-                return Err(self.error(
-                    &["run", "images"],
-                    "expected a string or an array of strings",
-                    "",
-                ))
-            }
-            None => {
-                return Err(self.error(
-                    &["run"],
-                    "missing `images`",
-                    "images = [\"assets/images/*.png\"] (files, folders or globs)",
-                ))
-            }
-        };
         let mut images = vec![];
-        for p in &patterns {
+        for p in &run.images.0 {
             images.extend(expand_images(p).map_err(|m| {
                 self.error(
                     &["run", "images"],
@@ -563,15 +621,8 @@ impl RawSpec {
                 "give at least one image",
             ));
         }
-        let output = match run.get("output") {
-            None => PathBuf::from("out"),
-            Some(toml::Value::String(s)) => PathBuf::from(s),
-            Some(_) => {
-                return Err(self.error(&["run", "output"], "expected a string (a folder)", ""))
-            }
-        };
-
-        let target = match run.get("target") {
+        let output = PathBuf::from(&run.output);
+        let target = match &run.target {
             None => Target::Top(1),
             Some(toml::Value::Integer(i)) if *i >= 0 => Target::Class(*i as usize),
             Some(toml::Value::String(s)) => match s.strip_prefix("top").map(str::parse::<usize>) {
@@ -593,32 +644,18 @@ impl RawSpec {
                 ))
             }
         };
-        let truth = match run.get("labels") {
+        let truth = match &run.labels {
             None => Default::default(),
-            Some(toml::Value::String(f)) => read_labels_csv(Path::new(f)).map_err(|m| {
+            Some(f) => read_labels_csv(Path::new(f)).map_err(|m| {
                 self.error(
                     &["run", "labels"],
                     m,
                     "a CSV file with rows `image,label` (photo file name, ground-truth label)",
                 )
             })?,
-            Some(_) => {
-                return Err(self.error(&["run", "labels"], "expected a string (a CSV file)", ""))
-            }
         };
         let metrics = self.metrics()?;
-        let select = match run.get("select").map(|v| v.as_str()) {
-            None | Some(Some("all")) => Select::All,
-            Some(Some("wrong")) => Select::Wrong,
-            Some(Some("right")) => Select::Right,
-            Some(_) => {
-                return Err(self.error(
-                    &["run", "select"],
-                    "expected \"all\", \"wrong\" or \"right\"",
-                    "",
-                ))
-            }
-        };
+        let select = run.select;
         if select != Select::All && truth.is_empty() {
             return Err(self.error(
                 &["run", "select"],
@@ -770,51 +807,48 @@ impl RawSpec {
     }
 
     fn metrics(&self) -> Result<MetricsSpec, SpecError> {
-        let mut m = MetricsSpec::default();
         let Some(v) = self.table.get("metrics") else {
-            return Ok(m);
+            return Ok(MetricsSpec::default());
         };
-        let t = v
-            .as_table()
-            .ok_or_else(|| self.error(&["metrics"], "expected a table", ""))?;
-        for (k, v) in t {
-            let at = ["metrics", k.as_str()];
-            let uint = |min: i64| match v.as_integer() {
-                Some(i) if i >= min => Ok(i as usize),
-                _ => Err(self.error(&at, format!("expected an integer >= {min}"), "")),
-            };
-            match k.as_str() {
-                "ssim" | "aopc" => {
-                    let b = v.as_bool().ok_or_else(|| self.error(&at, "expected true or false", ""))?;
-                    if k == "ssim" {
-                        m.ssim = b
-                    } else {
-                        m.aopc = b
-                    }
-                }
-                "aopc_steps" => m.aopc_steps = uint(1)?,
-                "aopc_patch" => m.aopc_patch = uint(1)?,
-                "seed" => m.seed = uint(0)? as u64,
-                "aopc_fill" => {
-                    m.aopc_fill = match v.as_str() {
-                        Some("uniform") => sr_core::metrics::Fill::Uniform,
-                        Some("mean") => sr_core::metrics::Fill::Mean,
-                        _ => return Err(self.error(&at, "expected \"uniform\" or \"mean\"", "uniform: random pixels (Samek et al.); mean: the mean image (0 after normalisation)")),
-                    }
-                }
-                _ => {
-                    return Err(self.error(
-                        &at,
-                        "unknown key",
-                        format!("[metrics] keys: {}{}", METRICS_KEYS.join(", "), suggest(k, METRICS_KEYS)),
-                    ))
-                }
+        let m: MetricsSpec = self.typed(&["metrics"], v)?;
+        for (key, value) in [("aopc_steps", m.aopc_steps), ("aopc_patch", m.aopc_patch)] {
+            if value < 1 {
+                return Err(self.error(&["metrics", key], "expected an integer >= 1", ""));
             }
         }
         Ok(m)
     }
 
-    /// The `[model]` table alone (for `srhost classify`). Without `use`, the built-in candle
+    /// The table at `path` as the serde struct `T`: a key `T` does not declare is an "unknown
+    /// key" error at its line with the known keys and a "did you mean"; a value of the wrong
+    /// type is an error at its key's line.
+    fn typed<T: DeserializeOwned>(&self, path: &[&str], v: &toml::Value) -> Result<T, SpecError> {
+        let t = v
+            .as_table()
+            .ok_or_else(|| self.error(path, "expected a table", ""))?;
+        let fields = fields_of::<T>();
+        if let Some(k) = t.keys().find(|k| !fields.contains(&k.as_str())) {
+            return Err(self.error(
+                &[path, &[k.as_str()]].concat(),
+                "unknown key",
+                format!(
+                    "[{}] keys: {}{}",
+                    path.join("."),
+                    fields.join(", "),
+                    suggest(k, fields)
+                ),
+            ));
+        }
+        let text = toml::to_string(t).unwrap_or_default();
+        toml::from_str::<T>(&text).map_err(|e| {
+            match e.span().and_then(|span| key_at(&text, span)) {
+                Some(k) => self.error(&[path, &[k.as_str()]].concat(), e.message(), ""),
+                None => self.error(path, e.message(), ""),
+            }
+        })
+    }
+
+    /// The `[model]` table alone (for `srhost classify`). Without `use`, the built-in torchvision
     /// backend, whose defaults are the shipped EfficientNet-Lite0.
     pub fn model_spec(&self, registry: &Registry) -> Result<StageSpec, SpecError> {
         let mut t = match self.table.get("model") {
@@ -823,7 +857,7 @@ impl RawSpec {
             None => toml::Table::new(),
         };
         t.entry("use")
-            .or_insert_with(|| toml::Value::String("candle".into()));
+            .or_insert_with(|| toml::Value::String("torchvision".into()));
         self.stage(
             &["model"],
             &toml::Value::Table(t),
@@ -866,7 +900,7 @@ impl RawSpec {
         let mut params = t.clone();
         params.remove("use");
         check_params(&entry.info, &params)
-            .map_err(|(key, msg, help)| self.error(&[path, &[key.as_str()]].concat(), msg, help))?;
+            .map_err(|e| self.error(&[path, &[e.key.as_str()]].concat(), e.message, e.help))?;
         Ok(StageSpec {
             table: path.join("."),
             name,
@@ -881,87 +915,6 @@ fn list_or_none(v: &[String]) -> String {
     } else {
         v.join(", ")
     }
-}
-
-/// Check parameters against a stage's declared ones: unknown keys, and types against defaults.
-fn check_params(info: &StageInfo, params: &toml::Table) -> Result<(), (String, String, String)> {
-    let known: Vec<&str> = info.params.iter().map(|p| p.key.as_str()).collect();
-    for (k, v) in params {
-        let Some(p) = info.params.iter().find(|p| p.key == *k) else {
-            return Err((
-                k.clone(),
-                format!(
-                    "unknown key for {} stage `{}`",
-                    kind_name(info.kind),
-                    info.name
-                ),
-                format!(
-                    "its keys: {}{}",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    },
-                    suggest(k, &known)
-                ),
-            ));
-        };
-        if let Some(d) = &p.default_toml {
-            if let Ok(mut t) = toml::from_str::<toml::Table>(&format!("v = {d}")) {
-                if let Some(dv) = t.remove("v") {
-                    let ok = dv.type_str() == v.type_str() || (dv.is_float() && v.is_integer());
-                    if !ok {
-                        return Err((
-                            k.clone(),
-                            format!(
-                                "expected {} (like the default {d}), got {}",
-                                a_type(dv.type_str()),
-                                a_type(v.type_str())
-                            ),
-                            p.doc.clone(),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn a_type(t: &str) -> String {
-    if t.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        format!("an {t}")
-    } else {
-        format!("a {t}")
-    }
-}
-
-/// ", did you mean `x`?" when a known key is one or two edits away.
-fn suggest(k: &str, known: &[&str]) -> String {
-    known
-        .iter()
-        .map(|c| (edit_distance(k, c), c))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, c)| format!("; did you mean `{c}`?"))
-        .unwrap_or_default()
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

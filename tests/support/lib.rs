@@ -181,7 +181,7 @@ pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
 
 /// A model made directly from a graph (for hand-built networks): input shape from the graph's
 /// input node, mean 0 and std 1, no labels.
-pub struct GraphModel(pub sr_core::exec::Executor);
+pub struct GraphModel(pub sr_nn::Executor);
 
 impl sr_core::Model for GraphModel {
     fn info(&self) -> sr_core::ModelInfo {

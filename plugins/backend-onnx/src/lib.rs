@@ -10,8 +10,8 @@ pub mod import;
 pub mod proto;
 
 use serde::{Deserialize, Serialize};
-use sr_core::exec::Executor;
 use sr_core::{Error, Graph, Model, ModelInfo, ModelStage, Params, Result, StageDef, Tensor};
+use sr_nn::Executor;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 

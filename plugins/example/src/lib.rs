@@ -227,6 +227,40 @@ mod tests {
         assert!(s.get(0, 0, 0) < 0.1);
     }
 
+    /// Through `sr_core::testing`: built from TOML as a pipeline gives it, called through the
+    /// plugin ABI, the map held to the host's contract.
+    #[test]
+    fn runs_as_srhost_runs_it() {
+        use sr_core::testing::{sample_image, PluginTest};
+        use sr_core::StageKind;
+        let t = PluginTest::new(SR_STAGES);
+        let info = t.info(StageKind::Saliency, "frequency-tuned").unwrap();
+        assert_eq!(info.params.len(), 2);
+        let img = sample_image(40, 30);
+        for params in ["", "blur = 3", "color_space = \"rgb\"\nblur = 1"] {
+            let map = t.saliency("frequency-tuned", params, &img).unwrap();
+            assert_eq!((map.width, map.height, map.channels), (40, 30, 1), "{params}");
+        }
+        // The sample's bright square (columns 5..13, rows 15..21) holds the maximum.
+        let map = t.saliency("frequency-tuned", "", &img).unwrap();
+        let peak = map
+            .data()
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0;
+        assert!((5..13).contains(&(peak % 40)) && (15..21).contains(&(peak / 40)), "{peak}");
+        // What `srhost check` would say about a typo, a wrong type and a bad value.
+        let e = t.saliency("frequency-tuned", "blurr = 3", &img).unwrap_err();
+        assert!(e.message.contains("unknown key") && e.help.contains("did you mean `blur`?"), "{e}");
+        let e = t.saliency("frequency-tuned", "blur = \"3\"", &img).unwrap_err();
+        assert!(e.message.contains("expected an integer"), "{e}");
+        let e = t.saliency("frequency-tuned", "blur = 4", &img).unwrap_err();
+        assert!(e.message.contains("`blur` must be 1, 3 or 5, got 4"), "{e}");
+        assert!(t.saliency("no-such-stage", "", &img).is_err());
+    }
+
     #[test]
     fn bad_params_are_named() {
         let e = FrequencyTuned::build(FrequencyTunedParams {

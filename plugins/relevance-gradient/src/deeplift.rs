@@ -14,16 +14,16 @@
 //! its sum is `f(x) - f(b)` for the target logit on nets without max pooling, and with
 //! `"rescale"` on non-overlapping pools. With several baselines the attributions are averaged.
 
-use crate::{Prepared, Transpose};
+use crate::Transpose;
 use candle_core::{DType, Device, Tensor as CTensor};
 use serde::{Deserialize, Serialize};
-use sr_core::exec::{from_candle, GraphCache};
+use sr_core::geometry::Window;
 use sr_core::preprocess;
-use sr_core::propagate::{self, activation_derivative, LayerRule};
 use sr_core::{
-    Error, Explanation, Graph, Model, NodeId, Op, Params, Relevance, RelevanceStage,
-    RelevanceStats, Result, Tensor,
+    Error, Explanation, Graph, Model, NodeId, Op, Params, Relevance, RelevanceStage, Result, Tensor,
 };
+use sr_nn::propagate::{self, activation_derivative, LayerRule};
+use sr_nn::{attribution, from_candle, ops, GraphCache, Prepared};
 
 /// Below this `|x - b|`, an activation passes its own derivative (Captum's threshold).
 pub const EPS: f32 = 1e-10;
@@ -191,41 +191,15 @@ impl LayerRule for Rescale<'_> {
             |e: candle_core::Error| Error::internal(format!("DeepLIFT at layer `{}`: {e}", n.name));
         let i = n.inputs[0];
         match &n.op {
-            Op::MaxPool {
-                kernel,
-                stride,
-                padding,
-                ceil_mode,
-            } if !self.rescale_max_pool => {
-                let win = sr_core::ops::Window {
-                    kernel: *kernel,
-                    stride: *stride,
-                    padding: *padding,
-                    dilation: [1, 1],
-                };
-                sr_core::ops::max_pool_t(
-                    &self.acts[i],
-                    r,
-                    &win,
-                    *ceil_mode,
-                    sr_core::ops::MaxRouting::First,
-                )
-                .map_err(ce)
+            Op::MaxPool { .. } => {
+                let (win, ceil_mode) = Window::of_pool(&n.op).expect("a max pooling");
+                if self.rescale_max_pool {
+                    max_pool(&self.acts[i], &self.acts[node], r, &win).map_err(ce)
+                } else {
+                    ops::max_pool_t(&self.acts[i], r, &win, ceil_mode, ops::MaxRouting::First)
+                        .map_err(ce)
+                }
             }
-            Op::MaxPool {
-                kernel,
-                stride,
-                padding,
-                ..
-            } => max_pool(
-                &self.acts[i],
-                &self.acts[node],
-                r,
-                *kernel,
-                *stride,
-                *padding,
-            )
-            .map_err(ce),
             _ => {
                 let a = &self.acts[i];
                 let din = delta2(a).map_err(ce)?;
@@ -245,9 +219,7 @@ fn max_pool(
     input: &CTensor,
     output: &CTensor,
     g: &CTensor,
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    padding: [usize; 4],
+    win: &Window,
 ) -> candle_core::Result<CTensor> {
     let (n2, c, h, w) = input.dims4()?;
     let (_, _, oh, ow) = output.dims4()?;
@@ -259,10 +231,8 @@ fn max_pool(
     let ohalf = n * c * oplane;
     // The first maximum of each window, as PyTorch's max_pool2d indices.
     let argmax = |v: &[f32], oy: usize, ox: usize| {
-        let (y0, y1, _) =
-            sr_core::exec::window(oy, kernel[0], stride[0], padding[0], padding[2], h);
-        let (x0, x1, _) =
-            sr_core::exec::window(ox, kernel[1], stride[1], padding[1], padding[3], w);
+        let (y0, y1, _) = win.span(0, oy, h);
+        let (x0, x1, _) = win.span(1, ox, w);
         let mut best = (f32::NEG_INFINITY, y0 * w + x0);
         for y in y0..y1 {
             for x in x0..x1 {
@@ -319,12 +289,7 @@ impl Relevance for DeepLift {
         let ce = |e: candle_core::Error| Error::internal(format!("DeepLIFT: {e}"));
         let s = input.shape().to_vec();
         let n = s[0];
-        if targets.len() != n {
-            return Err(Error::input(format!(
-                "{} targets for a batch of {n}",
-                targets.len()
-            )));
-        }
+        attribution::check_targets(targets, n, usize::MAX)?;
         let start = propagate::start_node(&prep.graph);
         let per = input.numel() / n.max(1);
         let mut total = vec![0f64; input.numel()];
@@ -346,21 +311,16 @@ impl Relevance for DeepLift {
             let mut shape2 = s.clone();
             shape2[0] = 2 * n;
             let acts = prep.exec.trace_candle(&Tensor::new(shape2, both)?)?;
-            let f = acts[start].to_vec2::<f32>().map_err(ce)?;
+            // Each target twice: the input half and the baseline half.
+            let both_targets: Vec<usize> = targets.iter().chain(targets).copied().collect();
+            let f =
+                attribution::target_logits(&prep.graph, &acts, start, &both_targets, "DeepLIFT")?;
             let classes = f.first().map_or(0, Vec::len);
-            if let Some(&t) = targets.iter().find(|&&t| t >= classes) {
-                return Err(Error::input(format!(
-                    "target class {t} does not exist (the model has {classes})"
-                )));
-            }
-            let mut seed = vec![0f32; 2 * n * classes];
             for (i, &t) in targets.iter().enumerate() {
-                seed[i * classes + t] = 1.0;
-                seed[(n + i) * classes + t] = 1.0;
                 fx[i] = f[i][t] as f64;
                 fb_mean[i] += f[n + i][t] as f64 / self.baselines.len() as f64;
             }
-            let seed = CTensor::from_vec(seed, (2 * n, classes), &Device::Cpu).map_err(ce)?;
+            let seed = attribution::one_hot(classes, &both_targets, &vec![1.0; 2 * n])?;
             let rule = Rescale {
                 linear: Transpose(&prep),
                 acts: &acts,
@@ -379,22 +339,8 @@ impl Relevance for DeepLift {
         }
         let scale = 1.0 / self.baselines.len() as f64;
         let rel = Tensor::new(s, total.iter().map(|v| (v * scale) as f32).collect())?;
-        let stats = targets
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| RelevanceStats {
-                target: t,
-                relevance_sum: rel.data()[i * per..(i + 1) * per]
-                    .iter()
-                    .map(|&v| v as f64)
-                    .sum(),
-                // DeepLIFT explains the difference from the baseline(s).
-                target_score: fx[i] - fb_mean[i],
-            })
-            .collect();
-        Ok(Explanation {
-            relevance: rel,
-            stats,
-        })
+        // DeepLIFT explains the difference from the baseline(s).
+        let scores: Vec<f64> = fx.iter().zip(&fb_mean).map(|(x, b)| x - b).collect();
+        Ok(attribution::explanation(rel, targets, &scores))
     }
 }

@@ -10,14 +10,15 @@
 
 pub mod deeplift;
 
-use candle_core::{DType, Device, Tensor as CTensor};
-use sr_core::exec::{from_candle, to_candle, Executor, GraphCache};
-use sr_core::ops::{self, MaxRouting, Window};
-use sr_core::propagate::{self, ActivationMode, AddMode, LayerRule, PoolMode, Structure};
+use candle_core::{DType, Tensor as CTensor};
+use sr_core::geometry::Window;
 use sr_core::{
-    Error, Explanation, Graph, Model, NoParams, NodeId, Op, Relevance, RelevanceStage,
-    RelevanceStats, Result, StageDef, Tensor,
+    Error, Explanation, Graph, Model, NoParams, NodeId, Op, Relevance, RelevanceStage, Result,
+    StageDef, Tensor,
 };
+use sr_nn::ops::{self, MaxRouting};
+use sr_nn::propagate::{self, ActivationMode, AddMode, LayerRule, PoolMode, Structure};
+use sr_nn::{attribution, from_candle, GraphCache, LayerWeights, Prepared};
 
 /// PyTorch's autograd for the IR's layers.
 pub const GRADIENT: Structure = Structure {
@@ -27,45 +28,6 @@ pub const GRADIENT: Structure = Structure {
     add: AddMode::Copy,
     fuse: true,
 };
-
-struct Prepared {
-    graph: Graph,
-    exec: Executor,
-    /// Per node: conv / linear weights as candle tensors, or batch norm's per-channel scale.
-    weights: Vec<Option<CTensor>>,
-}
-
-impl Prepared {
-    fn new(graph: Graph) -> Result<Self> {
-        let weights = graph
-            .nodes
-            .iter()
-            .map(|n| match n.op {
-                Op::Conv2d { .. } | Op::Linear => {
-                    to_candle(n.param("weight").expect("checked")).map(Some)
-                }
-                Op::BatchNorm { eps } => {
-                    let p = |k: &str| n.param(k).expect("checked").data().to_vec();
-                    let scale: Vec<f32> = p("weight")
-                        .iter()
-                        .zip(p("running_var"))
-                        .map(|(g, v)| g / (v + eps).sqrt())
-                        .collect();
-                    let c = scale.len();
-                    CTensor::from_vec(scale, c, &Device::Cpu)
-                        .map(Some)
-                        .map_err(|e| Error::internal(e.to_string()))
-                }
-                _ => Ok(None),
-            })
-            .collect::<Result<_>>()?;
-        Ok(Prepared {
-            exec: Executor::new(graph.clone())?,
-            graph,
-            weights,
-        })
-    }
-}
 
 /// Transposes every layer with weights: `T(W, R)`; BatchNorm multiplies by its scale.
 struct Transpose<'p>(&'p Prepared);
@@ -82,23 +44,21 @@ impl LayerRule for Transpose<'_> {
         let n = &graph.nodes[node];
         let err =
             |e: candle_core::Error| Error::internal(format!("gradient at layer `{}`: {e}", n.name));
-        let w = self.0.weights[node]
-            .as_ref()
-            .expect("prepared for every layer with weights");
-        match &n.op {
-            Op::Conv2d { .. } => {
+        match (&n.op, self.0.layer(node)?) {
+            (Op::Conv2d { .. }, LayerWeights::Weights { weight: w, .. }) => {
                 let (win, groups) = Window::of_conv(&n.op, w.dims()).expect("a conv");
                 let (_, _, h, wd) = a.dims4().map_err(err)?;
                 ops::conv2d_t(r, w, (h, wd), &win, groups).map_err(err)
             }
-            Op::Linear => ops::linear_t(r, w)
+            (Op::Linear, LayerWeights::Weights { weight: w, .. }) => ops::linear_t(r, w)
                 .and_then(|g| g.reshape(a.shape()))
                 .map_err(err),
-            Op::BatchNorm { .. } => {
+            (Op::BatchNorm { .. }, LayerWeights::Affine { scale, .. }) => {
                 let shape: Vec<usize> = (0..a.rank())
-                    .map(|d| if d == 1 { w.dims()[0] } else { 1 })
+                    .map(|d| if d == 1 { scale.dims()[0] } else { 1 })
                     .collect();
-                w.reshape(shape)
+                scale
+                    .reshape(shape)
                     .and_then(|s| r.broadcast_mul(&s))
                     .map_err(err)
             }
@@ -116,34 +76,19 @@ fn gradient(
     model: &dyn Model,
     input: &Tensor,
     targets: &[usize],
-) -> Result<(Tensor, Vec<f32>)> {
+) -> Result<(Tensor, Vec<f64>)> {
     let graph = model.graph()?;
     let prep = cache.get_or_build(&graph.clone(), || Prepared::new(graph))?;
     let acts = prep.exec.trace_candle(input)?;
     let start = propagate::start_node(&prep.graph);
-    let ce = |e: candle_core::Error| Error::internal(e.to_string());
-    let (n, classes) = acts[start]
-        .dims2()
-        .map_err(|_| Error::unsupported("the gradient starts from a `N x classes` output"))?;
-    if targets.len() != n {
-        return Err(Error::input(format!(
-            "{} targets for a batch of {n}",
-            targets.len()
-        )));
-    }
-    let logits = acts[start].to_vec2::<f32>().map_err(ce)?;
-    let mut seed = vec![0f32; n * classes];
-    let mut scores = vec![];
-    for (i, &t) in targets.iter().enumerate() {
-        if t >= classes {
-            return Err(Error::input(format!(
-                "target class {t} does not exist (the model has {classes})"
-            )));
-        }
-        seed[i * classes + t] = 1.0;
-        scores.push(logits[i][t]);
-    }
-    let seed = CTensor::from_vec(seed, (n, classes), &Device::Cpu).map_err(ce)?;
+    let logits = attribution::target_logits(&prep.graph, &acts, start, targets, "the gradient")?;
+    let classes = logits.first().map_or(0, Vec::len);
+    let seed = attribution::one_hot(classes, targets, &vec![1.0; targets.len()])?;
+    let scores = targets
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| logits[i][t] as f64)
+        .collect();
     let g = propagate::backward(
         &prep.graph,
         &acts,
@@ -152,28 +97,8 @@ fn gradient(
         &GRADIENT,
         &Transpose(&prep),
     )?;
+    let ce = |e: candle_core::Error| Error::internal(e.to_string());
     Ok((from_candle(&g.to_dtype(DType::F32).map_err(ce)?)?, scores))
-}
-
-fn explanation(rel: Tensor, targets: &[usize], scores: &[f32]) -> Explanation {
-    let per = rel.numel() / targets.len().max(1);
-    let stats = targets
-        .iter()
-        .zip(scores)
-        .enumerate()
-        .map(|(i, (&t, &s))| RelevanceStats {
-            target: t,
-            relevance_sum: rel.data()[i * per..(i + 1) * per]
-                .iter()
-                .map(|&v| v as f64)
-                .sum(),
-            target_score: s as f64,
-        })
-        .collect();
-    Explanation {
-        relevance: rel,
-        stats,
-    }
 }
 
 /// The plain gradient.
@@ -192,7 +117,7 @@ impl RelevanceStage for Gradient {
 impl Relevance for Gradient {
     fn explain(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Explanation> {
         let (g, scores) = gradient(&self.cache, model, input, targets)?;
-        Ok(explanation(g, targets, &scores))
+        Ok(attribution::explanation(g, targets, &scores))
     }
 }
 
@@ -220,7 +145,7 @@ impl Relevance for GradientXInput {
                 .map(|(a, b)| a * b)
                 .collect(),
         )?;
-        Ok(explanation(gx, targets, &scores))
+        Ok(attribution::explanation(gx, targets, &scores))
     }
 }
 

@@ -5,7 +5,8 @@
 //! channel) and `b' = (b - mean) s + beta`. The logits are unchanged up to float round-off
 //! (tested).
 
-use sr_core::{Graph, Node, Op, Result, Tensor};
+use sr_core::graph::batch_norm_affine;
+use sr_core::{Error, Graph, Node, Op, Result, Tensor};
 
 /// The graph with BatchNorms merged into the convs before them. Node names are kept; the
 /// merged conv keeps its own name.
@@ -30,18 +31,14 @@ pub fn merge_batch_norm(g: &Graph) -> Result<Graph> {
     let mut remap: Vec<usize> = vec![0; g.nodes.len()];
     for (id, n) in g.nodes.iter().enumerate() {
         if let Some(conv) = fold_into[id] {
-            let Op::BatchNorm { eps } = n.op else {
-                unreachable!()
+            let (scale, _) = batch_norm_affine(n)?;
+            let p = |k: &str| {
+                n.param(k)
+                    .map(Tensor::data)
+                    .ok_or_else(|| Error::input(format!("layer `{}`: no `{k}`", n.name)))
             };
+            let (beta, mean) = (p("bias")?, p("running_mean")?);
             let target = remap[conv];
-            let p = |k: &str| n.param(k).expect("checked by infer_shapes").data();
-            let (gamma, beta, mean, var) =
-                (p("weight"), p("bias"), p("running_mean"), p("running_var"));
-            let scale: Vec<f32> = gamma
-                .iter()
-                .zip(var)
-                .map(|(g, v)| g / (v + eps).sqrt())
-                .collect();
             let c = &mut new_nodes[target];
             let w = c.param("weight").expect("a conv has weights").clone();
             let per_out = w.numel() / scale.len();

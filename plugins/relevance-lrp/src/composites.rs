@@ -12,19 +12,57 @@
 //! Max pooling is winner-take-all everywhere (`max_pool` chooses how ties are shared).
 //! BatchNorm is merged into the conv before it by the canonizer unless `canonize = false`.
 
-use crate::rules::{Rule, STABILIZER};
-use sr_core::propagate::{ActivationMode, PoolMode};
+use crate::rules::{
+    AlphaBeta, Epsilon, Flat, Gamma, Gradient, LayerKind, Pass, Rule, SrpConv, SrpLinear, ZBox,
+    ZPlus, STABILIZER,
+};
 use sr_core::{Error, Result};
+use sr_nn::propagate::{ActivationMode, PoolMode};
 
-/// Every composite name.
-pub const COMPOSITES: &[&str] = &[
-    "epsilon",
-    "epsilon-plus-flat",
-    "epsilon-alpha2-beta1-flat",
-    "epsilon-gamma-box",
-    "srp",
+/// A composite's name, as `relevance.lrp.composite` spells it (`_` is accepted for `-`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompositeName {
+    Epsilon,
+    EpsilonPlusFlat,
+    EpsilonAlpha2Beta1Flat,
+    EpsilonGammaBox,
+    Srp,
+}
+
+/// Every composite, by name.
+pub const COMPOSITES: &[(&str, CompositeName)] = &[
+    ("epsilon", CompositeName::Epsilon),
+    ("epsilon-plus-flat", CompositeName::EpsilonPlusFlat),
+    (
+        "epsilon-alpha2-beta1-flat",
+        CompositeName::EpsilonAlpha2Beta1Flat,
+    ),
+    ("epsilon-gamma-box", CompositeName::EpsilonGammaBox),
+    ("srp", CompositeName::Srp),
 ];
 
+impl std::str::FromStr for CompositeName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let name = s.replace('_', "-");
+        COMPOSITES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| *c)
+            .ok_or_else(|| {
+                Error::params(format!("unknown composite `{name}`")).with_help(format!(
+                    "composites: {}",
+                    COMPOSITES
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+}
+
+/// A composite with its parameters applied: a rule per layer kind, and the structural choices.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Composite {
     pub first: Option<Rule>,
@@ -36,68 +74,86 @@ pub struct Composite {
 }
 
 impl Composite {
-    pub fn named(
-        name: &str,
-        epsilon: f32,
-        gamma: f32,
-        bounds: &(Vec<f32>, Vec<f32>),
-    ) -> Result<Composite> {
-        let eps = Rule::epsilon(epsilon)?;
+    /// The composite `name` with `epsilon` for its epsilon layers and `gamma` for its gamma
+    /// layers (checked: both `>= 0`).
+    pub fn new(name: CompositeName, epsilon: f32, gamma: f32) -> Result<Composite> {
+        let eps = Rule::Epsilon(Epsilon::new(epsilon)?);
         let preset = |first: Rule, conv: Rule| Composite {
             first: Some(first),
             conv,
             linear: eps.clone(),
-            batch_norm: Rule::Pass,
+            batch_norm: Rule::Pass(Pass),
             activation: ActivationMode::Pass,
             avg_pool: PoolMode::Norm {
                 epsilon: STABILIZER,
             },
         };
-        let c = match name.replace('_', "-").as_str() {
-            "epsilon" => Composite {
+        Ok(match name {
+            CompositeName::Epsilon => Composite {
                 first: None,
                 conv: eps.clone(),
                 linear: eps.clone(),
-                batch_norm: Rule::Gradient,
+                batch_norm: Rule::Gradient(Gradient),
                 activation: ActivationMode::Gradient,
                 avg_pool: PoolMode::Gradient,
             },
-            "epsilon-plus-flat" => preset(Rule::Flat, Rule::ZPlus),
-            "epsilon-alpha2-beta1-flat" => preset(Rule::Flat, Rule::alpha_beta(2.0, 1.0)?),
-            "epsilon-gamma-box" => preset(
-                Rule::ZBox {
-                    low: bounds.0.clone(),
-                    high: bounds.1.clone(),
-                },
-                Rule::gamma(gamma)?,
+            CompositeName::EpsilonPlusFlat => preset(Rule::Flat(Flat), Rule::ZPlus(ZPlus)),
+            CompositeName::EpsilonAlpha2Beta1Flat => {
+                preset(Rule::Flat(Flat), Rule::AlphaBeta(AlphaBeta::new(2.0, 1.0)?))
+            }
+            CompositeName::EpsilonGammaBox => preset(
+                Rule::ZBox(ZBox::model_bounds()),
+                Rule::Gamma(Gamma::new(gamma)?),
             ),
-            "srp" => Composite {
+            CompositeName::Srp => Composite {
                 first: None,
-                conv: Rule::SrpConv,
-                linear: Rule::SrpLinear,
-                batch_norm: Rule::Pass,
+                conv: Rule::SrpConv(SrpConv),
+                linear: Rule::SrpLinear(SrpLinear),
+                batch_norm: Rule::Pass(Pass),
                 activation: ActivationMode::Pass,
                 avg_pool: PoolMode::Gradient,
             },
-            other => {
-                return Err(Error::params(format!("unknown composite `{other}`"))
-                    .with_help(format!("composites: {}", COMPOSITES.join(", "))))
-            }
-        };
-        Ok(c)
+        })
     }
 
-    /// The rule for a layer of `kind` (`conv`, `linear`, `batch_norm`).
-    pub fn rule_for(&self, kind: &str, is_first: bool) -> Rule {
-        if is_first && kind != "batch_norm" {
-            if let Some(f) = &self.first {
-                return f.clone();
-            }
+    /// The rule for a layer of `kind`; `is_first`: the first conv or dense layer.
+    pub fn rule_for(&self, kind: LayerKind, is_first: bool) -> &Rule {
+        match (kind, &self.first) {
+            (LayerKind::Conv | LayerKind::Linear, Some(f)) if is_first => f,
+            (LayerKind::Conv, _) => &self.conv,
+            (LayerKind::Linear, _) => &self.linear,
+            (LayerKind::BatchNorm, _) => &self.batch_norm,
         }
-        match kind {
-            "conv" => self.conv.clone(),
-            "linear" => self.linear.clone(),
-            _ => self.batch_norm.clone(),
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn composite_names_parse_with_either_separator() {
+        assert_eq!(
+            "epsilon_plus_flat".parse::<CompositeName>().unwrap(),
+            CompositeName::EpsilonPlusFlat
+        );
+        let e = "epsilon-flat".parse::<CompositeName>().unwrap_err();
+        assert!(e.message.contains("unknown composite `epsilon-flat`"));
+        assert!(e.help.contains("epsilon-gamma-box, srp"), "{}", e.help);
+    }
+
+    #[test]
+    fn presets_give_the_first_layer_its_own_rule() {
+        let c = Composite::new(CompositeName::EpsilonGammaBox, 1e-6, 0.25).unwrap();
+        assert_eq!(
+            c.rule_for(LayerKind::Conv, true),
+            &Rule::ZBox(ZBox::model_bounds())
+        );
+        assert_eq!(
+            c.rule_for(LayerKind::Conv, false),
+            &Rule::Gamma(Gamma(0.25))
+        );
+        assert_eq!(c.rule_for(LayerKind::BatchNorm, true), &Rule::Pass(Pass));
+        assert!(Composite::new(CompositeName::Epsilon, -1.0, 0.25).is_err());
     }
 }

@@ -1,29 +1,31 @@
 //! `relevance.lrp`: layer-wise relevance propagation on sr-core's graph IR, so it works on
 //! every backend.
 //!
-//! In Zennit's vocabulary: a [`rules::Rule`] is the math for one layer; a composite
-//! ([`composites`]) maps layer kinds to rules under a preset name; a canonizer
-//! ([`canonizers`]) rewrites the model first (BatchNorm merged into the conv before it); the
-//! attributor is sr-core's modified backward pass ([`sr_core::propagate`]).
+//! In Zennit's vocabulary: a [`rules::Rule`] is the math for one layer (one module each under
+//! [`rules`]); a composite ([`composites`]) maps layer kinds to rules under a preset name; a
+//! canonizer ([`canonizers`]) rewrites the model first (BatchNorm merged into the conv before
+//! it); the attributor is sr-nn's modified backward pass ([`sr_nn::propagate`]). The stage's
+//! parameters are parsed once when it is built; the rule of every layer is chosen once per
+//! model ([`prepare`]).
 
 pub mod canonizers;
 pub mod composites;
+pub mod maps;
+mod prepare;
 pub mod rules;
 
-use candle_core::TensorId;
-use candle_core::{DType, Device, Result as CResult, Tensor as CTensor};
-use composites::Composite;
-use rules::{LinearMap, Rule};
+pub use maps::{AffineMap, ConvMap, DenseMap, LinearMap};
+
+use candle_core::DType;
+use composites::{Composite, CompositeName};
+use rules::{Defaults, Rule};
 use serde::{Deserialize, Serialize};
-use sr_core::exec::{to_candle, Executor, GraphCache};
-use sr_core::ops::{self, MaxRouting, Window};
-use sr_core::propagate::{self, AddMode, Fused, LayerRule, Structure};
 use sr_core::{
-    Error, Explanation, Graph, Model, NodeId, Op, Params, Relevance, RelevanceStage,
-    RelevanceStats, Result, StageDef, Tensor,
+    Error, Explanation, Model, Params, Relevance, RelevanceStage, Result, StageDef, Tensor,
 };
-use std::collections::HashMap;
-use std::sync::Arc;
+use sr_nn::ops::MaxRouting;
+use sr_nn::propagate::{self, ActivationMode, AddMode, Structure};
+use sr_nn::{attribution, from_candle, GraphCache};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -78,529 +80,190 @@ impl Params for LrpParams {
     ];
 }
 
-/// What the attributor needs of one model, computed once and cached.
-struct Prepared {
-    graph: Graph,
-    exec: Executor,
-    /// Per node: `(weights, bias)` as candle tensors (conv and linear), or BatchNorm's
-    /// `(scale, shift)` per channel.
-    weights: Vec<Option<(CTensor, Option<CTensor>)>>,
-    /// Per node: `(W+, W-)` when its rule splits the weights by sign (computed once).
-    signs: Vec<Option<(CTensor, CTensor)>>,
-    /// The flipped kernels of the stride-1 transposed convolutions ([`ops::flip_kernel`]) of
-    /// the weights above (`W`, `W+`, `W-`), by tensor id, computed once per model.
-    flipped: HashMap<TensorId, CTensor>,
-    rules: Vec<Option<Rule>>,
+/// The relevance the backward pass starts from at the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// The target's logit.
+    Logit,
+    /// 1.
+    One,
+    /// The target's softmax probability.
+    Prob,
+}
+
+/// Where a per-layer override applies (`rules.<key>`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Override {
+    /// The layer of that name.
+    Layer(String),
+    /// The first conv or dense layer.
+    First,
+    /// Every layer of a kind.
+    Kind(rules::LayerKind),
+}
+
+/// `value` among `choices` (`(name, value)`), or an error naming `key` and the choices.
+fn one_of<T: Copy>(key: &str, value: &str, choices: &[(&str, T)]) -> Result<T> {
+    choices
+        .iter()
+        .find(|(n, _)| *n == value)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            let list = match names.split_last() {
+                Some((last, rest)) if !rest.is_empty() => {
+                    format!("{} or {last}", rest.join(", "))
+                }
+                _ => names.join(""),
+            };
+            Error::params(format!("`{key}` must be {list}, got `{value}`"))
+        })
 }
 
 pub struct Lrp {
-    params: LrpParams,
-    composite_name: String,
+    composite: Composite,
+    overrides: Vec<(Override, Rule)>,
+    canonize: bool,
     structure: Structure,
     start: Start,
-    cache: GraphCache<Prepared>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Start {
-    Logit,
-    One,
-    Prob,
+    cache: GraphCache<prepare::LrpPrepared>,
 }
 
 impl RelevanceStage for Lrp {
     type Params = LrpParams;
 
+    /// Every parameter is parsed and checked here, once, so `srhost` fails before loading any
+    /// image.
     fn build(p: LrpParams) -> Result<Self> {
-        // Validate everything that does not need the model now, so `srhost` fails before
-        // loading any image.
-        let bounds = (vec![0.0; 3], vec![1.0; 3]);
-        let comp = Composite::named(&p.composite, p.epsilon, p.gamma, &bounds)?;
+        let name: CompositeName = p.composite.parse()?;
+        let composite = Composite::new(name, p.epsilon, p.gamma)?;
         let activation = match p.activation.as_str() {
-            "" => comp.activation,
-            "pass" => propagate::ActivationMode::Pass,
-            "gradient" => propagate::ActivationMode::Gradient,
-            o => {
-                return Err(Error::params(format!(
-                    "`activation` must be pass or gradient, got `{o}`"
-                )))
-            }
+            "" => composite.activation,
+            a => one_of(
+                "activation",
+                a,
+                &[
+                    ("pass", ActivationMode::Pass),
+                    ("gradient", ActivationMode::Gradient),
+                ],
+            )?,
         };
-        let add = match p.add.as_str() {
-            "proportional" => AddMode::Proportional {
-                epsilon: rules::STABILIZER,
-            },
-            "copy" => AddMode::Copy,
-            o => {
-                return Err(Error::params(format!(
-                    "`add` must be proportional or copy, got `{o}`"
-                )))
-            }
+        let add = one_of(
+            "add",
+            &p.add,
+            &[
+                (
+                    "proportional",
+                    AddMode::Proportional {
+                        epsilon: rules::STABILIZER,
+                    },
+                ),
+                ("copy", AddMode::Copy),
+            ],
+        )?;
+        let max_pool = one_of(
+            "max_pool",
+            &p.max_pool,
+            &[
+                ("winner", MaxRouting::SplitTies),
+                ("first", MaxRouting::First),
+            ],
+        )?;
+        let start = one_of(
+            "start",
+            &p.start,
+            &[
+                ("logit", Start::Logit),
+                ("one", Start::One),
+                ("prob", Start::Prob),
+            ],
+        )?;
+        let defaults = Defaults {
+            epsilon: p.epsilon,
+            gamma: p.gamma,
         };
-        let max_pool = match p.max_pool.as_str() {
-            "winner" => MaxRouting::SplitTies,
-            "first" => MaxRouting::First,
-            o => {
-                return Err(Error::params(format!(
-                    "`max_pool` must be winner or first, got `{o}`"
-                )))
-            }
-        };
-        let start = match p.start.as_str() {
-            "logit" => Start::Logit,
-            "one" => Start::One,
-            "prob" => Start::Prob,
-            o => {
-                return Err(Error::params(format!(
-                    "`start` must be logit, one or prob, got `{o}`"
-                )))
-            }
-        };
-        for (k, v) in &p.rules {
-            let text = v.as_str().ok_or_else(|| {
-                Error::params(format!("`rules.{k}` must be a rule name (a string)"))
-            })?;
-            Rule::parse(text, p.epsilon, p.gamma, &bounds)
-                .map_err(|e| e.context(format!("`rules.{k}`")))?;
-        }
+        let overrides = p
+            .rules
+            .iter()
+            .map(|(k, v)| {
+                let text = v.as_str().ok_or_else(|| {
+                    Error::params(format!("`rules.{k}` must be a rule name (a string)"))
+                })?;
+                let rule =
+                    Rule::parse(text, &defaults).map_err(|e| e.context(format!("`rules.{k}`")))?;
+                let at = match k.as_str() {
+                    "first" => Override::First,
+                    "conv" => Override::Kind(rules::LayerKind::Conv),
+                    "linear" => Override::Kind(rules::LayerKind::Linear),
+                    "batch_norm" => Override::Kind(rules::LayerKind::BatchNorm),
+                    name => Override::Layer(name.to_string()),
+                };
+                Ok((at, rule))
+            })
+            .collect::<Result<_>>()?;
         Ok(Lrp {
-            composite_name: p.composite.clone(),
             structure: Structure {
                 activation,
-                avg_pool: comp.avg_pool,
+                avg_pool: composite.avg_pool,
                 max_pool,
                 add,
                 fuse: true,
             },
+            composite,
+            overrides,
+            canonize: p.canonize,
             start,
-            params: p,
             cache: GraphCache::default(),
         })
     }
 }
 
-/// The first conv or dense layer on the way from the input (Zennit's "first layer").
-fn first_layer(g: &Graph) -> Option<NodeId> {
-    g.nodes
-        .iter()
-        .position(|n| matches!(n.op, Op::Conv2d { .. } | Op::Linear))
-}
-
-fn ce(e: candle_core::Error) -> Error {
-    Error::internal(e.to_string())
-}
-
 impl Lrp {
     /// The same method with the backward walker's fusions off (activation masks and the
-    /// rules' first divisions each in a pass of their own, see `sr_core::propagate::Fused`):
+    /// rules' first divisions each in a pass of their own, see `sr_nn::propagate::Fused`):
     /// slower, and equal value for value; the test of the fusions compares the two.
     pub fn unfused(mut self) -> Lrp {
         self.structure.fuse = false;
         self
     }
-
-    fn prepare(&self, model: &dyn Model) -> Result<Arc<Prepared>> {
-        let graph = model.graph()?;
-        self.cache
-            .get_or_build(&graph.clone(), || self.build_prepared(model, graph))
-    }
-
-    fn build_prepared(&self, model: &dyn Model, graph: Graph) -> Result<Prepared> {
-        let info = model.info();
-        let graph = if self.params.canonize {
-            canonizers::merge_batch_norm(&graph)?
-        } else {
-            graph
-        };
-        // z^B bounds: the normalised images of pixel values 0 and 1, per channel, in f32.
-        let low: Vec<f32> = info
-            .mean
-            .iter()
-            .zip(&info.std)
-            .map(|(m, s)| (0.0f32 - m) / s)
-            .collect();
-        let high: Vec<f32> = info
-            .mean
-            .iter()
-            .zip(&info.std)
-            .map(|(m, s)| (1.0f32 - m) / s)
-            .collect();
-        let bounds = (low, high);
-        let comp = Composite::named(
-            &self.composite_name,
-            self.params.epsilon,
-            self.params.gamma,
-            &bounds,
-        )?;
-        let overrides: Vec<(String, Rule)> = self
-            .params
-            .rules
-            .iter()
-            .map(|(k, v)| {
-                Ok((
-                    k.clone(),
-                    Rule::parse(
-                        v.as_str().unwrap_or(""),
-                        self.params.epsilon,
-                        self.params.gamma,
-                        &bounds,
-                    )?,
-                ))
-            })
-            .collect::<Result<_>>()?;
-        let first = first_layer(&graph);
-        let mut weights = Vec::with_capacity(graph.nodes.len());
-        let mut rules_per_node = Vec::with_capacity(graph.nodes.len());
-        for (id, n) in graph.nodes.iter().enumerate() {
-            let kind = match n.op {
-                Op::Conv2d { .. } => "conv",
-                Op::Linear => "linear",
-                Op::BatchNorm { .. } => "batch_norm",
-                _ => {
-                    weights.push(None);
-                    rules_per_node.push(None);
-                    continue;
-                }
-            };
-            let by = |key: &str| {
-                overrides
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, r)| r.clone())
-            };
-            let rule = by(&n.name)
-                .or_else(|| if Some(id) == first { by("first") } else { None })
-                .or_else(|| by(kind))
-                .unwrap_or_else(|| comp.rule_for(kind, Some(id) == first));
-            let w = match n.op {
-                Op::BatchNorm { eps } => {
-                    let p = |k: &str| n.param(k).expect("checked").data().to_vec();
-                    let (g, b, m, v) =
-                        (p("weight"), p("bias"), p("running_mean"), p("running_var"));
-                    let scale: Vec<f32> = g
-                        .iter()
-                        .zip(&v)
-                        .map(|(g, v)| g / (v + eps).sqrt())
-                        .collect();
-                    let shift: Vec<f32> = b
-                        .iter()
-                        .zip(&m)
-                        .zip(&scale)
-                        .map(|((b, m), s)| b - m * s)
-                        .collect();
-                    let c = scale.len();
-                    (
-                        CTensor::from_vec(scale, c, &Device::Cpu).map_err(ce)?,
-                        Some(CTensor::from_vec(shift, c, &Device::Cpu).map_err(ce)?),
-                    )
-                }
-                _ => (
-                    to_candle(n.param("weight").expect("checked"))?,
-                    n.param("bias").map(to_candle).transpose()?,
-                ),
-            };
-            let is_bn = matches!(n.op, Op::BatchNorm { .. });
-            if is_bn != matches!(rule, Rule::Pass | Rule::Gradient | Rule::Epsilon(_))
-                && (is_bn || rule == Rule::Pass)
-            {
-                return Err(Error::params(format!(
-                    "layer `{}` ({kind}): rule {rule:?} does not apply (batch norm takes pass, gradient or epsilon; pass is for batch norm only)",
-                    n.name
-                )));
-            }
-            weights.push(Some(w));
-            rules_per_node.push(Some(rule));
-        }
-        let signs = weights
-            .iter()
-            .zip(&rules_per_node)
-            .zip(&graph.nodes)
-            .map(|((w, r), n)| match (w, r) {
-                (Some((w, _)), Some(r))
-                    if rules::uses_weight_signs(r) && !matches!(n.op, Op::BatchNorm { .. }) =>
-                {
-                    Ok(Some((w.relu().map_err(ce)?, w.minimum(0f32).map_err(ce)?)))
-                }
-                _ => Ok(None),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut flipped = HashMap::new();
-        for (id, n) in graph.nodes.iter().enumerate() {
-            let Some((w, _)) = &weights[id] else { continue };
-            let Some((win, groups)) = Window::of_conv(&n.op, w.dims()) else {
-                continue;
-            };
-            if !ops::transposes_by_flip(w.dims(), &win, groups) {
-                continue;
-            }
-            let mut kernels = vec![w];
-            if let Some((p, m)) = &signs[id] {
-                kernels.extend([p, m]);
-            }
-            for k in kernels {
-                flipped.insert(k.id(), ops::flip_kernel(k).map_err(ce)?);
-            }
-        }
-        let exec = Executor::new(graph.clone())?;
-        Ok(Prepared {
-            graph,
-            exec,
-            weights,
-            signs,
-            flipped,
-            rules: rules_per_node,
-        })
-    }
-}
-
-/// A convolution as a [`LinearMap`].
-pub struct ConvMap<'p> {
-    pub win: Window,
-    pub groups: usize,
-    pub in_hw: (usize, usize),
-    /// Flipped kernels computed beforehand, by the id of the kernel they flip.
-    pub flipped: Option<&'p HashMap<TensorId, CTensor>>,
-}
-
-impl LinearMap for ConvMap<'_> {
-    fn fwd(&self, x: &CTensor, v: &CTensor, c: Option<&CTensor>) -> CResult<CTensor> {
-        ops::conv2d(x, v, c, &self.win, self.groups)
-    }
-    fn tr(&self, s: &CTensor, v: &CTensor) -> CResult<CTensor> {
-        ops::conv2d_t(s, v, self.in_hw, &self.win, self.groups)
-    }
-    fn tr_finish(&self, s: &CTensor, v: &CTensor, fin: &ops::Finish) -> CResult<CTensor> {
-        let f = self.flipped.and_then(|m| m.get(&v.id()));
-        ops::conv2d_t_times(s, v, f, fin, self.in_hw, &self.win, self.groups)
-    }
-    fn per_channel(&self, a: &CTensor, values: &[f32]) -> CResult<CTensor> {
-        per_channel(a, values)
-    }
-}
-
-/// A dense layer as a [`LinearMap`].
-pub struct DenseMap {
-    pub in_shape: Vec<usize>,
-}
-
-impl LinearMap for DenseMap {
-    fn fwd(&self, x: &CTensor, v: &CTensor, c: Option<&CTensor>) -> CResult<CTensor> {
-        ops::linear(x, v, c)
-    }
-    fn tr(&self, s: &CTensor, v: &CTensor) -> CResult<CTensor> {
-        ops::linear_t(s, v)?.reshape(self.in_shape.as_slice())
-    }
-    fn fwd_where(&self, x: &CTensor, v: &CTensor, r: &CTensor) -> CResult<CTensor> {
-        ops::linear_where(x, v, r)
-    }
-    fn tr_of_ratio(
-        &self,
-        x: &CTensor,
-        v: &CTensor,
-        r: &CTensor,
-        e: f32,
-    ) -> CResult<Option<CTensor>> {
-        ops::linear_ratio_t(x, v, r, e)?
-            .map(|t| t.reshape(self.in_shape.as_slice()))
-            .transpose()
-    }
-    fn per_channel(&self, a: &CTensor, values: &[f32]) -> CResult<CTensor> {
-        per_channel(a, values)
-    }
-}
-
-/// A tensor shaped like `a` whose channel `c` (dimension 1) holds `values[c]` (or `values[0]`
-/// everywhere when one value is given).
-fn per_channel(a: &CTensor, values: &[f32]) -> CResult<CTensor> {
-    let c = a.dims()[1];
-    let v: Vec<f32> = (0..c)
-        .map(|i| {
-            if values.len() == c {
-                values[i]
-            } else {
-                values[0]
-            }
-        })
-        .collect();
-    let shape: Vec<usize> = (0..a.rank()).map(|d| if d == 1 { c } else { 1 }).collect();
-    CTensor::from_vec(v, shape, &Device::Cpu)?
-        .broadcast_as(a.shape())?
-        .contiguous()
-}
-
-struct Layers<'p> {
-    prep: &'p Prepared,
-}
-
-impl LayerRule for Layers<'_> {
-    fn scales_by_input(&self, graph: &Graph, node: NodeId) -> bool {
-        matches!(graph.nodes[node].op, Op::Conv2d { .. } | Op::Linear)
-            && self.prep.rules[node]
-                .as_ref()
-                .is_some_and(rules::scales_by_input)
-    }
-
-    fn layer(
-        &self,
-        graph: &Graph,
-        node: NodeId,
-        a: &CTensor,
-        z: &CTensor,
-        r: &CTensor,
-    ) -> Result<CTensor> {
-        self.layer_fused(graph, node, a, z, r, &Fused::default())
-    }
-
-    fn divisor(&self, graph: &Graph, node: NodeId) -> Option<ops::Stab> {
-        match graph.nodes[node].op {
-            Op::Conv2d { .. } | Op::Linear => {
-                self.prep.rules[node].as_ref().and_then(rules::divisor)
-            }
-            _ => None,
-        }
-    }
-
-    fn finishes(&self, graph: &Graph, node: NodeId) -> bool {
-        matches!(graph.nodes[node].op, Op::Conv2d { .. } | Op::Linear)
-            && self.prep.rules[node].as_ref().is_some_and(rules::finishes)
-    }
-
-    fn layer_fused(
-        &self,
-        graph: &Graph,
-        node: NodeId,
-        a: &CTensor,
-        z: &CTensor,
-        r: &CTensor,
-        how: &Fused,
-    ) -> Result<CTensor> {
-        let n = &graph.nodes[node];
-        let (w, b) = self.prep.weights[node]
-            .as_ref()
-            .expect("prepared for every layer with weights");
-        let rule = self.prep.rules[node]
-            .as_ref()
-            .expect("prepared for every layer with weights");
-        let err =
-            |e: candle_core::Error| Error::internal(format!("LRP at layer `{}`: {e}", n.name));
-        match &n.op {
-            Op::Conv2d { .. } => {
-                let (win, groups) = Window::of_conv(&n.op, w.dims()).expect("a conv");
-                let (_, _, h, wd) = a.dims4().map_err(err)?;
-                let m = ConvMap {
-                    win,
-                    groups,
-                    in_hw: (h, wd),
-                    flipped: Some(&self.prep.flipped),
-                };
-                let signs = self.prep.signs[node].as_ref().map(|(p, n)| (p, n));
-                rules::apply_with_signs(rule, &m, a, z, w, b.as_ref(), r, signs, how).map_err(err)
-            }
-            Op::Linear => {
-                let m = DenseMap {
-                    in_shape: a.dims().to_vec(),
-                };
-                let flat = a.flatten_from(1).map_err(err)?;
-                let signs = self.prep.signs[node].as_ref().map(|(p, n)| (p, n));
-                let out = rules::apply_with_signs(rule, &m, &flat, z, w, b.as_ref(), r, signs, how)
-                    .map_err(err)?;
-                out.reshape(a.shape()).map_err(err)
-            }
-            // (The walker folds gates and divisions into convolutions and dense layers only.)
-            Op::BatchNorm { .. } if !how.is_plain() => Err(Error::internal(format!(
-                "layer `{}`: nothing is fused into a batch norm",
-                n.name
-            ))),
-            Op::BatchNorm { .. } => {
-                let shape: Vec<usize> = (0..a.rank())
-                    .map(|d| if d == 1 { w.dims()[0] } else { 1 })
-                    .collect();
-                let scale = w.reshape(shape.as_slice()).map_err(err)?;
-                match rule {
-                    Rule::Gradient => r.broadcast_mul(&scale).map_err(err),
-                    Rule::Epsilon(e) => propagate::stabilise(z, *e)
-                        .and_then(|zz| r.div(&zz))
-                        .and_then(|s| s.broadcast_mul(&scale))
-                        .and_then(|s| s.mul(a))
-                        .map_err(err),
-                    _ => Ok(r.clone()), // Pass
-                }
-            }
-            _ => Err(Error::internal(format!(
-                "layer `{}` has no weights",
-                n.name
-            ))),
-        }
-    }
 }
 
 impl Relevance for Lrp {
     fn explain(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Explanation> {
-        let prep = self.prepare(model)?;
-        let acts = prep.exec.trace_candle(input)?;
-        let start = propagate::start_node(&prep.graph);
-        let out = &acts[start];
-        let (n, classes) = out.dims2().map_err(|_| {
-            Error::unsupported(format!(
-                "LRP starts from a `N x classes` output; layer `{}` gives {:?}",
-                prep.graph.nodes[start].name,
-                out.dims()
-            ))
+        let graph = model.graph()?;
+        let prep = self.cache.get_or_build(&graph.clone(), || {
+            prepare::LrpPrepared::new(
+                graph,
+                &model.info(),
+                self.canonize,
+                &self.composite,
+                &self.overrides,
+            )
         })?;
-        if targets.len() != n {
-            return Err(Error::input(format!(
-                "{} targets for a batch of {n}",
-                targets.len()
-            )));
-        }
-        let logits = out.to_vec2::<f32>().map_err(ce)?;
-        let mut seed = vec![0f32; n * classes];
-        let mut starts = Vec::with_capacity(n);
-        for (i, &t) in targets.iter().enumerate() {
-            if t >= classes {
-                return Err(Error::input(format!(
-                    "target class {t} does not exist (the model has {classes})"
-                )));
-            }
-            let v = match self.start {
-                Start::Logit => logits[i][t],
+        let base = &prep.base;
+        let acts = base.exec.trace_candle(input)?;
+        let start = propagate::start_node(&base.graph);
+        let logits = attribution::target_logits(&base.graph, &acts, start, targets, "LRP")?;
+        let classes = logits.first().map_or(0, Vec::len);
+        let values: Vec<f32> = targets
+            .iter()
+            .zip(&logits)
+            .map(|(&t, l)| match self.start {
+                Start::Logit => l[t],
                 Start::One => 1.0,
                 Start::Prob => {
-                    let m = logits[i].iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                    let z: f64 = logits[i].iter().map(|&l| ((l - m) as f64).exp()).sum();
-                    (((logits[i][t] - m) as f64).exp() / z) as f32
+                    let m = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    let z: f64 = l.iter().map(|&v| ((v - m) as f64).exp()).sum();
+                    (((l[t] - m) as f64).exp() / z) as f32
                 }
-            };
-            seed[i * classes + t] = v;
-            starts.push((t, v));
-        }
-        let seed = CTensor::from_vec(seed, (n, classes), &Device::Cpu).map_err(ce)?;
-        let r = propagate::backward(
-            &prep.graph,
-            &acts,
-            start,
-            seed,
-            &self.structure,
-            &Layers { prep: &prep },
-        )?;
-        let rel = sr_core::exec::from_candle(&r.to_dtype(DType::F32).map_err(ce)?)?;
-        let per = rel.numel() / n;
-        let stats = starts
-            .iter()
-            .enumerate()
-            .map(|(i, &(t, v))| RelevanceStats {
-                target: t,
-                relevance_sum: rel.data()[i * per..(i + 1) * per]
-                    .iter()
-                    .map(|&x| x as f64)
-                    .sum(),
-                target_score: v as f64,
             })
             .collect();
-        Ok(Explanation {
-            relevance: rel,
-            stats,
-        })
+        let seed = attribution::one_hot(classes, targets, &values)?;
+        let r = propagate::backward(&base.graph, &acts, start, seed, &self.structure, &*prep)?;
+        let ce = |e: candle_core::Error| Error::internal(e.to_string());
+        let rel = from_candle(&r.to_dtype(DType::F32).map_err(ce)?)?;
+        let scores: Vec<f64> = values.iter().map(|&v| v as f64).collect();
+        Ok(attribution::explanation(rel, targets, &scores))
     }
 }
 
@@ -614,4 +277,45 @@ sr_core::export_plugin! {
             "Layer-wise relevance propagation: epsilon, z+, alpha-beta, z^B, flat, w^2, gamma rules; Zennit's composites and the paper's own (srp).",
         ),
     ],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_parameters_are_parsed_once_with_errors_naming_the_key() {
+        let build = |p: LrpParams| Lrp::build(p).err().map(|e| e.message);
+        assert_eq!(build(LrpParams::default()), None);
+        assert_eq!(
+            build(LrpParams {
+                max_pool: "winnr".into(),
+                ..Default::default()
+            })
+            .unwrap(),
+            "`max_pool` must be winner or first, got `winnr`"
+        );
+        assert_eq!(
+            build(LrpParams {
+                start: "x".into(),
+                ..Default::default()
+            })
+            .unwrap(),
+            "`start` must be logit, one or prob, got `x`"
+        );
+        assert!(build(LrpParams {
+            composite: "nope".into(),
+            ..Default::default()
+        })
+        .unwrap()
+        .contains("unknown composite `nope`"));
+        let mut rules = toml::Table::new();
+        rules.insert("features.0".into(), "zbox(1)".into());
+        assert!(build(LrpParams {
+            rules,
+            ..Default::default()
+        })
+        .unwrap()
+        .starts_with("`rules.features.0`: rule `zbox(1)` takes at most 0"));
+    }
 }

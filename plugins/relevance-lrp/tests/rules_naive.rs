@@ -5,8 +5,8 @@
 //! layer.
 
 use candle_core::{Device, Tensor as CTensor};
-use sr_core::ops::Window;
-use sr_relevance_lrp::rules::{apply, LinearMap, Rule};
+use sr_core::geometry::Window;
+use sr_relevance_lrp::rules::{self, apply, LinearMap, Rule};
 use sr_relevance_lrp::{ConvMap, DenseMap};
 
 /// Deterministic pseudo-random values in [-1, 1).
@@ -42,7 +42,7 @@ fn conv_matrix(
     groups: usize,
 ) -> Layer {
     let [cout, cin_g, kh, kw] = wshape;
-    let (oh, ow) = win.out_size(h, wd);
+    let (oh, ow) = win.output_size(h, wd, false).unwrap();
     let mut m = vec![vec![0f64; c_in * h * wd]; cout * oh * ow];
     let cout_g = cout / groups;
     for o in 0..cout {
@@ -91,13 +91,13 @@ fn naive(rule: &Rule, l: &Layer, a: &[f32], bias: &[f64], r: &[f32]) -> Vec<f64>
         let b = bias[j];
         let z: f64 = (0..nin).map(|i| row[i] * a[i]).sum::<f64>() + b;
         match rule {
-            Rule::Epsilon(e) => {
+            Rule::Epsilon(rules::Epsilon(e)) => {
                 (0..nin).for_each(|i| out[i] += a[i] * row[i] * rj / stab(z, *e as f64))
             }
-            Rule::Gradient => (0..nin).for_each(|i| out[i] += row[i] * rj),
-            Rule::ZPlus | Rule::AlphaBeta { .. } => {
+            Rule::Gradient(_) => (0..nin).for_each(|i| out[i] += row[i] * rj),
+            Rule::ZPlus(_) | Rule::AlphaBeta(_) => {
                 let (alpha, beta) = match rule {
-                    Rule::AlphaBeta { alpha, beta } => (*alpha as f64, *beta as f64),
+                    Rule::AlphaBeta(ab) => (ab.alpha as f64, ab.beta as f64),
                     _ => (1.0, 0.0),
                 };
                 let cp = |i: usize| p(a[i]) * p(row[i]) + n(a[i]) * n(row[i]);
@@ -113,24 +113,25 @@ fn naive(rule: &Rule, l: &Layer, a: &[f32], bias: &[f64], r: &[f32]) -> Vec<f64>
                         };
                 }
             }
-            Rule::Flat => {
+            Rule::Flat(_) => {
                 let support: Vec<usize> = (0..nin).filter(|&i| row[i] != 0.0).collect();
                 for &i in &support {
                     out[i] += rj / stab(support.len() as f64, 1e-6);
                 }
             }
-            Rule::WSquare => {
+            Rule::WSquare(_) => {
                 let zz: f64 = row.iter().map(|w| w * w).sum();
                 (0..nin).for_each(|i| out[i] += row[i] * row[i] * rj / stab(zz, 1e-6));
             }
-            Rule::ZBox { low, high } => {
+            Rule::ZBox(zb) => {
+                let (low, high) = zb.bounds.as_ref().expect("explicit bounds here");
                 let lo = |i: usize| low[l.in_channel[i]] as f64;
                 let hi = |i: usize| high[l.in_channel[i]] as f64;
                 let c = |i: usize| a[i] * row[i] - lo(i) * p(row[i]) - hi(i) * n(row[i]);
                 let zz = (0..nin).map(c).sum::<f64>() + b - p(b) - n(b);
                 (0..nin).for_each(|i| out[i] += c(i) * rj / stab(zz, 1e-6));
             }
-            Rule::Gamma(g) => {
+            Rule::Gamma(rules::Gamma(g)) => {
                 let g = *g as f64;
                 let wp = |i: usize| row[i] + g * p(row[i]);
                 let wn = |i: usize| row[i] + g * n(row[i]);
@@ -144,12 +145,12 @@ fn naive(rule: &Rule, l: &Layer, a: &[f32], bias: &[f64], r: &[f32]) -> Vec<f64>
                     (0..nin).for_each(|i| out[i] += c(i) * rj / stab(d, 1e-6));
                 }
             }
-            Rule::SrpConv => (0..nin).for_each(|i| out[i] += a[i] * row[i] * rj / (z + 1e-9)),
-            Rule::SrpLinear => {
+            Rule::SrpConv(_) => (0..nin).for_each(|i| out[i] += a[i] * row[i] * rj / (z + 1e-9)),
+            Rule::SrpLinear(_) => {
                 let zz: f64 = (0..nin).map(|i| a[i] * p(row[i])).sum::<f64>() + 1e-9;
                 (0..nin).for_each(|i| out[i] += a[i] * p(row[i]) * rj / zz);
             }
-            Rule::Pass => unreachable!(),
+            Rule::Pass(_) => unreachable!(),
         }
     }
     out
@@ -157,21 +158,21 @@ fn naive(rule: &Rule, l: &Layer, a: &[f32], bias: &[f64], r: &[f32]) -> Vec<f64>
 
 fn rules() -> Vec<Rule> {
     vec![
-        Rule::Epsilon(0.25),
-        Rule::Epsilon(1e-6),
-        Rule::Gradient,
-        Rule::ZPlus,
-        Rule::alpha_beta(2.0, 1.0).unwrap(),
-        Rule::alpha_beta(1.0, 0.0).unwrap(),
-        Rule::Flat,
-        Rule::WSquare,
-        Rule::ZBox {
-            low: vec![-2.0, -1.5, -1.0, -0.5],
-            high: vec![2.0, 1.5, 1.0, 0.5],
-        },
-        Rule::Gamma(0.25),
-        Rule::SrpConv,
-        Rule::SrpLinear,
+        Rule::Epsilon(rules::Epsilon(0.25)),
+        Rule::Epsilon(rules::Epsilon(1e-6)),
+        Rule::Gradient(rules::Gradient),
+        Rule::ZPlus(rules::ZPlus),
+        Rule::AlphaBeta(rules::AlphaBeta::new(2.0, 1.0).unwrap()),
+        Rule::AlphaBeta(rules::AlphaBeta::new(1.0, 0.0).unwrap()),
+        Rule::Flat(rules::Flat),
+        Rule::WSquare(rules::WSquare),
+        Rule::ZBox(rules::ZBox::with_bounds(
+            vec![-2.0, -1.5, -1.0, -0.5],
+            vec![2.0, 1.5, 1.0, 0.5],
+        )),
+        Rule::Gamma(rules::Gamma(0.25)),
+        Rule::SrpConv(rules::SrpConv),
+        Rule::SrpLinear(rules::SrpLinear),
     ]
 }
 
@@ -232,7 +233,7 @@ fn conv_case(
     let w = rand(wshape.iter().product(), 1);
     let b = rand(c_out, 2);
     let a = rand(c_in * h * wd, 3);
-    let (oh, ow) = win.out_size(h, wd);
+    let (oh, ow) = win.output_size(h, wd, false).unwrap();
     let r = rand(c_out * oh * ow, 4);
     let layer = conv_matrix(&w, wshape, c_in, h, wd, &win, groups);
     let bias_per_out: Vec<f64> = (0..c_out * oh * ow)

@@ -7,7 +7,8 @@
 //!   crop), or of the whole photo without a model.
 //! - `renderer.heatmap`: relevance maps (summed over channels) with a colormap and percentile
 //!   clipping: signed colormaps (`bwr`, `seismic`) symmetric about 0, unsigned ones (`hot`,
-//!   `jet`, `grey`) on |R|. Writes `heatmap-<branch>.png`.
+//!   `jet`, `grey`) on |R|. Writes `<prefix>-<branch>.png` (`heatmap-<branch>.png` by default;
+//!   srhost makes every branch's `relevance-<branch>.png` with it).
 
 use serde::{Deserialize, Serialize};
 use sr_core::{
@@ -299,6 +300,7 @@ pub fn heatmap_png(r: &sr_core::Tensor, cmap: Colormap, clip: f32) -> Result<Vec
 pub struct HeatmapParams {
     pub colormap: String,
     pub percentile: f32,
+    pub prefix: String,
 }
 
 impl Default for HeatmapParams {
@@ -306,6 +308,7 @@ impl Default for HeatmapParams {
         HeatmapParams {
             colormap: "bwr".into(),
             percentile: 99.5,
+            prefix: "heatmap".into(),
         }
     }
 }
@@ -320,12 +323,17 @@ impl Params for HeatmapParams {
             "percentile",
             "|R| at this percentile maps to the colormap's end; larger values clip (0-100]",
         ),
+        (
+            "prefix",
+            "file name before `-<branch>.png` (letters, digits, `_` and `-`)",
+        ),
     ];
 }
 
 pub struct Heatmap {
     cmap: Colormap,
     clip: f32,
+    prefix: String,
 }
 
 impl RendererStage for Heatmap {
@@ -337,9 +345,21 @@ impl RendererStage for Heatmap {
                 p.percentile
             )));
         }
+        if p.prefix.is_empty()
+            || !p
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(Error::params(format!(
+                "`prefix` may hold letters, digits, `_` and `-` only, got `{}`",
+                p.prefix
+            )));
+        }
         Ok(Heatmap {
             cmap: Colormap::parse(&p.colormap)?,
             clip: p.percentile,
+            prefix: p.prefix,
         })
     }
 }
@@ -351,7 +371,7 @@ impl Renderer for Heatmap {
             .iter()
             .map(|b| {
                 Ok(Artifact {
-                    name: format!("heatmap-{}.png", b.branch),
+                    name: format!("{}-{}.png", self.prefix, b.branch),
                     bytes: heatmap_png(&b.relevance, self.cmap, self.clip)?,
                 })
             })

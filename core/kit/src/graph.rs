@@ -1,0 +1,451 @@
+//! The graph IR: a model as a DAG of layers that relevance methods can walk backwards.
+//!
+//! Backends (candle, ONNX) produce a [`Graph`]; relevance plugins own the math and match on
+//! [`Op`] kinds, never on backend types, so every rule works on every backend.
+//!
+//! Conventions: tensors are NCHW; node 0 is the [`Op::Input`]; nodes are in topological order
+//! (every input index is smaller than the node's own); padding is 4-sided
+//! `[top, left, bottom, right]`, so TF-"SAME" and ONNX asymmetric pads need no extra node.
+//! Parameters live in [`Node::params`] under fixed names (see [`Op::param_names`]).
+
+use crate::error::{Error, Result};
+use crate::geometry::Window;
+use crate::tensor::Tensor;
+use abi_stable::std_types::RVec;
+use serde::{Deserialize, Serialize};
+use sr_abi::{FfiGraph, FfiNamedTensor, FfiNode};
+
+/// Index of a node in [`Graph::nodes`].
+pub type NodeId = usize;
+
+/// One operation and its attributes. Serialised as a TOML table tagged by `op` when it crosses
+/// the plugin ABI.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    /// The model input, `[C, H, W]` without the batch dimension.
+    Input {
+        shape: Vec<usize>,
+    },
+    /// params: `weight [O, I/groups, kh, kw]`, optional `bias [O]`.
+    Conv2d {
+        stride: [usize; 2],
+        padding: [usize; 4],
+        dilation: [usize; 2],
+        groups: usize,
+    },
+    /// params: `weight [O, I]`, optional `bias [O]`. Input is flattened to `[N, I]`.
+    Linear,
+    /// params: `weight`, `bias`, `running_mean`, `running_var`, each `[C]`.
+    BatchNorm {
+        eps: f32,
+    },
+    Relu,
+    /// `min(max(x, min), max)`: ReLU6 is `Clip { min: 0, max: 6 }`.
+    Clip {
+        min: f32,
+        max: f32,
+    },
+    /// params: `slope [C]` (or `[1]`).
+    PRelu,
+    MaxPool {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 4],
+        ceil_mode: bool,
+    },
+    AvgPool {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 4],
+        ceil_mode: bool,
+        count_include_pad: bool,
+    },
+    GlobalAvgPool,
+    /// Flatten every dimension after the batch.
+    Flatten,
+    /// Element-wise sum of its inputs (residual connections).
+    Add,
+    /// Concatenate along `axis` (1 = channels).
+    Concat {
+        axis: usize,
+    },
+    Dropout,
+    /// Local response normalisation across channels (AlexNet).
+    Lrn {
+        size: usize,
+        alpha: f32,
+        beta: f32,
+        bias: f32,
+    },
+    Softmax,
+}
+
+impl Op {
+    /// The op's name as written in the `op` tag.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Conv2d { .. } => "conv2d",
+            Op::Linear => "linear",
+            Op::BatchNorm { .. } => "batch_norm",
+            Op::Relu => "relu",
+            Op::Clip { .. } => "clip",
+            Op::PRelu => "p_relu",
+            Op::MaxPool { .. } => "max_pool",
+            Op::AvgPool { .. } => "avg_pool",
+            Op::GlobalAvgPool => "global_avg_pool",
+            Op::Flatten => "flatten",
+            Op::Add => "add",
+            Op::Concat { .. } => "concat",
+            Op::Dropout => "dropout",
+            Op::Lrn { .. } => "lrn",
+            Op::Softmax => "softmax",
+        }
+    }
+
+    /// `(required, optional)` parameter names.
+    pub fn param_names(&self) -> (&'static [&'static str], &'static [&'static str]) {
+        match self {
+            Op::Conv2d { .. } | Op::Linear => (&["weight"], &["bias"]),
+            Op::BatchNorm { .. } => (&["weight", "bias", "running_mean", "running_var"], &[]),
+            Op::PRelu => (&["slope"], &[]),
+            _ => (&[], &[]),
+        }
+    }
+}
+
+/// One layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// A unique name, e.g. the weight-file prefix (`features.0`); used in errors and in TOML
+    /// per-layer overrides.
+    pub name: String,
+    pub op: Op,
+    pub inputs: Vec<NodeId>,
+    pub params: Vec<(String, Tensor)>,
+}
+
+impl Node {
+    pub fn param(&self, name: &str) -> Option<&Tensor> {
+        self.params.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+}
+
+/// The per-channel affine map `y = x * scale + shift` of a `BatchNorm` node in inference mode:
+/// `scale = weight / sqrt(running_var + eps)`, `shift = bias - running_mean * scale`. Errors
+/// name the layer when it is not a batch norm or lacks a parameter.
+pub fn batch_norm_affine(node: &Node) -> Result<(Vec<f32>, Vec<f32>)> {
+    let Op::BatchNorm { eps } = node.op else {
+        return Err(Error::internal(format!(
+            "layer `{}` ({}) is not a batch norm",
+            node.name,
+            node.op.name()
+        )));
+    };
+    let p = |k: &str| {
+        node.param(k).map(Tensor::data).ok_or_else(|| {
+            Error::input(format!(
+                "layer `{}` (batch_norm): missing parameter `{k}`",
+                node.name
+            ))
+        })
+    };
+    let (w, b, m, v) = (
+        p("weight")?,
+        p("bias")?,
+        p("running_mean")?,
+        p("running_var")?,
+    );
+    if [b.len(), m.len(), v.len()].iter().any(|&l| l != w.len()) {
+        return Err(Error::input(format!(
+            "layer `{}` (batch_norm): parameters of different lengths",
+            node.name
+        )));
+    }
+    let scale: Vec<f32> = w.iter().zip(v).map(|(w, v)| w / (v + eps).sqrt()).collect();
+    let shift = b
+        .iter()
+        .zip(m)
+        .zip(&scale)
+        .map(|((b, m), s)| b - m * s)
+        .collect();
+    Ok((scale, shift))
+}
+
+/// A model as a DAG in topological order. Node 0 is the input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Graph {
+    pub nodes: Vec<Node>,
+    pub output: NodeId,
+}
+
+impl Graph {
+    /// Checks the structure, the parameters and their shapes, and returns every node's output
+    /// shape with batch size 1. Errors name the layer and give the expected and found shapes.
+    pub fn infer_shapes(&self) -> Result<Vec<Vec<usize>>> {
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.nodes.len());
+        if self.nodes.is_empty() {
+            return Err(Error::input("the graph has no nodes"));
+        }
+        if self.output >= self.nodes.len() {
+            return Err(Error::input(format!(
+                "the graph output {} is not a node (the graph has {})",
+                self.output,
+                self.nodes.len()
+            )));
+        }
+        for (id, node) in self.nodes.iter().enumerate() {
+            let err = |m: String| {
+                Error::input(format!("layer `{}` ({}): {m}", node.name, node.op.name()))
+            };
+            if id == 0 {
+                match &node.op {
+                    Op::Input { shape } if !node.inputs.is_empty() => {
+                        return Err(err(format!(
+                            "the input node takes no inputs, has {:?}",
+                            node.inputs
+                        )));
+                    }
+                    Op::Input { shape } => {
+                        shapes.push(std::iter::once(1).chain(shape.iter().copied()).collect());
+                        continue;
+                    }
+                    _ => return Err(err("node 0 must be the input".into())),
+                }
+            }
+            if let Some(&bad) = node.inputs.iter().find(|&&i| i >= id) {
+                return Err(err(format!(
+                    "input {bad} is not an earlier node (graph must be topological)"
+                )));
+            }
+            let want_inputs = match node.op {
+                Op::Input { .. } => return Err(err("only node 0 may be an input".into())),
+                Op::Add => None,
+                Op::Concat { .. } => None,
+                _ => Some(1),
+            };
+            match want_inputs {
+                Some(n) if node.inputs.len() != n => {
+                    return Err(err(format!("expects {n} input, has {}", node.inputs.len())));
+                }
+                None if node.inputs.len() < 2 => {
+                    return Err(err(format!(
+                        "expects 2 or more inputs, has {}",
+                        node.inputs.len()
+                    )));
+                }
+                _ => {}
+            }
+            let (required, optional) = node.op.param_names();
+            for r in required {
+                if node.param(r).is_none() {
+                    return Err(err(format!("missing parameter `{r}`")));
+                }
+            }
+            if let Some((n, _)) = node
+                .params
+                .iter()
+                .find(|(n, _)| !required.contains(&n.as_str()) && !optional.contains(&n.as_str()))
+            {
+                return Err(err(format!(
+                    "unexpected parameter `{n}` (expected {required:?} {optional:?})"
+                )));
+            }
+            let x = &shapes[node.inputs[0]];
+            let check = |pname: &str, want: &[usize]| -> Result<()> {
+                match node.param(pname) {
+                    Some(t) if t.shape() != want => Err(err(format!(
+                        "parameter `{pname}` (`{}.{pname}`) has shape {:?}, expected {want:?}",
+                        node.name,
+                        t.shape()
+                    ))),
+                    _ => Ok(()),
+                }
+            };
+            let out: Vec<usize> = match &node.op {
+                Op::Input { .. } => unreachable!(),
+                Op::Conv2d {
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                } => {
+                    if x.len() != 4 {
+                        return Err(err(format!("expects an NCHW input, got shape {x:?}")));
+                    }
+                    let w = node.param("weight").unwrap().shape();
+                    if w.len() != 4 || *groups == 0 || x[1] % groups != 0 || w[0] % groups != 0 {
+                        return Err(err(format!(
+                            "weight shape {w:?} does not fit input {x:?} with groups {groups}"
+                        )));
+                    }
+                    check("weight", &[w[0], x[1] / groups, w[2], w[3]])?;
+                    check("bias", &[w[0]])?;
+                    let win = Window {
+                        kernel: [w[2], w[3]],
+                        stride: *stride,
+                        padding: *padding,
+                        dilation: *dilation,
+                    };
+                    match win.output_size(x[2], x[3], false) {
+                        Some((h, ww)) => vec![x[0], w[0], h, ww],
+                        None => return Err(err(format!("kernel {w:?} does not fit input {x:?}"))),
+                    }
+                }
+                Op::Linear => {
+                    let fan_in: usize = x[1..].iter().product();
+                    let w = node.param("weight").unwrap().shape();
+                    if w.len() != 2 {
+                        return Err(err(format!(
+                            "parameter `weight` has shape {w:?}, expected [out, {fan_in}]"
+                        )));
+                    }
+                    check("weight", &[w[0], fan_in])?;
+                    check("bias", &[w[0]])?;
+                    vec![x[0], w[0]]
+                }
+                Op::BatchNorm { .. } => {
+                    for p in ["weight", "bias", "running_mean", "running_var"] {
+                        check(p, &[x[1]])?;
+                    }
+                    x.clone()
+                }
+                Op::PRelu => {
+                    let s = node.param("slope").unwrap();
+                    if s.numel() != 1 && s.numel() != x[1] {
+                        return Err(err(format!(
+                            "parameter `slope` has {} values, expected 1 or {} (the channels)",
+                            s.numel(),
+                            x[1]
+                        )));
+                    }
+                    x.clone()
+                }
+                Op::MaxPool { kernel, .. } | Op::AvgPool { kernel, .. } => {
+                    let (win, ceil) = Window::of_pool(&node.op).expect("a pooling");
+                    if x.len() != 4 {
+                        return Err(err(format!("expects an NCHW input, got {x:?}")));
+                    }
+                    match win.output_size(x[2], x[3], ceil) {
+                        Some((h, w)) => vec![x[0], x[1], h, w],
+                        None => {
+                            return Err(err(format!(
+                                "kernel {kernel:?} with stride {:?} does not fit input {x:?}",
+                                win.stride
+                            )))
+                        }
+                    }
+                }
+                Op::GlobalAvgPool => {
+                    if x.len() != 4 {
+                        return Err(err(format!("expects an NCHW input, got {x:?}")));
+                    }
+                    vec![x[0], x[1], 1, 1]
+                }
+                Op::Flatten => vec![x[0], x[1..].iter().product()],
+                Op::Add => {
+                    for &i in &node.inputs[1..] {
+                        if shapes[i] != *x {
+                            return Err(err(format!(
+                                "input shapes differ: {x:?} and {:?}",
+                                shapes[i]
+                            )));
+                        }
+                    }
+                    x.clone()
+                }
+                Op::Concat { axis } => {
+                    let mut out = x.clone();
+                    if *axis >= out.len() {
+                        return Err(err(format!("axis {axis} out of range for {x:?}")));
+                    }
+                    for &i in &node.inputs[1..] {
+                        let s = &shapes[i];
+                        let same_rest = s.len() == x.len()
+                            && s.iter()
+                                .zip(x)
+                                .enumerate()
+                                .all(|(d, (a, b))| d == *axis || a == b);
+                        if !same_rest {
+                            return Err(err(format!(
+                                "cannot concatenate {x:?} and {s:?} on axis {axis}"
+                            )));
+                        }
+                        out[*axis] += s[*axis];
+                    }
+                    out
+                }
+                Op::Relu | Op::Clip { .. } | Op::Dropout | Op::Lrn { .. } | Op::Softmax => {
+                    x.clone()
+                }
+            };
+            shapes.push(out);
+        }
+        Ok(shapes)
+    }
+
+    /// The graph as ABI data (weights are shared, not copied).
+    pub fn to_ffi(&self) -> Result<FfiGraph> {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let attrs = toml::to_string(&n.op).map_err(|e| {
+                    Error::internal(format!("layer `{}`: cannot encode attributes: {e}", n.name))
+                })?;
+                Ok(FfiNode {
+                    name: n.name.as_str().into(),
+                    op: n.op.name().into(),
+                    attrs_toml: attrs.into(),
+                    inputs: n.inputs.iter().map(|&i| i as u32).collect(),
+                    params: n
+                        .params
+                        .iter()
+                        .map(|(k, t)| FfiNamedTensor {
+                            name: k.as_str().into(),
+                            tensor: t.to_ffi(),
+                        })
+                        .collect::<RVec<_>>(),
+                })
+            })
+            .collect::<Result<RVec<_>>>()?;
+        Ok(FfiGraph {
+            nodes,
+            output: self.output as u32,
+        })
+    }
+
+    /// A graph received from a plugin. Attributes are parsed strictly, and the result is
+    /// checked with [`Graph::infer_shapes`].
+    pub fn from_ffi(g: &FfiGraph) -> Result<Self> {
+        let nodes = g
+            .nodes
+            .iter()
+            .map(|n| {
+                let op: Op = toml::from_str(&n.attrs_toml).map_err(|e| {
+                    Error::input(format!(
+                        "layer `{}`: bad attributes for op `{}`: {e}",
+                        n.name, n.op
+                    ))
+                })?;
+                Ok(Node {
+                    name: n.name.to_string(),
+                    op,
+                    inputs: n.inputs.iter().map(|&i| i as usize).collect(),
+                    params: n
+                        .params
+                        .iter()
+                        .map(|p| Ok((p.name.to_string(), Tensor::from_ffi(&p.tensor)?)))
+                        .collect::<Result<_>>()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let graph = Graph {
+            nodes,
+            output: g.output as usize,
+        };
+        graph.infer_shapes()?;
+        Ok(graph)
+    }
+}

@@ -1,0 +1,318 @@
+//! Image comparison metrics.
+
+/// SSIM (Wang et al. 2004) with Wang's parameters: an 11 x 11 Gaussian window with sigma 1.5,
+/// K1 = 0.01, K2 = 0.03, data range 1, population covariances, averaged over the pixels whose
+/// window lies inside the image (as scikit-image's `structural_similarity(gaussian_weights=True,
+/// sigma=1.5, use_sample_covariance=False, data_range=1)` crops its map).
+pub fn ssim(a: &[f64], b: &[f64], h: usize, w: usize) -> f64 {
+    assert_eq!(a.len(), h * w);
+    assert_eq!(b.len(), h * w);
+    const R: usize = 5;
+    let sigma = 1.5f64;
+    let g: Vec<f64> = (0..=2 * R)
+        .map(|i| (-((i as f64 - R as f64).powi(2)) / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let gs: f64 = g.iter().sum();
+    let g: Vec<f64> = g.iter().map(|v| v / gs).collect();
+    let (c1, c2) = ((0.01f64).powi(2), (0.03f64).powi(2));
+    if h <= 2 * R || w <= 2 * R {
+        return f64::NAN;
+    }
+    // Separable weighted means of x, y, x^2, y^2, xy at every valid centre.
+    let filt = |f: &dyn Fn(usize) -> f64| -> Vec<f64> {
+        let mut rows = vec![0f64; h * (w - 2 * R)];
+        for y in 0..h {
+            for x in R..w - R {
+                rows[y * (w - 2 * R) + x - R] =
+                    (0..=2 * R).map(|k| g[k] * f(y * w + x + k - R)).sum();
+            }
+        }
+        let ow = w - 2 * R;
+        let mut out = vec![0f64; (h - 2 * R) * ow];
+        for y in R..h - R {
+            for x in 0..ow {
+                out[(y - R) * ow + x] =
+                    (0..=2 * R).map(|k| g[k] * rows[(y + k - R) * ow + x]).sum();
+            }
+        }
+        out
+    };
+    let mx = filt(&|i| a[i]);
+    let my = filt(&|i| b[i]);
+    let mxx = filt(&|i| a[i] * a[i]);
+    let myy = filt(&|i| b[i] * b[i]);
+    let mxy = filt(&|i| a[i] * b[i]);
+    let n = mx.len();
+    let total: f64 = (0..n)
+        .map(|i| {
+            let (ux, uy) = (mx[i], my[i]);
+            let (vx, vy, vxy) = (mxx[i] - ux * ux, myy[i] - uy * uy, mxy[i] - ux * uy);
+            ((2.0 * ux * uy + c1) * (2.0 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+        })
+        .sum();
+    total / n as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_images_score_one_and_unrelated_ones_less() {
+        let (h, w) = (20, 30);
+        let a: Vec<f64> = (0..h * w)
+            .map(|i| ((i * 7919) % 101) as f64 / 100.0)
+            .collect();
+        assert!((ssim(&a, &a, h, w) - 1.0).abs() < 1e-12);
+        let b: Vec<f64> = a.iter().map(|v| 1.0 - v).collect();
+        assert!(ssim(&a, &b, h, w) < 0.0);
+    }
+}
+
+#[cfg(test)]
+mod skimage_parity {
+    use super::*;
+
+    fn load(name: &str) -> (Vec<f64>, usize, usize) {
+        let path = format!(
+            "{}/../../tests/fixtures/ssim/{name}.npy",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let a = crate::npy::decode(&std::fs::read(&path).unwrap(), &path).unwrap();
+        (a.data, a.shape[0], a.shape[1])
+    }
+
+    /// scikit-image's structural_similarity on fixed arrays (tests/fixtures/ssim, made by
+    /// make_ssim_fixtures.py there), to 1e-4.
+    #[test]
+    fn matches_scikit_image() {
+        let path = format!(
+            "{}/../../tests/fixtures/ssim/ssim.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        for (p, q) in [("a", "b"), ("a", "c"), ("b", "c"), ("a", "a")] {
+            let key = format!("\"{p}_{q}\": ");
+            let i = text.find(&key).unwrap() + key.len();
+            let want: f64 = text[i..]
+                .split([',', '\n', '}'])
+                .next()
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let (x, h, w) = load(p);
+            let (y, _, _) = load(q);
+            let got = ssim(&x, &y, h, w);
+            assert!(
+                (got - want).abs() <= 1e-4,
+                "{p}-{q}: {got} vs scikit-image {want}"
+            );
+        }
+    }
+}
+
+/// What replaces a flipped patch in region perturbation (`"uniform"` or `"mean"` in TOML).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fill {
+    /// Uniform random pixel values in [0, 255], normalised as the model's input (Samek et al.).
+    Uniform,
+    /// The mean image: 0 after normalisation.
+    Mean,
+}
+
+/// Region perturbation (Samek, Binder, Montavon, Lapuschkin and Mueller, 2017), for one
+/// image: the `patch x patch` regions are flipped one by one in `order`, and the target score
+/// is measured after each step; `scores[k]` is the score after `k` flips (`scores[0]` the
+/// unperturbed one).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Perturbation {
+    pub scores: Vec<f64>,
+}
+
+impl Perturbation {
+    /// AOPC: the mean of `f(x^0) - f(x^k)` over `k = 0..=L` (higher: the order finds what
+    /// matters sooner).
+    pub fn aopc(&self) -> f64 {
+        let f0 = self.scores[0];
+        self.scores.iter().map(|s| f0 - s).sum::<f64>() / self.scores.len() as f64
+    }
+    /// The curve `f(x^0) - f(x^k)`, k = 0..=L.
+    pub fn curve(&self) -> Vec<f64> {
+        self.scores.iter().map(|s| self.scores[0] - s).collect()
+    }
+}
+
+/// Patch order by relevance: the `(row, col)` patches of a `h x w` map (patch size `p`,
+/// the last row/column of patches clipped), most relevant (largest sum) first; ties keep the
+/// row-major order.
+pub fn patches_by_relevance(
+    relevance: &[f32],
+    h: usize,
+    w: usize,
+    p: usize,
+) -> Vec<(usize, usize)> {
+    let (ph, pw) = (h.div_ceil(p), w.div_ceil(p));
+    let mut sums: Vec<((usize, usize), f64)> = Vec::with_capacity(ph * pw);
+    for py in 0..ph {
+        for px in 0..pw {
+            let mut s = 0.0;
+            for y in py * p..((py + 1) * p).min(h) {
+                for x in px * p..((px + 1) * p).min(w) {
+                    s += relevance[y * w + x] as f64;
+                }
+            }
+            sums.push(((py, px), s));
+        }
+    }
+    sums.sort_by(|a, b| b.1.total_cmp(&a.1));
+    sums.into_iter().map(|(k, _)| k).collect()
+}
+
+/// A random patch order (xorshift, seeded).
+pub fn patches_random(h: usize, w: usize, p: usize, seed: u64) -> Vec<(usize, usize)> {
+    let (ph, pw) = (h.div_ceil(p), w.div_ceil(p));
+    let mut v: Vec<(usize, usize)> = (0..ph).flat_map(|y| (0..pw).map(move |x| (y, x))).collect();
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in (1..v.len()).rev() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        v.swap(i, (s % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+/// Flip `steps` patches of `input` (`C x H x W`, normalised) in `order` and score each step
+/// with `score` (which takes a batch `N x C x H x W` of perturbed inputs and returns one score
+/// per sample). The fill values come from `fill`: for `Uniform`, pixel values drawn once per
+/// image (seeded), normalised with `mean`/`std`, so both orders flip to the same values.
+#[allow(clippy::too_many_arguments)]
+pub fn region_perturbation(
+    input: &[f32],
+    shape: [usize; 3],
+    order: &[(usize, usize)],
+    patch: usize,
+    steps: usize,
+    fill: Fill,
+    mean_std: (&[f32], &[f32]),
+    seed: u64,
+    batch: usize,
+    score: &mut dyn FnMut(&[f32], usize) -> crate::Result<Vec<f64>>,
+) -> crate::Result<Perturbation> {
+    let [c, h, w] = shape;
+    let plane = h * w;
+    let replacement: Vec<f32> = match fill {
+        Fill::Mean => vec![0.0; input.len()],
+        Fill::Uniform => {
+            let mut s = seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1;
+            (0..input.len())
+                .map(|i| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    let v = (s >> 11) as f32 / (1u64 << 53) as f32; // [0, 1)
+                    let ch = i / plane;
+                    (v - mean_std.0[ch % mean_std.0.len()]) / mean_std.1[ch % mean_std.1.len()]
+                })
+                .collect()
+        }
+    };
+    let steps = steps.min(order.len());
+    let mut x = input.to_vec();
+    // Every state x^0 .. x^L, scored in batches.
+    let mut states: Vec<Vec<f32>> = vec![x.clone()];
+    for &(py, px) in &order[..steps] {
+        for ch in 0..c {
+            for y in py * patch..((py + 1) * patch).min(h) {
+                for xx in px * patch..((px + 1) * patch).min(w) {
+                    let k = ch * plane + y * w + xx;
+                    x[k] = replacement[k];
+                }
+            }
+        }
+        states.push(x.clone());
+    }
+    let mut scores = Vec::with_capacity(states.len());
+    for chunk in states.chunks(batch.max(1)) {
+        let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
+        let s = score(&flat, chunk.len())?;
+        if s.len() != chunk.len() {
+            return Err(crate::Error::internal(
+                "region perturbation: one score per sample expected",
+            ));
+        }
+        scores.extend(s);
+    }
+    Ok(Perturbation { scores })
+}
+
+#[cfg(test)]
+mod perturbation_tests {
+    use super::*;
+
+    #[test]
+    fn aopc_of_a_model_that_reads_one_patch_is_known() {
+        // f(x) = sum of channel 0 over the 8x8 patch (1, 2) of a 32x32 image of ones; the fill
+        // is the mean image (0). Most relevant first flips that patch first: f drops 64 -> 0
+        // at step 1 and stays there, so AOPC = (0 + 64 L) / (L + 1).
+        let (c, h, w, p, steps) = (3, 32, 32, 8, 5);
+        let x = vec![1f32; c * h * w];
+        let mut rel = vec![0f32; h * w];
+        for y in 8..16 {
+            for xx in 16..24 {
+                rel[y * w + xx] = 1.0;
+            }
+        }
+        let mut f = |batch: &[f32], n: usize| -> crate::Result<Vec<f64>> {
+            Ok((0..n)
+                .map(|i| {
+                    let s = &batch[i * c * h * w..];
+                    (8..16)
+                        .flat_map(|y| (16..24).map(move |xx| (y, xx)))
+                        .map(|(y, xx)| s[y * w + xx] as f64)
+                        .sum()
+                })
+                .collect())
+        };
+        let morf = patches_by_relevance(&rel, h, w, p);
+        assert_eq!(morf[0], (1, 2));
+        let run = |order: &[(usize, usize)],
+                   f: &mut dyn FnMut(&[f32], usize) -> crate::Result<Vec<f64>>| {
+            region_perturbation(
+                &x,
+                [c, h, w],
+                order,
+                p,
+                steps,
+                Fill::Mean,
+                (&[0.0; 3], &[1.0; 3]),
+                0,
+                2,
+                f,
+            )
+            .unwrap()
+        };
+        let r = run(&morf, &mut f);
+        assert_eq!(r.scores, vec![64.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(r.aopc(), 64.0 * 5.0 / 6.0);
+        // A random order finds the patch at its position k in the order (or never within L
+        // steps): AOPC = 64 (L + 1 - k) / (L + 1) for k <= L, else 0.
+        let rnd = patches_random(h, w, p, 7);
+        let k = rnd.iter().position(|&q| q == (1, 2)).unwrap() + 1;
+        let want = if k <= steps {
+            64.0 * (steps + 1 - k) as f64 / (steps + 1) as f64
+        } else {
+            0.0
+        };
+        assert_eq!(run(&rnd, &mut f).aopc(), want);
+        // The random order is a permutation, and the same for the same seed.
+        let mut sorted = rnd.clone();
+        sorted.sort();
+        assert_eq!(sorted.len(), 16);
+        sorted.dedup();
+        assert_eq!(sorted.len(), 16);
+        assert_eq!(rnd, patches_random(h, w, p, 7));
+    }
+}

@@ -1,0 +1,283 @@
+//! Image preprocessing as torchvision does it on PIL images:
+//! `Resize(s, BILINEAR, antialias=True)` (shorter side to `s`, longer side
+//! `int(s * long / short)`), `CenterCrop(h, w)` (offsets `round((H - h) / 2)` with Python's
+//! round-half-to-even), `ToTensor` (`u8 / 255` in f32) and `Normalize` (`(x - mean) / std` in
+//! f32).
+//!
+//! The resize reproduces Pillow's `ImagingResample` for the bilinear filter: a triangle
+//! kernel widened by the scale when shrinking, normalised weights converted to 22-bit fixed
+//! point, a horizontal pass then a vertical pass, each rounded and clipped to 8 bits.
+
+use crate::error::{Error, Result};
+use crate::stage::ModelInfo;
+use crate::tensor::{Image, Tensor};
+
+/// An 8-bit RGB image, row-major, interleaved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rgb8 {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// Pillow's coefficients for one axis: for each output index, the first input index and
+/// the fixed-point weights.
+fn coefficients(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
+    let scale = in_size as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = 1.0 * filterscale; // bilinear support is 1
+    let triangle = |x: f64| {
+        let x = x.abs();
+        if x < 1.0 {
+            1.0 - x
+        } else {
+            0.0
+        }
+    };
+    (0..out_size)
+        .map(|xx| {
+            let center = (xx as f64 + 0.5) * scale;
+            let ss = 1.0 / filterscale;
+            let xmin = ((center - support + 0.5) as isize).max(0) as usize;
+            let xmax = (((center + support + 0.5) as isize).min(in_size as isize) as usize)
+                .saturating_sub(xmin);
+            let mut k: Vec<f64> = (0..xmax)
+                .map(|x| triangle((x as f64 + xmin as f64 - center + 0.5) * ss))
+                .collect();
+            let ww: f64 = k.iter().sum();
+            if ww != 0.0 {
+                k.iter_mut().for_each(|v| *v /= ww);
+            }
+            let fixed = k
+                .iter()
+                .map(|&v| {
+                    let s = v * (1u32 << PRECISION_BITS) as f64;
+                    (if s < 0.0 { s - 0.5 } else { s + 0.5 }) as i32
+                })
+                .collect();
+            (xmin, fixed)
+        })
+        .collect()
+}
+
+fn clip8(v: i64) -> u8 {
+    (v >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Pillow's antialiased bilinear resize of an RGB8 image (horizontal pass, then vertical).
+pub fn resize_bilinear(img: &Rgb8, out_w: usize, out_h: usize) -> Rgb8 {
+    let (w, h) = (img.width, img.height);
+    let horizontal = if out_w != w {
+        let cx = coefficients(w, out_w);
+        let mut out = vec![0u8; out_w * h * 3];
+        for y in 0..h {
+            for (xx, (xmin, k)) in cx.iter().enumerate() {
+                for c in 0..3 {
+                    let mut ss: i64 = 1 << (PRECISION_BITS - 1);
+                    for (i, &kv) in k.iter().enumerate() {
+                        ss += img.data[(y * w + xmin + i) * 3 + c] as i64 * kv as i64;
+                    }
+                    out[(y * out_w + xx) * 3 + c] = clip8(ss);
+                }
+            }
+        }
+        Rgb8 {
+            width: out_w,
+            height: h,
+            data: out,
+        }
+    } else {
+        img.clone()
+    };
+    if out_h == h {
+        return horizontal;
+    }
+    let cy = coefficients(h, out_h);
+    let mut out = vec![0u8; out_w * out_h * 3];
+    for (yy, (ymin, k)) in cy.iter().enumerate() {
+        for x in 0..out_w {
+            for c in 0..3 {
+                let mut ss: i64 = 1 << (PRECISION_BITS - 1);
+                for (i, &kv) in k.iter().enumerate() {
+                    ss += horizontal.data[((ymin + i) * out_w + x) * 3 + c] as i64 * kv as i64;
+                }
+                out[(yy * out_w + x) * 3 + c] = clip8(ss);
+            }
+        }
+    }
+    Rgb8 {
+        width: out_w,
+        height: out_h,
+        data: out,
+    }
+}
+
+/// Python's `round(x)` for `x = n / 2`: halves go to the even neighbour.
+fn round_half_even_div2(n: usize) -> usize {
+    let (q, r) = (n / 2, n % 2);
+    if r == 1 && q % 2 == 1 {
+        q + 1
+    } else {
+        q
+    }
+}
+
+/// torchvision's `Resize(size)` output size for an int `size`: the shorter side becomes
+/// `size`, the longer `int(size * long / short)`.
+pub fn resized_size(w: usize, h: usize, size: usize) -> (usize, usize) {
+    let (short, long) = (w.min(h), w.max(h));
+    let new_long = (size as f64 * long as f64 / short as f64) as usize;
+    if w <= h {
+        (size, new_long)
+    } else {
+        (new_long, size)
+    }
+}
+
+/// Resize (if `info.resize > 0`, else straight to the input size), centre crop.
+/// Returns the crop as RGB8.
+pub fn resize_and_crop(img: &Rgb8, info: &ModelInfo) -> Result<Rgb8> {
+    let (h, w) = match info.input_shape[..] {
+        [3, h, w] => (h, w),
+        _ => {
+            return Err(Error::unsupported(format!(
+                "model `{}`: input shape {:?}; only [3, H, W] RGB inputs are supported",
+                info.name, info.input_shape
+            )))
+        }
+    };
+    let resized = if info.resize == 0 {
+        resize_bilinear(img, w, h)
+    } else {
+        let (rw, rh) = resized_size(img.width, img.height, info.resize);
+        resize_bilinear(img, rw, rh)
+    };
+    if resized.width < w || resized.height < h {
+        return Err(Error::input(format!(
+            "image resized to {}x{} is smaller than the {w}x{h} crop",
+            resized.width, resized.height
+        ))
+        .with_help("raise the model's `resize`"));
+    }
+    let top = round_half_even_div2(resized.height - h);
+    let left = round_half_even_div2(resized.width - w);
+    let mut data = Vec::with_capacity(w * h * 3);
+    for y in top..top + h {
+        data.extend_from_slice(
+            &resized.data[(y * resized.width + left) * 3..(y * resized.width + left + w) * 3],
+        );
+    }
+    Ok(Rgb8 {
+        width: w,
+        height: h,
+        data,
+    })
+}
+
+/// `ToTensor` + `Normalize`: a `1 x 3 x H x W` tensor, `(u8 / 255 - mean) / std` in f32.
+pub fn normalise(crop: &Rgb8, mean: &[f32], std: &[f32]) -> Result<Tensor> {
+    if mean.len() != 3 || std.len() != 3 {
+        return Err(Error::params(format!(
+            "mean and std need 3 values each, got {} and {}",
+            mean.len(),
+            std.len()
+        )));
+    }
+    let (w, h) = (crop.width, crop.height);
+    let mut chw = vec![0f32; 3 * h * w];
+    for i in 0..h * w {
+        for c in 0..3 {
+            let x = crop.data[i * 3 + c] as f32 / 255.0f32;
+            chw[c * h * w + i] = (x - mean[c]) / std[c];
+        }
+    }
+    Tensor::new(vec![1, 3, h, w], chw)
+}
+
+/// The crop as an `H x W x 3` image in [0, 1] (what renderers draw).
+pub fn to_image(crop: &Rgb8) -> Result<Image> {
+    Image::new(
+        crop.width,
+        crop.height,
+        3,
+        crop.data.iter().map(|&v| v as f32 / 255.0).collect(),
+    )
+}
+
+/// The full preprocessing of a model's input: `(normalised 1 x 3 x H x W tensor, crop)`.
+pub fn preprocess(img: &Rgb8, info: &ModelInfo) -> Result<(Tensor, Rgb8)> {
+    let crop = resize_and_crop(img, info)?;
+    Ok((normalise(&crop, &info.mean, &info.std)?, crop))
+}
+
+/// Decode an image file to 8-bit RGB. A corrupt file is an error naming it. (Feature
+/// `decode`: stages never decode files, so plugins build without the decoders.)
+#[cfg(feature = "decode")]
+pub fn load_photo(path: &std::path::Path) -> Result<Rgb8> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| crate::Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| crate::Error::io(path, e))?
+        .decode()
+        .map_err(|e| {
+            crate::Error::input(format!("{}: cannot decode the image: {e}", path.display()))
+        })?
+        .to_rgb8();
+    let (w, h) = img.dimensions();
+    Ok(Rgb8 {
+        width: w as usize,
+        height: h as usize,
+        data: img.into_raw(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torchvision_sizes_and_offsets() {
+        // chelsea.png 451 x 300: int(256 * 451 / 300) = int(384.85) = 384.
+        assert_eq!(resized_size(451, 300, 256), (384, 256));
+        assert_eq!(resized_size(427, 640, 256), (256, 383)); // int(383.6)
+        assert_eq!(resized_size(600, 400, 256), (384, 256));
+        // round(160 / 2) = 80; round(159 / 2) = round(79.5) = 80 (even); round(161 / 2) = 80.
+        assert_eq!(round_half_even_div2(160), 80);
+        assert_eq!(round_half_even_div2(159), 80);
+        assert_eq!(round_half_even_div2(161), 80);
+        assert_eq!(round_half_even_div2(157), 78); // round(78.5) = 78
+    }
+
+    #[test]
+    fn resize_of_a_constant_image_is_constant_and_identity_is_exact() {
+        let img = Rgb8 {
+            width: 7,
+            height: 5,
+            data: vec![200; 7 * 5 * 3],
+        };
+        let r = resize_bilinear(&img, 3, 2);
+        assert!(r.data.iter().all(|&v| v == 200));
+        let ramp = Rgb8 {
+            width: 4,
+            height: 1,
+            data: (0..12).map(|v| v as u8 * 10).collect(),
+        };
+        assert_eq!(resize_bilinear(&ramp, 4, 1), ramp);
+    }
+
+    #[test]
+    fn halving_averages_pairs() {
+        // Shrinking by 2 with the widened triangle: weights 1/8, 3/8, 3/8, 1/8 around each
+        // output centre (edge taps renormalised). For a row 0, 0, 80, 80: out[0] = (0*3 + 0*3
+        // + 80*1) / 7 = 11.43 -> 11; out[1] = (0*1 + 80*3 + 80*3) / 7 = 68.57 -> 69.
+        let row = Rgb8 {
+            width: 4,
+            height: 1,
+            data: [0u8, 0, 80, 80].iter().flat_map(|&v| [v; 3]).collect(),
+        };
+        let r = resize_bilinear(&row, 2, 1);
+        assert_eq!(&r.data[..], &[11, 11, 11, 69, 69, 69]);
+    }
+}

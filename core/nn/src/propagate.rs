@@ -1,0 +1,465 @@
+//! A modified backward pass over a [`Graph`]: the engine under LRP and the gradient.
+//!
+//! Starting from a seed at the output node, a value (relevance, or gradient) flows back
+//! through the graph in reverse topological order; a node consumed several times receives the
+//! sum of what its consumers send back. The walker owns the structural ops (flatten, dropout,
+//! concatenation, residual adds, pooling, activations) with a few documented choices, and
+//! asks a [`LayerRule`] what to do at every layer with weights (conv, linear, batch norm).
+
+use crate::ops::{self, MaxRouting, Window};
+use candle_core::{DType, Tensor as CTensor};
+use sr_core::graph::{Graph, Node, NodeId, Op};
+use sr_core::{Error, Result};
+
+/// How a value passes an activation (ReLU, ReLU6/Clip, PReLU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActivationMode {
+    /// Unchanged (LRP's usual choice).
+    Pass,
+    /// Multiplied by the activation's derivative at its input (the gradient; Zennit's choice
+    /// when no rule is attached).
+    Gradient,
+}
+
+/// How a value passes an average pooling.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PoolMode {
+    /// Spread by the pooling weights (the gradient).
+    Gradient,
+    /// As a linear layer with the epsilon rule: `a * T(P, R / stab(P a))` (Zennit's `Norm`).
+    Norm { epsilon: f32 },
+}
+
+/// How a value passes a residual add.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AddMode {
+    /// Every summand receives the whole value (the gradient; what Zennit does without a rule,
+    /// so LRP relevance is not conserved through the add).
+    Copy,
+    /// In proportion to each summand's contribution: `R_i = x_i / stab(sum x) R` (conservative).
+    Proportional { epsilon: f32 },
+}
+
+/// The structural choices of a backward pass.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Structure {
+    pub activation: ActivationMode,
+    pub avg_pool: PoolMode,
+    pub max_pool: MaxRouting,
+    pub add: AddMode,
+    /// Whether the walker folds activation masks and the rules' first divisions into the
+    /// neighbouring passes (see [`Fused`]). The result is the same either way (a test compares
+    /// them value for value); off is slower and serves that test.
+    pub fuse: bool,
+}
+
+/// What a layer with weights sends back to its input.
+pub trait LayerRule {
+    /// `node` is a conv, linear or batch-norm node; `a` its input (as traced), `z` its output,
+    /// `r` the value arriving at its output. Returns the value at its input (shape of `a`).
+    fn layer(
+        &self,
+        graph: &Graph,
+        node: NodeId,
+        a: &CTensor,
+        z: &CTensor,
+        r: &CTensor,
+    ) -> Result<CTensor>;
+
+    /// Whether the value this rule sends back from layer `node` is `x * (...)` element-wise,
+    /// `x` being the layer's input (epsilon, z+, alpha-beta, ...): it is then zero wherever
+    /// the input is, so a ReLU feeding only such layers needs no gradient mask (the mask would
+    /// leave every value, and every zero's sign, unchanged).
+    fn scales_by_input(&self, graph: &Graph, node: NodeId) -> bool {
+        let _ = (graph, node);
+        false
+    }
+
+    /// The divisor `d` this rule starts from at layer `node`, when its first step is
+    /// `s = r / d(z)` element-wise (epsilon-like rules). The walker may then take that division
+    /// into the last pass of the layer above and hand over `s` instead of `r`
+    /// ([`Fused::divided`]).
+    fn divisor(&self, graph: &Graph, node: NodeId) -> Option<ops::Stab> {
+        let _ = (graph, node);
+        None
+    }
+
+    /// Whether this rule's last step at layer `node` is a single transposed map times the
+    /// layer's input (`a * T(V, s)`), finished in one pass that can also take a clip
+    /// activation's gate and the division of the layer below ([`Fused::gate`],
+    /// [`Fused::below`]).
+    fn finishes(&self, graph: &Graph, node: NodeId) -> bool {
+        let _ = (graph, node);
+        false
+    }
+
+    /// [`LayerRule::layer`] with the walker's fusions (see [`Fused`]). `divided` and `below` are
+    /// only asked of rules that declare them ([`LayerRule::divisor`], [`LayerRule::finishes`]);
+    /// a gate is asked of any rule, and by default the result is multiplied by it afterwards.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_fused(
+        &self,
+        graph: &Graph,
+        node: NodeId,
+        a: &CTensor,
+        z: &CTensor,
+        r: &CTensor,
+        how: &Fused,
+    ) -> Result<CTensor> {
+        let name = &graph.nodes[node].name;
+        if how.divided || how.below.is_some() {
+            return Err(Error::internal(format!(
+                "layer `{name}`: this rule takes no fused division"
+            )));
+        }
+        let v = self.layer(graph, node, a, z, r)?;
+        match how.gate {
+            Some(gate) => ops::masked(&v, a, gate).map_err(ce(name)),
+            None => Ok(v),
+        }
+    }
+
+    /// Whether this rule also decides what activations (ReLU, Clip, PReLU) and max pooling
+    /// send back (DeepLIFT's multipliers); if not, the [`Structure`] does.
+    fn defines_nonlinear(&self) -> bool {
+        false
+    }
+
+    /// What the activation or max-pool `node` sends back to its input, given the value `r` at
+    /// its output. Only called when [`LayerRule::defines_nonlinear`] is true.
+    fn nonlinear(&self, graph: &Graph, node: NodeId, r: &CTensor) -> Result<CTensor> {
+        let _ = r;
+        Err(Error::internal(format!(
+            "layer `{}`: this rule does not define activations",
+            graph.nodes[node].name
+        )))
+    }
+}
+
+/// What the walker folds into a layer's step ([`LayerRule::layer_fused`]), each exact (the
+/// same operations on the same values as the unfused passes, in the same order).
+#[derive(Clone, Copy, Default)]
+pub struct Fused<'a> {
+    /// The layer's input is the output of a clip activation `(lo, hi)` (ReLU6) that feeds only
+    /// layers: multiply the result by `1[lo < a < hi]`, the activation's derivative (read off
+    /// its output `a`), which the activation then skips.
+    pub gate: Option<(f32, f32)>,
+    /// `r` is already `r / d(z)`, [`LayerRule::divisor`]'s first step, done by the layer above.
+    pub divided: bool,
+    /// Divide the result by `d(z)`, `z` being the traced output of the layer below whose rule
+    /// starts with that division (through activations, dropout and flatten that pass the value
+    /// unchanged); that layer then receives it `divided`.
+    pub below: Option<(&'a CTensor, ops::Stab)>,
+    /// With `below`: the layer's input equals `act(z)` of that `z` value for value (at most
+    /// one activation lies between them), so the finish may read `z` alone.
+    pub input_is: Option<ops::Act>,
+}
+
+impl Fused<'_> {
+    /// Nothing to fold: [`LayerRule::layer`] as it is.
+    pub fn is_plain(&self) -> bool {
+        self.gate.is_none() && !self.divided && self.below.is_none()
+    }
+}
+
+/// The derivative of an activation (ReLU, Clip, PReLU) at its input `a`, as autograd gives it
+/// (0 at ReLU's kink and at Clip's bounds).
+pub fn activation_derivative(node: &Node, a: &CTensor) -> candle_core::Result<CTensor> {
+    match &node.op {
+        Op::Relu => a.gt(0f32).and_then(|m| m.to_dtype(DType::F32)),
+        Op::Clip { min, max } => a
+            .gt(*min)
+            .and_then(|lo| lo.mul(&a.lt(*max)?))
+            .and_then(|m| m.to_dtype(DType::F32)),
+        Op::PRelu => {
+            let s = node.param("slope").expect("checked by infer_shapes");
+            let slope = CTensor::from_slice(s.data(), s.numel(), a.device())?;
+            let shape: Vec<usize> = (0..a.rank())
+                .map(|d| if d == 1 { s.numel() } else { 1 })
+                .collect();
+            let slope = slope.reshape(shape)?;
+            let pos = a.gt(0f32)?.to_dtype(DType::F32)?;
+            // pos + (1 - pos) * slope
+            pos.broadcast_add(&pos.affine(-1.0, 1.0)?.broadcast_mul(&slope)?)?
+                .contiguous()
+        }
+        op => candle_core::bail!("`{}` is not an activation", op.name()),
+    }
+}
+
+/// `d + e * sign0(d)` with `sign0(d) = 1` for `d >= 0`, else `-1` (Zennit's stabiliser).
+pub fn stabilise(d: &CTensor, e: f32) -> candle_core::Result<CTensor> {
+    let sign = d.ge(0f32)?.to_dtype(DType::F32)?.affine(2.0, -1.0)?;
+    d + sign.affine(e as f64, 0.0)?
+}
+
+fn ce(node: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
+    move |e| Error::internal(format!("backward pass at layer `{node}`: {e}"))
+}
+
+/// Run the backward pass. `acts[i]` is node `i`'s output from a forward pass of this very
+/// graph; `seed` has the shape of the output node's value. Returns the value at the input.
+pub fn backward(
+    graph: &Graph,
+    acts: &[CTensor],
+    output: NodeId,
+    seed: CTensor,
+    structure: &Structure,
+    rule: &dyn LayerRule,
+) -> Result<CTensor> {
+    let mut vals: Vec<Option<CTensor>> = vec![None; graph.nodes.len()];
+    vals[output] = Some(seed);
+    let mut consumers: Vec<Vec<NodeId>> = vec![vec![]; graph.nodes.len()];
+    for (id, n) in graph.nodes.iter().enumerate() {
+        for &i in &n.inputs {
+            consumers[i].push(id);
+        }
+    }
+    // Whether everything that flows back into `id` is zero where `id`'s output is zero: it
+    // feeds only layers whose rule scales by their input, possibly through dropout/flatten.
+    fn zero_where_input_is(
+        graph: &Graph,
+        consumers: &[Vec<NodeId>],
+        rule: &dyn LayerRule,
+        id: NodeId,
+    ) -> bool {
+        !consumers[id].is_empty()
+            && consumers[id].iter().all(|&c| match graph.nodes[c].op {
+                Op::Conv2d { .. } | Op::Linear => rule.scales_by_input(graph, c),
+                Op::Dropout | Op::Flatten => zero_where_input_is(graph, consumers, rule, c),
+                _ => false,
+            })
+    }
+    // An activation whose output feeds only layers with weights and max poolings (ReLU6 before
+    // the depthwise and 1x1 convolutions of mobile nets, ReLU before VGG's poolings) leaves its
+    // gradient mask to them: `gates[consumer]` is the activation's open interval (ReLU's is
+    // (0, +inf)), `folded[activation]` marks it. (A ReLU that feeds only layers scaling by
+    // their input needs no mask at all, see `zero_where_input_is`.)
+    let mut gates: Vec<Option<(f32, f32)>> = vec![None; graph.nodes.len()];
+    let mut folded = vec![false; graph.nodes.len()];
+    if structure.fuse
+        && structure.activation == ActivationMode::Gradient
+        && !rule.defines_nonlinear()
+    {
+        for (id, n) in graph.nodes.iter().enumerate() {
+            let gate = match n.op {
+                Op::Clip { min, max } if min < max => (min, max),
+                Op::Relu if !zero_where_input_is(graph, &consumers, rule, id) => {
+                    (0.0, f32::INFINITY)
+                }
+                _ => continue,
+            };
+            let takes = |&c: &NodeId| {
+                matches!(
+                    graph.nodes[c].op,
+                    Op::Conv2d { .. } | Op::Linear | Op::MaxPool { .. }
+                ) && graph.nodes[c].inputs[0] == id
+            };
+            if !consumers[id].is_empty() && consumers[id].iter().all(takes) {
+                folded[id] = true;
+                for &c in &consumers[id] {
+                    gates[c] = Some(gate);
+                }
+            }
+        }
+    }
+    // A layer whose rule starts by dividing its relevance (`LayerRule::divisor`) and whose
+    // output reaches one single consumer through activations that pass the value unchanged
+    // (ReLU without its mask, a folded clip), dropout or flatten, leaves that division to the
+    // consumer's last pass, when the consumer is a max pooling or a layer whose rule finishes
+    // in one pass: `below[consumer]` is the layer and its divisor, `divided[layer]` marks it.
+    // With it, the activation between them when there is at most one (then the consumer's
+    // input is `act(z)` of the layer's output `z`, and the consumer reads `z` alone).
+    type Below = (NodeId, ops::Stab, Option<ops::Act>);
+    let mut below: Vec<Option<Below>> = vec![None; graph.nodes.len()];
+    let mut divided = vec![false; graph.nodes.len()];
+    let unchanged = |c: NodeId| match graph.nodes[c].op {
+        Op::Dropout | Op::Flatten => true,
+        Op::Relu if !rule.defines_nonlinear() => {
+            structure.activation == ActivationMode::Pass
+                || zero_where_input_is(graph, &consumers, rule, c)
+        }
+        Op::Clip { .. } if !rule.defines_nonlinear() => {
+            structure.activation == ActivationMode::Pass || folded[c]
+        }
+        _ => false,
+    };
+    for (p, n) in graph.nodes.iter().enumerate() {
+        if !structure.fuse || !matches!(n.op, Op::Conv2d { .. } | Op::Linear) {
+            continue;
+        }
+        let Some(d) = rule.divisor(graph, p) else {
+            continue;
+        };
+        let mut cur = p;
+        let mut between = vec![];
+        let last = loop {
+            let [c] = consumers[cur][..] else { break None };
+            if graph.nodes[c].inputs[0] != cur {
+                break None;
+            }
+            match graph.nodes[c].op {
+                Op::Conv2d { .. } | Op::Linear if rule.finishes(graph, c) => break Some(c),
+                Op::MaxPool { .. } if !rule.defines_nonlinear() => break Some(c),
+                _ if unchanged(c) => {
+                    match graph.nodes[c].op {
+                        Op::Relu => between.push(ops::Act::Relu),
+                        Op::Clip { min, max } => between.push(ops::Act::Clip(min, max)),
+                        _ => {}
+                    }
+                    cur = c
+                }
+                _ => break None,
+            }
+        };
+        if let Some(c) = last {
+            let act = match between[..] {
+                [] => Some(ops::Act::Identity),
+                [a] => Some(a),
+                _ => None,
+            };
+            below[c] = Some((p, d, act));
+            divided[p] = true;
+        }
+    }
+    for id in (1..=output).rev() {
+        let Some(r) = vals[id].take() else { continue };
+        let node = &graph.nodes[id];
+        let e = ce(&node.name);
+        let input = |k: usize| &acts[node.inputs[k]];
+        let a = input(0);
+        let sends: Vec<(NodeId, CTensor)> = match &node.op {
+            Op::Input { .. } => unreachable!("node 0 is not visited"),
+            Op::Conv2d { .. } | Op::Linear | Op::BatchNorm { .. } => {
+                let how = Fused {
+                    gate: gates[id],
+                    divided: divided[id],
+                    below: below[id].map(|(p, d, _)| (&acts[p], d)),
+                    input_is: below[id].and_then(|(_, _, act)| act),
+                };
+                let v = if how.is_plain() {
+                    rule.layer(graph, id, a, &acts[id], &r)?
+                } else {
+                    rule.layer_fused(graph, id, a, &acts[id], &r, &how)?
+                };
+                vec![(node.inputs[0], v)]
+            }
+            Op::Relu | Op::Clip { .. } | Op::PRelu | Op::MaxPool { .. }
+                if rule.defines_nonlinear() =>
+            {
+                vec![(node.inputs[0], rule.nonlinear(graph, id, &r)?)]
+            }
+            Op::Relu | Op::Clip { .. } | Op::PRelu => {
+                let v = match structure.activation {
+                    ActivationMode::Pass => r,
+                    ActivationMode::Gradient if folded[id] => r,
+                    // ReLU's mask 1[a > 0] keeps a value that is already 0 where relu(a) is.
+                    ActivationMode::Gradient
+                        if matches!(node.op, Op::Relu)
+                            && zero_where_input_is(graph, &consumers, rule, id) =>
+                    {
+                        r
+                    }
+                    ActivationMode::Gradient => match node.op {
+                        // r * 1[a > 0] (and within Clip's bounds) in one pass.
+                        Op::Relu => ops::zip_map(&r, a, |r, a| r * ((a > 0.0) as u8 as f32)),
+                        Op::Clip { min, max } => ops::masked(&r, a, (min, max)),
+                        _ => activation_derivative(node, a).and_then(|d| r * d),
+                    }
+                    .map_err(&e)?,
+                };
+                vec![(node.inputs[0], v)]
+            }
+            Op::MaxPool { .. } => {
+                let (win, ceil_mode) = Window::of_pool(&node.op).expect("a max pooling");
+                let div = below[id].map(|(p, d, _)| (&acts[p], d));
+                let x_of_div = below[id].and_then(|(_, _, act)| act);
+                let route = structure.max_pool;
+                vec![(
+                    node.inputs[0],
+                    ops::max_pool_t_fused(a, &r, &win, ceil_mode, route, gates[id], div, x_of_div)
+                        .map_err(&e)?,
+                )]
+            }
+            Op::AvgPool {
+                count_include_pad, ..
+            } => {
+                let (win, _) = Window::of_pool(&node.op).expect("an average pooling");
+                let (_, _, h, w) = a.dims4().map_err(&e)?;
+                let v = match structure.avg_pool {
+                    PoolMode::Gradient => ops::avg_pool_t(&r, (h, w), &win, *count_include_pad),
+                    PoolMode::Norm { epsilon } => stabilise(&acts[id], epsilon)
+                        .and_then(|z| r.div(&z))
+                        .and_then(|s| ops::avg_pool_t(&s, (h, w), &win, *count_include_pad))
+                        .and_then(|t| t.mul(a)),
+                }
+                .map_err(&e)?;
+                vec![(node.inputs[0], v)]
+            }
+            Op::GlobalAvgPool => {
+                let (_, _, h, w) = a.dims4().map_err(&e)?;
+                let k = (h * w) as f64;
+                let v = match structure.avg_pool {
+                    PoolMode::Gradient => r
+                        .affine(1.0 / k, 0.0)
+                        .and_then(|s| s.broadcast_as(a.shape())?.contiguous()),
+                    PoolMode::Norm { epsilon } => stabilise(&acts[id], epsilon)
+                        .and_then(|z| r.div(&z))
+                        .and_then(|s| s.affine(1.0 / k, 0.0))
+                        .and_then(|s| s.broadcast_mul(a)),
+                }
+                .map_err(&e)?;
+                vec![(node.inputs[0], v)]
+            }
+            Op::Flatten => vec![(node.inputs[0], r.reshape(a.shape()).map_err(&e)?)],
+            // LRN and softmax on the path are passed through unchanged (they are not linear
+            // layers; the paper's models end in logits, and LRN keeps the sign).
+            Op::Dropout | Op::Lrn { .. } | Op::Softmax => vec![(node.inputs[0], r)],
+            Op::Add => match structure.add {
+                AddMode::Copy => node.inputs.iter().map(|&i| (i, r.clone())).collect(),
+                AddMode::Proportional { epsilon } => {
+                    let s = ops::zip_map(&r, &acts[id], |r, z| r / ops::stab(z, epsilon))
+                        .map_err(&e)?;
+                    node.inputs
+                        .iter()
+                        .map(|&i| Ok((i, ops::zip_map(&acts[i], &s, |x, s| x * s).map_err(&e)?)))
+                        .collect::<Result<_>>()?
+                }
+            },
+            Op::Concat { axis } => {
+                let mut start = 0;
+                let mut out = vec![];
+                for &i in &node.inputs {
+                    let len = acts[i].dims()[*axis];
+                    out.push((
+                        i,
+                        r.narrow(*axis, start, len)
+                            .and_then(|t| t.contiguous())
+                            .map_err(&e)?,
+                    ));
+                    start += len;
+                }
+                out
+            }
+        };
+        for (i, v) in sends {
+            vals[i] = Some(match vals[i].take() {
+                Some(prev) => (prev + v).map_err(&e)?,
+                None => v,
+            });
+        }
+    }
+    vals[0]
+        .take()
+        .ok_or_else(|| Error::input("the output does not depend on the input"))
+}
+
+/// The node whose value relevance starts from: the output, or the input of a final softmax
+/// (relevance explains logits, not probabilities).
+pub fn start_node(graph: &Graph) -> NodeId {
+    let out = graph.output;
+    match graph.nodes[out].op {
+        Op::Softmax => graph.nodes[out].inputs[0],
+        _ => out,
+    }
+}

@@ -1,0 +1,516 @@
+//! One image through a pipeline, in named steps: [`Job::classify`] (preprocess, forward, top-1),
+//! [`Job::explain`] (every relevance branch), [`Job::saliency`] (the photo's map and each
+//! branch's SR map), [`Job::metrics`] (SSIM and AOPC) and [`Job::render`]; [`process`] runs them in
+//! that order. Every output is checked against the stage contracts ([`sr_core::contract`])
+//! before it is written, and written atomically; `result.json` comes last.
+
+use crate::records::{self, BranchResult, ImageResult};
+use crate::spec::{Pipeline, RelevanceInput, Target};
+use crate::stages::Stages;
+use sr_core::{contract, metrics, npy, preprocess, BranchMaps, Error, Image, Model, RenderInput};
+use sr_core::{Result, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+/// One image's state between the steps.
+struct Job<'a> {
+    stages: &'a Stages,
+    p: &'a Pipeline,
+    dir: &'a Path,
+    photo: Image,
+    rgb: preprocess::Rgb8,
+    result: ImageResult,
+    outputs: Vec<String>,
+    seconds: HashMap<String, f64>,
+    /// The model's input: the normalised tensor and the crop as an image.
+    input: Option<(Tensor, Image)>,
+    /// The explained classes.
+    targets: Vec<usize>,
+    branches: Vec<BranchMaps>,
+    photo_saliency: Option<Image>,
+}
+
+/// What a step decided about the rest of the image.
+enum Next {
+    Go,
+    /// Left out by `run.select`: only the prediction is recorded.
+    Stop,
+}
+
+/// Process one image into `dir`: every step, then `result.json`.
+pub fn process(stages: &Stages, p: &Pipeline, path: &Path, dir: &Path) -> Result<ImageResult> {
+    let mut job = Job::decode(stages, p, path, dir)?;
+    if let Next::Go = job.classify()? {
+        job.explain()?;
+        job.saliency()?;
+        job.metrics()?;
+        job.render()?;
+    }
+    job.finish()
+}
+
+impl<'a> Job<'a> {
+    fn time(&mut self, name: &str, t: Instant) {
+        self.seconds
+            .insert(name.to_string(), t.elapsed().as_secs_f64());
+    }
+
+    fn write(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        records::write_atomic(&self.dir.join(name), bytes)?;
+        self.outputs.push(name.to_string());
+        Ok(())
+    }
+
+    /// Decode the photo.
+    fn decode(stages: &'a Stages, p: &'a Pipeline, path: &Path, dir: &'a Path) -> Result<Self> {
+        let t = Instant::now();
+        let rgb = preprocess::load_photo(path)?;
+        let photo = preprocess::to_image(&rgb)?;
+        let mut job = Job {
+            stages,
+            p,
+            dir,
+            photo,
+            rgb,
+            result: ImageResult {
+                image: path.display().to_string(),
+                label: None,
+                class_index: None,
+                truth: p.truth_of(path).cloned(),
+                correct: None,
+                selected: true,
+                aopc_random: None,
+                aopc_random_curve: vec![],
+                branches: vec![],
+                outputs: vec![],
+                seconds: HashMap::new(),
+            },
+            outputs: vec![],
+            seconds: HashMap::new(),
+            input: None,
+            targets: vec![],
+            branches: vec![],
+            photo_saliency: None,
+        };
+        job.time("decode", t);
+        Ok(job)
+    }
+
+    /// Preprocess as the model declares, run it, record the top-1 class and decide (by
+    /// `run.select`) whether the image goes on.
+    fn classify(&mut self) -> Result<Next> {
+        let Some(model) = &self.stages.model else {
+            return Ok(Next::Go);
+        };
+        let info = model.info();
+        let t = Instant::now();
+        let (input, crop) = preprocess::preprocess(&self.rgb, &info)?;
+        let crop = preprocess::to_image(&crop)?;
+        self.write("input.png", &rgb_png(&crop)?)?;
+        let logits = model.forward(&input)?;
+        self.time("forward", t);
+        let top = logits
+            .data()
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+            .ok_or_else(|| Error::input("the model returned no logits"))?;
+        let r = &mut self.result;
+        r.class_index = Some(top);
+        r.label = Some(
+            info.labels
+                .get(top)
+                .cloned()
+                .unwrap_or_else(|| format!("class {top}")),
+        );
+        r.correct = r.truth.as_ref().map(|t| Some(t) == r.label.as_ref());
+        if !self.p.select.keeps(r.correct) {
+            r.selected = false;
+            return Ok(Next::Stop);
+        }
+        self.targets = resolve_targets(&self.p.target, logits.data(), &info.labels)?;
+        self.input = Some((input, crop));
+        Ok(Next::Go)
+    }
+
+    /// Every relevance branch for every target: the maps (`relevance-<name>.npy`) and their
+    /// statistics.
+    fn explain(&mut self) -> Result<()> {
+        let (Some(model), Some((input, _))) = (&self.stages.model, &self.input) else {
+            return Ok(());
+        };
+        let input = input.clone();
+        for &t in &self.targets.clone() {
+            // One target: `relevance-<branch>`; several: `relevance-<branch>-<class>`.
+            let suffix = if self.targets.len() > 1 {
+                format!("-{t}")
+            } else {
+                String::new()
+            };
+            for (branch, rel) in &self.stages.relevance {
+                let name = format!("{branch}{suffix}");
+                let t0 = Instant::now();
+                let what = format!("relevance.{branch}");
+                let e = rel
+                    .explain(model.as_ref(), &input, &[t])
+                    .map_err(|e| e.context(&what))?;
+                contract::explanation(&e, input.shape(), &[t], &what)?;
+                let seconds_relevance = t0.elapsed().as_secs_f64();
+                self.time(&format!("relevance.{name}"), t0);
+                let r = e.relevance.reshape(e.relevance.shape()[1..].to_vec())?;
+                self.write(
+                    &format!("relevance-{name}.npy"),
+                    &npy::encode_f32(r.shape(), r.data()),
+                )?;
+                let s = &e.stats[0];
+                self.result.branches.push(BranchResult {
+                    branch: name.clone(),
+                    target: s.target,
+                    relevance_sum: s.relevance_sum,
+                    target_score: s.target_score,
+                    ratio: s.relevance_sum / s.target_score,
+                    ssim1: None,
+                    ssim2: None,
+                    ssim_ratio: None,
+                    aopc: None,
+                    aopc_curve: vec![],
+                    seconds_relevance,
+                    seconds_sr: None,
+                });
+                self.branches.push(BranchMaps {
+                    branch: name,
+                    relevance: e.relevance,
+                    sr: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The photo's saliency (on the model's input crop when there is a model) and every
+    /// branch's SR map: the saliency of its relevance map.
+    fn saliency(&mut self) -> Result<()> {
+        let Some(sal) = &self.stages.saliency else {
+            return Ok(());
+        };
+        let t = Instant::now();
+        let base = match &self.input {
+            Some((_, crop)) => crop,
+            None => &self.photo,
+        };
+        let what = "saliency of the photo";
+        let s = sal.saliency(base).map_err(|e| e.context(what))?;
+        contract::saliency_of(&s, base, what)?;
+        self.time("saliency.photo", t);
+        self.write(
+            "saliency-photo.npy",
+            &npy::encode_f32(&[s.height, s.width], s.data()),
+        )?;
+        self.write("saliency-photo.png", &map_png(&s)?)?;
+        self.photo_saliency = Some(s);
+        for i in 0..self.branches.len() {
+            let t = Instant::now();
+            let name = self.branches[i].branch.clone();
+            let what = format!("SR map of {name}");
+            let map = relevance_to_image(&self.branches[i].relevance, self.p.relevance_input)?;
+            let sr = sal.saliency(&map).map_err(|e| e.context(&what))?;
+            contract::saliency_of(&sr, &map, &what)?;
+            if let Some(br) = self.result.branches.iter_mut().find(|r| r.branch == name) {
+                br.seconds_sr = Some(t.elapsed().as_secs_f64());
+            }
+            self.time(&format!("saliency.{name}"), t);
+            self.write(
+                &format!("sr-{name}.npy"),
+                &npy::encode_f32(&[sr.height, sr.width], sr.data()),
+            )?;
+            self.write(&format!("sr-{name}.png"), &map_png(&sr)?)?;
+            self.branches[i].sr = Some(sr);
+        }
+        Ok(())
+    }
+
+    /// `[metrics]`: SSIM1/SSIM2 of each branch against the photo's saliency, and AOPC of each
+    /// branch's patch order against a random one.
+    fn metrics(&mut self) -> Result<()> {
+        let m = &self.p.metrics;
+        if m.ssim {
+            if let Some(s) = &self.photo_saliency {
+                let (h, w) = (s.height, s.width);
+                let sal = f64s(s);
+                for b in &self.branches {
+                    let (Some(sr), Some(row)) = (
+                        &b.sr,
+                        self.result
+                            .branches
+                            .iter_mut()
+                            .find(|r| r.branch == b.branch),
+                    ) else {
+                        continue;
+                    };
+                    let rel = relevance_to_image(&b.relevance, RelevanceInput::AbsSum)?;
+                    if (rel.height, rel.width) == (h, w) && (sr.height, sr.width) == (h, w) {
+                        let s1 = metrics::ssim(&f64s(&rel), &sal, h, w);
+                        let s2 = metrics::ssim(&f64s(sr), &sal, h, w);
+                        row.ssim1 = Some(s1);
+                        row.ssim2 = Some(s2);
+                        row.ssim_ratio = Some(s2 / s1);
+                    }
+                }
+            }
+        }
+        let (true, Some(model), Some((input, _))) = (m.aopc, &self.stages.model, &self.input)
+        else {
+            return Ok(());
+        };
+        if self.branches.is_empty() {
+            return Ok(());
+        }
+        let (h, w) = (input.shape()[2], input.shape()[3]);
+        for b in &self.branches {
+            let t = Instant::now();
+            let Some(row) = self
+                .result
+                .branches
+                .iter_mut()
+                .find(|r| r.branch == b.branch)
+            else {
+                continue;
+            };
+            let order =
+                metrics::patches_by_relevance(&channel_sum(&b.relevance)?, h, w, m.aopc_patch);
+            let r = perturb(model.as_ref(), input, &order, row.target, self.p)?;
+            row.aopc = Some(r.aopc());
+            row.aopc_curve = r.curve();
+            self.seconds
+                .insert(format!("aopc.{}", b.branch), t.elapsed().as_secs_f64());
+        }
+        let t = Instant::now();
+        let order = metrics::patches_random(h, w, m.aopc_patch, m.seed);
+        let r = perturb(model.as_ref(), input, &order, self.targets[0], self.p)?;
+        self.time("aopc.random", t);
+        self.result.aopc_random = Some(r.aopc());
+        self.result.aopc_random_curve = r.curve();
+        Ok(())
+    }
+
+    /// The relevance pictures (`relevance-<branch>.png`, by the relevance renderer) and every
+    /// renderer of `[render]`.
+    fn render(&mut self) -> Result<()> {
+        let renderers = self
+            .stages
+            .relevance_png
+            .iter()
+            .chain(&self.stages.renderers);
+        let mut renderers = renderers.peekable();
+        if renderers.peek().is_none() {
+            return Ok(());
+        }
+        let input = RenderInput {
+            image_name: self
+                .dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string(),
+            photo: self.photo.clone(),
+            model_input: self.input.as_ref().map(|(_, crop)| crop.clone()),
+            label: self.result.label.clone().unwrap_or_default(),
+            branches: std::mem::take(&mut self.branches),
+            photo_saliency: self.photo_saliency.take(),
+            truth: self.result.truth.clone(),
+        };
+        let mut files = vec![];
+        for (name, r) in renderers {
+            let t = Instant::now();
+            let out = r
+                .render(&input)
+                .map_err(|e| e.context(format!("renderer `{name}`")))?;
+            for a in out {
+                contract::artifact_name(name, &a.name)?;
+                files.push(a);
+            }
+            self.seconds
+                .insert(format!("render.{name}"), t.elapsed().as_secs_f64());
+        }
+        for a in files {
+            self.write(&a.name, &a.bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Write `result.json`, which marks the image as finished.
+    fn finish(mut self) -> Result<ImageResult> {
+        self.result.outputs = self.outputs;
+        self.result.seconds = self.seconds;
+        records::write_result(self.dir, &self.result)?;
+        Ok(self.result)
+    }
+}
+
+fn f64s(i: &Image) -> Vec<f64> {
+    i.data().iter().map(|&v| v as f64).collect()
+}
+
+/// A `[1,] C x H x W` relevance map summed over channels (signed), `H x W`.
+fn channel_sum(r: &Tensor) -> Result<Vec<f32>> {
+    let (c, h, w) = chw(r)?;
+    Ok((0..h * w)
+        .map(|i| (0..c).map(|ch| r.data()[ch * h * w + i]).sum())
+        .collect())
+}
+
+fn chw(r: &Tensor) -> Result<(usize, usize, usize)> {
+    match r.shape() {
+        [1, c, h, w] | [c, h, w] => Ok((*c, *h, *w)),
+        s => Err(Error::input(format!(
+            "relevance has shape {s:?}, expected [1, C, H, W]"
+        ))),
+    }
+}
+
+/// Region perturbation of one image (`input`: `1 x C x H x W`) in `order`, scored by the
+/// `target` logit, batches of 8.
+fn perturb(
+    model: &dyn Model,
+    input: &Tensor,
+    order: &[(usize, usize)],
+    target: usize,
+    p: &Pipeline,
+) -> Result<metrics::Perturbation> {
+    let s = input.shape();
+    let info = model.info();
+    let shape = [s[1], s[2], s[3]];
+    metrics::region_perturbation(
+        input.data(),
+        shape,
+        order,
+        p.metrics.aopc_patch,
+        p.metrics.aopc_steps,
+        p.metrics.aopc_fill,
+        (&info.mean, &info.std),
+        p.metrics.seed,
+        8,
+        &mut |batch, n| {
+            let x = Tensor::new(vec![n, shape[0], shape[1], shape[2]], batch.to_vec())?;
+            let y = model.forward(&x)?;
+            let classes = y.numel() / n;
+            Ok((0..n)
+                .map(|i| y.data()[i * classes + target] as f64)
+                .collect())
+        },
+    )
+}
+
+/// A relevance map (`[1,] C x H x W`) as the saliency stage's input image:
+/// `abs-rgb` (per channel |R|, one min-max over all channels, `H x W x C`), `abs-sum` (sum of
+/// |R| over channels) or `positive` (sum of max(R, 0)), both min-maxed, `H x W x 1`.
+pub fn relevance_to_image(r: &Tensor, how: RelevanceInput) -> Result<Image> {
+    let (c, h, w) = chw(r)?;
+    let d = r.data();
+    let (vals, channels): (Vec<f32>, usize) = match how {
+        RelevanceInput::AbsRgb => {
+            let mut out = vec![0f32; h * w * c];
+            for ch in 0..c {
+                for i in 0..h * w {
+                    out[i * c + ch] = d[ch * h * w + i].abs();
+                }
+            }
+            (out, c)
+        }
+        RelevanceInput::AbsSum => (
+            (0..h * w)
+                .map(|i| (0..c).map(|ch| d[ch * h * w + i].abs()).sum())
+                .collect(),
+            1,
+        ),
+        RelevanceInput::Positive => (
+            (0..h * w)
+                .map(|i| (0..c).map(|ch| d[ch * h * w + i].max(0.0)).sum())
+                .collect(),
+            1,
+        ),
+    };
+    let (lo, hi) = vals
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
+    let scale = if hi > lo { 1.0 / (hi - lo) } else { 0.0 };
+    Image::new(
+        w,
+        h,
+        channels,
+        vals.into_iter().map(|v| (v - lo) * scale).collect(),
+    )
+}
+
+/// The classes to explain for one image.
+pub fn resolve_targets(target: &Target, logits: &[f32], labels: &[String]) -> Result<Vec<usize>> {
+    let n = logits.len();
+    match target {
+        Target::Top(k) => {
+            let mut idx: Vec<usize> = (0..n).collect();
+            idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+            Ok(idx.into_iter().take(*k).collect())
+        }
+        Target::Class(c) if *c < n => Ok(vec![*c]),
+        Target::Class(c) => Err(Error::params(format!(
+            "`run.target`: class {c} does not exist (the model has {n})"
+        ))),
+        Target::Label(l) => labels
+            .iter()
+            .position(|x| x == l)
+            .map(|i| vec![i])
+            .ok_or_else(|| {
+                let near: Vec<&String> = labels
+                    .iter()
+                    .filter(|x| x.to_lowercase().contains(&l.to_lowercase()))
+                    .take(5)
+                    .collect();
+                Error::params(format!("`run.target`: no class is labelled `{l}`")).with_help(
+                    if near.is_empty() {
+                        "give a label exactly as the model's label list spells it, or a class index"
+                            .to_string()
+                    } else {
+                        format!(
+                            "similar labels: {}",
+                            near.iter()
+                                .map(|s| format!("`{s}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
+                )
+            }),
+    }
+}
+
+/// An RGB image in [0, 1] as an 8-bit PNG.
+fn rgb_png(img: &Image) -> Result<Vec<u8>> {
+    let px: Vec<u8> = img
+        .data()
+        .iter()
+        .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_raw(img.width as u32, img.height as u32, px)
+        .ok_or_else(|| Error::internal("image buffer size"))?
+        .write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| Error::internal(format!("PNG encoding failed: {e}")))?;
+    Ok(out.into_inner())
+}
+
+/// A one-channel map in [0, 1] as an 8-bit grey PNG.
+pub fn map_png(map: &Image) -> Result<Vec<u8>> {
+    let px: Vec<u8> = (0..map.width * map.height)
+        .map(|i| (map.data()[i * map.channels].clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::GrayImage::from_raw(map.width as u32, map.height as u32, px)
+        .ok_or_else(|| Error::internal("map buffer size"))?
+        .write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| Error::internal(format!("PNG encoding failed: {e}")))?;
+    Ok(out.into_inner())
+}

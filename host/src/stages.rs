@@ -1,0 +1,74 @@
+//! The stages of a pipeline, built once from the registry and shared by every image.
+
+use crate::spec::Pipeline;
+use sr_core::{Model, Registry, Relevance, Renderer, Result, Saliency};
+
+/// The stages of a pipeline, built once and shared by every image.
+pub struct Stages {
+    pub model: Option<Box<dyn Model>>,
+    pub relevance: Vec<(String, Box<dyn Relevance>)>,
+    pub saliency: Option<Box<dyn Saliency>>,
+    /// The renderer of the relevance pictures every relevance branch gets
+    /// (`relevance-<branch>.png`, see [`RELEVANCE_PNG`]).
+    pub relevance_png: Option<(String, Box<dyn Renderer>)>,
+    pub renderers: Vec<(String, Box<dyn Renderer>)>,
+}
+
+/// The renderer and parameters of the relevance pictures (`relevance-<branch>.png`, shown by
+/// the report): the heatmap renderer with the signed `bwr` colormap scaled to the largest |R|.
+pub const RELEVANCE_PNG: (&str, &str) = (
+    "heatmap",
+    "colormap = \"bwr\"\npercentile = 100.0\nprefix = \"relevance\"\n",
+);
+
+/// Build every stage of `p` (loading the model is the heavy part).
+pub fn build_stages(p: &Pipeline, reg: &Registry) -> Result<Stages> {
+    let model = match &p.model {
+        Some(s) => Some(
+            reg.create_model(&s.name, &s.params_toml)
+                .map_err(|e| e.context(format!("[{}]", s.table)))?,
+        ),
+        None => None,
+    };
+    let relevance: Vec<(String, Box<dyn Relevance>)> = p
+        .relevance
+        .iter()
+        .map(|(b, s)| {
+            reg.create_relevance(&s.name, &s.params_toml)
+                .map(|r| (b.clone(), r))
+                .map_err(|e| e.context(format!("[{}]", s.table)))
+        })
+        .collect::<Result<_>>()?;
+    let saliency = match &p.saliency {
+        Some(s) => Some(
+            reg.create_saliency(&s.name, &s.params_toml)
+                .map_err(|e| e.context(format!("[{}]", s.table)))?,
+        ),
+        None => None,
+    };
+    let renderers = p
+        .renderers
+        .iter()
+        .map(|s| {
+            reg.create_renderer(&s.name, &s.params_toml)
+                .map(|r| (s.name.clone(), r))
+                .map_err(|e| e.context(format!("[{}]", s.table)))
+        })
+        .collect::<Result<_>>()?;
+    let relevance_png = if relevance.is_empty() {
+        None
+    } else {
+        let (name, params) = RELEVANCE_PNG;
+        let r = reg
+            .create_renderer(name, params)
+            .map_err(|e| e.context("the relevance pictures"))?;
+        Some((name.to_string(), r))
+    };
+    Ok(Stages {
+        model,
+        relevance,
+        saliency,
+        relevance_png,
+        renderers,
+    })
+}

@@ -1,0 +1,402 @@
+//! Shape arithmetic, folded at load time: on constants (the shape computations exporters
+//! write) the value is computed; on image data, `Transpose` is kept pending until a flatten
+//! feeds a dense layer, `Concat` becomes an IR concatenation and `Reshape`/`Flatten` an IR
+//! flatten.
+
+use super::{
+    flat_map, for_each_index, node_label, norm_axis, strides, Const, Importer, OpBuilder, Pending,
+    Val,
+};
+use crate::proto::{Data, NodeProto};
+use sr_core::graph::{NodeId, Op};
+use sr_core::Result;
+
+/// The ops of this family.
+pub(super) const OPS: &[OpBuilder] = &[
+    OpBuilder {
+        op: "Shape",
+        build: shape,
+    },
+    OpBuilder {
+        op: "Gather",
+        build: gather,
+    },
+    OpBuilder {
+        op: "Unsqueeze",
+        build: unsqueeze_squeeze,
+    },
+    OpBuilder {
+        op: "Squeeze",
+        build: unsqueeze_squeeze,
+    },
+    OpBuilder {
+        op: "Slice",
+        build: slice,
+    },
+    OpBuilder {
+        op: "Transpose",
+        build: transpose,
+    },
+    OpBuilder {
+        op: "Concat",
+        build: concat,
+    },
+    OpBuilder {
+        op: "Reshape",
+        build: reshape,
+    },
+    OpBuilder {
+        op: "Flatten",
+        build: reshape,
+    },
+];
+
+fn shape(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
+    let (id, _) = imp.node_in(n, 0)?;
+    let s: Vec<i64> = imp.shape_of(id).iter().map(|&d| d as i64).collect();
+    imp.bind(
+        n,
+        0,
+        Val::Const(Const {
+            dims: vec![s.len()],
+            data: Data::I64(s),
+        }),
+    );
+    Ok(())
+}
+
+fn gather(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
+    let data = imp.konst(n, 0)?.clone();
+    let idx = imp.konst(n, 1)?.clone();
+    let axis = norm_axis(n, Importer::int_attr(n, "axis", 0)?, data.dims.len())?;
+    let len = data.dims[axis] as i64;
+    let picks = idx
+        .ints()
+        .iter()
+        .map(|&i| {
+            let j = if i < 0 { i + len } else { i };
+            (0..len).contains(&j).then_some(j as usize).ok_or_else(|| {
+                Importer::err(
+                    n,
+                    format!("index {i} is out of range for axis of length {len}"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let outer: usize = data.dims[..axis].iter().product();
+    let inner: usize = data.dims[axis + 1..].iter().product();
+    let mut flat = Vec::new();
+    for o in 0..outer {
+        for &p in &picks {
+            flat.extend((0..inner).map(|i| (o * data.dims[axis] + p) * inner + i));
+        }
+    }
+    let dims = [&data.dims[..axis], &idx.dims[..], &data.dims[axis + 1..]].concat();
+    imp.bind(n, 0, Val::Const(data.pick(dims, &flat)));
+    Ok(())
+}
+
+fn unsqueeze_squeeze(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
+    let opset = imp.m.opset;
+    let c = imp.konst(n, 0)?.clone();
+    let axes = if opset >= 13 {
+        imp.opt_konst(n, 1)?.map(Const::ints)
+    } else {
+        Importer::ints_attr(n, "axes")?
+    };
+    let mut dims = c.dims.clone();
+    if n.op_type == "Squeeze" {
+        let rank = dims.len();
+        let mut drop: Vec<usize> = match axes {
+            Some(a) => a
+                .iter()
+                .map(|&x| norm_axis(n, x, rank))
+                .collect::<Result<_>>()?,
+            None => (0..rank).filter(|&i| dims[i] == 1).collect(),
+        };
+        drop.sort_unstable();
+        for &a in drop.iter().rev() {
+            dims.remove(a);
+        }
+    } else {
+        let axes = axes.ok_or_else(|| Importer::err(n, "`axes` is missing"))?;
+        let rank = dims.len() + axes.len();
+        let mut a: Vec<usize> = axes
+            .iter()
+            .map(|&x| norm_axis(n, x, rank))
+            .collect::<Result<_>>()?;
+        a.sort_unstable();
+        for x in a {
+            dims.insert(x, 1);
+        }
+    }
+    imp.bind(n, 0, Val::Const(Const { dims, data: c.data }));
+    Ok(())
+}
+
+fn slice(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
+    let opset = imp.m.opset;
+    let c = imp.konst(n, 0)?.clone();
+    let rank = c.dims.len();
+    let (starts, ends, axes, steps) = if opset >= 10 {
+        (
+            imp.konst(n, 1)?.ints(),
+            imp.konst(n, 2)?.ints(),
+            imp.opt_konst(n, 3)?.map(Const::ints),
+            imp.opt_konst(n, 4)?.map(Const::ints),
+        )
+    } else {
+        (
+            Importer::ints_attr(n, "starts")?.unwrap_or_default(),
+            Importer::ints_attr(n, "ends")?.unwrap_or_default(),
+            Importer::ints_attr(n, "axes")?,
+            None,
+        )
+    };
+    let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+    // Per axis: the list of picked indices.
+    let mut picks: Vec<Vec<usize>> = c.dims.iter().map(|&d| (0..d).collect()).collect();
+    for k in 0..starts.len() {
+        let a = norm_axis(n, axes[k], rank)?;
+        let len = c.dims[a] as i64;
+        let step = steps[k];
+        if step == 0 {
+            return Err(Importer::err(n, "a slice step is 0"));
+        }
+        let clampv = |v: i64, lo: i64, hi: i64| v.clamp(lo, hi);
+        let fix = |v: i64| if v < 0 { v.saturating_add(len) } else { v };
+        let (mut s, e) = if step > 0 {
+            (clampv(fix(starts[k]), 0, len), clampv(fix(ends[k]), 0, len))
+        } else {
+            (
+                clampv(fix(starts[k]), -1, len - 1),
+                clampv(fix(ends[k]), -1, len - 1),
+            )
+        };
+        let mut v = Vec::new();
+        while (step > 0 && s < e) || (step < 0 && s > e) {
+            v.push(s as usize);
+            s += step;
+        }
+        picks[a] = v;
+    }
+    let dims: Vec<usize> = picks.iter().map(Vec::len).collect();
+    let st = strides(&c.dims);
+    let mut flat = Vec::new();
+    for_each_index(&dims, |ix| {
+        flat.push(
+            ix.iter()
+                .enumerate()
+                .map(|(a, &i)| picks[a][i] * st[a])
+                .sum(),
+        );
+    });
+    imp.bind(n, 0, Val::Const(c.pick(dims, &flat)));
+    Ok(())
+}
+
+fn transpose(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
+    match imp.val(n, 0)?.clone() {
+        Val::Const(c) => {
+            let rank = c.dims.len();
+            let perm = match Importer::ints_attr(n, "perm")? {
+                Some(p) => p
+                    .iter()
+                    .map(|&x| norm_axis(n, x, rank))
+                    .collect::<Result<Vec<_>>>()?,
+                None => (0..rank).rev().collect(),
+            };
+            let dims: Vec<usize> = perm.iter().map(|&p| c.dims[p]).collect();
+            let st = strides(&c.dims);
+            let mut flat = Vec::new();
+            for_each_index(&dims, |ix| {
+                flat.push(ix.iter().enumerate().map(|(k, &i)| i * st[perm[k]]).sum());
+            });
+            imp.bind(n, 0, Val::Const(c.pick(dims, &flat)));
+        }
+        Val::Node(id, Pending::None) => {
+            let rank = imp.shape_of(id).len();
+            let perm = match Importer::ints_attr(n, "perm")? {
+                Some(p) => p
+                    .iter()
+                    .map(|&x| norm_axis(n, x, rank))
+                    .collect::<Result<Vec<_>>>()?,
+                None => (0..rank).rev().collect(),
+            };
+            if perm.iter().enumerate().all(|(i, &p)| i == p) {
+                imp.bind(n, 0, Val::Node(id, Pending::None));
+            } else if perm[0] != 0 {
+                return Err(Importer::err(
+                    n,
+                    "a Transpose that moves the batch axis is not supported",
+                ));
+            } else {
+                imp.bind(n, 0, Val::Node(id, Pending::Transpose(perm, node_label(n))));
+            }
+        }
+        Val::Node(..) => {
+            imp.plain_in(n, 0)?;
+        }
+    };
+    Ok(())
+}
+
+fn concat(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
+    let k = n.inputs.len();
+    let vals: Vec<Val> = (0..k)
+        .map(|i| imp.val(n, i).cloned())
+        .collect::<Result<_>>()?;
+    if vals.iter().all(|v| matches!(v, Val::Const(_))) {
+        let cs: Vec<Const> = vals
+            .into_iter()
+            .map(|v| match v {
+                Val::Const(c) => c,
+                _ => unreachable!(),
+            })
+            .collect();
+        let rank = cs[0].dims.len();
+        let axis = norm_axis(n, Importer::int_attr(n, "axis", 0)?, rank)?;
+        let outer: usize = cs[0].dims[..axis].iter().product();
+        let float = cs.iter().any(|c| matches!(c.data, Data::F32(_)));
+        let (mut fv, mut iv) = (Vec::new(), Vec::new());
+        for o in 0..outer {
+            for c in &cs {
+                if c.dims.len() != rank
+                    || c.dims[..axis] != cs[0].dims[..axis]
+                    || c.dims[axis + 1..] != cs[0].dims[axis + 1..]
+                {
+                    return Err(Importer::err(
+                        n,
+                        format!(
+                            "constant shapes {:?} and {:?} do not concatenate",
+                            cs[0].dims, c.dims
+                        ),
+                    ));
+                }
+                let chunk: usize = c.dims[axis..].iter().product();
+                if float {
+                    fv.extend_from_slice(&c.floats()[o * chunk..(o + 1) * chunk]);
+                } else {
+                    iv.extend_from_slice(&c.ints()[o * chunk..(o + 1) * chunk]);
+                }
+            }
+        }
+        let mut dims = cs[0].dims.clone();
+        dims[axis] = cs.iter().map(|c| c.dims[axis]).sum();
+        let data = if float { Data::F32(fv) } else { Data::I64(iv) };
+        imp.bind(n, 0, Val::Const(Const { dims, data }));
+    } else {
+        let ids: Vec<NodeId> = (0..k).map(|i| imp.plain_in(n, i)).collect::<Result<_>>()?;
+        let rank = imp.shape_of(ids[0]).len();
+        let axis = norm_axis(n, Importer::int_attr(n, "axis", 0)?, rank)?;
+        if ids.len() == 1 {
+            imp.bind(n, 0, Val::Node(ids[0], Pending::None));
+        } else {
+            imp.push(n, Op::Concat { axis }, ids, vec![])?;
+        }
+    }
+    Ok(())
+}
+
+fn reshape(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
+    let opset = imp.m.opset;
+    let v = imp.val(n, 0)?.clone();
+    let target: Option<Vec<i64>> = if n.op_type == "Reshape" {
+        Some(if opset >= 5 {
+            imp.konst(n, 1)?.ints()
+        } else {
+            Importer::ints_attr(n, "shape")?.unwrap_or_default()
+        })
+    } else {
+        None
+    };
+    let dims_in = match &v {
+        Val::Const(c) => c.dims.clone(),
+        Val::Node(id, _) => imp.shape_of(*id).to_vec(),
+    };
+    let total: usize = dims_in.iter().product();
+    let dims_out: Vec<usize> = match &target {
+        Some(t) => {
+            let allow_zero = Importer::int_attr(n, "allowzero", 0)? == 1;
+            let mut out: Vec<usize> = Vec::with_capacity(t.len());
+            let mut infer = None;
+            for (i, &d) in t.iter().enumerate() {
+                match d {
+                    -1 if infer.is_none() => {
+                        infer = Some(i);
+                        out.push(1);
+                    }
+                    0 if !allow_zero => out.push(*dims_in.get(i).ok_or_else(|| {
+                        Importer::err(
+                            n,
+                            format!("shape {t:?} copies a dimension the input {dims_in:?} lacks"),
+                        )
+                    })?),
+                    d if d >= 0 => out.push(d as usize),
+                    _ => return Err(Importer::err(n, format!("invalid target shape {t:?}"))),
+                }
+            }
+            if let Some(i) = infer {
+                let rest: usize = out.iter().product();
+                if rest == 0 || total % rest != 0 {
+                    return Err(Importer::err(
+                        n,
+                        format!("cannot reshape {dims_in:?} to {t:?}"),
+                    ));
+                }
+                out[i] = total / rest;
+            }
+            out
+        }
+        None => {
+            let axis = norm_axis(n, Importer::int_attr(n, "axis", 1)?, dims_in.len() + 1)?;
+            vec![
+                dims_in[..axis].iter().product(),
+                dims_in[axis..].iter().product(),
+            ]
+        }
+    };
+    if dims_out.iter().product::<usize>() != total {
+        return Err(Importer::err(
+            n,
+            format!("cannot reshape {dims_in:?} to {dims_out:?}"),
+        ));
+    }
+    match v {
+        Val::Const(c) => imp.bind(
+            n,
+            0,
+            Val::Const(Const {
+                dims: dims_out,
+                data: c.data,
+            }),
+        ),
+        Val::Node(id, pending) => {
+            if dims_out == dims_in && pending == Pending::None {
+                imp.bind(n, 0, Val::Node(id, Pending::None));
+                return Ok(());
+            }
+            // The IR flattens every axis after the batch; the batch is 1 here.
+            let flat = dims_out.len() == 2 && dims_out[0] == dims_in[0];
+            if !flat {
+                return Err(Importer::err(n, format!(
+                    "reshaping {dims_in:?} to {dims_out:?} is not supported (only flattening to [batch, features])"
+                )));
+            }
+            let map = match pending {
+                Pending::None => None,
+                Pending::Transpose(perm, by) => Some((flat_map(&dims_in, &perm), by)),
+                _ => {
+                    imp.plain_in(n, 0)?;
+                    None
+                }
+            };
+            let id = imp.push(n, Op::Flatten, vec![id], vec![])?;
+            if let Some((map, by)) = map {
+                imp.bind(n, 0, Val::Node(id, Pending::Flat(map, by)));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! The gamma rule (Zennit's `Gamma`): positive contributions boosted by gamma, in both signs of
+//! `z`. With `W' = W + gamma W+`, `W'' = W + gamma W-` (biases likewise):
+//! for `z > 0`, `s+ = R / stab(W' a+ + W'' a- + b')`, sent back by `a+ T(W', s+) + a- T(W'', s+)`;
+//! for `z < 0`, `s- = R / stab(W'' a+ + W' a- + b'')`, sent back by `a+ T(W'', s-) + a- T(W', s-)`.
+
+use super::{neg, pos, stabilised, Call, Defaults, Layer, Rule, RuleMath, RuleSpec};
+use candle_core::{Result as CResult, Tensor as CTensor};
+use sr_core::{Error, Result};
+use sr_nn::propagate::Fused;
+
+/// The gamma rule with `gamma >= 0`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Gamma(pub f32);
+
+impl Gamma {
+    pub fn new(g: f32) -> Result<Self> {
+        if g.is_nan() || g < 0.0 {
+            return Err(Error::params(format!("gamma must be >= 0, got {g}")));
+        }
+        Ok(Gamma(g))
+    }
+}
+
+pub(super) const SPEC: RuleSpec = RuleSpec {
+    names: &["gamma"],
+    usage: "gamma, gamma(G)",
+    build: |call: &Call, d: &Defaults| {
+        let g = call.args(1)?.first().copied().unwrap_or(d.gamma);
+        Ok(Rule::Gamma(Gamma::new(g)?))
+    },
+};
+
+impl RuleMath for Gamma {
+    fn scales_by_input(&self) -> bool {
+        true
+    }
+    fn uses_weight_signs(&self) -> bool {
+        true
+    }
+    fn apply(&self, l: &Layer, r: &CTensor, _: &Fused) -> CResult<CTensor> {
+        let (m, w, b, z) = (l.map, l.w, l.b, l.z);
+        let g = self.0 as f64;
+        let (ap, an) = (pos(l.a)?, neg(l.a)?);
+        let wpp = (w + l.w_pos()?.affine(g, 0.0)?)?;
+        let wnn = (w + l.w_neg()?.affine(g, 0.0)?)?;
+        let bpp = match b {
+            Some(b) => Some((b + pos(b)?.affine(g, 0.0)?)?),
+            None => None,
+        };
+        let bnn = match b {
+            Some(b) => Some((b + neg(b)?.affine(g, 0.0)?)?),
+            None => None,
+        };
+        let zpos = z.gt(0f32)?.to_dtype(candle_core::DType::F32)?;
+        let zneg = z.lt(0f32)?.to_dtype(candle_core::DType::F32)?;
+        let dp = (m.fwd(&ap, &wpp, bpp.as_ref())? + m.fwd(&an, &wnn, None)?)?;
+        let dn = (m.fwd(&ap, &wnn, bnn.as_ref())? + m.fwd(&an, &wpp, None)?)?;
+        let sp = r.mul(&zpos)?.div(&stabilised(&dp)?)?;
+        let sn = r.mul(&zneg)?.div(&stabilised(&dn)?)?;
+        let out = (m.tr_times(&sp, &wpp, &ap)? + m.tr_times(&sp, &wnn, &an)?)?;
+        (out + m.tr_times(&sn, &wnn, &ap)?)? + m.tr_times(&sn, &wpp, &an)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gamma_is_checked_when_built() {
+        assert!(Gamma::new(0.0).is_ok());
+        assert!(Gamma::new(-0.25)
+            .unwrap_err()
+            .message
+            .contains("gamma must be >= 0, got -0.25"));
+        let d = Defaults {
+            epsilon: 0.0,
+            gamma: 0.5,
+        };
+        assert_eq!(
+            Rule::parse("gamma(2)", &d).unwrap(),
+            Rule::Gamma(Gamma(2.0))
+        );
+        assert_eq!(Rule::parse("gamma", &d).unwrap(), Rule::Gamma(Gamma(0.5)));
+    }
+}

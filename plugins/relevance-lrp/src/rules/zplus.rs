@@ -1,0 +1,44 @@
+//! The z+ rule (Zennit's `ZPlus`): positive contributions only.
+//! `R_in = a+ T(W+, s) + a- T(W-, s)`, `s = R / stab(W+ a+ + W- a- + b+)`.
+
+use super::{neg, pos, stabilised, Call, Layer, Rule, RuleMath, RuleSpec};
+use candle_core::{Result as CResult, Tensor as CTensor};
+use sr_nn::propagate::Fused;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ZPlus;
+
+pub(super) const SPEC: RuleSpec = RuleSpec {
+    names: &["zplus", "z_plus"],
+    usage: "zplus",
+    build: |call: &Call, _| call.args(0).map(|_| Rule::ZPlus(ZPlus)),
+};
+
+impl RuleMath for ZPlus {
+    fn scales_by_input(&self) -> bool {
+        true
+    }
+    fn uses_weight_signs(&self) -> bool {
+        true
+    }
+    fn apply(&self, l: &Layer, r: &CTensor, _: &Fused) -> CResult<CTensor> {
+        let m = l.map;
+        let bp = l.b.map(pos).transpose()?;
+        let (ap, an, wp, wn) = (pos(l.a)?, neg(l.a)?, l.w_pos()?, l.w_neg()?);
+        let zz = (m.fwd(&ap, &wp, bp.as_ref())? + m.fwd(&an, &wn, None)?)?;
+        let s = r.div(&stabilised(&zz)?)?;
+        m.tr_times(&s, &wp, &ap)? + m.tr_times(&s, &wn, &an)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::D;
+    use super::*;
+
+    #[test]
+    fn zplus_takes_no_arguments() {
+        assert_eq!(Rule::parse("z-plus", &D).unwrap(), Rule::ZPlus(ZPlus));
+        assert!(Rule::parse("zplus(1)", &D).is_err());
+    }
+}
