@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 use sr_core::testing::{render_input, sample_image, PluginTest};
 use sr_core::{
-    Artifact, Image, Params, RenderInput, Renderer, RendererStage, Result, Saliency,
-    SaliencyStage, StageDef,
+    Artifact, Image, Params, RenderInput, Renderer, RendererStage, Result, Saliency, SaliencyStage,
+    StageDef,
 };
 
 /// What the test saliency stage does wrong.
@@ -71,10 +71,20 @@ fn a_good_map_passes_and_bad_ones_fail_with_the_hosts_errors() {
     let img = sample_image(20, 10);
     let map = t.saliency("faulty", "mode = \"good\"", &img).unwrap();
     assert_eq!((map.width, map.height), (20, 10));
-    let e = t.saliency("faulty", "mode = \"too-bright\"", &img).unwrap_err();
-    assert!(e.message.contains("values must lie in [0, 1], found 1.5"), "{e}");
-    let e = t.saliency("faulty", "mode = \"half-size\"", &img).unwrap_err();
-    assert!(e.message.contains("the map is 10x5, its input 20x10"), "{e}");
+    let e = t
+        .saliency("faulty", "mode = \"too-bright\"", &img)
+        .unwrap_err();
+    assert!(
+        e.message.contains("values must lie in [0, 1], found 1.5"),
+        "{e}"
+    );
+    let e = t
+        .saliency("faulty", "mode = \"half-size\"", &img)
+        .unwrap_err();
+    assert!(
+        e.message.contains("the map is 10x5, its input 20x10"),
+        "{e}"
+    );
     let e = t.saliency("faulty", "mode = \"panic\"", &img).unwrap_err();
     assert!(e.message.contains("panicked: deliberately"), "{e}");
     let e = t.saliency("faulty", "mood = \"good\"", &img).unwrap_err();
@@ -92,7 +102,8 @@ fn a_renderer_file_outside_the_images_folder_fails() {
         .render("escaping", "", &render_input("coffee", sample_image(8, 8)))
         .unwrap_err();
     assert!(
-        e.message.contains("`../coffee.png`, which is not a plain relative file name"),
+        e.message
+            .contains("`../coffee.png`, which is not a plain relative file name"),
         "{e}"
     );
 }

@@ -239,7 +239,11 @@ mod tests {
         let img = sample_image(40, 30);
         for params in ["", "blur = 3", "color_space = \"rgb\"\nblur = 1"] {
             let map = t.saliency("frequency-tuned", params, &img).unwrap();
-            assert_eq!((map.width, map.height, map.channels), (40, 30, 1), "{params}");
+            assert_eq!(
+                (map.width, map.height, map.channels),
+                (40, 30, 1),
+                "{params}"
+            );
         }
         // The sample's bright square (columns 5..13, rows 15..21) holds the maximum.
         let map = t.saliency("frequency-tuned", "", &img).unwrap();
@@ -250,11 +254,21 @@ mod tests {
             .max_by(|a, b| a.1.total_cmp(b.1))
             .unwrap()
             .0;
-        assert!((5..13).contains(&(peak % 40)) && (15..21).contains(&(peak / 40)), "{peak}");
+        assert!(
+            (5..13).contains(&(peak % 40)) && (15..21).contains(&(peak / 40)),
+            "{peak}"
+        );
         // What `srhost check` would say about a typo, a wrong type and a bad value.
-        let e = t.saliency("frequency-tuned", "blurr = 3", &img).unwrap_err();
-        assert!(e.message.contains("unknown key") && e.help.contains("did you mean `blur`?"), "{e}");
-        let e = t.saliency("frequency-tuned", "blur = \"3\"", &img).unwrap_err();
+        let e = t
+            .saliency("frequency-tuned", "blurr = 3", &img)
+            .unwrap_err();
+        assert!(
+            e.message.contains("unknown key") && e.help.contains("did you mean `blur`?"),
+            "{e}"
+        );
+        let e = t
+            .saliency("frequency-tuned", "blur = \"3\"", &img)
+            .unwrap_err();
         assert!(e.message.contains("expected an integer"), "{e}");
         let e = t.saliency("frequency-tuned", "blur = 4", &img).unwrap_err();
         assert!(e.message.contains("`blur` must be 1, 3 or 5, got 4"), "{e}");

@@ -2,7 +2,7 @@
 //! apart. `alpha (a+ T(W+, sp) + a- T(W-, sp)) - beta (a+ T(W-, sn) + a- T(W+, sn))`,
 //! `sp = R / stab(W+ a+ + W- a- + b+)`, `sn = R / stab(W- a+ + W+ a- + b-)`.
 
-use super::{neg, pos, stabilised, Call, Layer, Rule, RuleMath, RuleSpec};
+use super::{neg, pos, Call, Layer, Rule, RuleMath, RuleSpec};
 use candle_core::{Result as CResult, Tensor as CTensor};
 use sr_core::{Error, Result};
 use sr_nn::propagate::Fused;
@@ -53,16 +53,11 @@ impl RuleMath for AlphaBeta {
         true
     }
     fn apply(&self, l: &Layer, r: &CTensor, _: &Fused) -> CResult<CTensor> {
-        let m = l.map;
         let bp = l.b.map(pos).transpose()?;
         let bn = l.b.map(neg).transpose()?;
         let (ap, an, wp, wn) = (pos(l.a)?, neg(l.a)?, l.w_pos()?, l.w_neg()?);
-        let zp = (m.fwd(&ap, &wp, bp.as_ref())? + m.fwd(&an, &wn, None)?)?;
-        let zn = (m.fwd(&ap, &wn, bn.as_ref())? + m.fwd(&an, &wp, None)?)?;
-        let sp = r.div(&stabilised(&zp)?)?;
-        let sn = r.div(&stabilised(&zn)?)?;
-        let rp = (m.tr_times(&sp, &wp, &ap)? + m.tr_times(&sp, &wn, &an)?)?;
-        let rn = (m.tr_times(&sn, &wn, &ap)? + m.tr_times(&sn, &wp, &an)?)?;
+        let rp = l.share(r, (&ap, &an), (&wp, &wn), bp.as_ref())?;
+        let rn = l.share(r, (&ap, &an), (&wn, &wp), bn.as_ref())?;
         rp.affine(self.alpha as f64, 0.0)? - rn.affine(self.beta as f64, 0.0)?
     }
 }

@@ -111,6 +111,21 @@ impl Layer<'_> {
             times_of_div: how.below.and(how.input_is),
         }
     }
+    /// One signed share of `r`: `a+ T(v, s) + a- T(u, s)`, `s = r / stab(v a+ + u a- + c)`.
+    /// With `(v, u) = (W+, W-)` and `c = b+` it is z+ (alpha-beta's positive part); with
+    /// `(W-, W+)` and `b-`, alpha-beta's negative part. `ap`, `an`: `a+` and `a-`.
+    pub fn share(
+        &self,
+        r: &CTensor,
+        (ap, an): (&CTensor, &CTensor),
+        (v, u): (&CTensor, &CTensor),
+        c: Option<&CTensor>,
+    ) -> CResult<CTensor> {
+        let m = self.map;
+        let z = (m.fwd(ap, v, c)? + m.fwd(an, u, None)?)?;
+        let s = r.div(&stabilised(&z)?)?;
+        m.tr_times(&s, v, ap)? + m.tr_times(&s, u, an)?
+    }
     /// `a * T(v, r / d(z))`, finished as the walker asks; the division skipped when the layer
     /// above did it (`how.divided`). The form of every rule with a [`RuleMath::divisor`].
     pub fn divided_transpose(

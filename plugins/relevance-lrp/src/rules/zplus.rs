@@ -1,7 +1,7 @@
 //! The z+ rule (Zennit's `ZPlus`): positive contributions only.
 //! `R_in = a+ T(W+, s) + a- T(W-, s)`, `s = R / stab(W+ a+ + W- a- + b+)`.
 
-use super::{neg, pos, stabilised, Call, Layer, Rule, RuleMath, RuleSpec};
+use super::{neg, pos, Call, Layer, Rule, RuleMath, RuleSpec};
 use candle_core::{Result as CResult, Tensor as CTensor};
 use sr_nn::propagate::Fused;
 
@@ -22,12 +22,9 @@ impl RuleMath for ZPlus {
         true
     }
     fn apply(&self, l: &Layer, r: &CTensor, _: &Fused) -> CResult<CTensor> {
-        let m = l.map;
         let bp = l.b.map(pos).transpose()?;
         let (ap, an, wp, wn) = (pos(l.a)?, neg(l.a)?, l.w_pos()?, l.w_neg()?);
-        let zz = (m.fwd(&ap, &wp, bp.as_ref())? + m.fwd(&an, &wn, None)?)?;
-        let s = r.div(&stabilised(&zz)?)?;
-        m.tr_times(&s, &wp, &ap)? + m.tr_times(&s, &wn, &an)?
+        l.share(r, (&ap, &an), (&wp, &wn), bp.as_ref())
     }
 }
 
