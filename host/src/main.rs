@@ -2,6 +2,8 @@
 //!
 //! Exit codes: 0 ok, 1 some images failed, 2 bad invocation or spec.
 
+mod dataset;
+mod fingerprint;
 mod process;
 mod records;
 mod report;
@@ -59,9 +61,14 @@ struct Cli {
         global = true
     )]
     jobs: usize,
-    /// Redo images whose outputs already exist (a rerun skips them by default).
+    /// Redo images whose outputs already exist (a rerun skips those made with the same
+    /// configuration by default).
     #[arg(long, global = true)]
     force: bool,
+    /// Process shard K of N (0 <= K < N): every N-th image of the sorted list, from the K-th.
+    /// Overrides `run.shard`. Finish with `srhost merge OUT`.
+    #[arg(long, value_name = "K/N", global = true)]
+    shard: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -88,6 +95,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild a run's tables (metrics.csv, metrics.json, report.html, run.json) from every
+    /// result.json under OUT: after shards that wrote into OUT, or to refresh a report.
+    Merge { output: PathBuf },
     /// Print the per-branch summary of a finished run (its metrics.json): mean SSIM ratio,
     /// AOPC, conservation and time per branch, the best marked. Several folders: one table each.
     Compare {
@@ -141,6 +151,7 @@ fn dispatch(cli: &Cli) -> Result<u8, Fail> {
         (Some(Command::Check { file }), None) => run(cli, file, true),
         (Some(Command::Plugins { file }), None) => list_plugins(cli, file.as_deref()),
         (Some(Command::Compare { outputs, json }), None) => compare(outputs, *json),
+        (Some(Command::Merge { output }), None) => merge(output),
         (
             Some(Command::Classify {
                 images,
@@ -151,6 +162,23 @@ fn dispatch(cli: &Cli) -> Result<u8, Fail> {
             None,
         ) => classify(cli, images, config.as_deref(), *top, *json),
     }
+}
+
+fn merge(out: &Path) -> Result<u8, Fail> {
+    if !out.is_dir() {
+        return Err(Fail(2, format!("merge: {} is not a folder", out.display())));
+    }
+    let title = out.display().to_string();
+    let m = report::rebuild(out, &title).map_err(|e| Fail(1, e.to_string()))?;
+    println!(
+        "merged {} finished images -> {}",
+        m.images.len(),
+        out.join("report.html").display()
+    );
+    if m.branches.len() > 1 {
+        print!("{}", report::table(&m));
+    }
+    Ok(0)
 }
 
 fn compare(outputs: &[PathBuf], json: bool) -> Result<u8, Fail> {
@@ -263,7 +291,7 @@ fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
         println!(
             "{}: ok ({} images; model: {}; relevance branches: {}; saliency: {}; renderers: {})",
             file.display(),
-            pipeline.images.len(),
+            pipeline.entries.len(),
             pipeline
                 .model
                 .as_ref()
@@ -297,7 +325,15 @@ fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
         );
         return Ok(0);
     }
+    let mut pipeline = pipeline;
+    if let Some(k) = &cli.shard {
+        pipeline.shard = Some(
+            k.parse::<dataset::Shard>()
+                .map_err(|m| Fail(2, format!("--shard {m}")))?,
+        );
+    }
     let started = std::time::Instant::now();
+    let fingerprint = fingerprint::of(&pipeline, &reg).map_err(|e| Fail(2, e.to_string()))?;
     let stages = stages::build_stages(&pipeline, &reg).map_err(|e| Fail(2, e.to_string()))?;
     let summary = runner::run(
         &pipeline,
@@ -306,6 +342,7 @@ fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
             jobs: cli.jobs,
             force: cli.force,
         },
+        &fingerprint,
     )
     .map_err(|e| Fail(1, e.to_string()))?;
     let provenance = serde_json::json!({
@@ -313,30 +350,59 @@ fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
         "abi": sr_core::abi::ABI_VERSION,
         "pipeline": pipeline.file,
         "config": pipeline.resolved_toml,
+        "fingerprint": fingerprint,
+        "host": records::host_name(),
+        "shard": pipeline.shard.map(|s| format!("{}/{}", s.index, s.count)),
         "stages": reg.entries().map(|e| serde_json::json!({
             "key": e.info.key(), "version": e.info.version, "source": e.source.to_string(),
         })).collect::<Vec<_>>(),
-        "images": pipeline.images.len(),
+        "images": summary.images,
         "done": summary.done,
         "skipped": summary.skipped,
+        "busy": summary.busy,
+        "redone": summary.redone.iter().map(|(f, old)| serde_json::json!({
+            "folder": f, "old_fingerprint": old,
+        })).collect::<Vec<_>>(),
         "failed": summary.failed.iter().map(|(p, e)| serde_json::json!({
             "image": p.display().to_string(), "error": e.to_string(),
         })).collect::<Vec<_>>(),
         "seconds": started.elapsed().as_secs_f64(),
     });
-    records::write_atomic(
-        &pipeline.output.join("run.json"),
-        &serde_json::to_vec_pretty(&provenance).unwrap_or_default(),
-    )
-    .map_err(|e| Fail(1, e.to_string()))?;
+    report::record_run(&pipeline.output, &provenance).map_err(|e| Fail(1, e.to_string()))?;
+    report::rebuild(&pipeline.output, &pipeline.file).map_err(|e| Fail(1, e.to_string()))?;
+    let shard = match pipeline.shard {
+        Some(s) => format!(
+            " of {} (shard {}/{})",
+            pipeline.entries.len(),
+            s.index,
+            s.count
+        ),
+        None => String::new(),
+    };
     println!(
-        "done {}, skipped {}, failed {} ({} images) -> {}",
+        "done {}, skipped {}, failed {} ({} images{shard}) -> {}",
         summary.done,
         summary.skipped,
         summary.failed.len(),
-        pipeline.images.len(),
+        summary.images,
         pipeline.output.display()
     );
+    if !summary.redone.is_empty() {
+        let old: std::collections::BTreeSet<&str> =
+            summary.redone.iter().map(|(_, f)| f.as_str()).collect();
+        println!(
+            "redid {} finished images: their result.json came from another configuration, model file or srhost (fingerprint {} -> {fingerprint})",
+            summary.redone.len(),
+            old.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if summary.busy > 0 {
+        println!(
+            "left {} images to the other process working on them in {}",
+            summary.busy,
+            pipeline.output.display()
+        );
+    }
     // Several branches: the A/B summary (also `srhost compare OUT`).
     if pipeline.relevance.len() > 1 {
         if let Ok(m) = report::read(&pipeline.output) {

@@ -4,12 +4,12 @@
 //! that order. Every output is checked against the stage contracts ([`sr_core::contract`])
 //! before it is written, and written atomically; `result.json` comes last.
 
+use crate::dataset::{Entry, Truth};
 use crate::records::{self, BranchResult, ImageResult};
 use crate::spec::{Pipeline, RelevanceInput, Target};
 use crate::stages::Stages;
 use sr_core::{contract, metrics, npy, preprocess, BranchMaps, Error, Image, Model, RenderInput};
 use sr_core::{Result, Tensor};
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -22,13 +22,16 @@ struct Job<'a> {
     rgb: preprocess::Rgb8,
     result: ImageResult,
     outputs: Vec<String>,
-    seconds: HashMap<String, f64>,
+    seconds: std::collections::BTreeMap<String, f64>,
     /// The model's input: the normalised tensor and the crop as an image.
     input: Option<(Tensor, Image)>,
     /// The explained classes.
     targets: Vec<usize>,
     branches: Vec<BranchMaps>,
     photo_saliency: Option<Image>,
+    /// The ground truth, as `run.labels` gives it (resolved against the model's labels when
+    /// there is a model).
+    truth: Option<Truth>,
 }
 
 /// What a step decided about the rest of the image.
@@ -38,9 +41,16 @@ enum Next {
     Stop,
 }
 
-/// Process one image into `dir`: every step, then `result.json`.
-pub fn process(stages: &Stages, p: &Pipeline, path: &Path, dir: &Path) -> Result<ImageResult> {
-    let mut job = Job::decode(stages, p, path, dir)?;
+/// Process one image into `dir`: every step, then `result.json` with `fingerprint`.
+pub fn process(
+    stages: &Stages,
+    p: &Pipeline,
+    entry: &Entry,
+    dir: &Path,
+    fingerprint: &str,
+) -> Result<ImageResult> {
+    let mut job = Job::decode(stages, p, &entry.path, dir)?;
+    job.result.fingerprint = fingerprint.to_string();
     if let Next::Go = job.classify()? {
         job.explain()?;
         job.saliency()?;
@@ -75,24 +85,33 @@ impl<'a> Job<'a> {
             rgb,
             result: ImageResult {
                 image: path.display().to_string(),
+                fingerprint: String::new(),
                 label: None,
                 class_index: None,
-                truth: p.truth_of(path).cloned(),
+                truth: None,
+                truth_index: None,
                 correct: None,
                 selected: true,
                 aopc_random: None,
                 aopc_random_curve: vec![],
                 branches: vec![],
                 outputs: vec![],
-                seconds: HashMap::new(),
+                seconds: Default::default(),
             },
             outputs: vec![],
-            seconds: HashMap::new(),
+            seconds: Default::default(),
             input: None,
             targets: vec![],
             branches: vec![],
             photo_saliency: None,
+            truth: p.labels.of(path),
         };
+        if let Some(t) = &job.truth {
+            job.result.truth = Some(match t {
+                Truth::Index(i) => i.to_string(),
+                Truth::Wnid(w) | Truth::Name(w) => w.clone(),
+            });
+        }
         job.time("decode", t);
         Ok(job)
     }
@@ -119,13 +138,23 @@ impl<'a> Job<'a> {
             .ok_or_else(|| Error::input("the model returned no logits"))?;
         let r = &mut self.result;
         r.class_index = Some(top);
-        r.label = Some(
-            info.labels
-                .get(top)
-                .cloned()
-                .unwrap_or_else(|| format!("class {top}")),
-        );
-        r.correct = r.truth.as_ref().map(|t| Some(t) == r.label.as_ref());
+        let label = info
+            .labels
+            .get(top)
+            .cloned()
+            .unwrap_or_else(|| format!("class {top}"));
+        if let Some(t) = &self.truth {
+            let (index, name) = t
+                .resolve(&info.labels)
+                .map_err(|m| Error::input(format!("`run.labels`: {m}")))?;
+            r.correct = Some(match index {
+                Some(i) => i == top,
+                None => name == label,
+            });
+            r.truth = Some(name);
+            r.truth_index = index;
+        }
+        r.label = Some(label);
         if !self.p.select.keeps(r.correct) {
             r.selected = false;
             return Ok(Next::Stop);
@@ -340,8 +369,37 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
-    /// Write `result.json`, which marks the image as finished.
+    /// Write `result.json`, which marks the image as finished. A number that is not finite
+    /// fails the image (it would be `null` in a field the tables need); an optional metric that
+    /// is not finite is left out.
     fn finish(mut self) -> Result<ImageResult> {
+        for b in &mut self.result.branches {
+            for (what, v) in [
+                ("relevance sum", b.relevance_sum),
+                ("target score", b.target_score),
+                ("relevance sum / target score", b.ratio),
+            ] {
+                if !v.is_finite() {
+                    return Err(Error::input(format!(
+                        "relevance.{}: the {what} is {v} (relevance sum {}, target score {})",
+                        b.branch, b.relevance_sum, b.target_score
+                    )));
+                }
+            }
+            if b.aopc_curve.iter().any(|v| !v.is_finite()) {
+                b.aopc_curve.clear();
+                b.aopc = None;
+            }
+            for m in [&mut b.ssim1, &mut b.ssim2, &mut b.ssim_ratio, &mut b.aopc] {
+                *m = m.filter(|v| v.is_finite());
+            }
+        }
+        let r = &mut self.result;
+        if r.aopc_random_curve.iter().any(|v| !v.is_finite()) {
+            r.aopc_random_curve.clear();
+            r.aopc_random = None;
+        }
+        r.aopc_random = r.aopc_random.filter(|v| v.is_finite());
         self.result.outputs = self.outputs;
         self.result.seconds = self.seconds;
         records::write_result(self.dir, &self.result)?;

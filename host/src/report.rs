@@ -1,12 +1,14 @@
-//! Run-wide tables: `metrics.csv`, `metrics.json` (rows and per-branch means), `report.html`
-//! (the means with the best branch marked, and a thumbnail grid of image x branch), and the
-//! terminal summary of `srhost compare`. All are rebuilt from every finished image's
-//! `result.json`, so a resumed run reports every image.
+//! Run-wide tables: `metrics.csv`, `metrics.json` (rows, per-branch and per-class means),
+//! `report.html` (the means with the best branch marked, per-class accuracy, each branch's best
+//! and worst images, and a paged grid of image x branch fed by `report-data.js`), `run.json`,
+//! and the terminal summary of `srhost compare`. All are rebuilt from every finished image's
+//! `result.json` under the output folder ([`rebuild`]), so a resumed or sharded run reports
+//! every image; `srhost merge` runs the same rebuild.
 
-use crate::records::{output_names, write_atomic, BranchResult, ImageResult};
+use crate::records::{write_atomic, BranchResult, ImageResult};
 use serde::{Deserialize, Serialize};
 use sr_core::{Error, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Means over the images of one branch.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -35,7 +37,24 @@ pub struct Metrics {
     pub best_ssim_ratio: Option<String>,
     /// Images whose prediction matched `run.labels` / images with a label.
     pub correct: Option<(usize, usize)>,
+    /// Per ground-truth class (with `run.labels`), sorted by class.
+    #[serde(default)]
+    pub classes: Vec<ClassSummary>,
     pub images: Vec<ImageResult>,
+    /// Each image's output folder, relative to the output (parallel to `images`).
+    #[serde(default)]
+    pub folders: Vec<String>,
+}
+
+/// The images of one ground-truth class.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClassSummary {
+    pub class: String,
+    pub images: usize,
+    /// How many of them the model classified right.
+    pub correct: usize,
+    /// Mean SSIM2/SSIM1 per branch, in the order of `Metrics::branches`.
+    pub ssim_ratio: Vec<Option<f64>>,
 }
 
 fn mean(v: impl Iterator<Item = Option<f64>>) -> Option<f64> {
@@ -92,13 +111,40 @@ pub fn summarise(rows: &[ImageResult]) -> Metrics {
             .map(|(b, _)| b.branch.clone())
     };
     let labelled: Vec<bool> = rows.iter().filter_map(|r| r.correct).collect();
+    let mut by_class: std::collections::BTreeMap<&str, Vec<&ImageResult>> = Default::default();
+    for r in rows {
+        if let Some(t) = &r.truth {
+            by_class.entry(t.as_str()).or_default().push(r);
+        }
+    }
+    let classes = by_class
+        .into_iter()
+        .map(|(class, rs)| ClassSummary {
+            class: class.to_string(),
+            images: rs.len(),
+            correct: rs.iter().filter(|r| r.correct == Some(true)).count(),
+            ssim_ratio: names
+                .iter()
+                .map(|n| {
+                    mean(rs.iter().flat_map(|r| {
+                        r.branches
+                            .iter()
+                            .filter(move |b| &b.branch == n)
+                            .map(|b| b.ssim_ratio)
+                    }))
+                })
+                .collect(),
+        })
+        .collect();
     Metrics {
         best_aopc: best(|b| b.aopc),
         best_ssim_ratio: best(|b| b.ssim_ratio),
         correct: (!labelled.is_empty())
             .then(|| (labelled.iter().filter(|c| **c).count(), labelled.len())),
         branches,
+        classes,
         images: rows.to_vec(),
+        folders: vec![],
     }
 }
 
@@ -114,15 +160,15 @@ fn opt(v: Option<f64>) -> String {
     v.map(|x| x.to_string()).unwrap_or_default()
 }
 
-/// `metrics.csv`: one row per image and branch.
-pub fn csv(rows: &[ImageResult]) -> String {
+/// `metrics.csv`: one row per image and branch (`folders[i]`: the output folder of `rows[i]`).
+pub fn csv(rows: &[ImageResult], folders: &[String]) -> String {
     let mut out = String::from(
-        "image,label,branch,target,relevance_sum,target_score,ratio,truth,correct,ssim1,ssim2,ssim_ratio,aopc,aopc_random,seconds_relevance,seconds_sr\n",
+        "image,label,branch,target,relevance_sum,target_score,ratio,truth,correct,ssim1,ssim2,ssim_ratio,aopc,aopc_random,seconds_relevance,seconds_sr,folder\n",
     );
-    for r in rows {
+    for (r, folder) in rows.iter().zip(folders) {
         for b in &r.branches {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 csv_field(&r.image),
                 csv_field(r.label.as_deref().unwrap_or("")),
                 csv_field(&b.branch),
@@ -139,6 +185,7 @@ pub fn csv(rows: &[ImageResult]) -> String {
                 opt(b.aopc.and(r.aopc_random)),
                 b.seconds_relevance,
                 opt(b.seconds_sr),
+                csv_field(folder),
             ));
         }
     }
@@ -231,9 +278,14 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// `report.html`: the summary table and a thumbnail grid (image x branch). `names[i]` is the
-/// output folder of `rows[i]`.
-pub fn html(m: &Metrics, names: &[String], title: &str) -> String {
+/// Rows per page of the report's image grid.
+pub const PAGE: usize = 50;
+
+/// `report.html`: the per-branch means, per-class accuracy and SSIM ratios (with ground truth),
+/// each branch's best and worst images, and a paged grid of image x branch whose rows live in
+/// `report-data.js` (made by [`grid_data`]), so a page of 50,000 images loads one page of
+/// pictures at a time.
+pub fn html(m: &Metrics, title: &str) -> String {
     let mut h = String::new();
     h.push_str(&format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>srhost report: {}</title>\n<style>\n\
@@ -241,10 +293,12 @@ body{{font-family:sans-serif;margin:1.5em;color:#222}} table{{border-collapse:co
 th,td{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th:first-child,td:first-child{{text-align:left}}\n\
 td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;vertical-align:top;font-size:12px}}\n\
 .grid img{{width:160px;height:160px;image-rendering:pixelated;display:block}} .wrong{{color:#b00;font-weight:bold}}\n\
+#pager button{{margin-right:0.5em}} ol{{margin-top:0}}\n\
 </style></head>\n<body>\n<h1>srhost report: {}</h1>\n",
         esc(title),
         esc(title)
     ));
+    h.push_str(&format!("<p>{} images.</p>\n", m.images.len()));
     h.push_str("<h2>Mean metrics per branch</h2>\n<table id=\"summary\">\n<tr><th>branch</th><th>images</th><th>SSIM1</th><th>SSIM2</th><th>SSIM2/SSIM1</th><th>AOPC</th><th>AOPC random</th><th>R sum / score</th><th>s relevance</th><th>s SR</th></tr>\n");
     for b in &m.branches {
         let cell = |v: Option<f64>, best: &Option<String>| {
@@ -272,94 +326,278 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
     h.push_str("</table>\n<p>Highlighted: the best branch (highest mean). SSIM1 = SSIM(relevance, photo saliency), SSIM2 = SSIM(SR map, photo saliency) (the paper's Table 1); AOPC: region perturbation, most relevant patches first, against a random order (Samek et al. 2017).</p>\n");
     if let Some((c, n)) = m.correct {
         h.push_str(&format!(
-            "<p>Predictions matching <code>labels.csv</code>: {c} of {n}.</p>\n"
+            "<p>Predictions matching the ground truth: {c} of {n} ({:.1}%).</p>\n",
+            100.0 * c as f64 / n.max(1) as f64
         ));
+    }
+    if !m.classes.is_empty() {
+        h.push_str("<h2>Per class</h2>\n<table id=\"classes\">\n<tr><th>class</th><th>images</th><th>correct</th>");
+        for b in &m.branches {
+            h.push_str(&format!("<th>{}: SSIM2/SSIM1</th>", esc(&b.branch)));
+        }
+        h.push_str("</tr>\n");
+        for c in &m.classes {
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td>",
+                esc(&c.class),
+                c.images,
+                c.correct
+            ));
+            for v in &c.ssim_ratio {
+                h.push_str(&format!("<td>{}</td>", fmt(*v, 4)));
+            }
+            h.push_str("</tr>\n");
+        }
+        h.push_str("</table>\n");
+    }
+    let extremes = best_and_worst(m, 5);
+    if !extremes.is_empty() {
+        h.push_str("<h2>Best and worst images per branch</h2>\n");
+        for (branch, metric, best, worst) in extremes {
+            let list = |v: &[(usize, f64)]| {
+                v.iter()
+                    .map(|&(i, x)| {
+                        let f = &m.folders[i];
+                        format!(
+                            "<li><a href=\"{}/sr-{}.png\">{}</a> {:.4}</li>",
+                            esc(f),
+                            esc(&branch),
+                            esc(f),
+                            x
+                        )
+                    })
+                    .collect::<String>()
+            };
+            h.push_str(&format!(
+                "<h3>{} (by {metric})</h3>\n<p>Highest:</p><ol>{}</ol><p>Lowest:</p><ol>{}</ol>\n",
+                esc(&branch),
+                list(&best),
+                list(&worst)
+            ));
+        }
     }
     let left_out: Vec<&str> = m
         .images
         .iter()
-        .zip(names)
+        .zip(&m.folders)
         .filter(|(r, _)| !r.selected)
         .map(|(_, n)| n.as_str())
+        .take(100)
         .collect();
     if !left_out.is_empty() {
         h.push_str(&format!(
-            "<p>Left out by <code>run.select</code>: {}.</p>\n",
-            esc(&left_out.join(", "))
+            "<p>Left out by <code>run.select</code>: {}{}.</p>\n",
+            esc(&left_out.join(", ")),
+            if left_out.len() == 100 { ", ..." } else { "" }
         ));
     }
-    h.push_str("<h2>Images</h2>\n<table class=\"grid\" id=\"grid\">\n<tr><th>image</th><th>model input</th><th>photo saliency</th>");
-    for b in &m.branches {
-        h.push_str(&format!(
-            "<th>{0}: relevance</th><th>{0}: SR map</th>",
-            esc(&b.branch)
-        ));
-    }
-    h.push_str("</tr>\n");
-    for (r, name) in m.images.iter().zip(names) {
-        if !r.selected {
-            continue;
-        }
-        let label = r.label.clone().unwrap_or_default();
-        let caption = match (&r.truth, r.correct) {
-            (Some(t), Some(false)) => format!(
-                "{}<br><span class=\"wrong\">predicted {} (wrong)</span>",
-                esc(t),
-                esc(&label)
-            ),
-            (Some(t), _) => format!("{}<br>predicted {}", esc(t), esc(&label)),
-            _ => format!("predicted {}", esc(&label)),
-        };
-        let img = |file: &str| {
-            if r.outputs.iter().any(|o| o == file) {
-                format!(
-                    "<td><img src=\"{}/{}\" alt=\"{}\"></td>",
-                    esc(name),
-                    esc(file),
-                    esc(file)
-                )
-            } else {
-                "<td>-</td>".to_string()
-            }
-        };
-        let title = if r.outputs.iter().any(|o| o == "panel.png") {
-            format!("<a href=\"{0}/panel.png\">{0}</a>", esc(name))
-        } else {
-            esc(name)
-        };
-        h.push_str(&format!(
-            "<tr><td>{title}<br>{caption}</td>{}{}",
-            img("input.png"),
-            img("saliency-photo.png")
-        ));
-        for b in &m.branches {
-            h.push_str(&img(&format!("relevance-{}.png", b.branch)));
-            h.push_str(&img(&format!("sr-{}.png", b.branch)));
-        }
-        h.push_str("</tr>\n");
-    }
-    h.push_str("</table>\n");
-    // Lets a headless browser (the tests) read whether every picture decoded.
-    h.push_str("<script>\nwindow.addEventListener('load', () => {\n  const imgs = [...document.images];\n  const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'));\n  document.body.dataset.images = imgs.length;\n  document.body.dataset.broken = broken.join(' ');\n  document.body.dataset.loaded = 'yes';\n});\n</script>\n</body></html>\n");
+    h.push_str(
+        "<h2>Images</h2>\n<p id=\"pager\"></p>\n<table class=\"grid\" id=\"grid\"></table>\n",
+    );
+    h.push_str("<script src=\"report-data.js\"></script>\n");
+    // The grid: one page of rows at a time from report-data.js. After load, the page records
+    // how many pictures it shows and which failed (what a headless browser reads in the tests).
+    h.push_str(&format!(
+        r#"<script>
+const D = window.SRHOST_REPORT || {{branches: [], rows: []}};
+const PAGE = {PAGE};
+const esc = s => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+function cell(row, file) {{
+  return row.files.includes(file)
+    ? '<td><img src="' + esc(row.folder) + '/' + esc(file) + '" alt="' + esc(file) + '"></td>'
+    : '<td>-</td>';
+}}
+function show(page) {{
+  const pages = Math.max(1, Math.ceil(D.rows.length / PAGE));
+  page = Math.min(Math.max(page, 0), pages - 1);
+  let h = '<tr><th>image</th><th>model input</th><th>photo saliency</th>';
+  for (const b of D.branches) h += '<th>' + esc(b) + ': relevance</th><th>' + esc(b) + ': SR map</th>';
+  h += '</tr>';
+  for (const r of D.rows.slice(page * PAGE, (page + 1) * PAGE)) {{
+    let cap = r.truth == null ? 'predicted ' + esc(r.label)
+      : r.correct === false ? esc(r.truth) + '<br><span class="wrong">predicted ' + esc(r.label) + ' (wrong)</span>'
+      : esc(r.truth) + '<br>predicted ' + esc(r.label);
+    const title = r.files.includes('panel.png')
+      ? '<a href="' + esc(r.folder) + '/panel.png">' + esc(r.folder) + '</a>' : esc(r.folder);
+    h += '<tr><td>' + title + '<br>' + cap + '</td>' + cell(r, 'input.png') + cell(r, 'saliency-photo.png');
+    for (const b of D.branches) h += cell(r, 'relevance-' + b + '.png') + cell(r, 'sr-' + b + '.png');
+    h += '</tr>';
+  }}
+  document.getElementById('grid').innerHTML = h;
+  let p = 'Page ' + (page + 1) + ' of ' + pages + ' (' + D.rows.length + ' images) ';
+  p += '<button onclick="show(' + (page - 1) + ')">previous</button>';
+  p += '<button onclick="show(' + (page + 1) + ')">next</button>';
+  document.getElementById('pager').innerHTML = p;
+  document.body.dataset.page = page;
+}}
+show(0);
+window.addEventListener('load', () => {{
+  const imgs = [...document.images];
+  const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'));
+  document.body.dataset.images = imgs.length;
+  document.body.dataset.broken = broken.join(' ');
+  document.body.dataset.rows = D.rows.length;
+  document.body.dataset.loaded = 'yes';
+}});
+</script>
+</body></html>
+"#
+    ));
     h
 }
 
-/// Rebuild `metrics.csv`, `metrics.json` and `report.html` in `out` from the finished images.
-pub fn write_all(
-    out: &Path,
-    rows: &[ImageResult],
-    done_names: &[String],
-    title: &str,
-) -> Result<Metrics> {
-    let m = summarise(rows);
-    write_atomic(&out.join("metrics.csv"), csv(rows).as_bytes())?;
+/// `report-data.js`: the grid's rows (selected images only: folder, label, truth, whether the
+/// prediction is right, the pictures it has) and the branch names.
+pub fn grid_data(m: &Metrics) -> String {
+    let rows: Vec<serde_json::Value> = m
+        .images
+        .iter()
+        .zip(&m.folders)
+        .filter(|(r, _)| r.selected)
+        .map(|(r, f)| {
+            let files: Vec<&String> = r.outputs.iter().filter(|o| o.ends_with(".png")).collect();
+            serde_json::json!({
+                "folder": f,
+                "label": r.label.clone().unwrap_or_default(),
+                "truth": r.truth,
+                "correct": r.correct,
+                "files": files,
+            })
+        })
+        .collect();
+    let branches: Vec<&String> = m.branches.iter().map(|b| &b.branch).collect();
+    format!(
+        "window.SRHOST_REPORT = {};\n",
+        serde_json::json!({ "branches": branches, "rows": rows })
+    )
+}
+
+/// Per branch: the metric it is ranked by (SSIM2/SSIM1, else AOPC) and its `k` highest and
+/// lowest images (`(index, value)`).
+#[allow(clippy::type_complexity)]
+fn best_and_worst(
+    m: &Metrics,
+    k: usize,
+) -> Vec<(String, &'static str, Vec<(usize, f64)>, Vec<(usize, f64)>)> {
+    m.branches
+        .iter()
+        .filter_map(|b| {
+            let of = |f: fn(&BranchResult) -> Option<f64>| -> Vec<(usize, f64)> {
+                m.images
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, r)| {
+                        r.branches
+                            .iter()
+                            .find(|x| x.branch == b.branch)
+                            .and_then(f)
+                            .filter(|v| v.is_finite())
+                            .map(|v| (i, v))
+                    })
+                    .collect()
+            };
+            let (metric, mut v) = match of(|x| x.ssim_ratio) {
+                v if !v.is_empty() => ("SSIM2/SSIM1", v),
+                _ => ("AOPC", of(|x| x.aopc)),
+            };
+            if v.is_empty() {
+                return None;
+            }
+            v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let best: Vec<_> = v.iter().take(k).copied().collect();
+            let worst: Vec<_> = v.iter().rev().take(k).copied().collect();
+            Some((b.branch.clone(), metric, best, worst))
+        })
+        .collect()
+}
+
+/// Rebuild `metrics.csv`, `metrics.json`, `report-data.js`, `report.html` and `run.json` in
+/// `out` from every finished image under it and every process's record in `.runs/`, under a
+/// lock (`.tables.lock`), so processes sharing the folder never leave a torn or stale table:
+/// each rebuild reads what is finished at that moment, and the last one sees everything.
+/// Running it twice gives the same files.
+pub fn rebuild(out: &Path, title: &str) -> Result<Metrics> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let lock_path = out.join(".tables.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io(&lock_path, e))?;
+    lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+    let found = crate::records::scan_results(out)?;
+    let (folders, rows): (Vec<String>, Vec<ImageResult>) = found.into_iter().unzip();
+    let mut m = summarise(&rows);
+    m.folders = folders;
+    write_atomic(&out.join("metrics.csv"), csv(&rows, &m.folders).as_bytes())?;
     let json = serde_json::to_vec_pretty(&m).map_err(|e| Error::internal(e.to_string()))?;
     write_atomic(&out.join("metrics.json"), &json)?;
+    write_atomic(&out.join("report-data.js"), grid_data(&m).as_bytes())?;
+    write_atomic(&out.join("report.html"), html(&m, title).as_bytes())?;
+    let run = run_json(out, &m)?;
     write_atomic(
-        &out.join("report.html"),
-        html(&m, done_names, title).as_bytes(),
+        &out.join("run.json"),
+        &serde_json::to_vec_pretty(&run).map_err(|e| Error::internal(e.to_string()))?,
     )?;
     Ok(m)
+}
+
+/// Where each process of a run records what it did (`.runs/<host>-<pid>.json`), for `run.json`.
+pub fn record_run(out: &Path, provenance: &serde_json::Value) -> Result<()> {
+    let f = out.join(".runs").join(format!(
+        "{}-{}.json",
+        crate::records::host_name(),
+        std::process::id()
+    ));
+    write_atomic(
+        &f,
+        &serde_json::to_vec_pretty(provenance).map_err(|e| Error::internal(e.to_string()))?,
+    )
+}
+
+/// `run.json`: every process's record (sorted by file name), the number of finished images,
+/// and the images whose latest attempt failed and that are still not finished.
+fn run_json(out: &Path, m: &Metrics) -> Result<serde_json::Value> {
+    let dir = out.join(".runs");
+    let mut names: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect(),
+        Err(_) => vec![],
+    };
+    names.sort();
+    let mut runs = vec![];
+    for f in &names {
+        let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
+        runs.push(
+            serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| Error::io(f, e))?,
+        );
+    }
+    let finished: std::collections::HashSet<&str> =
+        m.images.iter().map(|r| r.image.as_str()).collect();
+    let mut failed: Vec<serde_json::Value> = vec![];
+    for r in &runs {
+        for f in r["failed"].as_array().into_iter().flatten() {
+            let image = f["image"].as_str().unwrap_or("");
+            if !finished.contains(image) && !failed.iter().any(|x| x["image"] == f["image"]) {
+                failed.push(f.clone());
+            }
+        }
+    }
+    let last = runs.last().cloned().unwrap_or(serde_json::Value::Null);
+    Ok(serde_json::json!({
+        "srhost": env!("CARGO_PKG_VERSION"),
+        "abi": sr_core::abi::ABI_VERSION,
+        "pipeline": last["pipeline"],
+        "config": last["config"],
+        "fingerprint": last["fingerprint"],
+        "images": m.images.len(),
+        "failed": failed,
+        "runs": runs,
+    }))
 }
 
 /// Read `metrics.json` of a finished run (for `srhost compare`).
@@ -379,15 +617,10 @@ pub fn read(out: &Path) -> Result<Metrics> {
 /// between the two maps (the larger resampled to the smaller's size, bilinear), e.g. AlexNet vs
 /// VGG-16 (the paper's Sec. 4.1). Returns `(image folder, branch, ssim)` rows.
 pub fn cross_ssim(a: &Path, ma: &Metrics, b: &Path, mb: &Metrics) -> Vec<(String, String, f64)> {
-    let folders = |m: &Metrics| {
-        let paths: Vec<std::path::PathBuf> =
-            m.images.iter().map(|r| r.image.clone().into()).collect();
-        output_names(&paths)
-    };
-    let (fa, fb) = (folders(ma), folders(mb));
+    let (fa, fb) = (&ma.folders, &mb.folders);
     let mut rows = vec![];
-    for (ra, na) in ma.images.iter().zip(&fa) {
-        let Some((rb, _)) = mb.images.iter().zip(&fb).find(|(_, nb)| *nb == na) else {
+    for (ra, na) in ma.images.iter().zip(fa) {
+        let Some((rb, _)) = mb.images.iter().zip(fb).find(|(_, nb)| *nb == na) else {
             continue;
         };
         for br in &ra.branches {

@@ -55,7 +55,10 @@ pub struct StageSpec {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pipeline {
     pub file: String,
-    pub images: Vec<PathBuf>,
+    /// Every image of the run (all shards), sorted by output folder name.
+    pub entries: Vec<crate::dataset::Entry>,
+    /// The part of `entries` this process takes (`--shard` / `run.shard`), if any.
+    pub shard: Option<crate::dataset::Shard>,
     pub output: PathBuf,
     pub plugins: Vec<PathBuf>,
     pub model: Option<StageSpec>,
@@ -68,8 +71,10 @@ pub struct Pipeline {
     pub target: Target,
     /// The spec after `--set`, as TOML, for `run.json`.
     pub resolved_toml: String,
-    /// Ground truth from `run.labels`: image file name (and stem) -> label.
-    pub truth: std::collections::HashMap<String, String>,
+    /// Ground truth (`run.labels`).
+    pub labels: crate::dataset::Labels,
+    /// `run.labels` as written (for the fingerprint).
+    pub labels_spec: Option<String>,
     /// The `[metrics]` table.
     pub metrics: MetricsSpec,
     pub select: Select,
@@ -115,6 +120,14 @@ struct RunTable {
     labels: Option<String>,
     #[serde(default)]
     select: Select,
+    #[serde(default = "yes")]
+    recursive: bool,
+    #[serde(default)]
+    shard: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_output() -> String {
@@ -207,66 +220,6 @@ fn key_at(text: &str, span: std::ops::Range<usize>) -> Option<String> {
     Some(key.trim().trim_matches('"').to_string())
 }
 
-/// Read `image,label` rows (a header row `image,label` and `#` comment lines are skipped). Keys: the image column as
-/// written, its file name and its stem, so `photos/cat.jpg`, `cat.jpg` and `cat` all match.
-pub fn read_labels_csv(path: &Path) -> Result<std::collections::HashMap<String, String>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut out = std::collections::HashMap::new();
-    let mut first = true;
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((img, label)) = line.split_once(',') else {
-            return Err(format!(
-                "{}:{}: expected `image,label`, found `{line}`",
-                path.display(),
-                i + 1
-            ));
-        };
-        let (img, label) = (img.trim().trim_matches('"'), label.trim().trim_matches('"'));
-        if std::mem::take(&mut first)
-            && img.eq_ignore_ascii_case("image")
-            && label.eq_ignore_ascii_case("label")
-        {
-            continue;
-        }
-        if img.is_empty() || label.is_empty() {
-            return Err(format!(
-                "{}:{}: empty image or label",
-                path.display(),
-                i + 1
-            ));
-        }
-        let p = Path::new(img);
-        for key in [
-            Some(img.to_string()),
-            p.file_name().and_then(|n| n.to_str()).map(str::to_string),
-            p.file_stem().and_then(|n| n.to_str()).map(str::to_string),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            out.insert(key, label.to_string());
-        }
-    }
-    Ok(out)
-}
-
-impl Pipeline {
-    /// The ground-truth label of an image, if `run.labels` has one.
-    pub fn truth_of(&self, image: &Path) -> Option<&String> {
-        let name = image.file_name().and_then(|n| n.to_str());
-        let stem = image.file_stem().and_then(|n| n.to_str());
-        self.truth
-            .get(&image.display().to_string())
-            .or_else(|| name.and_then(|n| self.truth.get(n)))
-            .or_else(|| stem.and_then(|n| self.truth.get(n)))
-    }
-}
-
 /// `${NAME}` / `${NAME:-default}` substitution with `lookup`; `$$` is not special.
 pub fn expand_vars(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::new();
@@ -295,9 +248,6 @@ pub fn expand_vars(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<S
     out.push_str(rest);
     Ok(out)
 }
-
-/// Image file extensions a folder in `run.images` is searched for.
-pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif"];
 
 const TOP_KEYS: &[&str] = &[
     "run",
@@ -604,9 +554,9 @@ impl RawSpec {
                 ))
             }
         };
-        let mut images = vec![];
+        let mut files = vec![];
         for p in &run.images.0 {
-            images.extend(expand_images(p).map_err(|m| {
+            files.extend(crate::dataset::expand(p, run.recursive).map_err(|m| {
                 self.error(
                     &["run", "images"],
                     m,
@@ -614,7 +564,8 @@ impl RawSpec {
                 )
             })?);
         }
-        if images.is_empty() {
+        let entries = crate::dataset::entries(files);
+        if entries.is_empty() {
             return Err(self.error(
                 &["run", "images"],
                 "the list is empty",
@@ -644,19 +595,32 @@ impl RawSpec {
                 ))
             }
         };
-        let truth = match &run.labels {
-            None => Default::default(),
-            Some(f) => read_labels_csv(Path::new(f)).map_err(|m| {
+        let labels = match run.labels.as_deref() {
+            None => crate::dataset::Labels::None,
+            Some("folders") => crate::dataset::Labels::Folders,
+            Some(f) => crate::dataset::Labels::Table(
+                crate::dataset::read_labels_csv(Path::new(f)).map_err(|m| {
+                    self.error(
+                        &["run", "labels"],
+                        m,
+                        "\"folders\" (each image's folder is its class), or a CSV file: rows `image,label`, or a header with `image` and `index`, `wnid`, `label` or `class`",
+                    )
+                })?,
+            ),
+        };
+        let shard = match &run.shard {
+            None => None,
+            Some(s) => Some(s.parse::<crate::dataset::Shard>().map_err(|m| {
                 self.error(
-                    &["run", "labels"],
+                    &["run", "shard"],
                     m,
-                    "a CSV file with rows `image,label` (photo file name, ground-truth label)",
+                    "with Slurm: shard = \"${SLURM_ARRAY_TASK_ID}/100\" and sbatch --array=0-99",
                 )
-            })?,
+            })?),
         };
         let metrics = self.metrics()?;
         let select = run.select;
-        if select != Select::All && truth.is_empty() {
+        if select != Select::All && labels.is_none() {
             return Err(self.error(
                 &["run", "select"],
                 "selecting right or wrong predictions needs the ground truth",
@@ -790,7 +754,8 @@ impl RawSpec {
         let resolved_toml = toml::to_string(&self.table).unwrap_or_default();
         Ok(Pipeline {
             file: self.file.clone(),
-            images,
+            entries,
+            shard,
             output,
             plugins: self.plugin_paths()?,
             model,
@@ -800,7 +765,8 @@ impl RawSpec {
             renderers,
             target,
             resolved_toml,
-            truth,
+            labels_spec: run.labels.clone(),
+            labels,
             metrics,
             select,
         })
@@ -919,48 +885,6 @@ fn list_or_none(v: &[String]) -> String {
 
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
-/// A file, a folder (its images, sorted) or a glob (its matches, sorted).
-pub fn expand_images(p: &str) -> Result<Vec<PathBuf>, String> {
-    let is_image = |q: &Path| {
-        q.extension()
-            .and_then(|e| e.to_str())
-            .map(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-            .unwrap_or(false)
-    };
-    if p.contains(['*', '?', '[']) {
-        let mut v: Vec<PathBuf> = glob::glob(p)
-            .map_err(|e| format!("bad glob `{p}`: {e}"))?
-            .filter_map(|r| r.ok())
-            .filter(|q| q.is_file())
-            .collect();
-        v.sort();
-        if v.is_empty() {
-            return Err(format!("the glob `{p}` matches no file"));
-        }
-        return Ok(v);
-    }
-    let path = PathBuf::from(p);
-    if path.is_dir() {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(&path)
-            .map_err(|e| format!("cannot list `{p}`: {e}"))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|q| q.is_file() && is_image(q))
-            .collect();
-        v.sort();
-        if v.is_empty() {
-            return Err(format!(
-                "the folder `{p}` holds no image ({})",
-                IMAGE_EXTENSIONS.join(", ")
-            ));
-        }
-        Ok(v)
-    } else if path.is_file() {
-        Ok(vec![path])
-    } else {
-        Err(format!("no such file or folder: `{p}`"))
-    }
 }
 
 #[cfg(test)]
