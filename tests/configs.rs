@@ -21,11 +21,14 @@ fn srhost_env(args: &[&str], env: &[(&str, String)]) -> Run {
 #[test]
 fn every_config_validates() {
     let so = plugin_so("sr-plugin-example");
-    // The configs that take user weights from the environment (files are not opened by check).
+    // The configs that take user weights from the environment: check makes sure the files
+    // exist, without opening them.
+    let dir = scratch("configs-validate");
+    let file = |name: &str| write(&dir, name, "");
     let env = [
-        ("SRHOST_WEIGHTS", "vgg16-397923af.pth".to_string()),
-        ("SRHOST_VGG_FACE", "vgg_face.safetensors".to_string()),
-        ("SRHOST_VGG_FACE_NAMES", "names.txt".to_string()),
+        ("SRHOST_WEIGHTS", file("vgg16-397923af.pth")),
+        ("SRHOST_VGG_FACE", file("vgg_face.safetensors")),
+        ("SRHOST_VGG_FACE_NAMES", file("names.txt")),
     ];
     let mut n = 0;
     for entry in std::fs::read_dir(repo().join("configs")).unwrap() {

@@ -75,7 +75,7 @@ impl<'a> Job<'a> {
     /// Decode the photo.
     fn decode(stages: &'a Stages, p: &'a Pipeline, path: &Path, dir: &'a Path) -> Result<Self> {
         let t = Instant::now();
-        let rgb = preprocess::load_photo(path)?;
+        let rgb = preprocess::load_photo_limited(path, &p.photo_limits)?;
         let photo = preprocess::to_image(&rgb)?;
         let mut job = Job {
             stages,

@@ -73,6 +73,8 @@ pub struct Pipeline {
     pub resolved_toml: String,
     /// Ground truth (`run.labels`).
     pub labels: crate::dataset::Labels,
+    /// What a photo may be (`run.max_pixels`, `run.allow_truncated`).
+    pub photo_limits: sr_core::preprocess::PhotoLimits,
     /// `run.labels` as written (for the fingerprint).
     pub labels_spec: Option<String>,
     /// The `[metrics]` table.
@@ -124,6 +126,14 @@ struct RunTable {
     recursive: bool,
     #[serde(default)]
     shard: Option<String>,
+    #[serde(default = "default_max_pixels")]
+    max_pixels: u64,
+    #[serde(default)]
+    allow_truncated: bool,
+}
+
+fn default_max_pixels() -> u64 {
+    sr_core::preprocess::DEFAULT_MAX_PIXELS
 }
 
 fn yes() -> bool {
@@ -219,6 +229,16 @@ fn key_at(text: &str, span: std::ops::Range<usize>) -> Option<String> {
     let (key, _) = text[start..end].split_once('=')?;
     Some(key.trim().trim_matches('"').to_string())
 }
+
+/// The most region-perturbation steps (each a forward pass) and the widest patch.
+const MAX_AOPC_STEPS: usize = 10_000;
+const MAX_AOPC_PATCH: usize = 1024;
+
+/// Model parameters that name a file that must exist (`srhost check` refuses a missing one).
+const MODEL_FILE_KEYS: &[&str] = &["weights", "path"];
+
+/// How many keys a `--set` path may have.
+const MAX_SET_DEPTH: usize = 8;
 
 /// `${NAME}` / `${NAME:-default}` substitution with `lookup`; `$$` is not special.
 pub fn expand_vars(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
@@ -419,6 +439,15 @@ impl RawSpec {
         if keys.iter().any(|k| k.is_empty()) {
             return Err(err(format!("`{path}` is not a key path")));
         }
+        // Pipelines nest three levels (`relevance.lrp.rules`); a deeper path is a mistake, and
+        // a very deep one would exhaust the stack of the TOML writer.
+        if keys.len() > MAX_SET_DEPTH {
+            return Err(err(format!(
+                "`{}...` is {} keys deep; --set takes at most {MAX_SET_DEPTH}",
+                keys[..3].join("."),
+                keys.len()
+            )));
+        }
         let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
             .ok()
             .and_then(|mut t| t.remove("v"))
@@ -572,7 +601,21 @@ impl RawSpec {
                 "give at least one image",
             ));
         }
+        if run.output.trim().is_empty() {
+            return Err(self.error(
+                &["run", "output"],
+                "the output folder is empty",
+                "name a folder, e.g. output = \"out/sr\" (\".\" for the current directory)",
+            ));
+        }
         let output = PathBuf::from(&run.output);
+        if run.max_pixels == 0 {
+            return Err(self.error(
+                &["run", "max_pixels"],
+                "expected a number of pixels >= 1",
+                "",
+            ));
+        }
         let target = match &run.target {
             None => Target::Top(1),
             Some(toml::Value::Integer(i)) if *i >= 0 => Target::Class(*i as usize),
@@ -767,6 +810,10 @@ impl RawSpec {
             resolved_toml,
             labels_spec: run.labels.clone(),
             labels,
+            photo_limits: sr_core::preprocess::PhotoLimits {
+                max_pixels: run.max_pixels,
+                allow_truncated: run.allow_truncated,
+            },
             metrics,
             select,
         })
@@ -777,9 +824,17 @@ impl RawSpec {
             return Ok(MetricsSpec::default());
         };
         let m: MetricsSpec = self.typed(&["metrics"], v)?;
-        for (key, value) in [("aopc_steps", m.aopc_steps), ("aopc_patch", m.aopc_patch)] {
-            if value < 1 {
-                return Err(self.error(&["metrics", key], "expected an integer >= 1", ""));
+        // Each step costs a forward pass; a patch wider than any model input flips everything.
+        for (key, value, max) in [
+            ("aopc_steps", m.aopc_steps, MAX_AOPC_STEPS),
+            ("aopc_patch", m.aopc_patch, MAX_AOPC_PATCH),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(self.error(
+                    &["metrics", key],
+                    format!("expected an integer from 1 to {max}, got {value}"),
+                    "",
+                ));
             }
         }
         Ok(m)
@@ -867,6 +922,20 @@ impl RawSpec {
         params.remove("use");
         check_params(&entry.info, &params)
             .map_err(|e| self.error(&[path, &[e.key.as_str()]].concat(), e.message, e.help))?;
+        if kind == StageKind::Model {
+            // The files a model is loaded from are checked now, not when the run starts.
+            for key in MODEL_FILE_KEYS {
+                if let Some(toml::Value::String(f)) = params.get(*key) {
+                    if !sr_core::resolve_path(f).is_file() {
+                        return Err(self.error(
+                            &[path, &[*key]].concat(),
+                            format!("no such file: `{f}`"),
+                            "paths are relative to the current directory (or the srhost source tree, for the shipped assets)",
+                        ));
+                    }
+                }
+            }
+        }
         Ok(StageSpec {
             table: path.join("."),
             name,

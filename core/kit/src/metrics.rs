@@ -221,8 +221,27 @@ pub fn region_perturbation(
     };
     let steps = steps.min(order.len());
     let mut x = input.to_vec();
-    // Every state x^0 .. x^L, scored in batches.
-    let mut states: Vec<Vec<f32>> = vec![x.clone()];
+    // The states x^0 .. x^L, scored a batch at a time (at most `batch` states in memory).
+    let batch = batch.max(1);
+    let size = x.len().max(1);
+    let mut scores = Vec::with_capacity(steps + 1);
+    let mut pending: Vec<f32> = Vec::with_capacity(batch * x.len());
+    let mut flush = |pending: &mut Vec<f32>, scores: &mut Vec<f64>| -> crate::Result<()> {
+        let n = pending.len() / size;
+        if n == 0 {
+            return Ok(());
+        }
+        let s = score(pending, n)?;
+        if s.len() != n {
+            return Err(crate::Error::internal(
+                "region perturbation: one score per sample expected",
+            ));
+        }
+        scores.extend(s);
+        pending.clear();
+        Ok(())
+    };
+    pending.extend_from_slice(&x);
     for &(py, px) in &order[..steps] {
         for ch in 0..c {
             for y in py * patch..((py + 1) * patch).min(h) {
@@ -232,19 +251,12 @@ pub fn region_perturbation(
                 }
             }
         }
-        states.push(x.clone());
-    }
-    let mut scores = Vec::with_capacity(states.len());
-    for chunk in states.chunks(batch.max(1)) {
-        let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
-        let s = score(&flat, chunk.len())?;
-        if s.len() != chunk.len() {
-            return Err(crate::Error::internal(
-                "region perturbation: one score per sample expected",
-            ));
+        if pending.len() / size == batch {
+            flush(&mut pending, &mut scores)?;
         }
-        scores.extend(s);
+        pending.extend_from_slice(&x);
     }
+    flush(&mut pending, &mut scores)?;
     Ok(Perturbation { scores })
 }
 

@@ -136,6 +136,21 @@ pub fn resized_size(w: usize, h: usize, size: usize) -> (usize, usize) {
     }
 }
 
+/// The largest `resize` a model may declare (the shorter side before the centre crop).
+pub const MAX_RESIZE: usize = 4096;
+
+/// A model's `resize` for its `[C, H, W]` input: 0, or between the input's longer side and
+/// [`MAX_RESIZE`]. Model backends check it when they load, so a bad value is a spec error.
+pub fn check_resize(resize: usize, input_shape: &[usize]) -> Result<()> {
+    let side = input_shape.iter().skip(1).copied().max().unwrap_or(0);
+    if resize != 0 && (resize < side || resize > MAX_RESIZE) {
+        return Err(Error::params(format!(
+            "`resize` = {resize}: expected 0 (straight to the input size) or a shorter side from {side} (the model's input) to {MAX_RESIZE}"
+        )));
+    }
+    Ok(())
+}
+
 /// Resize (if `info.resize > 0`, else straight to the input size), centre crop.
 /// Returns the crop as RGB8.
 pub fn resize_and_crop(img: &Rgb8, info: &ModelInfo) -> Result<Rgb8> {
@@ -148,12 +163,20 @@ pub fn resize_and_crop(img: &Rgb8, info: &ModelInfo) -> Result<Rgb8> {
             )))
         }
     };
-    let resized = if info.resize == 0 {
-        resize_bilinear(img, w, h)
+    let (rw, rh) = if info.resize == 0 {
+        (w, h)
     } else {
-        let (rw, rh) = resized_size(img.width, img.height, info.resize);
-        resize_bilinear(img, rw, rh)
+        resized_size(img.width, img.height, info.resize)
     };
+    let pixels = (rw as u64).saturating_mul(rh as u64);
+    if pixels > MAX_RESIZED_PIXELS {
+        return Err(Error::input(format!(
+            "the {}x{} photo resized to a shorter side of {} would be {rw}x{rh}, over srhost's limit of {MAX_RESIZED_PIXELS} pixels",
+            img.width, img.height, info.resize
+        ))
+        .with_help("the photo is too elongated for the model's resize and centre crop"));
+    }
+    let resized = resize_bilinear(img, rw, rh);
     if resized.width < w || resized.height < h {
         return Err(Error::input(format!(
             "image resized to {}x{} is smaller than the {w}x{h} crop",
@@ -212,18 +235,94 @@ pub fn preprocess(img: &Rgb8, info: &ModelInfo) -> Result<(Tensor, Rgb8)> {
     Ok((normalise(&crop, &info.mean, &info.std)?, crop))
 }
 
-/// Decode an image file to 8-bit RGB. A corrupt file is an error naming it. (Feature
-/// `decode`: stages never decode files, so plugins build without the decoders.)
+/// What a photo may be before srhost decodes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PhotoLimits {
+    /// The most pixels (width x height) a photo may have; checked from its header, before
+    /// anything is decoded (`run.max_pixels`).
+    pub max_pixels: u64,
+    /// Decode a JPEG without its end-of-image marker or a PNG without its IEND chunk (a
+    /// truncated download) instead of refusing it (`run.allow_truncated`).
+    pub allow_truncated: bool,
+}
+
+/// 50 megapixels: more than any camera photo a classifier is shown, and 200 MB as 8-bit RGB.
+pub const DEFAULT_MAX_PIXELS: u64 = 50_000_000;
+
+impl Default for PhotoLimits {
+    fn default() -> Self {
+        PhotoLimits {
+            max_pixels: DEFAULT_MAX_PIXELS,
+            allow_truncated: false,
+        }
+    }
+}
+
+/// The most pixels a photo may have once resized for a model (before the centre crop): 100
+/// megapixels. A very elongated photo (1 x 1,000,000) resized to a shorter side of 256 would
+/// be far larger.
+pub const MAX_RESIZED_PIXELS: u64 = 100_000_000;
+
+/// Decode an image file to 8-bit RGB with the default [`PhotoLimits`]. (Feature `decode`:
+/// stages never decode files, so plugins build without the decoders.)
 #[cfg(feature = "decode")]
 pub fn load_photo(path: &std::path::Path) -> Result<Rgb8> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| crate::Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| crate::Error::io(path, e))?
+    load_photo_limited(path, &PhotoLimits::default())
+}
+
+/// Decode an image file to 8-bit RGB within `limits`. A corrupt, truncated or oversized file
+/// is an error naming it and saying what was expected.
+#[cfg(feature = "decode")]
+pub fn load_photo_limited(path: &std::path::Path, limits: &PhotoLimits) -> Result<Rgb8> {
+    let bytes = std::fs::read(path).map_err(|e| crate::Error::io(path, e))?;
+    let bad = |m: String| crate::Error::input(format!("{}: {m}", path.display()));
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+            .with_guessed_format()
+            .map_err(|e| crate::Error::io(path, e))
+    };
+    let format = reader()?.format();
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|e| bad(format!("cannot decode the image: {e}")))?;
+    let pixels = w as u64 * h as u64;
+    if pixels > limits.max_pixels {
+        return Err(bad(format!(
+            "the image is {w}x{h} ({pixels} pixels); srhost decodes at most {} pixels",
+            limits.max_pixels
+        ))
+        .with_help("raise run.max_pixels if the photo is meant to be this large"));
+    }
+    if !limits.allow_truncated {
+        let end = bytes
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(&bytes[..0], |i| &bytes[..=i]);
+        let complete = match format {
+            Some(image::ImageFormat::Jpeg) => end.ends_with(&[0xFF, 0xD9]),
+            Some(image::ImageFormat::Png) => {
+                bytes.len() >= 12 && bytes[bytes.len() - 12..].windows(4).any(|c| c == b"IEND")
+            }
+            _ => true,
+        };
+        if !complete {
+            return Err(bad(format!(
+                "the {} file is truncated (it does not end with its end marker)",
+                format.map_or("image".into(), |f| format!("{f:?}").to_uppercase())
+            ))
+            .with_help("a truncated file decodes to a partly grey picture; set run.allow_truncated = true to take it anyway"));
+        }
+    }
+    let mut r = reader()?;
+    let mut l = image::Limits::default();
+    l.max_image_width = Some(w);
+    l.max_image_height = Some(h);
+    // The decoded image and the decoder's own buffers.
+    l.max_alloc = Some(pixels.saturating_mul(16).max(64 << 20));
+    r.limits(l);
+    let img = r
         .decode()
-        .map_err(|e| {
-            crate::Error::input(format!("{}: cannot decode the image: {e}", path.display()))
-        })?
+        .map_err(|e| bad(format!("cannot decode the image: {e}")))?
         .to_rgb8();
     let (w, h) = img.dimensions();
     Ok(Rgb8 {

@@ -3,7 +3,8 @@
 //! that every relevance method walks it (see [`import`] for what is folded at load time).
 //!
 //! ONNX Runtime is found, in order, from `ORT_DYLIB_PATH`, from an installed `onnxruntime`
-//! Python package, else loading the model fails with how to install it. Its version is checked
+//! Python package (looked up in isolated mode in the interpreter's site directories only, never
+//! the working directory), else loading the model fails with how to install it. Its version is checked
 //! when the model loads, not at the first inference.
 
 pub mod import;
@@ -78,7 +79,8 @@ use sr_core::resolve_path as resolve;
 const INSTALL_HELP: &str = "install ONNX Runtime with `python3 -m pip install onnxruntime` (1.17 or newer), or set ORT_DYLIB_PATH=/path/to/libonnxruntime.so";
 
 /// Where `libonnxruntime` is: `ORT_DYLIB_PATH`, else the `onnxruntime` Python package's
-/// `capi/` folder (found without importing the package).
+/// `capi/` folder in the interpreter's site directories (found without importing the package,
+/// never in the working directory).
 pub fn find_runtime() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
@@ -91,16 +93,29 @@ pub fn find_runtime() -> Result<PathBuf> {
         }
         return Ok(p);
     }
-    let probe = "import importlib.util as u; s = u.find_spec('onnxruntime'); print(s.submodule_search_locations[0] if s else '')";
+    // Isolated mode (-I: no current directory, no PYTHON* variables on sys.path), and only the
+    // interpreter's site directories are searched: a folder named `onnxruntime` in the working
+    // directory is never taken for the package (its library would run on load).
+    let probe = r#"import os, site
+for d in list(site.getsitepackages()) + [site.getusersitepackages()]:
+    c = os.path.join(d, "onnxruntime", "capi")
+    if os.path.isabs(c) and os.path.isdir(c):
+        print(c)
+        break
+"#;
     for py in ["python3", "python"] {
-        let Ok(out) = std::process::Command::new(py).args(["-c", probe]).output() else {
+        let Ok(out) = std::process::Command::new(py)
+            .args(["-I", "-c", probe])
+            .current_dir(std::env::temp_dir())
+            .output()
+        else {
             continue;
         };
         let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if dir.is_empty() {
             continue;
         }
-        let capi = Path::new(&dir).join("capi");
+        let capi = PathBuf::from(&dir);
         let mut libs: Vec<PathBuf> = std::fs::read_dir(&capi)
             .into_iter()
             .flatten()
@@ -242,6 +257,7 @@ impl OnnxModel {
             std,
             labels,
         };
+        sr_core::preprocess::check_resize(info.resize, &info.input_shape)?;
 
         let rt = runtime()?;
         let model_bytes = if imp.logits_is_output {

@@ -98,6 +98,7 @@ impl TorchvisionModel {
             resize: p.resize.unwrap_or(d.resize),
             labels,
         };
+        sr_core::preprocess::check_resize(info.resize, &info.input_shape)?;
         Ok(TorchvisionModel {
             info,
             exec: Executor::new(graph)?,

@@ -14,6 +14,9 @@ pub mod search;
 use serde::{Deserialize, Serialize};
 use sr_core::{Error, Image, Params, Result, Saliency, SaliencyStage, StageDef};
 
+/// The largest working size: every photo is resized to `max_dim` on its longer side.
+pub const MAX_DIM: usize = 2048;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CaParams {
@@ -108,6 +111,49 @@ impl CaParams {
                 "`k` must be >= 1, `max_dim` >= 16 and every half size >= 1",
             ));
         }
+        if self.max_dim > MAX_DIM {
+            return Err(Error::params(format!(
+                "`max_dim` = {}: the working size may be at most {MAX_DIM} pixels (every photo is resized to it)",
+                self.max_dim
+            )));
+        }
+        if self.levels.is_empty() || self.levels.iter().any(|&f| !(f > 0.0 && f <= 1.0)) {
+            return Err(Error::params(format!(
+                "`levels` needs at least one pyramid level in (0, 1], got {:?}",
+                self.levels
+            )));
+        }
+        for (key, v) in [
+            ("c", self.c),
+            ("min_level_scale", self.min_level_scale),
+            ("foci_threshold", self.foci_threshold),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::params(format!(
+                    "`{key}` must be a finite number >= 0, got {v}"
+                )));
+            }
+        }
+        if self.factors.iter().any(|&f| !(f.is_finite() && f > 0.0)) {
+            return Err(Error::params(format!(
+                "`factors` must be finite and > 0, got {:?}",
+                self.factors
+            )));
+        }
+        if self.candidate_strides.contains(&0) {
+            return Err(Error::params("`candidate_strides` must be >= 1"));
+        }
+        // A patch (2H + 1 wide) must fit the working image at its scale: the shorter side is
+        // at least 1/8 of the longer in any photo srhost is shown (checked again per image).
+        for (&r, &h) in self.scales.iter().zip(&self.half_sizes) {
+            if (2 * h + 1) as f64 > r * self.max_dim as f64 {
+                return Err(Error::params(format!(
+                    "half size {h} at scale {r}: a {0}x{0} patch does not fit the {1:.0}-pixel working image",
+                    2 * h + 1,
+                    r * self.max_dim as f64
+                )));
+            }
+        }
         Ok(ca::Config {
             max_dim: self.max_dim,
             scales: self.scales.clone(),
@@ -172,6 +218,21 @@ impl Saliency for ContextAware {
             c: input.channels,
             data: input.data().iter().map(|&v| v as f64).collect(),
         };
+        // Every scale's patch must fit the shorter side of the working image.
+        let m = input.height.max(input.width) as f64;
+        let short = input.height.min(input.width) as f64 / m * self.cfg.max_dim as f64;
+        for (&r, &h) in self.cfg.scales.iter().zip(&self.cfg.half_sizes) {
+            if ((r * short).floor() as usize) < 2 * h + 1 {
+                return Err(Error::input(format!(
+                    "context-aware saliency: a {0}x{0} patch (half size {h}) does not fit this {1}x{2} image at scale {r} ({3:.0} pixels on its shorter side)",
+                    2 * h + 1,
+                    input.width,
+                    input.height,
+                    r * short
+                ))
+                .with_help("use smaller half_sizes or a larger max_dim for images this elongated"));
+            }
+        }
         let s = ca::saliency(&img, &self.cfg);
         let out = ca::wrap(&s, input.height, input.width);
         Image::new(
