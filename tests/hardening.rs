@@ -249,3 +249,294 @@ fn a_60000_level_set_key_is_an_error() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("60000 keys deep"), "{r:?}");
 }
+
+/// A torch.save zip archive: `data.pkl` and the storages (`data/<key>`), stored.
+fn pth(dir: &Path, name: &str, pickle: &[u8], storages: &[(&str, Vec<u8>)]) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join(name);
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    z.start_file("archive/data.pkl", opts).unwrap();
+    z.write_all(pickle).unwrap();
+    for (k, bytes) in storages {
+        z.start_file(format!("archive/data/{k}"), opts).unwrap();
+        z.write_all(bytes).unwrap();
+    }
+    z.finish().unwrap();
+    path
+}
+
+/// Pickle opcodes for the hand-made checkpoints.
+fn unicode(s: &str) -> Vec<u8> {
+    let mut v = vec![b'X'];
+    v.extend((s.len() as u32).to_le_bytes());
+    v.extend(s.as_bytes());
+    v
+}
+fn long(i: i64) -> Vec<u8> {
+    let mut v = vec![0x8a, 8];
+    v.extend(i.to_le_bytes());
+    v
+}
+fn tuple(items: &[Vec<u8>]) -> Vec<u8> {
+    let mut v = vec![b'('];
+    for i in items {
+        v.extend(i);
+    }
+    v.push(b't');
+    v
+}
+
+/// `{"w": tensor}` of a 1-float storage, with the given offset, size and stride.
+fn state_dict(offset: i64, size: &[i64], stride: &[i64]) -> Vec<u8> {
+    let mut p = vec![0x80, 2, b'}', b'('];
+    p.extend(unicode("w"));
+    p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n");
+    let pid = tuple(&[
+        unicode("storage"),
+        b"ctorch\nFloatStorage\n".to_vec(),
+        unicode("0"),
+        unicode("cpu"),
+        long(1),
+    ]);
+    let mut args = vec![b'('];
+    args.extend(&pid);
+    args.push(b'Q');
+    args.extend(long(offset));
+    args.extend(tuple(&size.iter().map(|&d| long(d)).collect::<Vec<_>>()));
+    args.extend(tuple(&stride.iter().map(|&d| long(d)).collect::<Vec<_>>()));
+    args.push(0x89);
+    args.push(b't');
+    p.extend(args);
+    p.push(b'R');
+    p.extend(b"u.");
+    p
+}
+
+#[test]
+fn hostile_checkpoints_are_errors_not_aborts() {
+    use sr_backend_torchvision::pth::read_pth;
+    let dir = scratch("hard-pth");
+    let one = vec![("0", 1.0f32.to_le_bytes().to_vec())];
+    // Sizes declared in the file are checked before anything is allocated.
+    for (name, offset, size, stride, says) in [
+        (
+            "elements-2-40.pth",
+            0,
+            vec![1 << 20, 1 << 20],
+            vec![1 << 20, 1],
+            "has 1099511627776 elements, its storage 1",
+        ),
+        (
+            "elements-2-61.pth",
+            0,
+            vec![1 << 31, 1 << 30],
+            vec![1 << 30, 1],
+            "has 2305843009213693952 elements",
+        ),
+        (
+            "elements-overflow.pth",
+            0,
+            vec![1 << 40, 1 << 40],
+            vec![1, 1],
+            "more elements than can be counted",
+        ),
+        (
+            "negative-offset.pth",
+            -1,
+            vec![1],
+            vec![1],
+            "negative storage offset -1",
+        ),
+        (
+            "past-storage.pth",
+            3,
+            vec![1],
+            vec![1],
+            "reaches past its storage",
+        ),
+    ] {
+        let f = pth(&dir, name, &state_dict(offset, &size, &stride), &one);
+        let e = read_pth(&f).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains(name) && e.contains(says), "{name}: {e}");
+    }
+    // Strides whose index sum overflows, over a storage large enough for the element count.
+    let eight = vec![("0", [0u8; 32].to_vec())];
+    // (state_dict declares a 1-value storage; the reader goes by the bytes present.)
+    let p = state_dict(0, &[2, 2, 2], &[i64::MAX, i64::MAX, i64::MAX]);
+    let f = pth(&dir, "wrapping-stride.pth", &p, &eight);
+    let e = read_pth(&f).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("reaches past its storage"), "{e}");
+    // A memo bomb: a list holding two copies of the previous one, memoised, 40 times over
+    // (2^40 values if copied).
+    let mut bomb = vec![0x80, 2, b']', b'q', 0];
+    for _ in 0..40 {
+        bomb.extend([b']', b'h', 0, b'a', b'h', 0, b'a', b'q', 0]);
+    }
+    bomb.push(b'.');
+    let f = pth(&dir, "bomb.pth", &bomb, &[]);
+    assert!(bomb.len() < 444);
+    let e = read_pth(&f).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("memo copies more than"), "{e}");
+    // Lists nested 100,000 deep.
+    let mut deep = vec![0x80, 2];
+    deep.extend(std::iter::repeat_n(b']', 100_000));
+    deep.extend(std::iter::repeat_n(b'a', 99_999));
+    deep.push(b'.');
+    let f = pth(&dir, "deep.pth", &deep, &[]);
+    let e = read_pth(&f).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("stack grows beyond 10000"), "{e}");
+}
+
+mod onnx_graphs {
+    //! Hostile ONNX graphs, built as the importer sees them after parsing: each is an error
+    //! naming the node, never a panic or an allocation the file did not pay for.
+    use sr_backend_onnx::import::import;
+    use sr_backend_onnx::proto::{Attr, Data, Dim, ModelProto, NodeProto, TensorProto, ValueInfo};
+
+    fn value(name: &str, dims: &[i64]) -> ValueInfo {
+        ValueInfo {
+            name: name.into(),
+            elem_type: 1,
+            shape: Some(dims.iter().map(|&d| Dim::Fixed(d)).collect()),
+        }
+    }
+
+    fn node(op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<(&str, Attr)>) -> NodeProto {
+        NodeProto {
+            name: format!("{op}_node"),
+            op_type: op.into(),
+            domain: String::new(),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: outputs.iter().map(|s| s.to_string()).collect(),
+            attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        }
+    }
+
+    fn tensor(name: &str, dims: &[i64], data: Data) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data,
+        }
+    }
+
+    /// An image input `x` [1, 3, 8, 8], these nodes and initializers, output `y`.
+    fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>) -> ModelProto {
+        ModelProto {
+            ir_version: 8,
+            opset: 13,
+            producer: "test".into(),
+            nodes,
+            initializers: inits,
+            inputs: vec![value("x", &[1, 3, 8, 8])],
+            outputs: vec![value("y", &[1, 10])],
+        }
+    }
+
+    fn error(m: &ModelProto) -> String {
+        // A panic here would fail the test with its message; an Ok would too.
+        match import(m, None, None) {
+            Ok(_) => panic!("imported"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn hostile_onnx_graphs_are_errors_naming_the_node() {
+        let relu = |i: &str, o: &str| node("Relu", &[i], &[o], vec![]);
+        // ConstantOfShape of [2^40]: refused before anything is allocated.
+        let shape = tensor("s", &[1], Data::I64(vec![1 << 40]));
+        let e = error(&model(
+            vec![
+                node("ConstantOfShape", &["s"], &["big"], vec![]),
+                relu("x", "y"),
+            ],
+            vec![shape],
+        ));
+        assert!(
+            e.contains("ConstantOfShape") && e.contains("[1099511627776]"),
+            "{e}"
+        );
+        // An input declared 100000 x 100000.
+        let mut m = model(vec![relu("x", "y")], vec![]);
+        m.inputs = vec![value("x", &[1, 3, 100_000, 100_000])];
+        let e = error(&m);
+        assert!(e.contains("100000 x 100000") && e.contains("4096"), "{e}");
+        // A node without outputs.
+        let e = error(&model(vec![node("Relu", &["x"], &[], vec![])], vec![]));
+        assert!(
+            e.contains("Relu_node") && e.contains("has no output"),
+            "{e}"
+        );
+        // An empty Clip bound.
+        let lo = tensor("lo", &[0], Data::F32(vec![]));
+        let e = error(&model(
+            vec![node("Clip", &["x", "lo"], &["y"], vec![])],
+            vec![lo],
+        ));
+        assert!(
+            e.contains("Clip_node") && e.contains("the bound is an empty tensor"),
+            "{e}"
+        );
+        // Concat without inputs.
+        let e = error(&model(
+            vec![relu("x", "r"), node("Concat", &[], &["y"], vec![])],
+            vec![],
+        ));
+        assert!(e.contains("Concat has no inputs"), "{e}");
+        // Squeeze naming one axis twice.
+        let c = tensor("c", &[1, 1, 4], Data::F32(vec![0.0; 4]));
+        let axes = tensor("axes", &[2], Data::I64(vec![0, 0]));
+        let e = error(&model(
+            vec![
+                node("Squeeze", &["c", "axes"], &["s"], vec![]),
+                relu("x", "y"),
+            ],
+            vec![c.clone(), axes],
+        ));
+        assert!(e.contains("names an axis twice"), "{e}");
+        // Slice with starts and ends of different lengths.
+        let starts = tensor("st", &[2], Data::I64(vec![0, 0]));
+        let ends = tensor("en", &[1], Data::I64(vec![1]));
+        let e = error(&model(
+            vec![
+                node("Slice", &["c", "st", "en"], &["s"], vec![]),
+                relu("x", "y"),
+            ],
+            vec![c, starts, ends],
+        ));
+        assert!(e.contains("must agree"), "{e}");
+        // A convolution with a 0-wide kernel, SAME padding.
+        let w = tensor("w", &[4, 3, 0, 3], Data::F32(vec![]));
+        let e = error(&model(
+            vec![node(
+                "Conv",
+                &["x", "w"],
+                &["y"],
+                vec![("auto_pad", Attr::Str("SAME_UPPER".into()))],
+            )],
+            vec![w],
+        ));
+        assert!(e.contains("Conv_node"), "{e}");
+        // An initializer whose dims wrap when multiplied, or do not hold its values.
+        let wrap = tensor("w", &[1 << 62, 8], Data::F32(vec![0.0; 8]));
+        let e = error(&model(vec![relu("x", "y")], vec![wrap]));
+        assert!(
+            e.contains("tensor `w` declares dims [4611686018427387904, 8]"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn the_hand_made_checkpoint_fixture_reads_as_written() {
+    // tests/fixtures/pth/tiny.pth (made by make_pth.py beside it; it seeds the pth fuzz
+    // target): the values its script writes.
+    let w =
+        sr_backend_torchvision::pth::read_pth(&repo().join("tests/fixtures/pth/tiny.pth")).unwrap();
+    assert_eq!(w["w"].shape(), [2, 2]);
+    assert_eq!(w["w"].data(), [1.0, -2.0, 3.0, -4.0]);
+    assert_eq!(w["b"].data(), [0.5, -0.5]);
+}

@@ -349,17 +349,28 @@ fn srhost_classify_runs_onnx_and_finds_the_runtime_or_says_how_to_install_it() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("\"espresso\""), "{}", run.stdout);
 
-    // Found through the `onnxruntime` Python package instead (the unpacked wheel on
-    // PYTHONPATH), without ORT_DYLIB_PATH.
+    // Found through the `onnxruntime` Python package instead, without ORT_DYLIB_PATH: the
+    // unpacked wheel in a user site directory, where `pip install --user` puts it (the probe
+    // looks in site directories only; PYTHONPATH and the working directory are ignored).
     let lib = PathBuf::from(std::env::var("ORT_DYLIB_PATH").expect(
         "ORT_DYLIB_PATH is not set: run the tests with `bash scripts/test.sh`, which installs ONNX Runtime",
     ));
-    let site = lib.parent().unwrap().parent().unwrap().parent().unwrap();
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let user_site = std::process::Command::new("python3")
+        .args(["-I", "-c", "import site; print(site.getusersitepackages())"])
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    let user_site = PathBuf::from(String::from_utf8_lossy(&user_site.stdout).trim());
+    assert!(user_site.starts_with(&home), "{}", user_site.display());
+    std::fs::create_dir_all(user_site.join("onnxruntime")).unwrap();
+    std::os::unix::fs::symlink(lib.parent().unwrap(), user_site.join("onnxruntime/capi")).unwrap();
     let out = std::process::Command::new(srhost_bin())
         .current_dir(&dir)
         .args(["classify", "--config", &cfg, &coffee])
         .env_remove("ORT_DYLIB_PATH")
-        .env("PYTHONPATH", site)
+        .env("HOME", &home)
         .output()
         .unwrap();
     assert!(

@@ -275,11 +275,17 @@ pub fn load_photo(path: &std::path::Path) -> Result<Rgb8> {
 #[cfg(feature = "decode")]
 pub fn load_photo_limited(path: &std::path::Path, limits: &PhotoLimits) -> Result<Rgb8> {
     let bytes = std::fs::read(path).map_err(|e| crate::Error::io(path, e))?;
-    let bad = |m: String| crate::Error::input(format!("{}: {m}", path.display()));
+    decode_photo(&bytes, limits, &path.display().to_string())
+}
+
+/// [`load_photo_limited`] on a file's bytes; `what` names it in errors.
+#[cfg(feature = "decode")]
+pub fn decode_photo(bytes: &[u8], limits: &PhotoLimits, what: &str) -> Result<Rgb8> {
+    let bad = |m: String| crate::Error::input(format!("{what}: {m}"));
     let reader = || {
-        image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+        image::ImageReader::new(std::io::Cursor::new(bytes))
             .with_guessed_format()
-            .map_err(|e| crate::Error::io(path, e))
+            .map_err(|e| crate::Error::io(what, e))
     };
     let format = reader()?.format();
     let (w, h) = reader()?

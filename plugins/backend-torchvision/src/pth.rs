@@ -110,6 +110,41 @@ struct Machine<'a> {
     stack: Vec<Val>,
     memo: HashMap<u32, Val>,
     what: &'a str,
+    /// How many more values memo copies may make ([`MAX_COPIED_VALUES`]).
+    budget: usize,
+}
+
+/// The most values (containers, items, 64-byte pieces of strings) that copies through the
+/// pickle memo may make, in all: a state dict's pickle copies a few hundred; a "memo bomb"
+/// (a value memoised, fetched twice into a new value, memoised again, ...) doubles each time.
+const MAX_COPIED_VALUES: usize = 10_000_000;
+
+/// The deepest the pickle machine's stack may grow. A state dict's pickle stays under about
+/// 2,000 (items are set in batches of 1,000); the bound also bounds how deeply values nest,
+/// which dropping them recursively needs stack for.
+const MAX_STACK: usize = 10_000;
+
+impl Val {
+    /// How many values `self` holds (itself included, strings and bytes by 64-byte pieces),
+    /// counting no further than `cap`.
+    fn size_up_to(&self, cap: usize) -> usize {
+        let mut n = 0;
+        let mut todo = vec![self];
+        while let Some(v) = todo.pop() {
+            n += 1;
+            if n > cap {
+                return n;
+            }
+            match v {
+                Val::Str(s) => n += s.len() / 64,
+                Val::Bytes(b) => n += b.len() / 64,
+                Val::Tuple(items) | Val::List(items) => todo.extend(items),
+                Val::Dict(items) => todo.extend(items.iter().flat_map(|(k, v)| [k, v])),
+                _ => {}
+            }
+        }
+        n
+    }
 }
 
 impl<'a> Machine<'a> {
@@ -120,7 +155,20 @@ impl<'a> Machine<'a> {
             stack: vec![],
             memo: HashMap::new(),
             what,
+            budget: MAX_COPIED_VALUES,
         }
+    }
+
+    /// A copy of `v` for the memo, charged to the copy budget.
+    fn copy(&mut self, v: &Val) -> Result<Val> {
+        let n = v.size_up_to(self.budget);
+        if n > self.budget {
+            return Err(self.err(format!(
+                "its memo copies more than {MAX_COPIED_VALUES} values (a state dict copies a few hundred)"
+            )));
+        }
+        self.budget -= n;
+        Ok(v.clone())
     }
 
     fn err(&self, m: impl std::fmt::Display) -> Error {
@@ -132,8 +180,9 @@ impl<'a> Machine<'a> {
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let s = self
-            .data
-            .get(self.pos..self.pos + n)
+            .pos
+            .checked_add(n)
+            .and_then(|end| self.data.get(self.pos..end))
             .ok_or_else(|| self.err("truncated"))?;
         self.pos += n;
         Ok(s)
@@ -179,6 +228,11 @@ impl<'a> Machine<'a> {
     /// Run to STOP and return the result. `persistent` resolves persistent ids (storages).
     fn run(&mut self, persistent: &dyn Fn(Val) -> std::result::Result<Val, String>) -> Result<Val> {
         loop {
+            if self.stack.len() > MAX_STACK {
+                return Err(self.err(format!(
+                    "its stack grows beyond {MAX_STACK} values (a state dict's stays under about 2,000)"
+                )));
+            }
             let op = self.u8()?;
             match op {
                 0x80 => {
@@ -245,37 +299,28 @@ impl<'a> Machine<'a> {
                     let b = self.take(n)?.to_vec();
                     self.stack.push(Val::Bytes(b))
                 }
-                b'q' => {
-                    let k = self.u8()? as u32;
-                    let v = self.top()?.clone();
+                b'q' | b'r' | 0x94 => {
+                    let k = match op {
+                        b'q' => self.u8()? as u32,
+                        b'r' => self.u32()?,
+                        _ => self.memo.len() as u32,
+                    };
+                    let top = self.top()?.clone();
+                    let v = self.copy(&top)?;
                     self.memo.insert(k, v);
                 }
-                b'r' => {
-                    let k = self.u32()?;
-                    let v = self.top()?.clone();
-                    self.memo.insert(k, v);
-                }
-                0x94 => {
-                    let k = self.memo.len() as u32;
-                    let v = self.top()?.clone();
-                    self.memo.insert(k, v);
-                }
-                b'h' => {
-                    let k = self.u8()? as u32;
-                    let v = self
+                b'h' | b'j' => {
+                    let k = if op == b'h' {
+                        self.u8()? as u32
+                    } else {
+                        self.u32()?
+                    };
+                    let held = self
                         .memo
                         .get(&k)
                         .cloned()
                         .ok_or_else(|| self.err("bad memo"))?;
-                    self.stack.push(v)
-                }
-                b'j' => {
-                    let k = self.u32()?;
-                    let v = self
-                        .memo
-                        .get(&k)
-                        .cloned()
-                        .ok_or_else(|| self.err("bad memo"))?;
+                    let v = self.copy(&held)?;
                     self.stack.push(v)
                 }
                 b't' => {
@@ -424,10 +469,12 @@ impl<'a> Machine<'a> {
                 else {
                     return Err(self.err("unexpected _rebuild_tensor arguments"));
                 };
+                let offset = usize::try_from(*offset)
+                    .map_err(|_| self.err(format!("negative storage offset {offset}")))?;
                 Ok(Val::Tensor(TensorRef {
                     dtype: *dtype,
                     key: key.clone(),
-                    offset: *offset as usize,
+                    offset,
                     shape: ints(size)?,
                     stride: ints(stride)?,
                 }))
@@ -509,19 +556,50 @@ fn to_f32(dtype: DType, bytes: &[u8]) -> Vec<f32> {
 
 /// Gather a strided view of a storage into a dense row-major tensor.
 fn materialise(t: &TensorRef, storage: &[f32], what: &str, name: &str) -> Result<Tensor> {
-    let n: usize = t.shape.iter().product();
+    let bad = |m: String| {
+        Error::input(format!(
+            "{what}: tensor `{name}` of shape {:?} and strides {:?} {m}",
+            t.shape, t.stride
+        ))
+    };
+    if t.shape.len() != t.stride.len() {
+        return Err(bad(format!(
+            "has {} dimensions and {} strides",
+            t.shape.len(),
+            t.stride.len()
+        )));
+    }
+    // Checked before anything is allocated: the element count, and the last element's index
+    // inside the storage. A view larger than its storage must repeat elements (a zero
+    // stride), which state dicts do not hold.
+    let n = t
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| bad("has more elements than can be counted".into()))?;
+    let zero_stride = t
+        .stride
+        .iter()
+        .zip(&t.shape)
+        .any(|(&s, &d)| s == 0 && d > 1);
+    if n > storage.len() && !(zero_stride && n <= 1 << 24) {
+        return Err(bad(format!(
+            "has {n} elements, its storage {}",
+            storage.len()
+        )));
+    }
     let mut out = Vec::with_capacity(n);
     if n > 0 {
-        let max_index = t.offset
-            + t.shape
-                .iter()
-                .zip(&t.stride)
-                .map(|(d, s)| (d - 1) * s)
-                .sum::<usize>();
-        if max_index >= storage.len() {
-            return Err(Error::input(format!(
-                "{what}: tensor `{name}` of shape {:?} reaches past its storage ({} values)",
-                t.shape,
+        let max_index = t
+            .shape
+            .iter()
+            .zip(&t.stride)
+            .try_fold(t.offset, |a, (&d, &s)| {
+                (d - 1).checked_mul(s)?.checked_add(a)
+            });
+        if max_index.is_none_or(|m| m >= storage.len()) {
+            return Err(bad(format!(
+                "reaches past its storage ({} values)",
                 storage.len()
             )));
         }
@@ -543,12 +621,17 @@ fn materialise(t: &TensorRef, storage: &[f32], what: &str, name: &str) -> Result
 
 /// Read every floating-point tensor of a `.pth`/`.pt` state dict, as f32, by name.
 pub fn read_pth(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let what = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    read_pth_bytes(&bytes, &path.display().to_string())
+}
+
+/// [`read_pth`] on the file's bytes; `what` names it in errors.
+pub fn read_pth_bytes(bytes: &[u8], what: &str) -> Result<BTreeMap<String, Tensor>> {
+    let what = what.to_string();
     let (refs, storages) = if bytes.starts_with(b"PK\x03\x04") {
-        read_zip(&bytes, &what)?
+        read_zip(bytes, &what)?
     } else {
-        read_legacy(&bytes, &what)?
+        read_legacy(bytes, &what)?
     };
     let mut out = BTreeMap::new();
     for (name, t) in refs {
@@ -588,11 +671,21 @@ fn read_zip(bytes: &[u8], what: &str) -> Result<Parsed> {
         .ok_or_else(|| bad("no data.pkl".into()))?
         .clone();
     let root = pkl.trim_end_matches("data.pkl").to_string();
+    // A storage's entry is stored, or compressed about 1:1 (weights compress poorly): more
+    // than this many bytes out of the archive is a zip bomb, not a checkpoint.
+    let limit = (bytes.len() as u64).saturating_mul(4).max(64 << 20);
     let mut read = |name: &str| -> Result<Vec<u8>> {
-        let mut f = zip.by_name(name).map_err(|e| bad(format!("{name}: {e}")))?;
+        let f = zip.by_name(name).map_err(|e| bad(format!("{name}: {e}")))?;
         let mut v = Vec::new();
-        f.read_to_end(&mut v)
+        f.take(limit + 1)
+            .read_to_end(&mut v)
             .map_err(|e| bad(format!("{name}: {e}")))?;
+        if v.len() as u64 > limit {
+            return Err(bad(format!(
+                "{name} unpacks to more than {limit} bytes from a {}-byte file",
+                bytes.len()
+            )));
+        }
         Ok(v)
     };
     let data = read(&pkl)?;
@@ -652,15 +745,23 @@ fn read_legacy(bytes: &[u8], what: &str) -> Result<Parsed> {
     let mut storages = HashMap::new();
     for key in keys {
         let count_bytes = bytes
-            .get(pos..pos + 8)
+            .get(pos..pos.saturating_add(8))
             .ok_or_else(|| Error::input(format!("{what}: truncated storage `{key}`")))?;
-        let count = u64::from_le_bytes(count_bytes.try_into().unwrap()) as usize;
+        let count = u64::from_le_bytes(count_bytes.try_into().unwrap());
         pos += 8;
         let dtype = dtypes.get(key.as_str()).copied().unwrap_or(DType::U8);
-        let len = count * dtype.size();
-        let raw = bytes
-            .get(pos..pos + len)
-            .ok_or_else(|| Error::input(format!("{what}: truncated storage `{key}`")))?;
+        // The declared size is checked against the bytes present before it is read.
+        let raw = usize::try_from(count)
+            .ok()
+            .and_then(|c| c.checked_mul(dtype.size()))
+            .and_then(|len| Some(pos..pos.checked_add(len)?))
+            .and_then(|r| bytes.get(r))
+            .ok_or_else(|| {
+                Error::input(format!(
+                    "{what}: storage `{key}` declares {count} values, more than the file holds"
+                ))
+            })?;
+        let len = raw.len();
         pos += len;
         if dtype.is_float() {
             storages.insert(key, to_f32(dtype, raw));

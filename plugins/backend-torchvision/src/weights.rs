@@ -14,12 +14,17 @@ pub fn load(path: &Path) -> Result<Weights> {
     let bytes = std::fs::read(path).map_err(|e| {
         Error::io(path, e).with_help("give `weights` as the path of a .safetensors or .pth file")
     })?;
-    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors")
-        || safetensors::SafeTensors::read_metadata(&bytes).is_ok();
+    let named = path.extension().is_some_and(|e| e == "safetensors");
+    load_bytes(&bytes, &path.display().to_string(), named)
+}
+
+/// [`load`] on a file's bytes (`what` names it in errors; `safetensors`: its name says so).
+pub fn load_bytes(bytes: &[u8], what: &str, safetensors: bool) -> Result<Weights> {
+    let is_safetensors = safetensors || safetensors::SafeTensors::read_metadata(bytes).is_ok();
     let mut w = if is_safetensors {
-        read_safetensors(&bytes, path)?
+        read_safetensors(bytes, what)?
     } else {
-        pth::read_pth(path)?
+        pth::read_pth_bytes(bytes, what)?
     };
     if !w.is_empty() && w.keys().all(|k| k.starts_with("module.")) {
         w = w
@@ -30,13 +35,9 @@ pub fn load(path: &Path) -> Result<Weights> {
     Ok(w)
 }
 
-fn read_safetensors(bytes: &[u8], path: &Path) -> Result<Weights> {
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
-        Error::input(format!(
-            "{}: not a readable safetensors file: {e}",
-            path.display()
-        ))
-    })?;
+fn read_safetensors(bytes: &[u8], what: &str) -> Result<Weights> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::input(format!("{what}: not a readable safetensors file: {e}")))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         use safetensors::Dtype;

@@ -26,7 +26,7 @@ pub(super) const OPS: &[OpBuilder] = &[
 
 fn constant(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     let c = if let Some(Attr::Tensor(t)) = n.attr("value") {
-        const_of(t)
+        const_of(t).map_err(|e| Importer::err(n, e.message))?
     } else if let Some(Attr::Float(f)) = n.attr("value_float") {
         Const {
             dims: vec![],
@@ -56,7 +56,7 @@ fn constant(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
 
 fn constant_of_shape(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     let dims = dims_of(n, imp.konst(n, 0)?)?;
-    let count: usize = dims.iter().product();
+    let count = super::element_count(n, &dims)?;
     let data = match n.attr("value") {
         Some(Attr::Tensor(t)) => match &t.data {
             Data::F32(v) => Data::F32(vec![v.first().copied().unwrap_or(0.0); count]),

@@ -381,7 +381,7 @@ impl<'m> Importer<'m> {
                 for a in 0..2 {
                     let len = x[2 + a];
                     let out = len.div_ceil(stride[a]);
-                    let span = (kernel[a] - 1) * dilation[a] + 1;
+                    let span = kernel[a].saturating_sub(1) * dilation[a] + 1;
                     let total = ((out - 1) * stride[a] + span).saturating_sub(len);
                     let (small, big) = (total / 2, total - total / 2);
                     if auto == "SAME_UPPER" {
@@ -425,6 +425,9 @@ impl<'m> Importer<'m> {
             )
             .with_help("export without runtime-specific fused ops (e.g. save the model before ONNX Runtime's extended optimisations)"));
         }
+        if n.outputs.first().is_none_or(|o| o.is_empty()) {
+            return Err(Self::err(n, "the node has no output"));
+        }
         match ops().find(|b| b.op == n.op_type) {
             Some(b) => (b.build)(self, n),
             None => Err(Error::unsupported(format!(
@@ -437,11 +440,33 @@ impl<'m> Importer<'m> {
     }
 }
 
-fn const_of(t: &TensorProto) -> Const {
-    Const {
-        dims: t.dims.iter().map(|&d| d as usize).collect(),
-        data: t.data.clone(),
+/// A tensor of the file as a constant: its dims must be non-negative and hold exactly its
+/// values (checked without overflow).
+fn const_of(t: &TensorProto) -> Result<Const> {
+    let dims: Option<Vec<usize>> = t.dims.iter().map(|&d| usize::try_from(d).ok()).collect();
+    let count = dims
+        .as_ref()
+        .and_then(|d| d.iter().try_fold(1usize, |a, &x| a.checked_mul(x)));
+    match (dims, count) {
+        (Some(dims), Some(c)) if c == t.data.len() => Ok(Const {
+            dims,
+            data: t.data.clone(),
+        }),
+        _ => Err(Error::input(format!(
+            "tensor `{}` declares dims {:?} but holds {} values",
+            t.name,
+            t.dims,
+            t.data.len()
+        ))),
     }
+}
+
+/// The first value of a constant that must hold one (a Clip bound, a Pad value).
+fn scalar(n: &NodeProto, c: &Const, what: &str) -> Result<f32> {
+    c.floats()
+        .first()
+        .copied()
+        .ok_or_else(|| Importer::err(n, format!("{what} is an empty tensor")))
 }
 
 fn dims_of(n: &NodeProto, c: &Const) -> Result<Vec<usize>> {
@@ -452,6 +477,27 @@ fn dims_of(n: &NodeProto, c: &Const) -> Result<Vec<usize>> {
         })
         .collect()
 }
+
+/// The most values a constant computed at load time may hold (2^28, 1 GiB as f32): shape
+/// arithmetic makes a few, weights filled by ConstantOfShape (weight-stripped test models)
+/// up to VGG's 103 M.
+pub const MAX_FOLDED_VALUES: usize = 1 << 28;
+
+/// The element count of `dims`, checked: no overflow, at most [`MAX_FOLDED_VALUES`].
+fn element_count(n: &NodeProto, dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&c| c <= MAX_FOLDED_VALUES)
+        .ok_or_else(|| {
+            Importer::err(
+                n,
+                format!("a constant of shape {dims:?} is larger than the {MAX_FOLDED_VALUES} values srhost folds"),
+            )
+        })
+}
+
+/// The largest input height or width a model may declare.
+pub const MAX_INPUT_SIDE: usize = 4096;
 
 fn norm_axis(n: &NodeProto, axis: i64, rank: usize) -> Result<usize> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };
@@ -566,6 +612,12 @@ pub fn import(
             .with_help("give input_size = [height, width] in the [model] table"))
         }
     };
+    if c > 64 || hw.iter().any(|&s| s == 0 || s > MAX_INPUT_SIDE) {
+        return Err(Error::input(format!(
+            "input `{}` is {c} x {} x {}: srhost takes at most 64 channels and {MAX_INPUT_SIDE} pixels a side",
+            input.name, hw[0], hw[1]
+        )));
+    }
     let mut imp = Importer {
         m,
         graph: Graph {
@@ -587,7 +639,7 @@ pub fn import(
     };
     imp.used_names.insert(input.name.clone(), 1);
     for t in &m.initializers {
-        imp.vals.insert(t.name.clone(), Val::Const(const_of(t)));
+        imp.vals.insert(t.name.clone(), Val::Const(const_of(t)?));
     }
     imp.vals
         .insert(input.name.clone(), Val::Node(0, Pending::None));

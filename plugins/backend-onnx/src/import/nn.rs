@@ -2,7 +2,7 @@
 //! normalisation, residual sums, and the zero `Pad` folded into the window of the layer that
 //! reads it.
 
-use super::{node_label, norm_axis, Importer, OpBuilder, Pending, Val};
+use super::{node_label, norm_axis, scalar, Importer, OpBuilder, Pending, Val};
 use crate::proto::NodeProto;
 use sr_core::graph::{NodeId, Op};
 use sr_core::{Result, Tensor};
@@ -295,11 +295,13 @@ fn clip(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     let (min, max) = if opset >= 11 {
         let lo = imp
             .opt_konst(n, 1)?
-            .map(|c| c.floats()[0])
+            .map(|c| scalar(n, c, "the bound"))
+            .transpose()?
             .unwrap_or(f32::NEG_INFINITY);
         let hi = imp
             .opt_konst(n, 2)?
-            .map(|c| c.floats()[0])
+            .map(|c| scalar(n, c, "the bound"))
+            .transpose()?
             .unwrap_or(f32::INFINITY);
         (lo, hi)
     } else {
@@ -467,7 +469,11 @@ fn pad(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     }
     let (pads, value) = if opset >= 11 {
         let pads = imp.konst(n, 1)?.ints();
-        let value = imp.opt_konst(n, 2)?.map(|c| c.floats()[0]).unwrap_or(0.0);
+        let value = imp
+            .opt_konst(n, 2)?
+            .map(|c| scalar(n, c, "the padding value"))
+            .transpose()?
+            .unwrap_or(0.0);
         if Importer::has_input(n, 3) {
             return Err(Importer::err(n, "the `axes` input of Pad is not supported"));
         }

@@ -115,6 +115,12 @@ fn unsqueeze_squeeze(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
             None => (0..rank).filter(|&i| dims[i] == 1).collect(),
         };
         drop.sort_unstable();
+        if drop.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Importer::err(
+                n,
+                format!("`axes` names an axis twice: {drop:?}"),
+            ));
+        }
         for &a in drop.iter().rev() {
             dims.remove(a);
         }
@@ -155,6 +161,21 @@ fn slice(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     };
     let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
     let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+    if [ends.len(), axes.len(), steps.len()]
+        .iter()
+        .any(|&l| l != starts.len())
+    {
+        return Err(Importer::err(
+            n,
+            format!(
+                "starts, ends, axes and steps have {}, {}, {} and {} values; they must agree",
+                starts.len(),
+                ends.len(),
+                axes.len(),
+                steps.len()
+            ),
+        ));
+    }
     // Per axis: the list of picked indices.
     let mut picks: Vec<Vec<usize>> = c.dims.iter().map(|&d| (0..d).collect()).collect();
     for k in 0..starts.len() {
@@ -244,6 +265,9 @@ fn transpose(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
 
 fn concat(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     let k = n.inputs.len();
+    if k == 0 {
+        return Err(Importer::err(n, "Concat has no inputs"));
+    }
     let vals: Vec<Val> = (0..k)
         .map(|i| imp.val(n, i).cloned())
         .collect::<Result<_>>()?;

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Run every fuzz target for SECONDS each (default 600), seeded from the repository's fixtures,
+# and print one line per target: executions, seconds, crashes. Needs cargo-fuzz
+# (`cargo install cargo-fuzz`); RUSTC_BOOTSTRAP lets the stable toolchain take libFuzzer's
+# nightly flags. Crashes are kept under fuzz/artifacts/<target>/.
+set -euo pipefail
+cd "$(dirname "$0")"
+secs="${1:-600}"
+export RUSTC_BOOTSTRAP=1
+repo=..
+seed() { # target, files...
+    local t=$1; shift
+    mkdir -p "corpus/$t"
+    for f in "$@"; do [ -f "$f" ] && cp -n "$f" "corpus/$t/" || true; done
+}
+seed onnx_import $repo/tests/fixtures/onnx/*.onnx
+seed safetensors $repo/tests/fixtures/golden/models/*.safetensors
+seed pth $repo/tests/fixtures/pth/*.pth
+seed photo $repo/assets/images/faces/*.png $repo/assets/images/grace_hopper.jpg
+targets="${TARGETS:-onnx_import pth safetensors photo}"
+for t in $targets; do
+    log="artifacts/$t.log"
+    mkdir -p "artifacts/$t"
+    set +e
+    cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 \
+        -timeout=20 -artifact_prefix="artifacts/$t/" > "$log" 2>&1
+    code=$?
+    set -e
+    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+    crashes=$(ls "artifacts/$t" | grep -c -E '^(crash|oom|timeout|leak)-' || true)
+    echo "$t: $execs executions in ${secs} s, exit $code, $crashes crash/oom/timeout files"
+done
