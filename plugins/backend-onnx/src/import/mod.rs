@@ -21,6 +21,7 @@ use crate::proto::{
 use sr_core::graph::{Node, NodeId, Op};
 use sr_core::{Error, Graph, Result, Tensor};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 mod constants;
 mod nn;
@@ -44,22 +45,23 @@ pub fn supported() -> Vec<&'static str> {
     ops().map(|b| b.op).collect()
 }
 
-/// A constant tensor during import.
+/// A constant tensor during import. Its values are shared: passing a constant through
+/// Identity, Reshape or Squeeze copies no values.
 #[derive(Clone, Debug, PartialEq)]
 struct Const {
     dims: Vec<usize>,
-    data: Data,
+    data: Arc<Data>,
 }
 
 impl Const {
     fn ints(&self) -> Vec<i64> {
-        match &self.data {
+        match self.data.as_ref() {
             Data::I64(v) => v.clone(),
             Data::F32(v) => v.iter().map(|&x| x as i64).collect(),
         }
     }
     fn floats(&self) -> Vec<f32> {
-        match &self.data {
+        match self.data.as_ref() {
             Data::F32(v) => v.clone(),
             Data::I64(v) => v.iter().map(|&x| x as f32).collect(),
         }
@@ -69,11 +71,14 @@ impl Const {
     }
     /// Pick elements by flat index.
     fn pick(&self, dims: Vec<usize>, idx: &[usize]) -> Const {
-        let data = match &self.data {
+        let data = match self.data.as_ref() {
             Data::F32(v) => Data::F32(idx.iter().map(|&i| v[i]).collect()),
             Data::I64(v) => Data::I64(idx.iter().map(|&i| v[i]).collect()),
         };
-        Const { dims, data }
+        Const {
+            dims,
+            data: Arc::new(data),
+        }
     }
 }
 
@@ -150,6 +155,8 @@ struct Importer<'m> {
     vals: HashMap<String, Val>,
     uses: HashMap<&'m str, usize>,
     used_names: HashMap<String, usize>,
+    /// Values of constants computed so far ([`MAX_FOLDED_VALUES`] in all).
+    folded: usize,
 }
 
 fn node_label(n: &NodeProto) -> String {
@@ -162,6 +169,23 @@ fn node_label(n: &NodeProto) -> String {
 }
 
 impl<'m> Importer<'m> {
+    /// Charge `values` new constant values (computed by node `n`) to the import's budget.
+    fn charge(&mut self, n: &NodeProto, values: usize) -> Result<()> {
+        self.folded = self
+            .folded
+            .checked_add(values)
+            .filter(|&t| t <= MAX_FOLDED_VALUES)
+            .ok_or_else(|| {
+                Self::err(
+                    n,
+                    format!(
+                        "the constants computed at load time would hold more than {MAX_FOLDED_VALUES} values (this node adds {values})"
+                    ),
+                )
+            })?;
+        Ok(())
+    }
+
     fn err(n: &NodeProto, msg: impl std::fmt::Display) -> Error {
         Error::input(format!("{}: {msg}", node_label(n)))
     }
@@ -268,7 +292,7 @@ impl<'m> Importer<'m> {
     }
 
     fn tensor(n: &NodeProto, c: &Const, what: &str, shape: Vec<usize>) -> Result<Tensor> {
-        if !matches!(c.data, Data::F32(_)) {
+        if !matches!(*c.data, Data::F32(_)) {
             return Err(Self::err(
                 n,
                 format!("{what} must be floating point, found integers"),
@@ -450,7 +474,7 @@ fn const_of(t: &TensorProto) -> Result<Const> {
     match (dims, count) {
         (Some(dims), Some(c)) if c == t.data.len() => Ok(Const {
             dims,
-            data: t.data.clone(),
+            data: Arc::new(t.data.clone()),
         }),
         _ => Err(Error::input(format!(
             "tensor `{}` declares dims {:?} but holds {} values",
@@ -478,9 +502,9 @@ fn dims_of(n: &NodeProto, c: &Const) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// The most values a constant computed at load time may hold (2^28, 1 GiB as f32): shape
-/// arithmetic makes a few, weights filled by ConstantOfShape (weight-stripped test models)
-/// up to VGG's 103 M.
+/// The most values the constants computed at load time may hold, all together, counted in
+/// f32s with their index vectors (2^28, 1 GiB): shape arithmetic makes a few, weights filled by ConstantOfShape (weight-stripped test
+/// models) up to VGG-19's 144 M. A small file cannot make the importer allocate more.
 pub const MAX_FOLDED_VALUES: usize = 1 << 28;
 
 /// The element count of `dims`, checked: no overflow, at most [`MAX_FOLDED_VALUES`].
@@ -636,6 +660,7 @@ pub fn import(
         vals: HashMap::new(),
         uses,
         used_names: HashMap::new(),
+        folded: 0,
     };
     imp.used_names.insert(input.name.clone(), 1);
     for t in &m.initializers {

@@ -10,6 +10,7 @@ use super::{
 use crate::proto::{Data, NodeProto};
 use sr_core::graph::{NodeId, Op};
 use sr_core::Result;
+use std::sync::Arc;
 
 /// The ops of this family.
 pub(super) const OPS: &[OpBuilder] = &[
@@ -59,7 +60,7 @@ fn shape(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
         0,
         Val::Const(Const {
             dims: vec![s.len()],
-            data: Data::I64(s),
+            data: Arc::new(Data::I64(s)),
         }),
     );
     Ok(())
@@ -85,6 +86,12 @@ fn gather(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let outer: usize = data.dims[..axis].iter().product();
     let inner: usize = data.dims[axis + 1..].iter().product();
+    let count = outer
+        .checked_mul(picks.len())
+        .and_then(|c| c.checked_mul(inner))
+        .unwrap_or(usize::MAX);
+    // The values and their index vector (8 bytes each): three f32s' worth.
+    imp.charge(n, count.saturating_mul(3))?;
     let mut flat = Vec::new();
     for o in 0..outer {
         for &p in &picks {
@@ -203,6 +210,7 @@ fn slice(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
         picks[a] = v;
     }
     let dims: Vec<usize> = picks.iter().map(Vec::len).collect();
+    imp.charge(n, dims.iter().product::<usize>().saturating_mul(3))?;
     let st = strides(&c.dims);
     let mut flat = Vec::new();
     for_each_index(&dims, |ix| {
@@ -229,6 +237,7 @@ fn transpose(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
                 None => (0..rank).rev().collect(),
             };
             let dims: Vec<usize> = perm.iter().map(|&p| c.dims[p]).collect();
+            imp.charge(n, c.numel().saturating_mul(3))?;
             let st = strides(&c.dims);
             let mut flat = Vec::new();
             for_each_index(&dims, |ix| {
@@ -282,10 +291,25 @@ fn concat(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
         let rank = cs[0].dims.len();
         let axis = norm_axis(n, Importer::int_attr(n, "axis", 0)?, rank)?;
         let outer: usize = cs[0].dims[..axis].iter().product();
-        let float = cs.iter().any(|c| matches!(c.data, Data::F32(_)));
+        let float = cs.iter().any(|c| matches!(*c.data, Data::F32(_)));
+        imp.charge(
+            n,
+            cs.iter().map(Const::numel).sum::<usize>().saturating_mul(2),
+        )?;
+        // Each constant's values, converted once.
+        let values: Vec<(Vec<f32>, Vec<i64>)> = cs
+            .iter()
+            .map(|c| {
+                if float {
+                    (c.floats(), vec![])
+                } else {
+                    (vec![], c.ints())
+                }
+            })
+            .collect();
         let (mut fv, mut iv) = (Vec::new(), Vec::new());
         for o in 0..outer {
-            for c in &cs {
+            for (c, (cf, ci)) in cs.iter().zip(&values) {
                 if c.dims.len() != rank
                     || c.dims[..axis] != cs[0].dims[..axis]
                     || c.dims[axis + 1..] != cs[0].dims[axis + 1..]
@@ -300,16 +324,23 @@ fn concat(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
                 }
                 let chunk: usize = c.dims[axis..].iter().product();
                 if float {
-                    fv.extend_from_slice(&c.floats()[o * chunk..(o + 1) * chunk]);
+                    fv.extend_from_slice(&cf[o * chunk..(o + 1) * chunk]);
                 } else {
-                    iv.extend_from_slice(&c.ints()[o * chunk..(o + 1) * chunk]);
+                    iv.extend_from_slice(&ci[o * chunk..(o + 1) * chunk]);
                 }
             }
         }
         let mut dims = cs[0].dims.clone();
         dims[axis] = cs.iter().map(|c| c.dims[axis]).sum();
         let data = if float { Data::F32(fv) } else { Data::I64(iv) };
-        imp.bind(n, 0, Val::Const(Const { dims, data }));
+        imp.bind(
+            n,
+            0,
+            Val::Const(Const {
+                dims,
+                data: Arc::new(data),
+            }),
+        );
     } else {
         let ids: Vec<NodeId> = (0..k).map(|i| imp.plain_in(n, i)).collect::<Result<_>>()?;
         let rank = imp.shape_of(ids[0]).len();
