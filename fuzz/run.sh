@@ -28,7 +28,8 @@ for t in $targets; do
         -timeout=20 -artifact_prefix="artifacts/$t/" > "$log" 2>&1
     code=$?
     set -e
-    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+    # "Done N runs in S second(s)" at the end of a run; the last "#N" status line if it crashed.
+    execs=$(grep -oE 'Done [0-9]+ runs' "$log" | grep -oE '[0-9]+' || grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
     crashes=$(ls "artifacts/$t" | grep -c -E '^(crash|oom|timeout|leak)-' || true)
     echo "$t: $execs executions in ${secs} s, exit $code, $crashes crash/oom/timeout files"
 done

@@ -564,4 +564,13 @@ fn fuzz_findings_stay_fixed() {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
     assert!(peak_kb < 2 << 20, "peak memory {peak_kb} kB");
+    // onnx_import, panic: a Reshape whose target shape (from the file) overflows when its
+    // dimensions are multiplied.
+    let f = repo().join("tests/fixtures/fuzz/onnx_import-reshape-overflow.onnx");
+    let m = sr_backend_onnx::proto::parse(&std::fs::read(&f).unwrap()).unwrap();
+    let e = sr_backend_onnx::import::import(&m, None, None)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Reshape") && e.contains("shape"), "{e}");
 }

@@ -393,7 +393,10 @@ fn reshape(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
                 }
             }
             if let Some(i) = infer {
-                let rest: usize = out.iter().product();
+                let rest: usize = out
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .ok_or_else(|| Importer::err(n, format!("invalid target shape {t:?}")))?;
                 if rest == 0 || total % rest != 0 {
                     return Err(Importer::err(
                         n,
@@ -412,7 +415,10 @@ fn reshape(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
             ]
         }
     };
-    if dims_out.iter().product::<usize>() != total {
+    let count = dims_out
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d));
+    if count != Some(total) {
         return Err(Importer::err(
             n,
             format!("cannot reshape {dims_in:?} to {dims_out:?}"),
