@@ -415,9 +415,7 @@ fn reshape(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
             ]
         }
     };
-    let count = dims_out
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d));
+    let count = dims_out.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     if count != Some(total) {
         return Err(Importer::err(
             n,
