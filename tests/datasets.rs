@@ -5,7 +5,7 @@
 //! 50,000-image report in headless Chromium.
 
 use srhost_tests::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// A pipeline over `images` (TOML strings) writing into `out`: the shipped model, the
@@ -439,33 +439,6 @@ fn an_image_whose_maps_are_not_finite_fails_by_name_and_the_tables_still_build()
     assert!(out.join("metrics.csv").is_file() && out.join("report.html").is_file());
 }
 
-/// Headless Chromium, as tests/report.rs starts it.
-fn chromium_dom(profile: &Path, url: &str) -> String {
-    let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("Chromium is not installed: `bash scripts/test.sh` installs it");
-    let o = Command::new(bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            &format!("--user-data-dir={}", profile.display()),
-            "--virtual-time-budget=20000",
-            "--dump-dom",
-            url,
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 #[test]
 fn a_50000_image_report_opens_in_chromium_one_page_at_a_time() {
     let dir = scratch("ds-50k");
@@ -504,10 +477,12 @@ fn a_50000_image_report_opens_in_chromium_one_page_at_a_time() {
     );
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.len() < 200_000, "report.html is {} bytes", html.len());
-    let dom = chromium_dom(
+    let url = format!("file://{}", out.join("report.html").display());
+    let dom = headless(
         &dir.join("profile"),
-        &format!("file://{}", out.join("report.html").display()),
+        &["--virtual-time-budget=20000", "--dump-dom", &url],
     );
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
     let body = dom
         .split("<body")
         .nth(1)

@@ -3,7 +3,7 @@
 //! a batch killed with SIGKILL that a rerun completes without losing anything.
 
 use srhost_tests::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 fn spec(dir: &Path, images: &[&str], extra: &str) -> String {
     let imgs: Vec<String> = images.iter().map(|i| lit(&photo(i))).collect();
@@ -177,38 +177,6 @@ fn bad_labels_and_metrics_keys_are_named() {
         "{}",
         r.stderr
     );
-}
-
-/// Headless Chromium as the machine's `chromium` package installs it.
-fn chromium() -> PathBuf {
-    for c in [
-        "/usr/bin/chromium",
-        "/usr/bin/chromium-browser",
-        "/usr/bin/google-chrome",
-    ] {
-        if Path::new(c).exists() {
-            return c.into();
-        }
-    }
-    panic!("Chromium is not installed: `bash scripts/test.sh` installs Debian's chromium package");
-}
-
-fn headless(profile: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            &format!("--user-data-dir={}", profile.display()),
-        ])
-        .args(args)
-        .output()
-        .expect("cannot start chromium")
 }
 
 #[test]

@@ -226,3 +226,32 @@ pub fn node(
             .collect(),
     }
 }
+
+/// Headless Chromium as the machine's `chromium` package installs it, run with `args`, a fresh
+/// profile in `profile`, and the flags that keep it off the network.
+pub fn headless(profile: &Path, args: &[&str]) -> Output {
+    let bin = [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect("Chromium is not installed: `bash scripts/test.sh` installs Debian's chromium package");
+    Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", profile.display()),
+        ])
+        .args(args)
+        .output()
+        .expect("cannot start chromium")
+}
