@@ -19,7 +19,8 @@ seed onnx_import $repo/tests/fixtures/onnx/*.onnx
 seed safetensors $repo/tests/fixtures/golden/models/*.safetensors
 seed pth $repo/tests/fixtures/pth/*.pth
 seed photo $repo/assets/images/faces/*.png $repo/assets/images/grace_hopper.jpg
-targets="${TARGETS:-onnx_import pth safetensors photo}"
+seed spec $repo/configs/*.toml
+targets="${TARGETS:-onnx_import pth safetensors photo spec}"
 for t in $targets; do
     log="artifacts/$t.log"
     mkdir -p "artifacts/$t"

@@ -387,6 +387,26 @@ fn hostile_checkpoints_are_errors_not_aborts() {
     let f = pth(&dir, "deep.pth", &deep, &[]);
     let e = read_pth(&f).map(|_| ()).unwrap_err().to_string();
     assert!(e.contains("stack grows beyond 10000"), "{e}");
+    // Values nested 1,000,000 deep on a one-value stack (TUPLE1 over and over): dropping or
+    // copying them would recurse a million times.
+    let mut chain = vec![0x80, 2, b'N'];
+    chain.extend(std::iter::repeat_n(0x85u8, 1_000_000));
+    chain.push(b'.');
+    let f = pth(&dir, "tuple-chain.pth", &chain, &[]);
+    let e = read_pth(&f).map(|_| ()).unwrap_err().to_string();
+    assert!(
+        e.contains("tuple-chain.pth") && e.contains("nest more than 256 deep"),
+        "{e}"
+    );
+    // The same with lists appended into each other, memoised on the way.
+    let mut lists = vec![0x80, 2, b']'];
+    for _ in 0..300 {
+        lists.extend([b'q', 0, b']', b'h', 0, b'a']);
+    }
+    lists.push(b'.');
+    let f = pth(&dir, "list-chain.pth", &lists, &[]);
+    let e = read_pth(&f).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("nest more than 256 deep"), "{e}");
 }
 
 mod onnx_graphs {

@@ -2,15 +2,6 @@
 //!
 //! Exit codes: 0 ok, 1 some images failed, 2 bad invocation or spec.
 
-mod dataset;
-mod fingerprint;
-mod process;
-mod records;
-mod report;
-mod runner;
-mod spec;
-mod stages;
-
 use clap::{Parser, Subcommand};
 use sr_core::{kind_name, LoadedPlugin, Registry};
 use std::path::{Path, PathBuf};
@@ -21,15 +12,7 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOC: sr_nn::alloc::ReuseLarge = sr_nn::alloc::ReuseLarge;
 
-// Built-in stages. Each built-in plugin crate must be named once, or the linker drops its
-// `inventory` registrations.
-use sr_backend_onnx as _;
-use sr_backend_torchvision as _;
-use sr_relevance_gradient as _;
-use sr_relevance_lrp as _;
-use sr_render_basic as _;
-use sr_saliency_context_aware as _;
-use sr_saliency_itti as _;
+use srhost::{dataset, fingerprint, records, report, runner, spec, stages};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -31,9 +31,11 @@ enum Val {
     Float(f64),
     Str(String),
     Bytes(Vec<u8>),
-    Tuple(Vec<Val>),
-    List(Vec<Val>),
-    Dict(Vec<(Val, Val)>),
+    /// Containers carry how deeply they nest (an empty one is 1, a scalar 0), kept up to date
+    /// as items are added, so that [`MAX_DEPTH`] is checked in O(1) per item.
+    Tuple(Vec<Val>, u16),
+    List(Vec<Val>, u16),
+    Dict(Vec<(Val, Val)>, u16),
     /// A global we allow, by `module.name`.
     Global(String),
     /// A reference to a storage: (dtype, key).
@@ -124,7 +126,17 @@ const MAX_COPIED_VALUES: usize = 10_000_000;
 /// which dropping them recursively needs stack for.
 const MAX_STACK: usize = 10_000;
 
+/// How deeply values may nest. A state dict nests about 5 deep; dropping, copying and printing
+/// a value recurse once per level, so this bounds the native stack they need.
+const MAX_DEPTH: u16 = 256;
+
 impl Val {
+    fn depth(&self) -> u16 {
+        match self {
+            Val::Tuple(_, d) | Val::List(_, d) | Val::Dict(_, d) => *d,
+            _ => 0,
+        }
+    }
     /// How many values `self` holds (itself included, strings and bytes by 64-byte pieces),
     /// counting no further than `cap`.
     fn size_up_to(&self, cap: usize) -> usize {
@@ -138,8 +150,8 @@ impl Val {
             match v {
                 Val::Str(s) => n += s.len() / 64,
                 Val::Bytes(b) => n += b.len() / 64,
-                Val::Tuple(items) | Val::List(items) => todo.extend(items),
-                Val::Dict(items) => todo.extend(items.iter().flat_map(|(k, v)| [k, v])),
+                Val::Tuple(items, _) | Val::List(items, _) => todo.extend(items),
+                Val::Dict(items, _) => todo.extend(items.iter().flat_map(|(k, v)| [k, v])),
                 _ => {}
             }
         }
@@ -169,6 +181,22 @@ impl<'a> Machine<'a> {
         }
         self.budget -= n;
         Ok(v.clone())
+    }
+
+    /// The depth of a container holding `items`, checked against [`MAX_DEPTH`].
+    fn nested<'v>(&self, items: impl IntoIterator<Item = &'v Val>) -> Result<u16> {
+        let d = 1 + items.into_iter().map(Val::depth).max().unwrap_or(0);
+        if d > MAX_DEPTH {
+            return Err(self.err(format!(
+                "its values nest more than {MAX_DEPTH} deep (a state dict's nest about 5)"
+            )));
+        }
+        Ok(d)
+    }
+
+    fn tuple(&self, items: Vec<Val>) -> Result<Val> {
+        let d = self.nested(&items)?;
+        Ok(Val::Tuple(items, d))
     }
 
     fn err(&self, m: impl std::fmt::Display) -> Error {
@@ -243,9 +271,9 @@ impl<'a> Machine<'a> {
                 }
                 b'.' => return self.pop(), // STOP
                 b'(' => self.stack.push(Val::Mark),
-                b'}' => self.stack.push(Val::Dict(vec![])),
-                b']' => self.stack.push(Val::List(vec![])),
-                b')' => self.stack.push(Val::Tuple(vec![])),
+                b'}' => self.stack.push(Val::Dict(vec![], 1)),
+                b']' => self.stack.push(Val::List(vec![], 1)),
+                b')' => self.stack.push(Val::Tuple(vec![], 1)),
                 b'N' => self.stack.push(Val::None),
                 0x88 => self.stack.push(Val::Bool(true)),
                 0x89 => self.stack.push(Val::Bool(false)),
@@ -325,36 +353,46 @@ impl<'a> Machine<'a> {
                 }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Val::Tuple(items))
+                    let t = self.tuple(items)?;
+                    self.stack.push(t)
                 }
                 0x85 => {
                     let a = self.pop()?;
-                    self.stack.push(Val::Tuple(vec![a]))
+                    let t = self.tuple(vec![a])?;
+                    self.stack.push(t)
                 }
                 0x86 => {
                     let b = self.pop()?;
                     let a = self.pop()?;
-                    self.stack.push(Val::Tuple(vec![a, b]))
+                    let t = self.tuple(vec![a, b])?;
+                    self.stack.push(t)
                 }
                 0x87 => {
                     let c = self.pop()?;
                     let b = self.pop()?;
                     let a = self.pop()?;
-                    self.stack.push(Val::Tuple(vec![a, b, c]))
+                    let t = self.tuple(vec![a, b, c])?;
+                    self.stack.push(t)
                 }
                 b's' => {
                     let v = self.pop()?;
                     let k = self.pop()?;
+                    let nd = self.nested([&k, &v])?;
                     match self.top()? {
-                        Val::Dict(d) => d.push((k, v)),
+                        Val::Dict(d, depth) => {
+                            *depth = (*depth).max(nd);
+                            d.push((k, v))
+                        }
                         _ => return Err(self.err("SETITEM on a non-dict")),
                     }
                 }
                 b'u' => {
                     let items = self.pop_mark()?;
                     let e = self.err("SETITEMS on a non-dict");
+                    let nd = self.nested(&items)?;
                     match self.top()? {
-                        Val::Dict(d) => {
+                        Val::Dict(d, depth) => {
+                            *depth = (*depth).max(nd);
                             let mut it = items.into_iter();
                             while let (Some(k), Some(v)) = (it.next(), it.next()) {
                                 d.push((k, v));
@@ -366,16 +404,24 @@ impl<'a> Machine<'a> {
                 b'a' => {
                     let v = self.pop()?;
                     let e = self.err("APPEND on a non-list");
+                    let nd = self.nested([&v])?;
                     match self.top()? {
-                        Val::List(l) => l.push(v),
+                        Val::List(l, depth) => {
+                            *depth = (*depth).max(nd);
+                            l.push(v)
+                        }
                         _ => return Err(e),
                     }
                 }
                 b'e' => {
                     let items = self.pop_mark()?;
                     let e = self.err("APPENDS on a non-list");
+                    let nd = self.nested(&items)?;
                     match self.top()? {
-                        Val::List(l) => l.extend(items),
+                        Val::List(l, depth) => {
+                            *depth = (*depth).max(nd);
+                            l.extend(items)
+                        }
                         _ => return Err(e),
                     }
                 }
@@ -441,12 +487,12 @@ impl<'a> Machine<'a> {
             return Err(self.err("call of a non-global"));
         };
         let args = match args {
-            Val::Tuple(a) => a,
+            Val::Tuple(a, _) => a,
             _ => return Err(self.err("call arguments are not a tuple")),
         };
         let ints = |v: &Val| -> Result<Vec<usize>> {
             match v {
-                Val::Tuple(t) | Val::List(t) => t
+                Val::Tuple(t, _) | Val::List(t, _) => t
                     .iter()
                     .map(|x| match x {
                         Val::Int(i) if *i >= 0 => Ok(*i as usize),
@@ -457,8 +503,8 @@ impl<'a> Machine<'a> {
             }
         };
         match name.as_str() {
-            "collections.OrderedDict" => Ok(Val::Dict(vec![])),
-            "builtins.set" => Ok(Val::List(vec![])),
+            "collections.OrderedDict" => Ok(Val::Dict(vec![], 1)),
+            "builtins.set" => Ok(Val::List(vec![], 1)),
             "torch._utils._rebuild_tensor_v2" | "torch._utils._rebuild_tensor" => {
                 let (
                     Some(Val::Storage(dtype, key)),
@@ -490,7 +536,7 @@ impl<'a> Machine<'a> {
 
 /// The persistent id of a storage: `('storage', torch.FloatStorage, key, location, numel, ...)`.
 fn storage_from_pid(pid: Val) -> std::result::Result<Val, String> {
-    let Val::Tuple(t) = pid else {
+    let Val::Tuple(t, _) = pid else {
         return Err("a persistent id that is not a tuple".into());
     };
     match (t.first(), t.get(1), t.get(2)) {
@@ -511,7 +557,7 @@ fn storage_from_pid(pid: Val) -> std::result::Result<Val, String> {
 /// Walk the unpickled object for tensors: a state dict, or a dict holding one
 /// (`{"state_dict": ...}`, `{"model": ...}`).
 fn collect_tensors(v: &Val, prefix: &str, out: &mut Vec<(String, TensorRef)>) {
-    if let Val::Dict(items) = v {
+    if let Val::Dict(items, _) = v {
         for (k, val) in items {
             let key = match k {
                 Val::Str(s) => s.clone(),
@@ -525,7 +571,7 @@ fn collect_tensors(v: &Val, prefix: &str, out: &mut Vec<(String, TensorRef)>) {
             };
             match val {
                 Val::Tensor(t) => out.push((name, t.clone())),
-                Val::Dict(_) => collect_tensors(val, &name, out),
+                Val::Dict(..) => collect_tensors(val, &name, out),
                 _ => {}
             }
         }
@@ -726,7 +772,7 @@ fn read_legacy(bytes: &[u8], what: &str) -> Result<Parsed> {
     m.stack.clear();
     m.memo.clear();
     let keys = match m.run(&no_pid)? {
-        Val::List(k) => k
+        Val::List(k, _) => k
             .into_iter()
             .map(|v| match v {
                 Val::Str(s) => Ok(s),
