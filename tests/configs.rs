@@ -5,17 +5,11 @@ use srhost_tests::*;
 
 /// `srhost args` in the repository root with extra environment variables.
 fn srhost_env(args: &[&str], env: &[(&str, String)]) -> Run {
-    let out = std::process::Command::new(srhost_bin())
-        .current_dir(repo())
+    let mut cmd = std::process::Command::new(srhost_bin());
+    cmd.current_dir(repo())
         .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v.as_str())))
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        .envs(env.iter().map(|(k, v)| (k, v.as_str())));
+    run_measured(cmd)
 }
 
 #[test]

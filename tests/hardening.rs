@@ -7,6 +7,20 @@ use srhost_tests::*;
 use std::path::Path;
 use std::process::Command;
 
+/// The bound: no bad input may make srhost take a gigabyte.
+const MEMORY_BOUND_MIB: f64 = 1024.0;
+
+/// `srhost args` in `dir`, held to [`MEMORY_BOUND_MIB`] of peak resident memory.
+fn bounded(dir: &Path, args: &[&str]) -> Run {
+    let r = srhost(dir, args);
+    assert!(
+        r.peak_mib < MEMORY_BOUND_MIB,
+        "srhost {args:?} took {:.0} MiB: {r:?}",
+        r.peak_mib
+    );
+    r
+}
+
 /// A pipeline over `images` (TOML strings) with the shipped model and the gradient.
 fn spec(dir: &Path, images: &[String], extra_run: &str, tail: &str) -> String {
     write(
@@ -30,8 +44,8 @@ fn the_runtime_probe_never_loads_a_library_from_the_working_directory() {
     std::fs::create_dir_all(&capi).unwrap();
     std::fs::write(capi.join("libonnxruntime.so.1.23.2"), b"not a library").unwrap();
     std::fs::write(dir.join("onnxruntime/__init__.py"), b"").unwrap();
-    let out = Command::new(srhost_bin())
-        .current_dir(&dir)
+    let mut cmd = Command::new(srhost_bin());
+    cmd.current_dir(&dir)
         .env_remove("ORT_DYLIB_PATH")
         .env("PYTHONPATH", &dir)
         .args([
@@ -47,11 +61,11 @@ fn the_runtime_probe_never_loads_a_library_from_the_working_directory() {
                     .to_string()
             ),
             &photo("coffee.png").display().to_string(),
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+        ]);
+    let r = run_measured(cmd);
+    let err = &r.stderr;
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.peak_mib < MEMORY_BOUND_MIB, "{r:?}");
     assert!(
         !err.contains(&dir.display().to_string()),
         "the working directory's library was taken: {err}"
@@ -66,14 +80,14 @@ fn a_truncated_jpeg_fails_that_image_unless_allowed() {
     let cut = dir.join("cut.jpg");
     std::fs::write(&cut, &whole[..whole.len() / 100]).unwrap();
     let images = [lit(&cut), lit(&photo("coffee.png"))];
-    let r = srhost(&dir, &["--pipeline", &spec(&dir, &images, "", "")]);
+    let r = bounded(&dir, &["--pipeline", &spec(&dir, &images, "", "")]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stdout.contains("done 1, skipped 0, failed 1"), "{r:?}");
     assert!(
         r.stderr.contains("cut.jpg") && r.stderr.contains("JPEG file is truncated"),
         "{r:?}"
     );
-    let r = srhost(
+    let r = bounded(
         &dir,
         &[
             "--pipeline",
@@ -104,7 +118,7 @@ fn a_photo_declaring_too_many_pixels_is_refused_from_its_header() {
     png.extend(crc32(&idat).to_be_bytes());
     let f = dir.join("huge.png");
     std::fs::write(&f, png).unwrap();
-    let r = srhost(&dir, &["--pipeline", &spec(&dir, &[lit(&f)], "", "")]);
+    let r = bounded(&dir, &["--pipeline", &spec(&dir, &[lit(&f)], "", "")]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
         r.stderr.contains("huge.png")
@@ -138,7 +152,7 @@ fn an_extremely_elongated_photo_fails_by_name_instead_of_aborting() {
     image::GrayImage::from_pixel(1, 1_000_000, image::Luma([128]))
         .save(&f)
         .unwrap();
-    let r = srhost(&dir, &["--pipeline", &spec(&dir, &[lit(&f)], "", "")]);
+    let r = bounded(&dir, &["--pipeline", &spec(&dir, &[lit(&f)], "", "")]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
         r.stderr.contains("long.png") && r.stderr.contains("would be 256x256000000"),
@@ -190,7 +204,7 @@ fn bad_values_are_refused_at_check_with_their_key() {
         ),
     ] {
         // `check` validates the spec; building the stages (the run) checks their values.
-        let r = srhost(
+        let r = bounded(
             &dir,
             &["--pipeline", &spec(&dir, &images, "", ca), "--set", set],
         );
@@ -205,7 +219,7 @@ fn bad_values_are_refused_at_check_with_their_key() {
             "{set}"
         );
     }
-    let r = srhost(
+    let r = bounded(
         &dir,
         &[
             "--pipeline",
@@ -217,7 +231,7 @@ fn bad_values_are_refused_at_check_with_their_key() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("`resize` = 100000"), "{r:?}");
     // A missing model file fails `check` too, not only the run.
-    let r = srhost(
+    let r = bounded(
         &dir,
         &[
             "check",
@@ -237,7 +251,7 @@ fn bad_values_are_refused_at_check_with_their_key() {
 fn a_60000_level_set_key_is_an_error() {
     let dir = scratch("hard-deep");
     let key = vec!["a"; 60_000].join(".");
-    let r = srhost(
+    let r = bounded(
         &dir,
         &[
             "check",
@@ -407,6 +421,39 @@ fn hostile_checkpoints_are_errors_not_aborts() {
     let f = pth(&dir, "list-chain.pth", &lists, &[]);
     let e = read_pth(&f).map(|_| ()).unwrap_err().to_string();
     assert!(e.contains("nest more than 256 deep"), "{e}");
+    // The same files given to srhost as model weights: exit 2, one line naming the file, well
+    // under a gigabyte.
+    let coffee = photo("coffee.png").display().to_string();
+    for name in [
+        "elements-2-40.pth",
+        "elements-2-61.pth",
+        "elements-overflow.pth",
+        "negative-offset.pth",
+        "past-storage.pth",
+        "wrapping-stride.pth",
+        "bomb.pth",
+        "deep.pth",
+        "tuple-chain.pth",
+        "list-chain.pth",
+    ] {
+        let weights = format!("model.weights={}", lit(&dir.join(name)));
+        let r = bounded(
+            &dir,
+            &[
+                "classify",
+                "--set",
+                "model.use=\"torchvision\"",
+                "--set",
+                "model.arch=\"vgg16\"",
+                "--set",
+                &weights,
+                &coffee,
+            ],
+        );
+        assert_eq!(r.code, 2, "{name}: {r:?}");
+        assert!(r.stderr.contains(name), "{name}: {r:?}");
+        assert_eq!(r.stderr.lines().count(), 1, "{name}: {r:?}");
+    }
 }
 
 mod onnx_graphs {

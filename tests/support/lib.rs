@@ -85,30 +85,72 @@ pub struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+    /// The process's peak resident memory in MiB (`ru_maxrss` from `wait4`).
+    pub peak_mib: f64,
 }
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
+            "exit {} (peak {:.0} MiB)\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.peak_mib, self.stdout, self.stderr
         )
     }
 }
 
-/// Run `srhost args...` in `cwd`.
+/// Run `srhost args...` in `cwd`, and measure its peak memory.
 pub fn srhost(cwd: &Path, args: &[&str]) -> Run {
-    let out: Output = Command::new(srhost_bin())
-        .current_dir(cwd)
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("cannot run srhost");
+    let mut cmd = Command::new(srhost_bin());
+    cmd.current_dir(cwd).args(args).env_remove("RUST_BACKTRACE");
+    run_measured(cmd)
+}
+
+/// Run `cmd` to its end with its output captured; its exit code and peak resident memory come
+/// from `wait4`, which reports them for that one child. Linux carries the high-water mark of
+/// the memory the child had before `exec` (the test process's, when it is spawned with
+/// `CLONE_VM`), so the figure can over-state srhost's own peak, never under-state it.
+pub fn run_measured(mut cmd: Command) -> Run {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the command");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let mut stderr = Vec::new();
+    let _ = err.read_to_end(&mut stderr);
+    let stdout = reader.join().unwrap();
+    let mut status = 0i32;
+    // SAFETY: rusage is plain data; the pid is our child, not yet waited for.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let r = loop {
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        break r;
+    };
+    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -libc::WTERMSIG(status)
+    };
     Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        peak_mib: usage.ru_maxrss as f64 / 1024.0,
     }
 }
 
