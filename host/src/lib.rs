@@ -21,3 +21,61 @@ use sr_relevance_lrp as _;
 use sr_render_basic as _;
 use sr_saliency_context_aware as _;
 use sr_saliency_itti as _;
+
+use sr_core::Registry;
+
+/// An error that ends a command, with its exit code (1: images failed or the run's tables
+/// could not be written, 2: the pipeline or a stage is wrong).
+#[derive(Debug)]
+pub struct Fail(pub u8, pub String);
+
+/// What [`execute`] did.
+pub struct Executed {
+    pub summary: runner::Summary,
+    /// The configuration's fingerprint (`result.json` records it; see [`fingerprint::of`]).
+    pub fingerprint: String,
+}
+
+/// Run a validated pipeline: build its stages, process every image (resuming where
+/// `result.json` allows), record the run's provenance in `run.json` and rebuild the run-wide
+/// tables and `report.html`. What `srhost run` and Python's `srhost.run` do.
+pub fn execute(
+    pipeline: &spec::Pipeline,
+    reg: &Registry,
+    opts: runner::RunOptions,
+) -> Result<Executed, Fail> {
+    let started = std::time::Instant::now();
+    let fingerprint = fingerprint::of(pipeline, reg).map_err(|e| Fail(2, e.to_string()))?;
+    let stages = stages::build_stages(pipeline, reg).map_err(|e| Fail(2, e.to_string()))?;
+    let summary =
+        runner::run(pipeline, &stages, opts, &fingerprint).map_err(|e| Fail(1, e.to_string()))?;
+    let provenance = serde_json::json!({
+        "srhost": env!("CARGO_PKG_VERSION"),
+        "abi": sr_core::abi::ABI_VERSION,
+        "pipeline": pipeline.file,
+        "config": pipeline.resolved_toml,
+        "fingerprint": fingerprint,
+        "host": records::host_name(),
+        "shard": pipeline.shard.map(|s| format!("{}/{}", s.index, s.count)),
+        "stages": reg.entries().map(|e| serde_json::json!({
+            "key": e.info.key(), "version": e.info.version, "source": e.source.to_string(),
+        })).collect::<Vec<_>>(),
+        "images": summary.images,
+        "done": summary.done,
+        "skipped": summary.skipped,
+        "busy": summary.busy,
+        "redone": summary.redone.iter().map(|(f, old)| serde_json::json!({
+            "folder": f, "old_fingerprint": old,
+        })).collect::<Vec<_>>(),
+        "failed": summary.failed.iter().map(|(p, e)| serde_json::json!({
+            "image": p.display().to_string(), "error": e.to_string(),
+        })).collect::<Vec<_>>(),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    report::record_run(&pipeline.output, &provenance).map_err(|e| Fail(1, e.to_string()))?;
+    report::rebuild(&pipeline.output, &pipeline.file).map_err(|e| Fail(1, e.to_string()))?;
+    Ok(Executed {
+        summary,
+        fingerprint,
+    })
+}

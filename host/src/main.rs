@@ -12,7 +12,7 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOC: sr_nn::alloc::ReuseLarge = sr_nn::alloc::ReuseLarge;
 
-use srhost::{dataset, fingerprint, records, report, runner, spec, stages};
+use srhost::{dataset, report, runner, spec, Fail};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -96,9 +96,6 @@ enum Command {
         file: Option<PathBuf>,
     },
 }
-
-/// An error that ends the command with an exit code.
-struct Fail(u8, String);
 
 fn main() -> ExitCode {
     if let Some(v) = std::env::var_os(sr_nn::alloc::CACHE_ENV) {
@@ -315,44 +312,17 @@ fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
                 .map_err(|m| Fail(2, format!("--shard {m}")))?,
         );
     }
-    let started = std::time::Instant::now();
-    let fingerprint = fingerprint::of(&pipeline, &reg).map_err(|e| Fail(2, e.to_string()))?;
-    let stages = stages::build_stages(&pipeline, &reg).map_err(|e| Fail(2, e.to_string()))?;
-    let summary = runner::run(
+    let srhost::Executed {
+        summary,
+        fingerprint,
+    } = srhost::execute(
         &pipeline,
-        &stages,
+        &reg,
         runner::RunOptions {
             jobs: cli.jobs,
             force: cli.force,
         },
-        &fingerprint,
-    )
-    .map_err(|e| Fail(1, e.to_string()))?;
-    let provenance = serde_json::json!({
-        "srhost": env!("CARGO_PKG_VERSION"),
-        "abi": sr_core::abi::ABI_VERSION,
-        "pipeline": pipeline.file,
-        "config": pipeline.resolved_toml,
-        "fingerprint": fingerprint,
-        "host": records::host_name(),
-        "shard": pipeline.shard.map(|s| format!("{}/{}", s.index, s.count)),
-        "stages": reg.entries().map(|e| serde_json::json!({
-            "key": e.info.key(), "version": e.info.version, "source": e.source.to_string(),
-        })).collect::<Vec<_>>(),
-        "images": summary.images,
-        "done": summary.done,
-        "skipped": summary.skipped,
-        "busy": summary.busy,
-        "redone": summary.redone.iter().map(|(f, old)| serde_json::json!({
-            "folder": f, "old_fingerprint": old,
-        })).collect::<Vec<_>>(),
-        "failed": summary.failed.iter().map(|(p, e)| serde_json::json!({
-            "image": p.display().to_string(), "error": e.to_string(),
-        })).collect::<Vec<_>>(),
-        "seconds": started.elapsed().as_secs_f64(),
-    });
-    report::record_run(&pipeline.output, &provenance).map_err(|e| Fail(1, e.to_string()))?;
-    report::rebuild(&pipeline.output, &pipeline.file).map_err(|e| Fail(1, e.to_string()))?;
+    )?;
     let shard = match pipeline.shard {
         Some(s) => format!(
             " of {} (shard {}/{})",

@@ -6,7 +6,7 @@
 
 use crate::dataset::{Entry, Truth};
 use crate::records::{self, BranchResult, ImageResult};
-use crate::spec::{Pipeline, RelevanceInput, Target};
+use crate::spec::{MetricsSpec, Pipeline, RelevanceInput, Target};
 use crate::stages::Stages;
 use sr_core::{contract, metrics, npy, preprocess, BranchMaps, Error, Image, Model, RenderInput};
 use sr_core::{Result, Tensor};
@@ -309,7 +309,7 @@ impl<'a> Job<'a> {
             };
             let order =
                 metrics::patches_by_relevance(&channel_sum(&b.relevance)?, h, w, m.aopc_patch);
-            let r = perturb(model.as_ref(), input, &order, row.target, self.p)?;
+            let r = perturb(model.as_ref(), input, &order, row.target, m)?;
             row.aopc = Some(r.aopc());
             row.aopc_curve = r.curve();
             self.seconds
@@ -317,7 +317,7 @@ impl<'a> Job<'a> {
         }
         let t = Instant::now();
         let order = metrics::patches_random(h, w, m.aopc_patch, m.seed);
-        let r = perturb(model.as_ref(), input, &order, self.targets[0], self.p)?;
+        let r = perturb(model.as_ref(), input, &order, self.targets[0], m)?;
         self.time("aopc.random", t);
         self.result.aopc_random = Some(r.aopc());
         self.result.aopc_random_curve = r.curve();
@@ -412,7 +412,7 @@ fn f64s(i: &Image) -> Vec<f64> {
 }
 
 /// A `[1,] C x H x W` relevance map summed over channels (signed), `H x W`.
-fn channel_sum(r: &Tensor) -> Result<Vec<f32>> {
+pub fn channel_sum(r: &Tensor) -> Result<Vec<f32>> {
     let (c, h, w) = chw(r)?;
     Ok((0..h * w)
         .map(|i| (0..c).map(|ch| r.data()[ch * h * w + i]).sum())
@@ -429,13 +429,13 @@ fn chw(r: &Tensor) -> Result<(usize, usize, usize)> {
 }
 
 /// Region perturbation of one image (`input`: `1 x C x H x W`) in `order`, scored by the
-/// `target` logit, batches of 8.
-fn perturb(
+/// `target` logit, batches of 8, as `[metrics]` sets it.
+pub fn perturb(
     model: &dyn Model,
     input: &Tensor,
     order: &[(usize, usize)],
     target: usize,
-    p: &Pipeline,
+    m: &MetricsSpec,
 ) -> Result<metrics::Perturbation> {
     let s = input.shape();
     let info = model.info();
@@ -444,11 +444,11 @@ fn perturb(
         input.data(),
         shape,
         order,
-        p.metrics.aopc_patch,
-        p.metrics.aopc_steps,
-        p.metrics.aopc_fill,
+        m.aopc_patch,
+        m.aopc_steps,
+        m.aopc_fill,
         (&info.mean, &info.std),
-        p.metrics.seed,
+        m.seed,
         8,
         &mut |batch, n| {
             let x = Tensor::new(vec![n, shape[0], shape[1], shape[2]], batch.to_vec())?;

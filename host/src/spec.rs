@@ -109,6 +109,23 @@ impl Default for MetricsSpec {
     }
 }
 
+/// The bounds of `[metrics]`: each AOPC step costs a forward pass; a patch wider than any model
+/// input flips everything. An error gives the key and what was expected.
+pub fn check_metrics(m: &MetricsSpec) -> Result<(), (&'static str, String)> {
+    for (key, value, max) in [
+        ("aopc_steps", m.aopc_steps, MAX_AOPC_STEPS),
+        ("aopc_patch", m.aopc_patch, MAX_AOPC_PATCH),
+    ] {
+        if !(1..=max).contains(&value) {
+            return Err((
+                key,
+                format!("expected an integer from 1 to {max}, got {value}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `[run]` as the file gives it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -824,19 +841,7 @@ impl RawSpec {
             return Ok(MetricsSpec::default());
         };
         let m: MetricsSpec = self.typed(&["metrics"], v)?;
-        // Each step costs a forward pass; a patch wider than any model input flips everything.
-        for (key, value, max) in [
-            ("aopc_steps", m.aopc_steps, MAX_AOPC_STEPS),
-            ("aopc_patch", m.aopc_patch, MAX_AOPC_PATCH),
-        ] {
-            if !(1..=max).contains(&value) {
-                return Err(self.error(
-                    &["metrics", key],
-                    format!("expected an integer from 1 to {max}, got {value}"),
-                    "",
-                ));
-            }
-        }
+        check_metrics(&m).map_err(|(key, msg)| self.error(&["metrics", key], msg, ""))?;
         Ok(m)
     }
 
