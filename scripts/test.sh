@@ -32,3 +32,22 @@ fi
 # Every CI step builds the same package selection (--workspace), so dependencies compile once.
 cargo build --workspace --locked
 cargo test --workspace --locked
+
+# The Python package (python/, docs/python.md): a venv under the cache with maturin, numpy and
+# pytest from PyPI, the wheel built by maturin and installed into it, then pytest on
+# python/tests and on the examples of docs/python.md. The tests compare with the srhost binary
+# and load the example plugin built above.
+cache="${SRHOST_CACHE:-$HOME/.cache/srhost}"
+venv="$cache/pyenv"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "maturin==1.16.0" "numpy==2.4.6" "pytest==9.2.0"
+rm -rf "$cache/wheels"
+"$venv/bin/maturin" build --release --locked -m python/Cargo.toml -o "$cache/wheels"
+"$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+    "$cache"/wheels/srhost-*.whl
+target="${CARGO_TARGET_DIR:-target}"
+SRHOST_REQUIRE=1 SRHOST_BIN="$target/debug/srhost" \
+    SRHOST_PLUGIN_SO="$target/debug/libsr_plugin_example.so" \
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests docs/python.md \
+    --doctest-glob='*.md'

@@ -561,9 +561,11 @@ fn targets_of(target: Option<&Bound<'_, PyAny>>, n: usize) -> PyResult<Vec<Targe
         })?;
         Ok(match s.strip_prefix("top").map(str::parse::<usize>) {
             Some(Ok(1)) => Target::Top(1),
-            Some(_) => return Err(value_err(format!(
+            Some(_) => {
+                return Err(value_err(format!(
                 "target: `{s}`: explain makes one map per image; give \"top1\", a class or a label"
-            ))),
+            )))
+            }
             None => Target::Label(s),
         })
     };
@@ -717,6 +719,92 @@ fn run<'py>(
     py.import("json")?.call_method1("loads", (json,))
 }
 
+/// Draw maps with a renderer stage (`panel`, `heatmap`, `edge-overlay`, or a plugin's) and
+/// write its pictures into `out_dir`; returns their paths. `image`: the photo (a path or an
+/// `H x W x 3` array) at the maps' size, e.g. `Model.crop(...)`; `relevance`: `C x H x W`;
+/// `sr` and `photo_saliency`: `H x W` maps in [0, 1]; `label`: the title's prediction.
+#[pyfunction]
+#[pyo3(signature = (image, relevance, sr = None, photo_saliency = None, renderer = "panel", out_dir = ".", name = "image", label = "", branch = "relevance", **params))]
+#[allow(clippy::too_many_arguments)]
+fn render<'py>(
+    py: Python<'py>,
+    image: &Bound<'py, PyAny>,
+    relevance: &Bound<'py, PyAny>,
+    sr: Option<&Bound<'py, PyAny>>,
+    photo_saliency: Option<&Bound<'py, PyAny>>,
+    renderer: &str,
+    out_dir: &str,
+    name: &str,
+    label: &str,
+    branch: &str,
+    params: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Vec<PathBuf>> {
+    let toml = stage_params(StageKind::Renderer, renderer, &to_table(params)?)?;
+    let rgb = photo(image, "image")?;
+    let photo_img = preprocess::to_image(&rgb).map_err(py_err)?;
+    let rel = relevance_tensor(relevance)?;
+    let (h, w) = (rel.shape()[2], rel.shape()[3]);
+    if (photo_img.height, photo_img.width) != (h, w) {
+        return Err(value_err(format!(
+            "image: {} x {} does not match the relevance map's {h} x {w}",
+            photo_img.height, photo_img.width
+        )));
+    }
+    let map = |obj: Option<&Bound<'py, PyAny>>, what: &str| -> PyResult<Option<Image>> {
+        let Some(obj) = obj else { return Ok(None) };
+        let a = array(obj, what)?;
+        check_finite(&a, what)?;
+        if a.shape != [h, w] {
+            return Err(value_err(format!(
+                "{what}: expected an H x W map of {h} x {w}, got shape {:?}",
+                a.shape
+            )));
+        }
+        if a.data.iter().any(|v| !(0.0..=1.0).contains(v)) {
+            return Err(value_err(format!("{what}: values must be in [0, 1]")));
+        }
+        Image::new(w, h, 1, a.data).map(Some).map_err(py_err)
+    };
+    let input = sr_core::RenderInput {
+        image_name: name.to_string(),
+        photo: photo_img.clone(),
+        model_input: Some(photo_img),
+        label: label.to_string(),
+        branches: vec![sr_core::BranchMaps {
+            branch: branch.to_string(),
+            relevance: rel,
+            sr: map(sr, "sr")?,
+        }],
+        photo_saliency: map(photo_saliency, "photo_saliency")?,
+        truth: None,
+    };
+    let artifacts = py
+        .detach(|| {
+            let r = registry().create_renderer(renderer, &toml)?;
+            let out = r.render(&input)?;
+            for a in &out {
+                contract::artifact_name(renderer, &a.name)?;
+            }
+            Ok(out)
+        })
+        .map_err(py_err)?;
+    let out_dir = PathBuf::from(out_dir);
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| PyOSError::new_err(format!("{}: {e}", out_dir.display())))?;
+    let mut paths = vec![];
+    for a in artifacts {
+        let p = out_dir.join(&a.name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| PyOSError::new_err(format!("{}: {e}", parent.display())))?;
+        }
+        std::fs::write(&p, &a.bytes)
+            .map_err(|e| PyOSError::new_err(format!("{}: {e}", p.display())))?;
+        paths.push(p);
+    }
+    Ok(paths)
+}
+
 /// Load a plugin library (`.so`): its stages become usable by name in every function here.
 /// Returns the stage keys it added (`"saliency.my-saliency"`, ...).
 #[pyfunction]
@@ -758,6 +846,7 @@ fn srhost_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ssim, m)?)?;
     m.add_function(wrap_pyfunction!(aopc, m)?)?;
     m.add_function(wrap_pyfunction!(run, m)?)?;
+    m.add_function(wrap_pyfunction!(render, m)?)?;
     m.add_function(wrap_pyfunction!(load_plugin, m)?)?;
     m.add_function(wrap_pyfunction!(stages, m)?)?;
     m.add_class::<PyModel>()?;

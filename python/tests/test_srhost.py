@@ -258,3 +258,14 @@ def test_a_plugin_stage_becomes_usable_by_name():
     assert "saliency.frequency-tuned" in srhost.stages()
     s = srhost.saliency(np.zeros((16, 16, 3), np.uint8) + 100, method="frequency-tuned", blur=3)
     assert s.shape == (16, 16) and np.isfinite(s).all()
+
+
+def test_the_example_notebook_runs(tmp_path, monkeypatch):
+    nb = json.loads((REPO / "docs/examples/zennit-to-sr-map.ipynb").read_text())
+    monkeypatch.chdir(REPO)
+    ns = {}
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "zennit-to-sr-map.ipynb", "exec"), ns)
+    assert ns["ssim2"] > ns["ssim1"]
+    assert [Path(p).name for p in ns["paths"]] == ["panel.png"]
