@@ -269,3 +269,15 @@ def test_the_example_notebook_runs(tmp_path, monkeypatch):
             exec(compile("".join(cell["source"]), "zennit-to-sr-map.ipynb", "exec"), ns)
     assert ns["ssim2"] > ns["ssim1"]
     assert [Path(p).name for p in ns["paths"]] == ["panel.png"]
+
+
+def test_an_onnx_model_gives_the_torchvision_models_logits_and_maps(model):
+    # The shipped Lite0 as ONNX, run by ONNX Runtime (ORT_DYLIB_PATH, as the CLI), against the
+    # same weights in the torchvision backend (configs/onnx.toml's normalisation).
+    onnx = srhost.Model.onnx(str(REPO / "assets/models/efficientnet-lite0.onnx"),
+                             mean=[0.498] * 3, std=[0.502] * 3)
+    a, b = onnx.predict(photo("coffee")), model.predict(photo("coffee"))
+    assert max_abs(a, b) <= 1e-4 * np.abs(b).max()
+    ra = onnx.explain(photo("coffee"), **LRP).ravel()
+    rb = model.explain(photo("coffee"), **LRP).ravel()
+    assert np.corrcoef(ra, rb)[0, 1] >= 0.9999

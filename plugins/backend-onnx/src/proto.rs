@@ -260,7 +260,17 @@ fn parse_tensor(b: &[u8]) -> Result<TensorProto> {
             what()
         )));
     }
-    let count: usize = dims.iter().map(|&d| d as usize).product();
+    // The element count, and (below) the bytes, from the file's dims: checked, never wrapped.
+    let count = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d as usize))
+        .filter(|&c| c.checked_mul(8).is_some())
+        .ok_or_else(|| {
+            Error::input(format!(
+                "{} declares dims {dims:?}: more values than can be counted",
+                what()
+            ))
+        })?;
     let data = if let Some(raw) = raw {
         let width = match dtype {
             FLOAT | INT32 | UINT32 => 4,
