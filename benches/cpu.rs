@@ -238,6 +238,41 @@ fn context_aware(c: &mut Criterion) {
     g.finish();
 }
 
+/// Context-aware saliency through its stage (`Saliency::saliency` on an `Image`, as srhost and
+/// the Python package call it: the f32 -> f64 copy, the search and the resize back to the photo's
+/// size), the Rust side of benches/python_saliency.py.
+fn context_aware_stage(c: &mut Criterion) {
+    use sr_core::{Saliency, SaliencyStage};
+    use sr_saliency_context_aware::{CaParams, ContextAware};
+    let mut g = c.benchmark_group("cpu/context_aware_stage");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(20));
+    let s = ContextAware::build(CaParams {
+        variant: "reference".into(),
+        max_dim: 250,
+        ..Default::default()
+    })
+    .unwrap();
+    for photo in ["coffee.png", "astronaut.png"] {
+        let p = image::open(srhost_tests::photo(photo)).unwrap().to_rgb8();
+        let (w, h) = p.dimensions();
+        let img = sr_core::Image::new(
+            w as usize,
+            h as usize,
+            3,
+            p.into_raw().iter().map(|&v| v as f32 / 255.0).collect(),
+        )
+        .unwrap();
+        g.bench_with_input(
+            BenchmarkId::new(format!("reference/{photo}"), 250),
+            &img,
+            |b, img| b.iter(|| s.saliency(img).unwrap()),
+        );
+    }
+    g.finish();
+}
+
 fn itti(c: &mut Criterion) {
     use sr_core::{Saliency, SaliencyStage};
     use sr_saliency_itti::{Itti, IttiParams};
@@ -261,7 +296,15 @@ fn itti(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, forward, forward_ort, lrp, context_aware, itti);
+criterion_group!(
+    benches,
+    forward,
+    forward_ort,
+    lrp,
+    context_aware,
+    context_aware_stage,
+    itti
+);
 
 /// `SRHOST_BENCH_RATIO=1 cargo bench --bench cpu`: LRP-epsilon and srp against our forward,
 /// the three calls interleaved per round, each round's LRP / forward ratio taken and the median

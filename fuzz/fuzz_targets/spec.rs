@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         let photo = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/images/coffee.png");
         run.insert("images".into(), toml::Value::String(photo.into()));
     }
-    let registry = sr_core::Registry::with_builtins();
+    let registry = srhost::registry();
     // The built-in stages must be linked in, or every stage check would be skipped.
     assert!(registry.entries().count() >= 12, "built-in stages missing");
     let _ = raw.validate(&registry);

@@ -7,20 +7,34 @@ pub mod dataset;
 pub mod fingerprint;
 pub mod process;
 pub mod records;
+pub mod relevance_file;
 pub mod report;
 pub mod runner;
 pub mod spec;
 pub mod stages;
 
-// Built-in stages. Each built-in plugin crate must be named once, or the linker drops its
-// `inventory` registrations.
-use sr_backend_onnx as _;
-use sr_backend_torchvision as _;
-use sr_relevance_gradient as _;
-use sr_relevance_lrp as _;
-use sr_render_basic as _;
-use sr_saliency_context_aware as _;
-use sr_saliency_itti as _;
+/// Every built-in stage: those `inventory` registered, and (whether or not the linker kept
+/// those registrations; a cdylib such as the Python module may lose some) each built-in plugin
+/// crate's `SR_STAGES`, named here so that they are linked.
+pub fn registry() -> sr_core::Registry {
+    let mut r = sr_core::Registry::with_builtins();
+    for (plugin, defs) in [
+        ("sr-backend-onnx", sr_backend_onnx::SR_STAGES),
+        ("sr-backend-torchvision", sr_backend_torchvision::SR_STAGES),
+        ("sr-relevance-gradient", sr_relevance_gradient::SR_STAGES),
+        ("sr-relevance-lrp", sr_relevance_lrp::SR_STAGES),
+        ("sr-render-basic", sr_render_basic::SR_STAGES),
+        (
+            "sr-saliency-context-aware",
+            sr_saliency_context_aware::SR_STAGES,
+        ),
+        ("sr-saliency-itti", sr_saliency_itti::SR_STAGES),
+        ("srhost", relevance_file::SR_STAGES),
+    ] {
+        r.add_builtins(plugin, defs);
+    }
+    r
+}
 
 use sr_core::Registry;
 

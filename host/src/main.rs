@@ -262,7 +262,7 @@ fn load_plugins(reg: &mut Registry, paths: &[PathBuf]) -> (Vec<LoadedPlugin>, us
 
 fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
     let raw = spec::RawSpec::read(file, &cli.sets).map_err(|e| Fail(2, e.to_string()))?;
-    let mut reg = Registry::with_builtins();
+    let mut reg = srhost::registry();
     let mut paths = cli_plugin_paths(cli)?;
     paths.extend(raw.plugin_paths().map_err(|e| Fail(2, e.to_string()))?);
     load_plugins(&mut reg, &paths);
@@ -367,7 +367,7 @@ fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
 }
 
 fn list_plugins(cli: &Cli, file: Option<&Path>) -> Result<u8, Fail> {
-    let mut reg = Registry::with_builtins();
+    let mut reg = srhost::registry();
     let mut paths = cli_plugin_paths(cli)?;
     if let Some(f) = file {
         let raw = spec::RawSpec::read(f, &cli.sets).map_err(|e| Fail(2, e.to_string()))?;
@@ -414,7 +414,7 @@ fn classify(
         None => spec::RawSpec::parse("(no config)", "", &cli.sets),
     }
     .map_err(|e| Fail(2, e.to_string()))?;
-    let mut reg = Registry::with_builtins();
+    let mut reg = srhost::registry();
     let mut paths = cli_plugin_paths(cli)?;
     paths.extend(raw.plugin_paths().map_err(|e| Fail(2, e.to_string()))?);
     load_plugins(&mut reg, &paths);

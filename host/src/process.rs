@@ -6,6 +6,7 @@
 
 use crate::dataset::{Entry, Truth};
 use crate::records::{self, BranchResult, ImageResult};
+use crate::relevance_file;
 use crate::spec::{MetricsSpec, Pipeline, RelevanceInput, Target};
 use crate::stages::Stages;
 use sr_core::{contract, metrics, npy, preprocess, BranchMaps, Error, Image, Model, RenderInput};
@@ -32,6 +33,12 @@ struct Job<'a> {
     /// The ground truth, as `run.labels` gives it (resolved against the model's labels when
     /// there is a model).
     truth: Option<Truth>,
+    /// The image's path and the folder it was found under (`relevance.file` finds its maps by
+    /// them).
+    path: std::path::PathBuf,
+    root: std::path::PathBuf,
+    /// The model's logits for the image.
+    logits: Vec<f32>,
 }
 
 /// What a step decided about the rest of the image.
@@ -50,6 +57,7 @@ pub fn process(
     fingerprint: &str,
 ) -> Result<ImageResult> {
     let mut job = Job::decode(stages, p, &entry.path, dir)?;
+    job.root = entry.root.clone();
     job.result.fingerprint = fingerprint.to_string();
     if let Next::Go = job.classify()? {
         job.explain()?;
@@ -105,6 +113,9 @@ impl<'a> Job<'a> {
             branches: vec![],
             photo_saliency: None,
             truth: p.labels.of(path),
+            path: path.to_path_buf(),
+            root: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            logits: vec![],
         };
         if let Some(t) = &job.truth {
             job.result.truth = Some(match t {
@@ -160,6 +171,7 @@ impl<'a> Job<'a> {
             return Ok(Next::Stop);
         }
         self.targets = resolve_targets(&self.p.target, logits.data(), &info.labels)?;
+        self.logits = logits.data().to_vec();
         self.input = Some((input, crop));
         Ok(Next::Go)
     }
@@ -178,13 +190,28 @@ impl<'a> Job<'a> {
             } else {
                 String::new()
             };
-            for (branch, rel) in &self.stages.relevance {
+            for (i, (branch, rel)) in self.stages.relevance.iter().enumerate() {
                 let name = format!("{branch}{suffix}");
                 let t0 = Instant::now();
                 let what = format!("relevance.{branch}");
-                let e = rel
-                    .explain(model.as_ref(), &input, &[t])
-                    .map_err(|e| e.context(&what))?;
+                let spec = &self.p.relevance[i].1;
+                let e = if spec.name == relevance_file::NAME {
+                    // Maps made elsewhere: read by the image's path, not computed.
+                    let params: relevance_file::FileParams =
+                        sr_core::stage::parse_params(&what, &spec.params_toml)?;
+                    let score = self.logits.get(t).copied().unwrap_or(f32::NAN) as f64;
+                    relevance_file::load(
+                        &sr_core::resolve_path(&params.folder),
+                        &self.path,
+                        &self.root,
+                        input.shape(),
+                        t,
+                        score,
+                    )
+                } else {
+                    rel.explain(model.as_ref(), &input, &[t])
+                }
+                .map_err(|e| e.context(&what))?;
                 contract::explanation(&e, input.shape(), &[t], &what)?;
                 let seconds_relevance = t0.elapsed().as_secs_f64();
                 self.time(&format!("relevance.{name}"), t0);

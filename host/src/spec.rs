@@ -941,6 +941,32 @@ impl RawSpec {
                 }
             }
         }
+        if kind == StageKind::Relevance && name == crate::relevance_file::NAME {
+            match params.get("folder") {
+                Some(toml::Value::String(f)) if sr_core::resolve_path(f).is_dir() => {}
+                Some(toml::Value::String(f)) => {
+                    return Err(self.error(
+                        &[path, &["folder"]].concat(),
+                        format!("no such folder: `{f}`"),
+                        "the folder of .npy relevance maps, relative to the current directory",
+                    ))
+                }
+                _ => {
+                    return Err(self.error(
+                        path,
+                        "`folder` is missing",
+                        "folder = \"maps/\": the folder of .npy relevance maps, one per image",
+                    ))
+                }
+            }
+            if self.table.get("model").is_none() {
+                return Err(self.error(
+                    path,
+                    "relevance maps from files still need the model they explain",
+                    "add the [model] the maps were made with: srhost checks their size against its input, and AOPC runs it",
+                ));
+            }
+        }
         Ok(StageSpec {
             table: path.join("."),
             name,

@@ -21,8 +21,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, RwLock};
 
 /// The stages: every built-in, and those of the plugins `load_plugin` loaded.
-static REGISTRY: LazyLock<RwLock<Registry>> =
-    LazyLock::new(|| RwLock::new(Registry::with_builtins()));
+static REGISTRY: LazyLock<RwLock<Registry>> = LazyLock::new(|| RwLock::new(srhost::registry()));
 
 fn registry() -> std::sync::RwLockReadGuard<'static, Registry> {
     REGISTRY.read().unwrap_or_else(|e| e.into_inner())

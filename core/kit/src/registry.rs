@@ -100,6 +100,25 @@ impl Registry {
         r
     }
 
+    /// Register `defs` as built-ins of `plugin`, unless a stage of that key is there already.
+    /// A host that links plugin crates statically names their `SR_STAGES` here: unlike the
+    /// `inventory` registrations, which a linker may drop from a crate nothing else references
+    /// (seen in a cdylib), the stage definitions then are referenced, so they are linked.
+    pub fn add_builtins(&mut self, plugin: &str, defs: &[StageDef]) {
+        for def in defs {
+            let info = def.info();
+            self.entries
+                .entry(info.key())
+                .or_insert_with(|| StageEntry {
+                    info,
+                    source: StageSource::Builtin {
+                        plugin: plugin.to_string(),
+                    },
+                    maker: Maker::Native(def.factory),
+                });
+        }
+    }
+
     pub fn entries(&self) -> impl Iterator<Item = &StageEntry> {
         self.entries.values()
     }
