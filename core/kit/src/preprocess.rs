@@ -319,6 +319,9 @@ pub fn decode_photo(bytes: &[u8], limits: &PhotoLimits, what: &str) -> Result<Rg
             .with_help("a truncated file decodes to a partly grey picture; set run.allow_truncated = true to take it anyway"));
         }
     }
+    if format == Some(image::ImageFormat::Jpeg) {
+        return decode_jpeg(bytes, what);
+    }
     let mut r = reader()?;
     let mut l = image::Limits::default();
     l.max_image_width = Some(w);
@@ -335,6 +338,31 @@ pub fn decode_photo(bytes: &[u8], limits: &PhotoLimits, what: &str) -> Result<Rg
         width: w as usize,
         height: h as usize,
         data: img.into_raw(),
+    })
+}
+
+/// A JPEG (its size already checked) as PIL decodes it: libjpeg-turbo's decoder with its
+/// defaults (accurate integer IDCT, fancy upsampling), to RGB (a grey JPEG's value in all three
+/// channels, as PIL's `convert("RGB")`).
+#[cfg(feature = "decode")]
+fn decode_jpeg(bytes: &[u8], what: &str) -> Result<Rgb8> {
+    let bad =
+        |e: std::io::Error| crate::Error::input(format!("{what}: cannot decode the JPEG: {e}"));
+    let d = mozjpeg::Decompress::new_mem(bytes).map_err(bad)?;
+    let (w, h) = d.size();
+    let mut s = d.rgb().map_err(bad)?;
+    let data: Vec<[u8; 3]> = s.read_scanlines().map_err(bad)?;
+    s.finish().map_err(bad)?;
+    if data.len() != w * h {
+        return Err(crate::Error::input(format!(
+            "{what}: the JPEG decoded to {} pixels, its header says {w}x{h}",
+            data.len()
+        )));
+    }
+    Ok(Rgb8 {
+        width: w,
+        height: h,
+        data: data.into_iter().flatten().collect(),
     })
 }
 
