@@ -34,7 +34,32 @@ pub const ARCHS: &[&str] = &[
     "vgg_face",
     "efficientnet_lite0",
     "mtcnn_onet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
 ];
+
+/// The ResNet family: blocks per stage, and whether the blocks are bottlenecks. Widths and
+/// groups (ResNeXt, wide ResNets) are read from the weights.
+fn resnet_layout(arch: &str) -> Option<([usize; 4], bool)> {
+    Some(match arch {
+        "resnet18" => ([2, 2, 2, 2], false),
+        "resnet34" => ([3, 4, 6, 3], false),
+        "resnet50" | "resnext50_32x4d" | "wide_resnet50_2" => ([3, 4, 6, 3], true),
+        "resnet101" | "resnext101_32x8d" | "resnext101_64x4d" | "wide_resnet101_2" => {
+            ([3, 4, 23, 3], true)
+        }
+        "resnet152" => ([3, 8, 36, 3], true),
+        _ => return None,
+    })
+}
 
 /// `vgg16-bn`, `VGG16_BN` and `vgg16_bn` are one name.
 pub fn canonical(arch: &str) -> String {
@@ -55,6 +80,7 @@ pub fn defaults(arch: &str) -> Option<ArchDefaults> {
     Some(match arch {
         "alexnet" | "vgg11" | "vgg11_bn" | "vgg13" | "vgg13_bn" | "vgg16" | "vgg16_bn"
         | "vgg19" | "vgg19_bn" => imagenet,
+        a if resnet_layout(a).is_some() => imagenet,
         // VGG-Face: 224 x 224 face crops, the mean face pixel subtracted on the 0-255 scale.
         "vgg_face" => ArchDefaults {
             input: [3, 224, 224],
@@ -292,6 +318,10 @@ pub fn build(arch: &str, weights: &Weights, source: &str) -> Result<Graph> {
         "alexnet" => alexnet(&mut b)?,
         "efficientnet_lite0" => efficientnet_lite0(&mut b)?,
         "mtcnn_onet" => onet(&mut b)?,
+        a if resnet_layout(a).is_some() => {
+            let (blocks, bottleneck) = resnet_layout(a).unwrap_or_default();
+            resnet(&mut b, blocks, bottleneck)?
+        }
         vgg => {
             let (depth, bn) = match vgg {
                 "vgg_face" => (16, false),
@@ -419,6 +449,78 @@ fn efficientnet_lite0(b: &mut Builder) -> Result<NodeId> {
     x = b.op("flatten", Op::Flatten, vec![x]);
     x = b.op("_dropout", Op::Dropout, vec![x]);
     b.linear("_fc", x)
+}
+
+/// torchvision's ResNet (v1.5: a bottleneck's stride is on its 3 x 3 convolution), ResNeXt and
+/// wide ResNet, as `torchvision.models.resnet` names the state dict.
+fn resnet(b: &mut Builder, blocks: [usize; 4], bottleneck: bool) -> Result<NodeId> {
+    const EPS: f32 = 1e-5;
+    let mut x = b.conv("conv1", 0, 2, [3; 4], 1)?;
+    x = b.bn("bn1", x, EPS)?;
+    x = b.op("relu", Op::Relu, vec![x]);
+    x = b.op(
+        "maxpool",
+        Op::MaxPool {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [1; 4],
+            ceil_mode: false,
+        },
+        vec![x],
+    );
+    for (l, &n) in blocks.iter().enumerate() {
+        let layer = format!("layer{}", l + 1);
+        if b.has(&format!("{layer}.{n}.conv1.weight"))
+            || !b.has(&format!("{layer}.{}.conv1.weight", n - 1))
+        {
+            return Err(Error::input(format!(
+                "{}: arch `{}` has {n} blocks in `{layer}`, the weights do not",
+                b.source, b.arch
+            ))
+            .with_help("check `arch` (resnet18/34 have basic blocks 2-2-2-2 / 3-4-6-3; resnet50/101/152 bottlenecks 3-4-6-3 / 3-4-23-3 / 3-8-36-3)"));
+        }
+        for i in 0..n {
+            let p = format!("{layer}.{i}");
+            let stride = if i == 0 && l > 0 { 2 } else { 1 };
+            let input = x;
+            let mut h;
+            if bottleneck {
+                h = b.conv(&format!("{p}.conv1"), x, 1, [0; 4], 1)?;
+                h = b.bn(&format!("{p}.bn1"), h, EPS)?;
+                h = b.op(&format!("{p}.relu1"), Op::Relu, vec![h]);
+                // ResNeXt: groups = the 3 x 3 convolution's input width / its weight's.
+                let width = b.shape(h)?[1];
+                let per_group =
+                    b.w.get(&format!("{p}.conv2.weight"))
+                        .and_then(|t| t.shape().get(1).copied())
+                        .unwrap_or(width)
+                        .max(1);
+                h = b.conv(&format!("{p}.conv2"), h, stride, [1; 4], width / per_group)?;
+                h = b.bn(&format!("{p}.bn2"), h, EPS)?;
+                h = b.op(&format!("{p}.relu2"), Op::Relu, vec![h]);
+                h = b.conv(&format!("{p}.conv3"), h, 1, [0; 4], 1)?;
+                h = b.bn(&format!("{p}.bn3"), h, EPS)?;
+            } else {
+                h = b.conv(&format!("{p}.conv1"), x, stride, [1; 4], 1)?;
+                h = b.bn(&format!("{p}.bn1"), h, EPS)?;
+                h = b.op(&format!("{p}.relu1"), Op::Relu, vec![h]);
+                h = b.conv(&format!("{p}.conv2"), h, 1, [1; 4], 1)?;
+                h = b.bn(&format!("{p}.bn2"), h, EPS)?;
+            }
+            let identity = if b.has(&format!("{p}.downsample.0.weight")) {
+                let d = b.conv(&format!("{p}.downsample.0"), input, stride, [0; 4], 1)?;
+                b.bn(&format!("{p}.downsample.1"), d, EPS)?
+            } else {
+                input
+            };
+            h = b.op(&format!("{p}.add"), Op::Add, vec![h, identity]);
+            b.shape(h)?;
+            x = b.op(&format!("{p}.relu"), Op::Relu, vec![h]);
+        }
+    }
+    x = b.op("avgpool", Op::GlobalAvgPool, vec![x]);
+    x = b.op("flatten", Op::Flatten, vec![x]);
+    b.linear("fc", x)
 }
 
 fn onet(b: &mut Builder) -> Result<NodeId> {

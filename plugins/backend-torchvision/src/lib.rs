@@ -51,7 +51,7 @@ impl Default for TorchvisionParams {
 
 impl Params for TorchvisionParams {
     const DOCS: &'static [(&'static str, &'static str)] = &[
-        ("arch", "alexnet, vgg11/13/16/19 (+ _bn), vgg_face, efficientnet_lite0, mtcnn_onet"),
+        ("arch", "alexnet, vgg11/13/16/19 (+ _bn), vgg_face, resnet18/34/50/101/152, resnext50_32x4d, resnext101_32x8d/64x4d, wide_resnet50/101_2, efficientnet_lite0, mtcnn_onet"),
         ("weights", "a .safetensors or PyTorch .pth/.pt state dict with torchvision key names"),
         ("labels", "\"imagenet\", \"onet\", or a file with one class name per line (default: the arch's; vgg_face has none)"),
         ("resize", "shorter side before the centre crop; 0 resizes straight to the input (default: the arch's)"),
