@@ -1,0 +1,74 @@
+"""Which torchvision classifiers srhost's ONNX backend takes today: docs/models.md's coverage table.
+
+For each model: random weights (torchvision's builder, `weights=None`, seeded), exported with
+`torch.onnx.export(model, x, path, opset_version=13, dynamo=False)`, then
+- imports: `srhost.Model.onnx(path)` (the importer turns the graph into srhost's IR), or the
+  first error (an unsupported op names itself);
+- ONNX Runtime: `Model.predict` (ONNX Runtime runs the file) gives the top class;
+- LRP: `epsilon-plus-flat` on the photo (srhost's executor runs the imported graph), its time,
+  and the conservation ratio sum(R) / logit of the top class.
+(The executor-vs-ONNX-Runtime logit error is tested for the shipped models in tests/onnx.rs; it is
+not reachable from Python.)
+
+Needs torch, torchvision, onnx, onnxscript, onnxruntime and the srhost wheel in one venv, and
+ORT_DYLIB_PATH pointing at that onnxruntime's library. Slow (minutes per large model).
+
+    python scripts/onnx_zoo_coverage.py [MODEL ...] > coverage.md
+"""
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+import srhost
+
+MODELS = [
+    "resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "densenet121", "mobilenet_v2",
+    "mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf", "convnext_tiny",
+    "shufflenet_v2_x1_0", "squeezenet1_1", "googlenet", "mnasnet1_0",
+]
+PHOTO = "assets/images/coffee.png"
+
+
+def row(name, tmp):
+    torch.manual_seed(0)
+    kw = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+    model = getattr(torchvision.models, name)(weights=None, **kw).eval()
+    path = Path(tmp) / f"{name}.onnx"
+    x = torch.zeros(1, 3, 224, 224)
+    torch.onnx.export(model, x, str(path), opset_version=13, dynamo=False,
+                      input_names=["input"], output_names=["logits"])
+    try:
+        m = srhost.Model.onnx(str(path))
+    except Exception as e:  # noqa: BLE001 - the error is the result
+        first = str(e).splitlines()[0]
+        return f"| {name} | no: {first.split(': ', 2)[-1][:160]} | | | |"
+    logits_ort = m.predict(PHOTO)
+    t = time.perf_counter()
+    r = m.explain(PHOTO, composite="epsilon-plus-flat")
+    secs = time.perf_counter() - t
+    target = int(logits_ort.argmax())
+    ratio = float(r.sum()) / float(logits_ort[0, target])
+    return f"| {name} | yes | top-1 {target} | {secs:.1f} s | {ratio:.4f} |"
+
+
+def main():
+    names = sys.argv[1:] or MODELS
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, opset 13\n")
+    print("| model | imports | ONNX Runtime | LRP (epsilon-plus-flat) | sum R / logit |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in names:
+            try:
+                print(row(n, tmp), flush=True)
+            except Exception as e:  # noqa: BLE001
+                print(f"| {n} | script error: {str(e).splitlines()[0][:160]} | | | |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
