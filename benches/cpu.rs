@@ -238,6 +238,19 @@ fn context_aware(c: &mut Criterion) {
     g.finish();
 }
 
+/// A sample photo as a saliency stage's input: RGB in [0, 1].
+fn photo_image(name: &str) -> sr_core::Image {
+    let p = image::open(srhost_tests::photo(name)).unwrap().to_rgb8();
+    let (w, h) = p.dimensions();
+    sr_core::Image::new(
+        w as usize,
+        h as usize,
+        3,
+        p.into_raw().iter().map(|&v| v as f32 / 255.0).collect(),
+    )
+    .unwrap()
+}
+
 /// Context-aware saliency through its stage (`Saliency::saliency` on an `Image`, as srhost and
 /// the Python package call it: the f32 -> f64 copy, the search and the resize back to the photo's
 /// size), the Rust side of benches/python_saliency.py.
@@ -255,15 +268,7 @@ fn context_aware_stage(c: &mut Criterion) {
     })
     .unwrap();
     for photo in ["coffee.png", "astronaut.png"] {
-        let p = image::open(srhost_tests::photo(photo)).unwrap().to_rgb8();
-        let (w, h) = p.dimensions();
-        let img = sr_core::Image::new(
-            w as usize,
-            h as usize,
-            3,
-            p.into_raw().iter().map(|&v| v as f32 / 255.0).collect(),
-        )
-        .unwrap();
+        let img = photo_image(photo);
         g.bench_with_input(
             BenchmarkId::new(format!("reference/{photo}"), 250),
             &img,
@@ -278,17 +283,7 @@ fn itti(c: &mut Criterion) {
     use sr_saliency_itti::{Itti, IttiParams};
     let mut g = c.benchmark_group("cpu/itti");
     g.sample_size(20);
-    let p = image::open(srhost_tests::photo("astronaut.png"))
-        .unwrap()
-        .to_rgb8();
-    let (w, h) = p.dimensions();
-    let img = sr_core::Image::new(
-        w as usize,
-        h as usize,
-        3,
-        p.into_raw().iter().map(|&v| v as f32 / 255.0).collect(),
-    )
-    .unwrap();
+    let img = photo_image("astronaut.png");
     let s = Itti::build(IttiParams { max_dim: 256 }).unwrap();
     g.bench_function("astronaut.png/256", |b| {
         b.iter(|| s.saliency(&img).unwrap())

@@ -234,6 +234,14 @@ fn tensor_array(
         .map_err(|e| PyRuntimeError::new_err(e.to_string()))
 }
 
+/// Saliency stage `method` (parameters `toml`) on `img`, its output held to the stage contract.
+fn saliency_of(method: &str, toml: &str, img: &Image, what: &str) -> sr_core::Result<Image> {
+    let stage = registry().create_saliency(method, toml)?;
+    let s = stage.saliency(img)?;
+    contract::saliency_of(&s, img, what)?;
+    Ok(s)
+}
+
 /// The saliency of a photo: `H x W` float32 in [0, 1].
 ///
 /// `image`: a path, or an `H x W x 3` array (`uint8`, or float in [0, 1]). `method`: any
@@ -251,12 +259,7 @@ fn saliency<'py>(
     let rgb = photo(image, "image")?;
     let img = preprocess::to_image(&rgb).map_err(py_err)?;
     let out = py
-        .detach(|| {
-            let stage = registry().create_saliency(method, &toml)?;
-            let s = stage.saliency(&img)?;
-            contract::saliency_of(&s, &img, "saliency of the image")?;
-            Ok(s)
-        })
+        .detach(|| saliency_of(method, &toml, &img, "saliency of the image"))
         .map_err(py_err)?;
     image_array(py, &out)
 }
@@ -311,13 +314,7 @@ fn sr_map<'py>(
     let toml = stage_params(StageKind::Saliency, method, &to_table(params)?)?;
     let r = relevance_tensor(relevance)?;
     let out = py
-        .detach(|| {
-            let map = relevance_to_image(&r, how)?;
-            let stage = registry().create_saliency(method, &toml)?;
-            let s = stage.saliency(&map)?;
-            contract::saliency_of(&s, &map, "SR map")?;
-            Ok(s)
-        })
+        .detach(|| saliency_of(method, &toml, &relevance_to_image(&r, how)?, "SR map"))
         .map_err(py_err)?;
     image_array(py, &out)
 }
