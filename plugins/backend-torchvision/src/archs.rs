@@ -607,6 +607,10 @@ mod tests {
     fn arch_names_are_canonicalised() {
         assert_eq!(canonical("VGG16-BN"), "vgg16_bn");
         assert_eq!(canonical("efficientnet-lite0"), "efficientnet_lite0");
-        assert!(defaults("vgg_face").is_some() && defaults("resnet50").is_none());
+        assert!(defaults("vgg_face").is_some() && defaults("inception_v3").is_none());
+        // Every name in ARCHS has its defaults, and the ResNet family its layout.
+        assert!(ARCHS.iter().all(|a| defaults(a).is_some()));
+        assert_eq!(resnet_layout("resnet152"), Some(([3, 8, 36, 3], true)));
+        assert_eq!(resnet_layout("resnet34"), Some(([3, 4, 6, 3], false)));
     }
 }
