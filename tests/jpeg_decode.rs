@@ -96,3 +96,25 @@ fn jpeg_model_inputs_equal_torchvisions_crops() {
         );
     }
 }
+
+/// What the `photo` fuzz target found once libjpeg-turbo decoded JPEGs: a corrupt JPEG (45 KB,
+/// a mutation of grace_hopper.jpg) on which libjpeg's fatal-error handler unwound through code
+/// that cannot unwind. Now an error naming the file, with and without `allow_truncated`.
+#[test]
+fn a_jpeg_that_makes_libjpeg_fail_is_an_error() {
+    let f = repo().join("tests/fixtures/fuzz/photo-jpeg-error-exit.jpg");
+    let bytes = std::fs::read(&f).unwrap();
+    for allow_truncated in [false, true] {
+        let limits = sr_core::preprocess::PhotoLimits {
+            max_pixels: 50_000_000,
+            allow_truncated,
+        };
+        let r = sr_core::preprocess::decode_photo(&bytes, &limits, "crash.jpg");
+        eprintln!(
+            "allow_truncated {allow_truncated}: {:?}",
+            r.as_ref().map(|i| (i.width, i.height))
+        );
+        let e = r.map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("crash.jpg"), "{e}");
+    }
+}

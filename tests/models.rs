@@ -277,13 +277,15 @@ fn weights_that_do_not_fit_name_the_key_and_the_shapes() {
         "{e}"
     );
     let e = TorchvisionModel::load(TorchvisionParams {
-        arch: "resnet50".into(),
+        arch: "inception_v3".into(),
         ..Default::default()
     })
     .err()
     .unwrap();
     assert!(
-        e.message.contains("unknown architecture `resnet50`") && e.help.contains("vgg16_bn"),
+        e.message.contains("unknown architecture `inception_v3`")
+            && e.help.contains("vgg16_bn")
+            && e.help.contains("resnet50"),
         "{e}"
     );
 }

@@ -346,6 +346,22 @@ pub fn decode_photo(bytes: &[u8], limits: &PhotoLimits, what: &str) -> Result<Rg
 /// channels, as PIL's `convert("RGB")`).
 #[cfg(feature = "decode")]
 fn decode_jpeg(bytes: &[u8], what: &str) -> Result<Rgb8> {
+    // libjpeg's fatal errors arrive as an unwinding panic (mozjpeg's error handler), and not
+    // every mozjpeg call catches it (a corrupt file found by fuzzing unwound out of it):
+    // catch it here, around the whole decode.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_jpeg_inner(bytes, what)
+    }))
+    .unwrap_or_else(|payload| {
+        Err(crate::Error::input(format!(
+            "{what}: cannot decode the JPEG: {}",
+            crate::error::panic_message(payload.as_ref())
+        )))
+    })
+}
+
+#[cfg(feature = "decode")]
+fn decode_jpeg_inner(bytes: &[u8], what: &str) -> Result<Rgb8> {
     let bad =
         |e: std::io::Error| crate::Error::input(format!("{what}: cannot decode the JPEG: {e}"));
     let d = mozjpeg::Decompress::new_mem(bytes).map_err(bad)?;
