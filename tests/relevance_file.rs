@@ -124,15 +124,27 @@ fn missing_wrong_and_nan_maps_fail_their_image_by_name() {
         sr_core::npy::encode_f32(&[3, 224, 224], &nan),
     )
     .unwrap();
+    // rocket: a header declaring more values than can be counted, over 8 data bytes.
+    let header =
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 16), }";
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    npy.extend((header.len() as u16).to_le_bytes());
+    npy.extend(header.as_bytes());
+    npy.extend([0u8; 8]);
+    std::fs::write(maps.join("rocket.npy"), npy).unwrap();
     let p = pipeline(
         &dir,
-        &["coffee.png", "chelsea.png", "astronaut.png"],
+        &["coffee.png", "chelsea.png", "astronaut.png", "rocket.jpg"],
         &maps,
         "",
     );
     let r = srhost(&dir, &["--pipeline", &p]);
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stdout.contains("done 0, skipped 0, failed 3"), "{r:?}");
+    assert!(r.stdout.contains("done 0, skipped 0, failed 4"), "{r:?}");
+    assert!(
+        r.stderr.contains("rocket.npy: not a supported .npy file: 8 data bytes for shape [4294967296, 4294967296, 16]"),
+        "{r:?}"
+    );
     assert!(
         r.stderr.contains("no map for") && r.stderr.contains("coffee.npy"),
         "{r:?}"

@@ -83,15 +83,18 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<NpyArray> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().map_err(|_| bad("bad shape")))
         .collect::<Result<_>>()?;
-    let n: usize = shape.iter().product();
+    // The header's shape, checked against the bytes present before anything is allocated.
     let body = &bytes[start + hlen..];
-    if body.len() != n * width {
-        return Err(bad(&format!(
-            "{} data bytes for shape {shape:?}, expected {}",
-            body.len(),
-            n * width
-        )));
-    }
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|n| n.checked_mul(width) == Some(body.len()))
+        .ok_or_else(|| {
+            bad(&format!(
+                "{} data bytes for shape {shape:?} of {width}-byte values",
+                body.len()
+            ))
+        })?;
     let raw: Vec<f64> = if width == 4 {
         body.chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
