@@ -56,8 +56,7 @@ pub fn process(
     dir: &Path,
     fingerprint: &str,
 ) -> Result<ImageResult> {
-    let mut job = Job::decode(stages, p, &entry.path, dir)?;
-    job.root = entry.root.clone();
+    let mut job = Job::decode(stages, p, entry, dir)?;
     job.result.fingerprint = fingerprint.to_string();
     if let Next::Go = job.classify()? {
         job.explain()?;
@@ -81,7 +80,8 @@ impl<'a> Job<'a> {
     }
 
     /// Decode the photo.
-    fn decode(stages: &'a Stages, p: &'a Pipeline, path: &Path, dir: &'a Path) -> Result<Self> {
+    fn decode(stages: &'a Stages, p: &'a Pipeline, entry: &Entry, dir: &'a Path) -> Result<Self> {
+        let path = entry.path.as_path();
         let t = Instant::now();
         let rgb = preprocess::load_photo_limited(path, &p.photo_limits)?;
         let photo = preprocess::to_image(&rgb)?;
@@ -114,7 +114,7 @@ impl<'a> Job<'a> {
             photo_saliency: None,
             truth: p.labels.of(path),
             path: path.to_path_buf(),
-            root: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            root: entry.root.clone(),
             logits: vec![],
         };
         if let Some(t) = &job.truth {

@@ -120,30 +120,27 @@ struct Array {
     u8: bool,
 }
 
+/// `obj` as an array of `T`, converted to f32 by `to`; `None` if it is not one.
+fn array_of<T: numpy::Element + Copy>(
+    obj: &Bound<'_, PyAny>,
+    to: fn(T) -> f32,
+    u8: bool,
+) -> Option<Array> {
+    let a = obj.extract::<PyReadonlyArrayDyn<'_, T>>().ok()?;
+    let v = a.as_array();
+    Some(Array {
+        shape: v.shape().to_vec(),
+        data: v.iter().map(|&x| to(x)).collect(),
+        u8,
+    })
+}
+
 fn array(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Array> {
-    if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<'_, u8>>() {
-        let v = a.as_array();
-        return Ok(Array {
-            shape: v.shape().to_vec(),
-            data: v.iter().map(|&x| x as f32).collect(),
-            u8: true,
-        });
-    }
-    if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<'_, f32>>() {
-        let v = a.as_array();
-        return Ok(Array {
-            shape: v.shape().to_vec(),
-            data: v.iter().copied().collect(),
-            u8: false,
-        });
-    }
-    if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<'_, f64>>() {
-        let v = a.as_array();
-        return Ok(Array {
-            shape: v.shape().to_vec(),
-            data: v.iter().map(|&x| x as f32).collect(),
-            u8: false,
-        });
+    if let Some(a) = array_of::<u8>(obj, |x| x as f32, true)
+        .or_else(|| array_of::<f32>(obj, |x| x, false))
+        .or_else(|| array_of::<f64>(obj, |x| x as f32, false))
+    {
+        return Ok(a);
     }
     if let Ok(a) = obj.cast::<numpy::PyUntypedArray>() {
         return Err(PyTypeError::new_err(format!(
