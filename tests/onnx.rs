@@ -303,7 +303,7 @@ fn bad_onnx_files_name_the_op_node_and_shapes() {
     };
     let e = err("bad_unsupported_op.onnx");
     assert!(
-        e.contains("unsupported ONNX op `Sigmoid`") && e.contains("node `act1`"),
+        e.contains("unsupported ONNX op `Softplus`") && e.contains("node `act1`"),
         "{e}"
     );
     assert!(e.contains("supported ops: Conv"), "{e}");

@@ -79,9 +79,56 @@ pub enum Op {
         bias: f32,
     },
     Softmax,
+    /// `1 / (1 + e^-x)`.
+    Sigmoid,
+    /// `max(0, min(1, alpha * x + beta))` (ONNX HardSigmoid; PyTorch's is alpha 1/6, beta 1/2).
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    /// `x * sigmoid(x)` (SiLU, Swish).
+    Silu,
+    /// `x * min(max(x + 3, 0), 6) / 6`.
+    HardSwish,
+    /// `x * Phi(x)`, `Phi` the standard normal CDF (the exact, erf form).
+    Gelu,
+    /// `x * g`: input 0 is the signal `x`, input 1 the gate `g`, of the same shape or
+    /// `[N, C, 1, 1]` (one factor per channel: squeeze-and-excitation).
+    Mul,
+    /// Normalisation over the channels at every position (LayerNorm of a channels-last
+    /// tensor): `(x - mean_c x) / sqrt(var_c x + eps) * weight + bias`. params: `weight [C]`,
+    /// `bias [C]`.
+    LayerNorm {
+        eps: f32,
+    },
+    /// ShuffleNet's channel shuffle: channel `i * (C / groups) + j` moves to `j * groups + i`.
+    ChannelShuffle {
+        groups: usize,
+    },
+    /// The channels `start .. start + len` (a Split or Slice along axis 1).
+    Narrow {
+        start: usize,
+        len: usize,
+    },
 }
 
 impl Op {
+    /// Whether the op is an element-wise activation of one input (what LRP passes relevance
+    /// through).
+    pub fn is_activation(&self) -> bool {
+        matches!(
+            self,
+            Op::Relu
+                | Op::Clip { .. }
+                | Op::PRelu
+                | Op::Sigmoid
+                | Op::HardSigmoid { .. }
+                | Op::Silu
+                | Op::HardSwish
+                | Op::Gelu
+        )
+    }
+
     /// The op's name as written in the `op` tag.
     pub fn name(&self) -> &'static str {
         match self {
@@ -101,6 +148,15 @@ impl Op {
             Op::Dropout => "dropout",
             Op::Lrn { .. } => "lrn",
             Op::Softmax => "softmax",
+            Op::Sigmoid => "sigmoid",
+            Op::HardSigmoid { .. } => "hard_sigmoid",
+            Op::Silu => "silu",
+            Op::HardSwish => "hard_swish",
+            Op::Gelu => "gelu",
+            Op::Mul => "mul",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::ChannelShuffle { .. } => "channel_shuffle",
+            Op::Narrow { .. } => "narrow",
         }
     }
 
@@ -110,6 +166,7 @@ impl Op {
             Op::Conv2d { .. } | Op::Linear => (&["weight"], &["bias"]),
             Op::BatchNorm { .. } => (&["weight", "bias", "running_mean", "running_var"], &[]),
             Op::PRelu => (&["slope"], &[]),
+            Op::LayerNorm { .. } => (&["weight", "bias"], &[]),
             _ => (&[], &[]),
         }
     }
@@ -223,11 +280,16 @@ impl Graph {
                 Op::Input { .. } => return Err(err("only node 0 may be an input".into())),
                 Op::Add => None,
                 Op::Concat { .. } => None,
+                Op::Mul => Some(2),
                 _ => Some(1),
             };
             match want_inputs {
                 Some(n) if node.inputs.len() != n => {
-                    return Err(err(format!("expects {n} input, has {}", node.inputs.len())));
+                    let s = if n == 1 { "" } else { "s" };
+                    return Err(err(format!(
+                        "expects {n} input{s}, has {}",
+                        node.inputs.len()
+                    )));
                 }
                 None if node.inputs.len() < 2 => {
                     return Err(err(format!(
@@ -376,9 +438,57 @@ impl Graph {
                     }
                     out
                 }
-                Op::Relu | Op::Clip { .. } | Op::Dropout | Op::Lrn { .. } | Op::Softmax => {
+                Op::Mul => {
+                    let g = &shapes[node.inputs[1]];
+                    let per_channel = x.len() == 4 && *g == [x[0], x[1], 1, 1];
+                    if g != x && !per_channel {
+                        return Err(err(format!(
+                            "the gate has shape {g:?}; expected the signal's {x:?} or one value per channel [{}, {}, 1, 1]",
+                            x[0],
+                            x.get(1).copied().unwrap_or(0)
+                        )));
+                    }
                     x.clone()
                 }
+                Op::LayerNorm { .. } => {
+                    if x.len() < 2 {
+                        return Err(err(format!("expects a [N, C, ...] input, got {x:?}")));
+                    }
+                    check("weight", &[x[1]])?;
+                    check("bias", &[x[1]])?;
+                    x.clone()
+                }
+                Op::ChannelShuffle { groups } => {
+                    if x.len() != 4 || *groups == 0 || x[1] % groups != 0 {
+                        return Err(err(format!(
+                            "{groups} groups do not divide the channels of {x:?}"
+                        )));
+                    }
+                    x.clone()
+                }
+                Op::Narrow { start, len } => {
+                    if x.len() < 2 || *len == 0 || start.checked_add(*len).is_none_or(|e| e > x[1])
+                    {
+                        return Err(err(format!(
+                            "channels {start}..{} are not within the {} channels of {x:?}",
+                            start.saturating_add(*len),
+                            x.get(1).copied().unwrap_or(0)
+                        )));
+                    }
+                    let mut out = x.clone();
+                    out[1] = *len;
+                    out
+                }
+                Op::Relu
+                | Op::Clip { .. }
+                | Op::Dropout
+                | Op::Lrn { .. }
+                | Op::Softmax
+                | Op::Sigmoid
+                | Op::HardSigmoid { .. }
+                | Op::Silu
+                | Op::HardSwish
+                | Op::Gelu => x.clone(),
             };
             shapes.push(out);
         }

@@ -36,6 +36,11 @@ enum Prepared {
         shift: CTensor,
     },
     Slope(CTensor),
+    /// LayerNorm's `weight` and `bias`.
+    Norm {
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+    },
 }
 
 /// A graph ready to run.
@@ -77,6 +82,10 @@ impl Executor {
                     let s = n.param("slope").unwrap();
                     Prepared::Slope(to_candle(s)?.flatten_all().map_err(&e)?)
                 }
+                Op::LayerNorm { .. } => Prepared::Norm {
+                    weight: n.param("weight").unwrap().data().to_vec(),
+                    bias: n.param("bias").unwrap().data().to_vec(),
+                },
                 _ => Prepared::None,
             };
             prepared.push(p);
@@ -225,6 +234,19 @@ impl Executor {
                 }
                 Ok(y)
             }
+            (
+                op @ (Op::Sigmoid | Op::HardSigmoid { .. } | Op::Silu | Op::HardSwish | Op::Gelu),
+                _,
+            ) => ops::unary_map(x, |v| ops::activation_value(op, v)).map_err(&e),
+            (Op::Mul, _) => x.broadcast_mul(arg(1)).map_err(&e),
+            (Op::LayerNorm { eps }, Prepared::Norm { weight, bias }) => {
+                ops::layer_norm(x, weight, bias, *eps).map_err(&e)
+            }
+            (Op::ChannelShuffle { groups }, _) => ops::channel_shuffle(x, *groups).map_err(&e),
+            (Op::Narrow { start, len }, _) => x
+                .narrow(1, *start, *len)
+                .and_then(|t| t.contiguous())
+                .map_err(&e),
             (Op::Concat { axis }, _) => {
                 let parts: Vec<&CTensor> = (0..node.inputs.len()).map(arg).collect();
                 CTensor::cat(&parts, *axis).map_err(&e)

@@ -40,6 +40,18 @@ pub enum AddMode {
     Proportional { epsilon: f32 },
 }
 
+/// How a value passes a product `x * g` of a signal and a gate ([`Op::Mul`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateMode {
+    /// Both receive their gradient: `g * r` to the signal, `x * r` (summed over a broadcast)
+    /// to the gate.
+    Gradient,
+    /// All of it to the signal, none to the gate (Arras et al. 2017, "Explaining recurrent
+    /// neural network predictions in sentiment analysis": the gate is held constant, so the
+    /// product is a linear map of the signal and the epsilon rule on it passes `r` unchanged).
+    Signal,
+}
+
 /// The structural choices of a backward pass.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Structure {
@@ -47,6 +59,8 @@ pub struct Structure {
     pub avg_pool: PoolMode,
     pub max_pool: MaxRouting,
     pub add: AddMode,
+    pub gate: GateMode,
+    pub layer_norm: ops::LayerNormBackward,
     /// Whether the walker folds activation masks and the rules' first divisions into the
     /// neighbouring passes (see [`Fused`]). The result is the same either way (a test compares
     /// them value for value); off is slower and serves that test.
@@ -162,8 +176,8 @@ impl Fused<'_> {
     }
 }
 
-/// The derivative of an activation (ReLU, Clip, PReLU) at its input `a`, as autograd gives it
-/// (0 at ReLU's kink and at Clip's bounds).
+/// The derivative of an activation ([`Op::is_activation`]) at its input `a`, as autograd gives
+/// it (0 at ReLU's kink and at Clip's bounds).
 pub fn activation_derivative(node: &Node, a: &CTensor) -> candle_core::Result<CTensor> {
     match &node.op {
         Op::Relu => a.gt(0f32).and_then(|m| m.to_dtype(DType::F32)),
@@ -182,6 +196,9 @@ pub fn activation_derivative(node: &Node, a: &CTensor) -> candle_core::Result<CT
             // pos + (1 - pos) * slope
             pos.broadcast_add(&pos.affine(-1.0, 1.0)?.broadcast_mul(&slope)?)?
                 .contiguous()
+        }
+        op @ (Op::Sigmoid | Op::HardSigmoid { .. } | Op::Silu | Op::HardSwish | Op::Gelu) => {
+            ops::unary_map(a, |x| ops::activation_derivative(op, x))
         }
         op => candle_core::bail!("`{}` is not an activation", op.name()),
     }
@@ -344,12 +361,27 @@ pub fn backward(
                 };
                 vec![(node.inputs[0], v)]
             }
-            Op::Relu | Op::Clip { .. } | Op::PRelu | Op::MaxPool { .. }
+            Op::Relu
+            | Op::Clip { .. }
+            | Op::PRelu
+            | Op::Sigmoid
+            | Op::HardSigmoid { .. }
+            | Op::Silu
+            | Op::HardSwish
+            | Op::Gelu
+            | Op::MaxPool { .. }
                 if rule.defines_nonlinear() =>
             {
                 vec![(node.inputs[0], rule.nonlinear(graph, id, &r)?)]
             }
-            Op::Relu | Op::Clip { .. } | Op::PRelu => {
+            Op::Relu
+            | Op::Clip { .. }
+            | Op::PRelu
+            | Op::Sigmoid
+            | Op::HardSigmoid { .. }
+            | Op::Silu
+            | Op::HardSwish
+            | Op::Gelu => {
                 let v = match structure.activation {
                     ActivationMode::Pass => r,
                     ActivationMode::Gradient if folded[id] => r,
@@ -426,6 +458,40 @@ pub fn backward(
                         .collect::<Result<_>>()?
                 }
             },
+            Op::Mul => {
+                let g = input(1);
+                match structure.gate {
+                    GateMode::Signal => vec![(node.inputs[0], r)],
+                    GateMode::Gradient => {
+                        let to_x = r.broadcast_mul(g).map_err(&e)?;
+                        let mut to_g = (&r * a).map_err(&e)?;
+                        if g.dims() != a.dims() {
+                            to_g = to_g
+                                .sum_keepdim(3)
+                                .and_then(|t| t.sum_keepdim(2))
+                                .map_err(&e)?;
+                        }
+                        vec![(node.inputs[0], to_x), (node.inputs[1], to_g)]
+                    }
+                }
+            }
+            Op::LayerNorm { eps } => {
+                let w = node.param("weight").expect("checked by infer_shapes");
+                let v = ops::layer_norm_t(a, &acts[id], &r, w.data(), *eps, structure.layer_norm)
+                    .map_err(&e)?;
+                vec![(node.inputs[0], v)]
+            }
+            Op::ChannelShuffle { groups } => {
+                let c = a.dims()[1];
+                vec![(
+                    node.inputs[0],
+                    ops::channel_shuffle(&r, c / groups).map_err(&e)?,
+                )]
+            }
+            Op::Narrow { start, .. } => vec![(
+                node.inputs[0],
+                ops::narrow_t(&r, *start, a.dims()[1]).map_err(&e)?,
+            )],
             Op::Concat { axis } => {
                 let mut start = 0;
                 let mut out = vec![];

@@ -17,7 +17,7 @@ use sr_core::{
     StageDef, Tensor,
 };
 use sr_nn::ops::{self, MaxRouting};
-use sr_nn::propagate::{self, ActivationMode, AddMode, LayerRule, PoolMode, Structure};
+use sr_nn::propagate::{self, ActivationMode, AddMode, GateMode, LayerRule, PoolMode, Structure};
 use sr_nn::{attribution, from_candle, GraphCache, LayerWeights, Prepared};
 
 /// PyTorch's autograd for the IR's layers.
@@ -26,6 +26,8 @@ pub const GRADIENT: Structure = Structure {
     avg_pool: PoolMode::Gradient,
     max_pool: MaxRouting::First,
     add: AddMode::Copy,
+    gate: GateMode::Gradient,
+    layer_norm: ops::LayerNormBackward::Gradient,
     fuse: true,
 };
 

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use sr_core::{
     Error, Explanation, Model, Params, Relevance, RelevanceStage, Result, StageDef, Tensor,
 };
-use sr_nn::ops::MaxRouting;
-use sr_nn::propagate::{self, ActivationMode, AddMode, Structure};
+use sr_nn::ops::{LayerNormBackward, MaxRouting};
+use sr_nn::propagate::{self, ActivationMode, AddMode, GateMode, PoolMode, Structure};
 use sr_nn::{attribution, from_candle, GraphCache};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -44,6 +44,9 @@ pub struct LrpParams {
     pub activation: String,
     /// Max pooling: `winner` (winner-take-all, ties split evenly) or `first` (PyTorch's gradient).
     pub max_pool: String,
+    /// Average pooling: `norm` (as a linear layer, epsilon rule) or `gradient`; empty: the
+    /// composite's.
+    pub avg_pool: String,
     /// Starting relevance at the target: `logit`, `one` or `prob` (softmax).
     pub start: String,
     /// Per-layer overrides: layer name or kind (`first`, `conv`, `linear`, `batch_norm`) to a rule.
@@ -60,6 +63,7 @@ impl Default for LrpParams {
             canonize: true,
             activation: String::new(),
             max_pool: "winner".into(),
+            avg_pool: String::new(),
             start: "logit".into(),
             rules: toml::Table::new(),
         }
@@ -75,6 +79,7 @@ impl Params for LrpParams {
         ("canonize", "merge BatchNorm into the conv before it"),
         ("activation", "activations: pass or gradient (default: the composite's)"),
         ("max_pool", "winner (ties split evenly) or first (PyTorch's gradient)"),
+        ("avg_pool", "average pooling: norm (a linear layer, epsilon rule) or gradient (default: the composite's)"),
         ("start", "relevance at the target: logit, one or prob"),
         ("rules", "per-layer overrides, e.g. { \"features.0\" = \"flat\", linear = \"epsilon(0.25)\" }"),
     ];
@@ -169,6 +174,22 @@ impl RelevanceStage for Lrp {
                 ("first", MaxRouting::First),
             ],
         )?;
+        let avg_pool = match p.avg_pool.as_str() {
+            "" => composite.avg_pool,
+            a => one_of(
+                "avg_pool",
+                a,
+                &[
+                    (
+                        "norm",
+                        PoolMode::Norm {
+                            epsilon: rules::STABILIZER,
+                        },
+                    ),
+                    ("gradient", PoolMode::Gradient),
+                ],
+            )?,
+        };
         let start = one_of(
             "start",
             &p.start,
@@ -204,9 +225,11 @@ impl RelevanceStage for Lrp {
         Ok(Lrp {
             structure: Structure {
                 activation,
-                avg_pool: composite.avg_pool,
+                avg_pool,
                 max_pool,
                 add,
+                gate: GateMode::Signal,
+                layer_norm: LayerNormBackward::Linear { epsilon: p.epsilon },
                 fuse: true,
             },
             composite,

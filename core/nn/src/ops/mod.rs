@@ -5,6 +5,8 @@
 //! - [`dense`]: dense layers and their transposes, with the sparse forms LRP uses;
 //! - [`pool`]: max and average pooling, forward and transposed;
 //! - [`norm`]: local response normalisation;
+//! - [`elementwise`]: the smooth activations and their derivatives, channel shuffle and
+//!   narrow, the channel LayerNorm and its backward passes;
 //! - [`fused`]: the rules' element-wise steps, fused into one pass or into the last loop of a
 //!   transposed map;
 //! - [`buffer`]: views of candle storage and outputs written without a zeroing pass.
@@ -17,6 +19,7 @@
 pub mod buffer;
 pub mod conv;
 pub mod dense;
+pub mod elementwise;
 pub mod fused;
 pub mod norm;
 pub mod pool;
@@ -24,6 +27,10 @@ pub mod pool;
 pub use buffer::{view, View};
 pub use conv::{conv2d, conv2d_dense, conv2d_t, conv2d_t_times, flip_kernel, transposes_by_flip};
 pub use dense::{linear, linear_ratio_t, linear_t, linear_where};
+pub use elementwise::{
+    activation_derivative, activation_value, channel_shuffle, layer_norm, layer_norm_t, narrow_t,
+    unary_map, LayerNormBackward,
+};
 pub use fused::{finish, gated, masked, open_mask, stab, zip_map, Act, Finish, Gate, Stab};
 pub use norm::lrn;
 pub use pool::{avg_pool_t, max_pool_t, max_pool_t_fused, pool, MaxRouting, PoolKind};

@@ -23,8 +23,10 @@ use sr_core::{Error, Graph, Result, Tensor};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+mod arith;
 mod constants;
 mod nn;
+mod patterns;
 mod shape;
 
 /// How one ONNX op is read: a function that appends IR nodes for it, or folds it.
@@ -37,7 +39,11 @@ pub struct OpBuilder {
 /// Every op the importer reads, by family: layers (`nn`), shape arithmetic folded at load
 /// time (`shape`), constants (`constants`).
 fn ops() -> impl Iterator<Item = &'static OpBuilder> {
-    nn::OPS.iter().chain(shape::OPS).chain(constants::OPS)
+    nn::OPS
+        .iter()
+        .chain(arith::OPS)
+        .chain(shape::OPS)
+        .chain(constants::OPS)
 }
 
 /// The ONNX ops the importer reads (for errors and docs).
@@ -124,7 +130,16 @@ enum Pending {
     /// A flattened transposed value: feature `i` of the IR's flatten is feature `map[i]` of
     /// the file's.
     Flat(Vec<usize>, String),
+    /// An NCHW value reshaped to `[N, groups, C / groups, H, W]` (the first step of a channel
+    /// shuffle).
+    Grouped(usize, String),
+    /// That, transposed by `[0, 2, 1, 3, 4]`: reshaped back to NCHW it is a channel shuffle.
+    Shuffled(usize, String),
 }
+
+/// The permutation of a channels-last view of an NCHW value (`x.permute(0, 2, 3, 1)`), which
+/// element-wise ops, LayerNorm over the last axis and MatMul on the last axis keep.
+pub(crate) const CHANNELS_LAST: [usize; 4] = [0, 2, 3, 1];
 
 #[derive(Clone, Debug)]
 enum Val {
@@ -250,9 +265,31 @@ impl<'m> Importer<'m> {
             )),
             Pending::Transpose(_, by) | Pending::Flat(_, by) => Err(Self::err(
                 n,
-                format!("reads the output of Transpose `{by}`; a Transpose is only supported before a Flatten/Reshape feeding Gemm or MatMul"),
+                format!("reads the output of Transpose `{by}`; a Transpose is only supported before a Flatten/Reshape feeding Gemm or MatMul, or as a channels-last view (perm [0, 2, 3, 1]) read by element-wise ops, LayerNorm and MatMul"),
+            )),
+            Pending::Grouped(_, by) | Pending::Shuffled(_, by) => Err(Self::err(
+                n,
+                format!("reads the 5-D output of `{by}`; a 5-D Reshape is only supported as a channel shuffle (Reshape, Transpose [0, 2, 1, 3, 4], Reshape back)"),
             )),
         }
+    }
+
+    /// A computed input that is plain or a channels-last view of an NCHW node (returned, to
+    /// be bound again to the result of an op that keeps it).
+    fn view_in(&self, n: &NodeProto, i: usize) -> Result<(NodeId, Option<String>)> {
+        match self.node_in(n, i)? {
+            (id, Pending::Transpose(p, by)) if p == CHANNELS_LAST => Ok((id, Some(by))),
+            _ => Ok((self.plain_in(n, i)?, None)),
+        }
+    }
+
+    /// Bind output 0 of `n` to node `id`, as a channels-last view when `view` is set.
+    fn bind_view(&mut self, n: &NodeProto, id: NodeId, view: Option<String>) {
+        let p = match view {
+            Some(by) => Pending::Transpose(CHANNELS_LAST.to_vec(), by),
+            None => Pending::None,
+        };
+        self.bind(n, 0, Val::Node(id, p));
     }
 
     fn ints_attr(n: &NodeProto, name: &str) -> Result<Option<Vec<i64>>> {
@@ -567,8 +604,9 @@ pub fn import(
         .iter()
         .map(|t| (t.name.as_str(), t))
         .collect();
+    let nodes = patterns::fuse(m);
     let mut uses: HashMap<&str, usize> = HashMap::new();
-    for n in &m.nodes {
+    for n in &nodes {
         for i in n.inputs.iter().filter(|s| !s.is_empty()) {
             *uses.entry(i.as_str()).or_default() += 1;
         }
@@ -668,7 +706,7 @@ pub fn import(
     }
     imp.vals
         .insert(input.name.clone(), Val::Node(0, Pending::None));
-    for n in &m.nodes {
+    for n in &nodes {
         imp.node(n)?;
     }
 

@@ -2,7 +2,7 @@
 //! normalisation, residual sums, and the zero `Pad` folded into the window of the layer that
 //! reads it.
 
-use super::{node_label, norm_axis, scalar, Importer, OpBuilder, Pending, Val};
+use super::{node_label, norm_axis, scalar, Importer, OpBuilder, Pending, Val, CHANNELS_LAST};
 use crate::proto::NodeProto;
 use sr_core::graph::{NodeId, Op};
 use sr_core::{Result, Tensor};
@@ -20,14 +20,6 @@ pub(super) const OPS: &[OpBuilder] = &[
     OpBuilder {
         op: "MatMul",
         build: dense,
-    },
-    OpBuilder {
-        op: "Add",
-        build: add,
-    },
-    OpBuilder {
-        op: "Sum",
-        build: add,
     },
     OpBuilder {
         op: "Relu",
@@ -72,6 +64,30 @@ pub(super) const OPS: &[OpBuilder] = &[
     OpBuilder {
         op: "Pad",
         build: pad,
+    },
+    OpBuilder {
+        op: "Sigmoid",
+        build: activation,
+    },
+    OpBuilder {
+        op: "HardSigmoid",
+        build: activation,
+    },
+    OpBuilder {
+        op: "HardSwish",
+        build: activation,
+    },
+    OpBuilder {
+        op: "Gelu",
+        build: activation,
+    },
+    OpBuilder {
+        op: "LayerNormalization",
+        build: layer_norm,
+    },
+    OpBuilder {
+        op: "ReduceMean",
+        build: reduce_mean,
     },
 ];
 
@@ -149,6 +165,9 @@ fn dense(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     let map = match pending {
         Pending::None => None,
         Pending::Flat(m, _) => Some(m),
+        Pending::Transpose(p, by) if p == CHANNELS_LAST && n.op_type == "MatMul" => {
+            return channels_last_matmul(imp, n, x, by);
+        }
         _ => {
             imp.plain_in(n, 0)?;
             None
@@ -236,56 +255,145 @@ fn dense(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     Ok(())
 }
 
-fn add(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
-    let k = n.inputs.len();
-    let vals: Vec<Val> = (0..k)
-        .map(|i| imp.val(n, i).cloned())
-        .collect::<Result<_>>()?;
-    let consts: Vec<usize> = (0..k)
-        .filter(|&i| matches!(vals[i], Val::Const(_)))
-        .collect();
-    if consts.is_empty() {
-        let ids: Vec<NodeId> = (0..k).map(|i| imp.plain_in(n, i)).collect::<Result<_>>()?;
-        if ids.len() == 1 {
-            imp.bind(n, 0, Val::Node(ids[0], Pending::None));
-        } else {
-            imp.push(n, Op::Add, ids, vec![])?;
-        }
-    } else if k == 2 && consts.len() == 1 {
-        // A bias: fold into the layer before, if it is ours alone and has none.
-        let xi = 1 - consts[0];
-        let x = imp.plain_in(n, xi)?;
-        let Val::Const(c) = &vals[consts[0]] else {
-            unreachable!()
-        };
-        let prev = &imp.graph.nodes[x];
-        let channels = imp.shapes[x][1];
-        let alone = imp.uses.get(n.inputs[xi].as_str()).copied() == Some(1);
-        let fits = c.numel() == channels && c.dims.iter().filter(|&&d| d != 1).count() <= 1;
-        if matches!(prev.op, Op::Linear | Op::Conv2d { .. })
-            && prev.param("bias").is_none()
-            && alone
-            && fits
-        {
-            let bias =
-                Tensor::new(vec![channels], c.floats()).map_err(|e| Importer::err(n, e.message))?;
-            imp.graph.nodes[x].params.push(("bias".into(), bias));
-            imp.bind(n, 0, Val::Node(x, Pending::None));
-        } else {
-            return Err(Importer::err(n, "adding a constant is only supported as the bias of the MatMul, Gemm or Conv right before it"));
-        }
-    } else {
+/// A MatMul on the last axis of a channels-last view (ConvNeXt's `Linear` layers) is a 1 x 1
+/// convolution of the NCHW value; its result stays a channels-last view.
+fn channels_last_matmul(
+    imp: &mut Importer<'_>,
+    n: &NodeProto,
+    x: NodeId,
+    by: String,
+) -> Result<()> {
+    let b = imp.konst(n, 1)?.clone();
+    let c = imp.shape_of(x)[1];
+    if b.dims.len() != 2 || b.dims[0] != c {
         return Err(Importer::err(
             n,
-            "adding constants is only supported as a layer bias",
+            format!(
+                "weight `{}` has shape {:?}; on a channels-last view of {c} channels it must be [{c}, out]",
+                n.inputs[1], b.dims
+            ),
         ));
     }
+    let o = b.dims[1];
+    let bv = b.floats();
+    let w: Vec<f32> = (0..o)
+        .flat_map(|r| (0..c).map(move |k| (r, k)))
+        .map(|(r, k)| bv[k * o + r])
+        .collect();
+    let weight = Tensor::new(vec![o, c, 1, 1], w).map_err(|e| Importer::err(n, e.message))?;
+    let op = Op::Conv2d {
+        stride: [1, 1],
+        padding: [0; 4],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let id = imp.push(n, op, vec![x], vec![("weight".into(), weight)])?;
+    imp.bind_view(n, id, Some(by));
     Ok(())
 }
 
 fn relu(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
+    let (x, view) = imp.view_in(n, 0)?;
+    let id = imp.push(n, Op::Relu, vec![x], vec![])?;
+    imp.bind_view(n, id, view);
+    Ok(())
+}
+
+/// The smooth activations; like ReLU they keep a channels-last view.
+fn activation(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
+    let (x, view) = imp.view_in(n, 0)?;
+    let op = match n.op_type.as_str() {
+        "Sigmoid" => Op::Sigmoid,
+        "HardSigmoid" => Op::HardSigmoid {
+            alpha: Importer::float_attr(n, "alpha", 0.2)?,
+            beta: Importer::float_attr(n, "beta", 0.5)?,
+        },
+        "HardSwish" => Op::HardSwish,
+        "Gelu" => match Importer::str_attr(n, "approximate", "none")?.as_str() {
+            "none" => Op::Gelu,
+            a => {
+                return Err(Importer::err(
+                    n,
+                    format!("`approximate` = {a:?}; only the exact (erf) GELU is supported"),
+                ))
+            }
+        },
+        other => return Err(Importer::err(n, format!("`{other}` is not an activation"))),
+    };
+    let id = imp.push(n, op, vec![x], vec![])?;
+    imp.bind_view(n, id, view);
+    Ok(())
+}
+
+/// LayerNorm over the channels: over the last axis of a channels-last view (ConvNeXt's
+/// `permute(0, 2, 3, 1)` then `LayerNorm`), or of a `[batch, features]` value. Written by
+/// opset 17 as one op, below it as a subgraph that `patterns` rewrites to this op.
+fn layer_norm(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
+    let (x, view) = imp.view_in(n, 0)?;
+    let shape = imp.shape_of(x).to_vec();
+    let rank = if view.is_some() { 4 } else { shape.len() };
+    let axis = norm_axis(n, Importer::int_attr(n, "axis", -1)?, rank)?;
+    let over_channels = match &view {
+        Some(_) => axis == 3,
+        None => rank == 2 && axis == 1,
+    };
+    if !over_channels {
+        return Err(Importer::err(
+            n,
+            format!("LayerNorm over axis {axis} of {shape:?}; only over the channels (the last axis of a channels-last view, or the features of [batch, features]) is supported"),
+        ));
+    }
+    let c = shape[1];
+    let param = |k: usize, what: &str, default: f32| -> Result<Tensor> {
+        match imp.opt_konst(n, k)? {
+            Some(t) if t.numel() == c => Importer::tensor(n, t, what, vec![c]),
+            Some(t) => Err(Importer::err(
+                n,
+                format!(
+                    "{what} `{}` has shape {:?}, expected [{c}]",
+                    n.inputs[k], t.dims
+                ),
+            )),
+            None => Ok(Tensor::new(vec![c], vec![default; c]).expect("c values")),
+        }
+    };
+    let params = vec![
+        ("weight".to_string(), param(1, "the scale", 1.0)?),
+        ("bias".to_string(), param(2, "the bias", 0.0)?),
+    ];
+    let eps = Importer::float_attr(n, "epsilon", 1e-5)?;
+    if !(eps.is_finite() && eps >= 0.0) {
+        return Err(Importer::err(n, format!("`epsilon` = {eps}")));
+    }
+    let id = imp.push(n, Op::LayerNorm { eps }, vec![x], params)?;
+    imp.bind_view(n, id, view);
+    Ok(())
+}
+
+/// The mean over the spatial axes of an NCHW value (MNASNet's and ShuffleNet's `x.mean([2, 3])`)
+/// is a global average pooling, flattened when the axes are not kept.
+fn reduce_mean(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     let x = imp.plain_in(n, 0)?;
-    imp.push(n, Op::Relu, vec![x], vec![])?;
+    let rank = imp.shape_of(x).len();
+    let axes = match Importer::ints_attr(n, "axes")? {
+        Some(a) => a,
+        None => imp.opt_konst(n, 1)?.map(|c| c.ints()).unwrap_or_default(),
+    };
+    let mut axes = axes
+        .iter()
+        .map(|&a| norm_axis(n, a, rank))
+        .collect::<Result<Vec<_>>>()?;
+    axes.sort_unstable();
+    if rank != 4 || axes != [2, 3] {
+        return Err(Importer::err(
+            n,
+            format!("ReduceMean over axes {axes:?} of a rank-{rank} value; only the mean over the spatial axes [2, 3] of an NCHW value is supported"),
+        ));
+    }
+    let id = imp.push(n, Op::GlobalAvgPool, vec![x], vec![])?;
+    if Importer::int_attr(n, "keepdims", 1)? == 0 {
+        imp.push(n, Op::Flatten, vec![id], vec![])?;
+    }
     Ok(())
 }
 

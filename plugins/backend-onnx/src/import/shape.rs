@@ -1,7 +1,8 @@
 //! Shape arithmetic, folded at load time: on constants (the shape computations exporters
 //! write) the value is computed; on image data, `Transpose` is kept pending until a flatten
 //! feeds a dense layer, `Concat` becomes an IR concatenation and `Reshape`/`Flatten` an IR
-//! flatten.
+//! flatten; a `Slice` or `Split` of the channels becomes IR narrows, and ShuffleNet's
+//! `Reshape -> Transpose [0, 2, 1, 3, 4] -> Reshape` an IR channel shuffle.
 
 use super::{
     flat_map, for_each_index, node_label, norm_axis, strides, Const, Importer, OpBuilder, Pending,
@@ -50,7 +51,114 @@ pub(super) const OPS: &[OpBuilder] = &[
         op: "Flatten",
         build: reshape,
     },
+    OpBuilder {
+        op: "Split",
+        build: split,
+    },
 ];
+
+/// Channels `start .. end` of computed value `x` as an IR narrow bound to output `out` of `n`.
+fn narrow(
+    imp: &mut Importer<'_>,
+    n: &NodeProto,
+    x: NodeId,
+    start: usize,
+    end: usize,
+    out: usize,
+) -> Result<()> {
+    let c = imp.shape_of(x)[1];
+    if start >= end || end > c {
+        return Err(Importer::err(
+            n,
+            format!("channels {start}..{end} of a value with {c} channels"),
+        ));
+    }
+    let id = imp.push(
+        n,
+        Op::Narrow {
+            start,
+            len: end - start,
+        },
+        vec![x],
+        vec![],
+    )?;
+    if out != 0 {
+        // `push` binds output 0; a Split's later outputs are bound here instead.
+        let first = imp.vals.remove(&n.outputs[0]);
+        imp.bind(n, out, Val::Node(id, Pending::None));
+        if let Some(v) = first {
+            imp.vals.insert(n.outputs[0].clone(), v);
+        }
+    }
+    Ok(())
+}
+
+/// `Split` of a computed value along the channels (ShuffleNet's `chunk(2, dim=1)`): one narrow
+/// per output.
+fn split(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
+    let x = imp.plain_in(n, 0)?;
+    let shape = imp.shape_of(x).to_vec();
+    let axis = norm_axis(n, Importer::int_attr(n, "axis", 0)?, shape.len())?;
+    if axis != 1 {
+        return Err(Importer::err(
+            n,
+            format!("Split along axis {axis}; only along the channels (axis 1) is supported"),
+        ));
+    }
+    let k = n.outputs.len();
+    let sizes: Vec<i64> = match (Importer::ints_attr(n, "split")?, imp.opt_konst(n, 1)?) {
+        (Some(s), _) => s,
+        (None, Some(c)) => c.ints(),
+        (None, None) if k > 0 && shape[1] % k == 0 => vec![(shape[1] / k) as i64; k],
+        _ => {
+            return Err(Importer::err(
+                n,
+                format!("{} channels do not split evenly into {k} outputs", shape[1]),
+            ))
+        }
+    };
+    if sizes.len() != k
+        || sizes.iter().any(|&v| v <= 0)
+        || sizes.iter().sum::<i64>() != shape[1] as i64
+    {
+        return Err(Importer::err(
+            n,
+            format!(
+                "split sizes {sizes:?} for {k} outputs of {} channels",
+                shape[1]
+            ),
+        ));
+    }
+    let mut start = 0;
+    for (o, &len) in sizes.iter().enumerate() {
+        let end = start + len as usize;
+        if !n.outputs[o].is_empty() {
+            narrow(imp, n, x, start, end, o)?;
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+/// `Slice` of a computed value: along the channels with step 1.
+fn slice_node(imp: &mut Importer<'_>, n: &NodeProto, x: NodeId) -> Result<()> {
+    let rank = imp.shape_of(x).len();
+    let c = imp.shape_of(x)[1] as i64;
+    let konst =
+        |i: usize| -> Result<Option<Vec<i64>>> { Ok(imp.opt_konst(n, i)?.map(Const::ints)) };
+    let (starts, ends) = (konst(1)?.unwrap_or_default(), konst(2)?.unwrap_or_default());
+    let axes = konst(3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let steps = konst(4)?.unwrap_or_else(|| vec![1; starts.len()]);
+    let one_axis = [ends.len(), axes.len(), steps.len()] == [1, 1, 1] && starts.len() == 1;
+    if !one_axis || norm_axis(n, axes[0], rank)? != 1 || steps[0] != 1 || imp.m.opset < 10 {
+        return Err(Importer::err(
+            n,
+            "a Slice of image data is only supported along the channels (axis 1) with step 1",
+        ));
+    }
+    let fix = |v: i64| (if v < 0 { v.saturating_add(c) } else { v }).clamp(0, c) as usize;
+    narrow(imp, n, x, fix(starts[0]), fix(ends[0]), 0)
+}
 
 fn shape(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     let (id, _) = imp.node_in(n, 0)?;
@@ -149,6 +257,10 @@ fn unsqueeze_squeeze(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
 
 fn slice(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     let opset = imp.m.opset;
+    if let Val::Node(..) = imp.val(n, 0)? {
+        let x = imp.plain_in(n, 0)?;
+        return slice_node(imp, n, x);
+    }
     let c = imp.konst(n, 0)?.clone();
     let rank = c.dims.len();
     let (starts, ends, axes, steps) = if opset >= 10 {
@@ -263,6 +375,43 @@ fn transpose(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
                 ));
             } else {
                 imp.bind(n, 0, Val::Node(id, Pending::Transpose(perm, node_label(n))));
+            }
+        }
+        Val::Node(id, Pending::Grouped(g, by)) => {
+            let perm = Importer::ints_attr(n, "perm")?;
+            if perm.as_deref() != Some(&[0, 2, 1, 3, 4]) {
+                return Err(Importer::err(
+                    n,
+                    format!("a Transpose by {perm:?} of the 5-D output of `{by}`; only [0, 2, 1, 3, 4] (a channel shuffle) is supported"),
+                ));
+            }
+            imp.bind(n, 0, Val::Node(id, Pending::Shuffled(g, by)));
+        }
+        Val::Node(id, Pending::Transpose(first, by)) => {
+            // Two transposes in a row are one: ConvNeXt's permute back from channels-last.
+            let perm = match Importer::ints_attr(n, "perm")? {
+                Some(p) => p
+                    .iter()
+                    .map(|&x| norm_axis(n, x, first.len()))
+                    .collect::<Result<Vec<_>>>()?,
+                None => (0..first.len()).rev().collect(),
+            };
+            if perm.len() != first.len() {
+                return Err(Importer::err(
+                    n,
+                    format!("perm {perm:?} for a rank-{} value", first.len()),
+                ));
+            }
+            let both: Vec<usize> = perm.iter().map(|&p| first[p]).collect();
+            if both.iter().enumerate().all(|(i, &p)| i == p) {
+                imp.bind(n, 0, Val::Node(id, Pending::None));
+            } else if both[0] != 0 {
+                return Err(Importer::err(
+                    n,
+                    "a Transpose that moves the batch axis is not supported",
+                ));
+            } else {
+                imp.bind(n, 0, Val::Node(id, Pending::Transpose(both, by)));
             }
         }
         Val::Node(..) => {
@@ -435,6 +584,32 @@ fn reshape(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
             if dims_out == dims_in && pending == Pending::None {
                 imp.bind(n, 0, Val::Node(id, Pending::None));
                 return Ok(());
+            }
+            // ShuffleNet's channel shuffle: [N, C, H, W] -> [N, g, C / g, H, W], transposed,
+            // and back.
+            match &pending {
+                Pending::None
+                    if dims_in.len() == 4
+                        && dims_out.len() == 5
+                        && dims_out[0] == dims_in[0]
+                        && dims_out[1] * dims_out[2] == dims_in[1]
+                        && dims_out[3..] == dims_in[2..] =>
+                {
+                    imp.bind(
+                        n,
+                        0,
+                        Val::Node(id, Pending::Grouped(dims_out[1], node_label(n))),
+                    );
+                    return Ok(());
+                }
+                Pending::Shuffled(g, _) if dims_out == dims_in => {
+                    let g = *g;
+                    let shuffled =
+                        imp.push(n, Op::ChannelShuffle { groups: g }, vec![id], vec![])?;
+                    imp.bind(n, 0, Val::Node(shuffled, Pending::None));
+                    return Ok(());
+                }
+                _ => {}
             }
             // The IR flattens every axis after the batch; the batch is 1 here.
             let flat = dims_out.len() == 2 && dims_out[0] == dims_in[0];
