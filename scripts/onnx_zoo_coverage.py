@@ -4,11 +4,13 @@ For each model: random weights (torchvision's builder, `weights=None`, seeded), 
 `torch.onnx.export(model, x, path, opset_version=13, dynamo=False)`, then
 - imports: `srhost.Model.onnx(path)` (the importer turns the graph into srhost's IR), or the
   first error (an unsupported op names itself);
-- ONNX Runtime: `Model.predict` (ONNX Runtime runs the file) gives the top class;
+- ONNX Runtime vs srhost: `Model.predict` with ONNX Runtime (the default) and with
+  `runtime="srhost"` (srhost's executor on the imported graph) on the photo; the max abs
+  difference of the logits / max |logit|;
 - LRP: `epsilon-plus-flat` on the photo (srhost's executor runs the imported graph), its time,
-  and the conservation ratio sum(R) / logit of the top class.
-(The executor-vs-ONNX-Runtime logit error is tested for the shipped models in tests/onnx.rs; it is
-not reachable from Python.)
+  and the conservation ratio sum(R) / logit of the top class (biases absorb some relevance, and
+  z+ drops negative contributions, so it need not be 1);
+- the parity test of that family in CI, if any.
 
 Needs torch, torchvision, onnx, onnxscript, onnxruntime and the srhost wheel in one venv, and
 ORT_DYLIB_PATH pointing at that onnxruntime's library. Slow (minutes per large model).
@@ -33,6 +35,14 @@ MODELS = [
     "shufflenet_v2_x1_0", "squeezenet1_1", "googlenet", "mnasnet1_0",
 ]
 PHOTO = "assets/images/coffee.png"
+# The CI test that checks each family against an independent reference.
+PARITY = {
+    "resnet18": "tests/resnet.rs (Zennit)", "resnet50": "tests/resnet.rs (Zennit)",
+    "resnext50_32x4d": "tests/resnet.rs (Zennit)",
+    "mobilenet_v3_small": "tests/zoo.rs (autograd)", "efficientnet_b0": "tests/zoo.rs (autograd)",
+    "regnet_y_400mf": "tests/zoo.rs (autograd)", "convnext_tiny": "tests/zoo.rs (autograd)",
+    "shufflenet_v2_x1_0": "tests/zoo.rs (autograd)", "mnasnet1_0": "tests/zoo.rs (autograd)",
+}
 
 
 def row(name, tmp):
@@ -47,27 +57,30 @@ def row(name, tmp):
         m = srhost.Model.onnx(str(path))
     except Exception as e:  # noqa: BLE001 - the error is the result
         first = str(e).splitlines()[0]
-        return f"| {name} | no: {first.split(': ', 2)[-1][:160]} | | | |"
+        return f"| {name} | no: {first.split(': ', 2)[-1][:160]} | | | | |"
     logits_ort = m.predict(PHOTO)
+    logits_ours = srhost.Model.onnx(str(path), runtime="srhost").predict(PHOTO)
+    err = float(np.abs(logits_ours - logits_ort).max() / np.abs(logits_ort).max())
     t = time.perf_counter()
     r = m.explain(PHOTO, composite="epsilon-plus-flat")
     secs = time.perf_counter() - t
     target = int(logits_ort.argmax())
     ratio = float(r.sum()) / float(logits_ort[0, target])
-    return f"| {name} | yes | top-1 {target} | {secs:.1f} s | {ratio:.4f} |"
+    parity = PARITY.get(name, "")
+    return f"| {name} | yes | {err:.1e} | {secs:.1f} s | {ratio:.4f} | {parity} |"
 
 
 def main():
     names = sys.argv[1:] or MODELS
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, opset 13\n")
-    print("| model | imports | ONNX Runtime | LRP (epsilon-plus-flat) | sum R / logit |")
-    print("|---|---|---|---|---|")
+    print("| model | imports | srhost vs ONNX Runtime (logits) | LRP (epsilon-plus-flat) | sum R / logit | parity test |")
+    print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for n in names:
             try:
                 print(row(n, tmp), flush=True)
             except Exception as e:  # noqa: BLE001
-                print(f"| {n} | script error: {str(e).splitlines()[0][:160]} | | | |", flush=True)
+                print(f"| {n} | script error: {str(e).splitlines()[0][:160]} | | | | |", flush=True)
 
 
 if __name__ == "__main__":

@@ -102,20 +102,26 @@ fn zoo_models_import_with_their_new_ops_and_give_pytorchs_logits() {
     }
 }
 
+/// ONNX Runtime against srhost's executor, both through the `onnx` backend (`runtime =
+/// "srhost"` runs the imported graph, with the same results as the executor on its own).
 #[test]
 fn zoo_models_agree_with_onnx_runtime() {
-    for (name, _) in MODELS {
-        let path = fixture(&format!("{name}.onnx")).display().to_string();
-        let ort = OnnxModel::load(OnnxParams {
-            path,
+    let load = |name: &str, runtime: &str| {
+        OnnxModel::load(OnnxParams {
+            path: fixture(&format!("{name}.onnx")).display().to_string(),
             labels: Some("none".into()),
+            runtime: runtime.into(),
             ..Default::default()
         })
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let ir = GraphModel(sr_nn::Executor::new(graph(name)).unwrap());
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    for (name, _) in MODELS {
+        let (ort, ours) = (load(name, "onnxruntime"), load(name, "srhost"));
+        let exec = GraphModel(sr_nn::Executor::new(graph(name)).unwrap());
         for img in IMAGES {
             let x = input(img);
-            let (a, b) = (ort.forward(&x).unwrap(), ir.forward(&x).unwrap());
+            let (a, b) = (ort.forward(&x).unwrap(), ours.forward(&x).unwrap());
+            assert_eq!(b.data(), exec.forward(&x).unwrap().data(), "{name} {img}");
             let err = rel_max_err(b.data(), a.data());
             eprintln!("{name} {img}: executor vs ONNX Runtime logits {err:.2e}");
             assert!(err <= LOGIT_TOL, "{name} {img}: {err}");

@@ -44,6 +44,10 @@ pub struct OnnxParams {
     pub std: Option<Vec<f32>>,
     /// ONNX Runtime intra-op threads (0: its default, one per core).
     pub threads: usize,
+    /// What runs the forward pass: `onnxruntime` (the default) or `srhost` (srhost's own
+    /// executor on the imported graph, which relevance methods walk anyway; ONNX Runtime is
+    /// then not needed).
+    pub runtime: String,
 }
 
 impl Default for OnnxParams {
@@ -57,6 +61,7 @@ impl Default for OnnxParams {
             mean: None,
             std: None,
             threads: 0,
+            runtime: "onnxruntime".into(),
         }
     }
 }
@@ -71,12 +76,13 @@ impl Params for OnnxParams {
         ("mean", "per-channel mean on [0, 1] (default: ImageNet's 0.485, 0.456, 0.406)"),
         ("std", "per-channel std on [0, 1] (default: ImageNet's 0.229, 0.224, 0.225)"),
         ("threads", "ONNX Runtime intra-op threads; 0 = one per core (default 0)"),
+        ("runtime", "what runs the forward pass: onnxruntime (default) or srhost (srhost's executor on the imported graph; no ONNX Runtime needed)"),
     ];
 }
 
 use sr_core::resolve_path as resolve;
 
-const INSTALL_HELP: &str = "install ONNX Runtime with `python3 -m pip install onnxruntime` (1.17 or newer), or set ORT_DYLIB_PATH=/path/to/libonnxruntime.so";
+const INSTALL_HELP: &str = "install ONNX Runtime with `python3 -m pip install onnxruntime` (1.17 or newer), or set ORT_DYLIB_PATH=/path/to/libonnxruntime.so, or run the model on srhost's own executor with runtime = \"srhost\" in [model]";
 
 /// Where `libonnxruntime` is: `ORT_DYLIB_PATH`, else the `onnxruntime` Python package's
 /// `capi/` folder in the interpreter's site directories (found without importing the package,
@@ -197,7 +203,8 @@ pub fn optimise(src: &Path, dst: &Path) -> Result<()> {
 pub struct OnnxModel {
     info: ModelInfo,
     exec: Executor,
-    session: Mutex<ort::session::Session>,
+    /// `None` with `runtime = "srhost"`: the executor runs the forward pass.
+    session: Option<Mutex<ort::session::Session>>,
     input_name: String,
     logits_name: String,
     /// The file fixes the batch size at 1: larger batches run one sample at a time.
@@ -258,6 +265,25 @@ impl OnnxModel {
             labels,
         };
         sr_core::preprocess::check_resize(info.resize, &info.input_shape)?;
+        let exec = Executor::new(imp.graph)?;
+        match p.runtime.as_str() {
+            "onnxruntime" => {}
+            "srhost" => {
+                return Ok(OnnxModel {
+                    info,
+                    exec,
+                    session: None,
+                    input_name: imp.input_name,
+                    logits_name: imp.logits_name,
+                    batch_one: false,
+                })
+            }
+            other => {
+                return Err(Error::params(format!(
+                    "`runtime` must be onnxruntime or srhost, got `{other}`"
+                )))
+            }
+        }
 
         let rt = runtime()?;
         let model_bytes = if imp.logits_is_output {
@@ -285,8 +311,8 @@ impl OnnxModel {
         let batch_one = matches!(imp.input_dims[0], proto::Dim::Fixed(1));
         Ok(OnnxModel {
             info,
-            exec: Executor::new(imp.graph)?,
-            session: Mutex::new(session),
+            exec,
+            session: Some(Mutex::new(session)),
             input_name: imp.input_name,
             logits_name: imp.logits_name,
             batch_one,
@@ -295,10 +321,13 @@ impl OnnxModel {
 
     /// The ONNX Runtime forward of one batch the file accepts.
     fn run(&self, x: &Tensor) -> Result<Tensor> {
+        let Some(session) = &self.session else {
+            return self.exec.forward(x);
+        };
         let shape: Vec<i64> = x.shape().iter().map(|&d| d as i64).collect();
         let value = ort::value::Tensor::from_array((shape, x.data().to_vec()))
             .map_err(|e| Error::internal(format!("ONNX Runtime input: {e}")))?;
-        let mut session = self.session.lock().map_err(|_| {
+        let mut session = session.lock().map_err(|_| {
             Error::internal("the ONNX Runtime session was poisoned by an earlier panic")
         })?;
         let outputs = session

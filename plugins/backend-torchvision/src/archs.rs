@@ -44,7 +44,42 @@ pub const ARCHS: &[&str] = &[
     "resnext101_64x4d",
     "wide_resnet50_2",
     "wide_resnet101_2",
+    "densenet121",
+    "densenet161",
+    "densenet169",
+    "densenet201",
 ];
+
+/// The DenseNet family: layers per dense block. Growth rate, bottleneck width and the initial
+/// width are read from the weights.
+fn densenet_layout(arch: &str) -> Option<[usize; 4]> {
+    Some(match arch {
+        "densenet121" => [6, 12, 24, 16],
+        "densenet161" => [6, 12, 36, 24],
+        "densenet169" => [6, 12, 32, 32],
+        "densenet201" => [6, 12, 48, 32],
+        _ => return None,
+    })
+}
+
+/// torchvision's pretrained DenseNet files name a dense layer's modules `norm.1`, `conv.2`, ...
+/// where the model names them `norm1`, `conv2` (torchvision renames them on load the same way).
+fn densenet_keys(w: &Weights) -> Weights {
+    w.iter()
+        .map(|(k, t)| {
+            let mut key = k.clone();
+            for m in ["norm", "relu", "conv"] {
+                for i in ["1", "2"] {
+                    let old = format!(".{m}.{i}.");
+                    if key.contains("denselayer") && key.contains(&old) {
+                        key = key.replacen(&old, &format!(".{m}{i}."), 1);
+                    }
+                }
+            }
+            (key, t.clone())
+        })
+        .collect()
+}
 
 /// The ResNet family: blocks per stage, and whether the blocks are bottlenecks. Widths and
 /// groups (ResNeXt, wide ResNets) are read from the weights.
@@ -80,7 +115,7 @@ pub fn defaults(arch: &str) -> Option<ArchDefaults> {
     Some(match arch {
         "alexnet" | "vgg11" | "vgg11_bn" | "vgg13" | "vgg13_bn" | "vgg16" | "vgg16_bn"
         | "vgg19" | "vgg19_bn" => imagenet,
-        a if resnet_layout(a).is_some() => imagenet,
+        a if resnet_layout(a).is_some() || densenet_layout(a).is_some() => imagenet,
         // VGG-Face: 224 x 224 face crops, the mean face pixel subtracted on the 0-255 scale.
         "vgg_face" => ArchDefaults {
             input: [3, 224, 224],
@@ -313,6 +348,13 @@ pub fn build(arch: &str, weights: &Weights, source: &str) -> Result<Graph> {
         Error::params(format!("unknown arch `{arch}`"))
             .with_help(format!("known archs: {}", ARCHS.join(", ")))
     })?;
+    let renamed;
+    let weights = if densenet_layout(arch).is_some() {
+        renamed = densenet_keys(weights);
+        &renamed
+    } else {
+        weights
+    };
     let mut b = Builder::new(weights, source, arch, d.input);
     let out = match arch {
         "alexnet" => alexnet(&mut b)?,
@@ -321,6 +363,9 @@ pub fn build(arch: &str, weights: &Weights, source: &str) -> Result<Graph> {
         a if resnet_layout(a).is_some() => {
             let (blocks, bottleneck) = resnet_layout(a).unwrap_or_default();
             resnet(&mut b, blocks, bottleneck)?
+        }
+        a if densenet_layout(a).is_some() => {
+            densenet(&mut b, densenet_layout(a).unwrap_or_default())?
         }
         vgg => {
             let (depth, bn) = match vgg {
@@ -523,6 +568,83 @@ fn resnet(b: &mut Builder, blocks: [usize; 4], bottleneck: bool) -> Result<NodeI
     b.linear("fc", x)
 }
 
+/// torchvision's DenseNet (`torchvision.models.densenet`): every dense layer reads the
+/// concatenation of its block's input and the layers before it (BN, ReLU, 1 x 1 conv, BN, ReLU,
+/// 3 x 3 conv), transitions halve the size (BN, ReLU, 1 x 1 conv, 2 x 2 average pool), and
+/// the classifier reads the global average of ReLU(norm5).
+fn densenet(b: &mut Builder, blocks: [usize; 4]) -> Result<NodeId> {
+    const EPS: f32 = 1e-5;
+    let mut x = b.conv("features.conv0", 0, 2, [3; 4], 1)?;
+    x = b.bn("features.norm0", x, EPS)?;
+    x = b.op("features.relu0", Op::Relu, vec![x]);
+    x = b.op(
+        "features.pool0",
+        Op::MaxPool {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [1; 4],
+            ceil_mode: false,
+        },
+        vec![x],
+    );
+    for (k, &n) in blocks.iter().enumerate() {
+        let block = format!("features.denseblock{}", k + 1);
+        if b.has(&format!("{block}.denselayer{}.conv1.weight", n + 1))
+            || !b.has(&format!("{block}.denselayer{n}.conv1.weight"))
+        {
+            return Err(Error::input(format!(
+                "{}: arch `{}` has {n} layers in `{block}`, the weights do not",
+                b.source, b.arch
+            ))
+            .with_help("check `arch` (densenet121/161/169/201 have 6-12-24-16 / 6-12-36-24 / 6-12-32-32 / 6-12-48-32 layers)"));
+        }
+        let mut features = vec![x];
+        for j in 1..=n {
+            let p = format!("{block}.denselayer{j}");
+            let input = if features.len() == 1 {
+                features[0]
+            } else {
+                b.op(
+                    &format!("{p}.cat"),
+                    Op::Concat { axis: 1 },
+                    features.clone(),
+                )
+            };
+            let mut h = b.bn(&format!("{p}.norm1"), input, EPS)?;
+            h = b.op(&format!("{p}.relu1"), Op::Relu, vec![h]);
+            h = b.conv(&format!("{p}.conv1"), h, 1, [0; 4], 1)?;
+            h = b.bn(&format!("{p}.norm2"), h, EPS)?;
+            h = b.op(&format!("{p}.relu2"), Op::Relu, vec![h]);
+            h = b.conv(&format!("{p}.conv2"), h, 1, [1; 4], 1)?;
+            features.push(h);
+        }
+        x = b.op(&format!("{block}.cat"), Op::Concat { axis: 1 }, features);
+        b.shape(x)?;
+        if k < 3 {
+            let t = format!("features.transition{}", k + 1);
+            x = b.bn(&format!("{t}.norm"), x, EPS)?;
+            x = b.op(&format!("{t}.relu"), Op::Relu, vec![x]);
+            x = b.conv(&format!("{t}.conv"), x, 1, [0; 4], 1)?;
+            x = b.op(
+                &format!("{t}.pool"),
+                Op::AvgPool {
+                    kernel: [2, 2],
+                    stride: [2, 2],
+                    padding: [0; 4],
+                    ceil_mode: false,
+                    count_include_pad: true,
+                },
+                vec![x],
+            );
+        }
+    }
+    x = b.bn("features.norm5", x, EPS)?;
+    x = b.op("relu", Op::Relu, vec![x]);
+    x = b.op("avgpool", Op::GlobalAvgPool, vec![x]);
+    x = b.op("flatten", Op::Flatten, vec![x]);
+    b.linear("classifier", x)
+}
+
 fn onet(b: &mut Builder) -> Result<NodeId> {
     let prelu = |b: &mut Builder, name: &str, x: NodeId| -> Result<NodeId> {
         let slope = b.take(&format!("{name}.weight"))?;
@@ -612,5 +734,30 @@ mod tests {
         assert!(ARCHS.iter().all(|a| defaults(a).is_some()));
         assert_eq!(resnet_layout("resnet152"), Some(([3, 8, 36, 3], true)));
         assert_eq!(resnet_layout("resnet34"), Some(([3, 4, 6, 3], false)));
+        assert_eq!(densenet_layout("densenet201"), Some([6, 12, 48, 32]));
+    }
+
+    #[test]
+    fn densenet_keys_of_pretrained_files_are_renamed() {
+        let t = Tensor::new(vec![1], vec![1.0]).unwrap();
+        let w: Weights = [
+            "features.denseblock1.denselayer1.norm.1.weight",
+            "features.denseblock1.denselayer1.conv.2.weight",
+            "features.denseblock1.denselayer1.norm2.bias",
+            "features.transition1.norm.weight",
+        ]
+        .iter()
+        .map(|k| (k.to_string(), t.clone()))
+        .collect();
+        let keys: Vec<String> = densenet_keys(&w).into_keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "features.denseblock1.denselayer1.conv2.weight",
+                "features.denseblock1.denselayer1.norm1.weight",
+                "features.denseblock1.denselayer1.norm2.bias",
+                "features.transition1.norm.weight",
+            ]
+        );
     }
 }

@@ -61,8 +61,26 @@ impl<'m> Index<'m> {
         }
     }
 
-    /// Whether `value` is a constant (an initializer or a Constant node's output).
+    /// `value`, or what the Identity nodes that produce it pass on (torch writes an Identity
+    /// for each use of a deduplicated initializer).
+    fn source<'a>(&'a self, mut value: &'a str) -> &'a str {
+        for _ in 0..self.m.nodes.len() {
+            match self.producer.get(value) {
+                Some(&p) if self.node(p).op_type == "Identity" => match self.node(p).inputs.first()
+                {
+                    Some(i) => value = i,
+                    None => break,
+                },
+                _ => break,
+            }
+        }
+        value
+    }
+
+    /// Whether `value` is a constant (an initializer or a Constant node's output, possibly
+    /// through Identity nodes).
     fn is_const(&self, value: &str) -> bool {
+        let value = self.source(value);
         self.initializers.contains_key(value)
             || self
                 .producer
@@ -72,6 +90,7 @@ impl<'m> Index<'m> {
 
     /// The value of a one-element float constant.
     fn scalar(&self, value: &str) -> Option<f32> {
+        let value = self.source(value);
         let data = match (self.initializers.get(value), self.producer.get(value)) {
             (Some(&t), _) => &self.m.initializers[t].data,
             (None, Some(&p)) if self.node(p).op_type == "Constant" => {
