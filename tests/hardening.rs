@@ -626,6 +626,12 @@ mod onnx_graphs {
                         int_field(&mut at, 3, *i);
                         int_field(&mut at, 20, 2);
                     }
+                    Attr::Ints(v) => {
+                        for &x in v {
+                            int_field(&mut at, 8, x);
+                        }
+                        int_field(&mut at, 20, 7);
+                    }
                     other => panic!("encode: {other:?} is not needed here"),
                 }
                 bytes_field(&mut o, 5, &at);
@@ -736,6 +742,167 @@ mod onnx_graphs {
             e.contains("tensor `w` declares dims [4611686018427387904, 8]"),
             "{e}"
         );
+    }
+
+    /// The model-zoo ops refuse what they do not read, naming the node and what was expected.
+    #[test]
+    fn unsupported_forms_of_the_zoo_ops_are_errors_naming_the_node() {
+        let i64s = |name: &str, v: &[i64]| tensor(name, &[v.len() as i64], Data::I64(v.to_vec()));
+        let w4 = tensor("w", &[4, 3, 1, 1], Data::F32(vec![0.5; 12]));
+        // A product of a 4-channel and a 3-channel value.
+        let e = error(&model(
+            vec![
+                node("Conv", &["x", "w"], &["c"], vec![]),
+                node("Mul", &["c", "x"], &["y"], vec![]),
+            ],
+            vec![w4],
+        ));
+        assert!(
+            e.contains("Mul_node")
+                && e.contains("a product of shapes [1, 4, 8, 8] and [1, 3, 8, 8]"),
+            "{e}"
+        );
+        // A constant factor with 2 values on 3 channels.
+        let k = tensor("k", &[2, 1, 1], Data::F32(vec![1.0, 2.0]));
+        let e = error(&model(
+            vec![node("Mul", &["x", "k"], &["y"], vec![])],
+            vec![k],
+        ));
+        assert!(e.contains("by a constant of shape [2, 1, 1]"), "{e}");
+        // The mean over the channels.
+        let e = error(&model(
+            vec![node(
+                "ReduceMean",
+                &["x"],
+                &["y"],
+                vec![("axes", Attr::Ints(vec![1]))],
+            )],
+            vec![],
+        ));
+        assert!(
+            e.contains("ReduceMean_node") && e.contains("over axes [1]"),
+            "{e}"
+        );
+        // A strided Slice of the channels, and one along the height.
+        for (axis, step) in [(1, 2), (2, 1)] {
+            let e = error(&model(
+                vec![node(
+                    "Slice",
+                    &["x", "st", "en", "ax", "sp"],
+                    &["y"],
+                    vec![],
+                )],
+                vec![
+                    i64s("st", &[0]),
+                    i64s("en", &[2]),
+                    i64s("ax", &[axis]),
+                    i64s("sp", &[step]),
+                ],
+            ));
+            assert!(
+                e.contains("only supported along the channels (axis 1) with step 1"),
+                "{e}"
+            );
+        }
+        // A Slice that leaves no channel.
+        let e = error(&model(
+            vec![node("Slice", &["x", "st", "en", "ax"], &["y"], vec![])],
+            vec![i64s("st", &[5]), i64s("en", &[9]), i64s("ax", &[1])],
+        ));
+        assert!(
+            e.contains("channels 3..3 of a value with 3 channels"),
+            "{e}"
+        );
+        // Split along the height; split sizes that do not add up to the channels.
+        let e = error(&model(
+            vec![node(
+                "Split",
+                &["x"],
+                &["y", "z"],
+                vec![("axis", Attr::Int(2))],
+            )],
+            vec![],
+        ));
+        assert!(e.contains("Split along axis 2"), "{e}");
+        let e = error(&model(
+            vec![node(
+                "Split",
+                &["x", "sz"],
+                &["y", "z"],
+                vec![("axis", Attr::Int(1))],
+            )],
+            vec![i64s("sz", &[1, 1])],
+        ));
+        assert!(
+            e.contains("split sizes [1, 1] for 2 outputs of 3 channels"),
+            "{e}"
+        );
+        // A 5-D reshape that is not a channel grouping, and a grouping transposed otherwise.
+        let e = error(&model(
+            vec![node("Reshape", &["x", "s"], &["y"], vec![])],
+            vec![i64s("s", &[1, 3, 8, 2, 4])],
+        ));
+        assert!(
+            e.contains("reshaping [1, 3, 8, 8] to [1, 3, 8, 2, 4] is not supported"),
+            "{e}"
+        );
+        let w6 = tensor("w", &[6, 3, 1, 1], Data::F32(vec![0.5; 18]));
+        let e = error(&model(
+            vec![
+                node("Conv", &["x", "w"], &["c"], vec![]),
+                node("Reshape", &["c", "s"], &["g"], vec![]),
+                node(
+                    "Transpose",
+                    &["g"],
+                    &["y"],
+                    vec![("perm", Attr::Ints(vec![0, 1, 2, 4, 3]))],
+                ),
+            ],
+            vec![w6, i64s("s", &[1, 2, 3, 8, 8])],
+        ));
+        assert!(
+            e.contains("only [0, 2, 1, 3, 4] (a channel shuffle)"),
+            "{e}"
+        );
+        // LayerNorm over C, H, W of an NCHW value; GELU's tanh approximation.
+        let e = error(&model(
+            vec![node(
+                "LayerNormalization",
+                &["x"],
+                &["y"],
+                vec![("axis", Attr::Int(1))],
+            )],
+            vec![],
+        ));
+        assert!(e.contains("LayerNorm over axis 1 of [1, 3, 8, 8]"), "{e}");
+        let e = error(&model(
+            vec![node(
+                "Gelu",
+                &["x"],
+                &["y"],
+                vec![("approximate", Attr::Str("tanh".into()))],
+            )],
+            vec![],
+        ));
+        assert!(e.contains("only the exact (erf) GELU"), "{e}");
+        // Sub of image data outside a LayerNorm; an integer division by zero in the shape
+        // arithmetic.
+        let e = error(&model(
+            vec![node("Sub", &["x", "x"], &["y"], vec![])],
+            vec![],
+        ));
+        assert!(
+            e.contains("Sub of computed values is only supported inside"),
+            "{e}"
+        );
+        let e = error(&model(
+            vec![
+                node("Div", &["a", "b"], &["q"], vec![]),
+                node("Relu", &["x"], &["y"], vec![]),
+            ],
+            vec![i64s("a", &[4]), i64s("b", &[0])],
+        ));
+        assert!(e.contains("integer Div of 4 and 0"), "{e}");
     }
 }
 
