@@ -296,6 +296,12 @@ def test_an_onnx_model_gives_the_torchvision_models_logits_and_maps(model):
     ra = onnx.explain(photo("coffee"), **LRP).ravel()
     rb = model.explain(photo("coffee"), **LRP).ravel()
     assert np.corrcoef(ra, rb)[0, 1] >= 0.9999
+    # runtime="srhost": srhost's executor classifies instead of ONNX Runtime.
+    own = srhost.Model.onnx(str(REPO / "assets/models/efficientnet-lite0.onnx"),
+                            mean=[0.498] * 3, std=[0.502] * 3, runtime="srhost")
+    assert max_abs(own.predict(photo("coffee")), a) <= 1e-4 * np.abs(a).max()
+    with pytest.raises(ValueError, match="`runtime` must be onnxruntime or srhost"):
+        srhost.Model.onnx(str(REPO / "assets/models/efficientnet-lite0.onnx"), runtime="tvm")
 
 
 def test_every_built_in_stage_is_registered():

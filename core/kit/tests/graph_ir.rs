@@ -305,3 +305,102 @@ fn a_graph_crosses_the_abi_unchanged_and_shares_its_weights() {
         g.nodes[1].params[0].1.data().as_ptr()
     ));
 }
+
+/// The model-zoo ops: shapes (a squeeze-and-excitation gate, a channel shuffle, the two halves
+/// of a split, LayerNorm), errors naming the layer, and a lossless trip through the ABI.
+#[test]
+fn zoo_ops_shapes_errors_and_abi() {
+    let input = node(
+        "input",
+        Op::Input {
+            shape: vec![8, 6, 6],
+        },
+        vec![],
+        vec![],
+    );
+    let g = Graph {
+        nodes: vec![
+            input.clone(),
+            node("gap", Op::GlobalAvgPool, vec![0], vec![]),
+            node("gate", Op::Sigmoid, vec![1], vec![]),
+            node("se", Op::Mul, vec![0, 2], vec![]),
+            node("act", Op::HardSwish, vec![3], vec![]),
+            node("shuffle", Op::ChannelShuffle { groups: 2 }, vec![4], vec![]),
+            node("left", Op::Narrow { start: 0, len: 3 }, vec![5], vec![]),
+            node("right", Op::Narrow { start: 3, len: 5 }, vec![5], vec![]),
+            node(
+                "ln",
+                Op::LayerNorm { eps: 1e-6 },
+                vec![7],
+                vec![("weight", vec![5]), ("bias", vec![5])],
+            ),
+            node("gelu", Op::Gelu, vec![8], vec![]),
+            node(
+                "hs",
+                Op::HardSigmoid {
+                    alpha: 0.2,
+                    beta: 0.5,
+                },
+                vec![6],
+                vec![],
+            ),
+            node("silu", Op::Silu, vec![10], vec![]),
+            node("cat", Op::Concat { axis: 1 }, vec![11, 9], vec![]),
+        ],
+        output: 12,
+    };
+    let s = g.infer_shapes().unwrap();
+    assert_eq!(s[2], vec![1, 8, 1, 1]);
+    assert_eq!(s[3], vec![1, 8, 6, 6]);
+    assert_eq!((s[6][1], s[7][1], s[12][1]), (3, 5, 8));
+    assert_eq!(Graph::from_ffi(&g.to_ffi().unwrap()).unwrap(), g);
+    for n in &g.nodes[2..12] {
+        let act = matches!(
+            n.op,
+            Op::Sigmoid | Op::HardSwish | Op::Gelu | Op::HardSigmoid { .. } | Op::Silu
+        );
+        assert_eq!(n.op.is_activation(), act, "{}", n.name);
+    }
+
+    let bad = |n: Node, want: &str| {
+        let g = Graph {
+            nodes: vec![input.clone(), node("conv", Op::Relu, vec![0], vec![]), n],
+            output: 2,
+        };
+        assert_eq!(g.infer_shapes().unwrap_err().message, want);
+    };
+    bad(
+        node("se", Op::Mul, vec![0], vec![]),
+        "layer `se` (mul): expects 2 inputs, has 1",
+    );
+    let g = Graph {
+        nodes: vec![
+            input.clone(),
+            node("gap", Op::GlobalAvgPool, vec![0], vec![]),
+            node("flat", Op::Flatten, vec![1], vec![]),
+            node("se", Op::Mul, vec![0, 2], vec![]),
+        ],
+        output: 3,
+    };
+    assert_eq!(
+        g.infer_shapes().unwrap_err().message,
+        "layer `se` (mul): the gate has shape [1, 8]; expected the signal's [1, 8, 6, 6] or one value per channel [1, 8, 1, 1]"
+    );
+    bad(
+        node("shuffle", Op::ChannelShuffle { groups: 3 }, vec![1], vec![]),
+        "layer `shuffle` (channel_shuffle): 3 groups do not divide the channels of [1, 8, 6, 6]",
+    );
+    bad(
+        node("half", Op::Narrow { start: 6, len: 4 }, vec![1], vec![]),
+        "layer `half` (narrow): channels 6..10 are not within the 8 channels of [1, 8, 6, 6]",
+    );
+    bad(
+        node(
+            "ln",
+            Op::LayerNorm { eps: 1e-6 },
+            vec![1],
+            vec![("weight", vec![6]), ("bias", vec![8])],
+        ),
+        "layer `ln` (layer_norm): parameter `weight` (`ln.weight`) has shape [6], expected [8]",
+    );
+}
