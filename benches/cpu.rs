@@ -238,6 +238,41 @@ fn context_aware(c: &mut Criterion) {
     g.finish();
 }
 
+/// Context-aware saliency on what the Table-1 pipeline feeds it most: relevance maps (the
+/// shipped Lite0's `srp` and `epsilon-plus-flat` maps of two sample photos, as the stage's
+/// `abs-rgb` input image; benches/inputs/, made by benches/make_relevance_inputs.py), beside
+/// the same photos. Compared with the numpy brute force on the same inputs
+/// (benches/ca_reference.py --relevance).
+fn context_aware_relevance(c: &mut Criterion) {
+    use sr_saliency_context_aware::{ca, imresize::Img};
+    let mut g = c.benchmark_group("cpu/context_aware_relevance");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(20));
+    let cfg = ca::Config {
+        max_dim: 250,
+        ..ca::Config::reference()
+    };
+    for photo in ["coffee", "astronaut"] {
+        for map in ["srp", "epsilon-plus-flat"] {
+            let path = srhost_tests::repo().join(format!("benches/inputs/{photo}-{map}.npy"));
+            let a = sr_core::npy::decode(&std::fs::read(&path).unwrap(), "bench input").unwrap();
+            let img = Img {
+                h: a.shape[0],
+                w: a.shape[1],
+                c: a.shape[2],
+                data: a.data,
+            };
+            g.bench_with_input(
+                BenchmarkId::new(format!("reference/{photo}-{map}"), 250),
+                &img,
+                |b, img| b.iter(|| ca::saliency(img, &cfg)),
+            );
+        }
+    }
+    g.finish();
+}
+
 /// A sample photo as a saliency stage's input: RGB in [0, 1].
 fn photo_image(name: &str) -> sr_core::Image {
     let p = image::open(srhost_tests::photo(name)).unwrap().to_rgb8();
@@ -297,6 +332,7 @@ criterion_group!(
     forward_ort,
     lrp,
     context_aware,
+    context_aware_relevance,
     context_aware_stage,
     itti
 );
