@@ -341,7 +341,8 @@ criterion_group!(
 /// the three calls interleaved per round, each round's LRP / forward ratio taken and the median
 /// (and quartiles) of `SRHOST_BENCH_ROUNDS` (default 11) rounds reported, so a slow spell of a
 /// shared machine hits both sides of a ratio alike. The
-/// value may narrow the models and batches (`vgg16-b1`, `efficientnet_lite0-b8`, ...).
+/// value may narrow the models and batches (`vgg16-b1`, `efficientnet_lite0-b8`, ...);
+/// `SRHOST_BENCH_COMPOSITES` (default `epsilon,srp`) names the composites.
 fn interleaved_ratios() {
     let which = std::env::var("SRHOST_BENCH_RATIO").unwrap_or_default();
     let pick = |key: &str| which == "1" || which.is_empty() || which.contains(key);
@@ -364,8 +365,10 @@ fn interleaved_ratios() {
                 continue;
             }
             let (x, t) = (batch(n), vec![1usize; n]);
-            let methods: Vec<(&str, Lrp)> = ["epsilon", "srp"]
-                .into_iter()
+            let composites = std::env::var("SRHOST_BENCH_COMPOSITES")
+                .unwrap_or_else(|_| "epsilon,srp".into());
+            let methods: Vec<(&str, Lrp)> = composites
+                .split(',')
                 .map(|c| {
                     let p = LrpParams {
                         composite: c.into(),

@@ -189,6 +189,24 @@ fn check(
     bias_per_out: &[f64],
     r: &CTensor,
 ) {
+    // Signed inputs, and inputs with no negative value (after a ReLU), for which the rules that
+    // split the input by sign skip the negative part.
+    for a in [a.clone(), a.abs().unwrap()] {
+        check_input(name, map, layer, &a, w, b, bias_per_out, r);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_input(
+    name: &str,
+    map: &dyn LinearMap,
+    layer: &Layer,
+    a: &CTensor,
+    w: &CTensor,
+    b: &[f32],
+    bias_per_out: &[f64],
+    r: &CTensor,
+) {
     let bt = CTensor::from_slice(b, b.len(), &Device::Cpu).unwrap();
     let z = map.fwd(a, w, Some(&bt)).unwrap();
     let a_v = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();

@@ -55,9 +55,9 @@ impl RuleMath for AlphaBeta {
     fn apply(&self, l: &Layer, r: &CTensor, _: &Fused) -> CResult<CTensor> {
         let bp = l.b.map(pos).transpose()?;
         let bn = l.b.map(neg).transpose()?;
-        let (ap, an, wp, wn) = (pos(l.a)?, neg(l.a)?, l.w_pos()?, l.w_neg()?);
-        let rp = l.share(r, (&ap, &an), (&wp, &wn), bp.as_ref())?;
-        let rn = l.share(r, (&ap, &an), (&wn, &wp), bn.as_ref())?;
+        let ((ap, an), wp, wn) = (l.input_signs()?, l.w_pos()?, l.w_neg()?);
+        let rp = l.share(r, (&ap, an.as_ref()), (&wp, &wn), bp.as_ref())?;
+        let rn = l.share(r, (&ap, an.as_ref()), (&wn, &wp), bn.as_ref())?;
         rp.affine(self.alpha as f64, 0.0)? - rn.affine(self.beta as f64, 0.0)?
     }
 }

@@ -40,7 +40,7 @@ impl RuleMath for Gamma {
     fn apply(&self, l: &Layer, r: &CTensor, _: &Fused) -> CResult<CTensor> {
         let (m, w, b, z) = (l.map, l.w, l.b, l.z);
         let g = self.0 as f64;
-        let (ap, an) = (pos(l.a)?, neg(l.a)?);
+        let (ap, an) = l.input_signs()?;
         let wpp = (w + l.w_pos()?.affine(g, 0.0)?)?;
         let wnn = (w + l.w_neg()?.affine(g, 0.0)?)?;
         let bpp = match b {
@@ -53,6 +53,14 @@ impl RuleMath for Gamma {
         };
         let zpos = z.gt(0f32)?.to_dtype(candle_core::DType::F32)?;
         let zneg = z.lt(0f32)?.to_dtype(candle_core::DType::F32)?;
+        // Without negative inputs (after a ReLU) the a- terms are exactly zero: not computed.
+        let Some(an) = an else {
+            let dp = m.fwd(&ap, &wpp, bpp.as_ref())?;
+            let dn = m.fwd(&ap, &wnn, bnn.as_ref())?;
+            let sp = r.mul(&zpos)?.div(&stabilised(&dp)?)?;
+            let sn = r.mul(&zneg)?.div(&stabilised(&dn)?)?;
+            return m.tr_times(&sp, &wpp, &ap)? + m.tr_times(&sn, &wnn, &ap)?;
+        };
         let dp = (m.fwd(&ap, &wpp, bpp.as_ref())? + m.fwd(&an, &wnn, None)?)?;
         let dn = (m.fwd(&ap, &wnn, bnn.as_ref())? + m.fwd(&an, &wpp, None)?)?;
         let sp = r.mul(&zpos)?.div(&stabilised(&dp)?)?;

@@ -114,17 +114,34 @@ impl Layer<'_> {
     /// One signed share of `r`: `a+ T(v, s) + a- T(u, s)`, `s = r / stab(v a+ + u a- + c)`.
     /// With `(v, u) = (W+, W-)` and `c = b+` it is z+ (alpha-beta's positive part); with
     /// `(W-, W+)` and `b-`, alpha-beta's negative part. `ap`, `an`: `a+` and `a-`.
+    ///
+    /// `an` is `None` when the input has no negative value (after a ReLU): its terms are then
+    /// exactly zero and are not computed, which halves the passes.
     pub fn share(
         &self,
         r: &CTensor,
-        (ap, an): (&CTensor, &CTensor),
+        (ap, an): (&CTensor, Option<&CTensor>),
         (v, u): (&CTensor, &CTensor),
         c: Option<&CTensor>,
     ) -> CResult<CTensor> {
         let m = self.map;
+        let Some(an) = an else {
+            let z = m.fwd(ap, v, c)?;
+            let s = r.div(&stabilised(&z)?)?;
+            return m.tr_times(&s, v, ap);
+        };
         let z = (m.fwd(ap, v, c)? + m.fwd(an, u, None)?)?;
         let s = r.div(&stabilised(&z)?)?;
         m.tr_times(&s, v, ap)? + m.tr_times(&s, u, an)?
+    }
+    /// `(a+, a-)` of the layer's input, `a-` `None` when no value is negative (then `a+` is
+    /// the input itself, shared, not copied).
+    pub fn input_signs(&self) -> CResult<(CTensor, Option<CTensor>)> {
+        if sr_nn::ops::view(self.a)?.iter().all(|&v| v >= 0.0) {
+            Ok((self.a.clone(), None))
+        } else {
+            Ok((pos(self.a)?, Some(neg(self.a)?)))
+        }
     }
     /// `a * T(v, r / d(z))`, finished as the walker asks; the division skipped when the layer
     /// above did it (`how.divided`). The form of every rule with a [`RuleMath::divisor`].

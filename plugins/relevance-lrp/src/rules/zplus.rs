@@ -1,7 +1,7 @@
 //! The z+ rule (Zennit's `ZPlus`): positive contributions only.
 //! `R_in = a+ T(W+, s) + a- T(W-, s)`, `s = R / stab(W+ a+ + W- a- + b+)`.
 
-use super::{neg, pos, Call, Layer, Rule, RuleMath, RuleSpec};
+use super::{pos, Call, Layer, Rule, RuleMath, RuleSpec};
 use candle_core::{Result as CResult, Tensor as CTensor};
 use sr_nn::propagate::Fused;
 
@@ -23,8 +23,8 @@ impl RuleMath for ZPlus {
     }
     fn apply(&self, l: &Layer, r: &CTensor, _: &Fused) -> CResult<CTensor> {
         let bp = l.b.map(pos).transpose()?;
-        let (ap, an, wp, wn) = (pos(l.a)?, neg(l.a)?, l.w_pos()?, l.w_neg()?);
-        l.share(r, (&ap, &an), (&wp, &wn), bp.as_ref())
+        let ((ap, an), wp, wn) = (l.input_signs()?, l.w_pos()?, l.w_neg()?);
+        l.share(r, (&ap, an.as_ref()), (&wp, &wn), bp.as_ref())
     }
 }
 
