@@ -365,8 +365,8 @@ fn interleaved_ratios() {
                 continue;
             }
             let (x, t) = (batch(n), vec![1usize; n]);
-            let composites = std::env::var("SRHOST_BENCH_COMPOSITES")
-                .unwrap_or_else(|_| "epsilon,srp".into());
+            let composites =
+                std::env::var("SRHOST_BENCH_COMPOSITES").unwrap_or_else(|_| "epsilon,srp".into());
             let methods: Vec<(&str, Lrp)> = composites
                 .split(',')
                 .map(|c| {

@@ -41,6 +41,22 @@ impl RuleMath for Gamma {
         let (m, w, b, z) = (l.map, l.w, l.b, l.z);
         let g = self.0 as f64;
         let (ap, an) = l.input_signs()?;
+        let zpos = z.gt(0f32)?.to_dtype(candle_core::DType::F32)?;
+        let zneg = z.lt(0f32)?.to_dtype(candle_core::DType::F32)?;
+        let Some(an) = an else {
+            // No negative input: with P = W+ a + b+ (one pass), W' a + b' = z + gamma P and
+            // W'' a + b'' = z + gamma (z - P); and a T(W', s+) + a T(W'', s-) =
+            // a (T(W, s+ + (1 + gamma) s-) + gamma T(W+, s+ - s-)): no shifted kernels, two
+            // transposes of kernels whose flips are cached.
+            let p = m.fwd(&ap, &l.w_pos()?, b.map(pos).transpose()?.as_ref())?;
+            let dp = (z + p.affine(g, 0.0)?)?;
+            let dn = (z + (z - &p)?.affine(g, 0.0)?)?;
+            let sp = r.mul(&zpos)?.div(&stabilised(&dp)?)?;
+            let sn = r.mul(&zneg)?.div(&stabilised(&dn)?)?;
+            let plain = m.tr_times(&(&sp + sn.affine(1.0 + g, 0.0)?)?, w, &ap)?;
+            let boost = m.tr_times(&(&sp - &sn)?, &l.w_pos()?, &ap)?;
+            return plain + boost.affine(g, 0.0)?;
+        };
         let wpp = (w + l.w_pos()?.affine(g, 0.0)?)?;
         let wnn = (w + l.w_neg()?.affine(g, 0.0)?)?;
         let bpp = match b {
@@ -50,16 +66,6 @@ impl RuleMath for Gamma {
         let bnn = match b {
             Some(b) => Some((b + neg(b)?.affine(g, 0.0)?)?),
             None => None,
-        };
-        let zpos = z.gt(0f32)?.to_dtype(candle_core::DType::F32)?;
-        let zneg = z.lt(0f32)?.to_dtype(candle_core::DType::F32)?;
-        // Without negative inputs (after a ReLU) the a- terms are exactly zero: not computed.
-        let Some(an) = an else {
-            let dp = m.fwd(&ap, &wpp, bpp.as_ref())?;
-            let dn = m.fwd(&ap, &wnn, bnn.as_ref())?;
-            let sp = r.mul(&zpos)?.div(&stabilised(&dp)?)?;
-            let sn = r.mul(&zneg)?.div(&stabilised(&dn)?)?;
-            return m.tr_times(&sp, &wpp, &ap)? + m.tr_times(&sn, &wnn, &ap)?;
         };
         let dp = (m.fwd(&ap, &wpp, bpp.as_ref())? + m.fwd(&an, &wnn, None)?)?;
         let dn = (m.fwd(&ap, &wnn, bnn.as_ref())? + m.fwd(&an, &wpp, None)?)?;
