@@ -3,6 +3,8 @@ PyTorch's forward (VGG-16 with random weights, EfficientNet-Lite0 with the shipp
 Zennit's EpsilonPlusFlat and Captum's LRP on the same models, at batch 1 and 8.
 
     python3 benches/pytorch_reference.py [--threads 2] [--repeats 5]
+        [--composites epsilon_plus_flat epsilon_alpha2_beta1_flat epsilon_gamma_box] [--batches 1 8]
+        [--no-captum]
 
 Needs (PyPI): torch, zennit, captum, efficientnet-lite-pytorch==0.1.0, safetensors.
 Prints one line per measurement (median seconds per call) and the library versions.
@@ -67,6 +69,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--weights", default="assets/models/efficientnet-lite0.safetensors")
     ap.add_argument("--forward-only", action="store_true", help="time the forward passes only")
+    ap.add_argument("--composites", nargs="+", default=["epsilon_plus_flat"],
+                    help="Zennit composites to time (srhost's names with _)")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--no-captum", action="store_true")
     ap.add_argument("--export-vgg16-onnx", metavar="PATH",
                     help="write the random VGG-16 as ONNX (dynamic batch) for cpu/forward_ort, then exit")
     a = ap.parse_args()
@@ -80,14 +86,26 @@ def main():
     torch.manual_seed(0)
     import zennit
     import captum
-    from zennit.composites import EpsilonPlusFlat
+    from zennit.composites import EpsilonAlpha2Beta1Flat, EpsilonGammaBox, EpsilonPlusFlat
     from zennit.attribution import Gradient
     from captum.attr import LRP
     print(f"torch {torch.__version__}, zennit {zennit.__version__ if hasattr(zennit, '__version__') else '?'}, "
           f"captum {captum.__version__}, threads {a.threads}")
     models = {"vgg16": vgg16_plain(), "efficientnet_lite0": lite0(a.weights)}
+    # The normalised images of pixel values 0 and 1 (ImageNet's mean/std; Lite0's 0.498/0.502):
+    # the z^B box of the first layer, as srhost takes it from the model's normalisation.
+    norm = {"vgg16": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+            "efficientnet_lite0": ([127 / 255] * 3, [128 / 255] * 3)}
+
+    def composite(c, name, n):
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in norm[name])
+        low = ((0 - mean) / std).expand(n, 3, 224, 224)
+        high = ((1 - mean) / std).expand(n, 3, 224, 224)
+        return {"epsilon_plus_flat": EpsilonPlusFlat, "epsilon_alpha2_beta1_flat": EpsilonAlpha2Beta1Flat,
+                "epsilon_gamma_box": lambda: EpsilonGammaBox(low=low, high=high)}[c]()
+
     for name, m in models.items():
-        for n in (1, 8):
+        for n in a.batches:
             x = torch.randn(n, 3, 224, 224)
             with torch.no_grad():
                 print(f"pytorch/forward/{name}/batch{n}: {timed(lambda: m(x), a.repeats):.4f} s")
@@ -95,13 +113,14 @@ def main():
                 continue
             target = torch.zeros(n, 1000)
             target[:, 1] = 1
-            comp = EpsilonPlusFlat()
+            for c in a.composites:
+                comp = composite(c, name, n)
 
-            def zen():
-                with Gradient(model=m, composite=comp) as attributor:
-                    attributor(x.clone().requires_grad_(), target)
-            print(f"zennit/epsilon_plus_flat/{name}/batch{n}: {timed(zen, a.repeats):.4f} s")
-            if name == "vgg16":
+                def zen():
+                    with Gradient(model=m, composite=comp) as attributor:
+                        attributor(x.clone().requires_grad_(), target)
+                print(f"zennit/{c}/{name}/batch{n}: {timed(zen, a.repeats):.4f} s")
+            if name == "vgg16" and not a.no_captum:
                 lrp = LRP(m)
                 print(f"captum/lrp/{name}/batch{n}: "
                       f"{timed(lambda: lrp.attribute(x.clone().requires_grad_(), target=1), a.repeats):.4f} s")
