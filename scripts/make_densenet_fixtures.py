@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from torchvision.models.densenet import DenseNet
+
+from fixture_weights import randomise
 
 OUT = Path("tests/fixtures/densenet")
 IMAGES = ["coffee", "chelsea"]
@@ -35,18 +36,7 @@ def main():
     gen = torch.Generator().manual_seed(0)
     model = DenseNet(growth_rate=4, block_config=(6, 12, 24, 16), num_init_features=8, bn_size=2,
                      num_classes=10)
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            fan_in = m.weight[0].numel()
-            m.weight.data = torch.randn(m.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5
-            if m.bias is not None:
-                m.bias.data = torch.randn(m.bias.shape, generator=gen) * 0.01
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.weight.data = torch.rand(n, generator=gen) + 0.5
-            m.bias.data = torch.randn(n, generator=gen) * 0.1
-            m.running_mean = torch.randn(n, generator=gen) * 0.1
-            m.running_var = torch.rand(n, generator=gen) + 0.5
+    randomise(model, gen)
     model.eval()
     OUT.mkdir(parents=True, exist_ok=True)
     sd = model.state_dict()

@@ -42,6 +42,8 @@ from torch import nn
 from torchvision.models import convnext, efficientnet, mnasnet, mobilenetv3, regnet, shufflenetv2
 from torchvision.ops.misc import SqueezeExcitation
 
+from fixture_weights import randomise
+
 OUT = Path("tests/fixtures/zoo")
 IMAGES = ["coffee", "chelsea"]
 
@@ -83,30 +85,6 @@ MODELS = {
     "shufflenet_v2": (shufflenet, [13]),
     "mnasnet": (mnasnet_small, [13]),
 }
-
-
-def randomise(model, gen):
-    # He-scaled weights and small biases everywhere, so that the logits depend on the image
-    # (torchvision's own initialisation of some of these nets leaves them almost constant).
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            fan_in = m.weight[0].numel()
-            m.weight.data = torch.randn(m.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5
-            if m.bias is not None:
-                m.bias.data = torch.randn(m.bias.shape, generator=gen) * 0.01
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.weight.data = torch.rand(n, generator=gen) + 0.5
-            m.bias.data = torch.randn(n, generator=gen) * 0.1
-            m.running_mean = torch.randn(n, generator=gen) * 0.1
-            m.running_var = torch.rand(n, generator=gen) + 0.5
-        if isinstance(m, nn.LayerNorm):
-            n = m.weight.numel()
-            m.weight.data = torch.rand(n, generator=gen) + 0.5
-            m.bias.data = torch.randn(n, generator=gen) * 0.1
-    for name, p in model.named_parameters():
-        if name.endswith("layer_scale"):
-            p.data = torch.rand(p.shape, generator=gen) * 0.5 + 0.25
 
 
 class PassAct(nn.Module):

@@ -1,8 +1,8 @@
 """Which torchvision classifiers srhost's ONNX backend takes today: docs/models.md's coverage table.
 
 For each model: random weights (torchvision's builder, `weights=None`, seeded, then He-scaled
-weights, small biases and random BatchNorm/LayerNorm statistics as in
-scripts/make_zoo_fixtures.py, so that the logits depend on the photo), exported with
+weights, small biases, random BatchNorm/LayerNorm statistics and layer scales: scripts/
+fixture_weights.py, as for the test fixtures, so that the logits depend on the photo), exported with
 `torch.onnx.export(model, x, path, opset_version=13, dynamo=False)`, then
 - imports: `srhost.Model.onnx(path)` (the importer turns the graph into srhost's IR), or the
   first error (an unsupported op names itself);
@@ -30,6 +30,7 @@ import torch
 import torchvision
 
 import srhost
+from fixture_weights import randomise
 
 MODELS = [
     "resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "densenet121", "mobilenet_v2",
@@ -45,22 +46,6 @@ PARITY = {
     "regnet_y_400mf": "tests/zoo.rs (autograd)", "convnext_tiny": "tests/zoo.rs (autograd)",
     "shufflenet_v2_x1_0": "tests/zoo.rs (autograd)", "mnasnet1_0": "tests/zoo.rs (autograd)",
 }
-
-
-def randomise(model, gen):
-    for m in model.modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-            fan_in = m.weight[0].numel()
-            m.weight.data = torch.randn(m.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5
-            if m.bias is not None:
-                m.bias.data = torch.randn(m.bias.shape, generator=gen) * 0.01
-        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.LayerNorm)):
-            n = m.weight.numel()
-            m.weight.data = torch.rand(n, generator=gen) + 0.5
-            m.bias.data = torch.randn(n, generator=gen) * 0.1
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean = torch.randn(m.num_features, generator=gen) * 0.1
-            m.running_var = torch.rand(m.num_features, generator=gen) + 0.5
 
 
 def row(name, tmp):

@@ -4,8 +4,8 @@
 //! torchvision from PyPI, gives PyTorch's logits and gradient, and LRP-0 equals gradient x input
 //! (autograd, float64), which it is for a ReLU network.
 
-use sr_backend_torchvision::{TorchvisionModel, TorchvisionParams};
-use sr_core::{Model, ModelStage, Relevance, RelevanceStage, Tensor};
+use sr_backend_torchvision::TorchvisionModel;
+use sr_core::{Model, Relevance, RelevanceStage, Tensor};
 use sr_relevance_gradient::Gradient;
 use sr_relevance_lrp::{Lrp, LrpParams};
 use srhost_tests::*;
@@ -24,18 +24,7 @@ fn fixture(rel: &str) -> std::path::PathBuf {
 }
 
 fn load(file: &str, arch: &str) -> sr_core::Result<TorchvisionModel> {
-    let dir = scratch("labels-densenet");
-    let labels = write(
-        &dir,
-        "labels.txt",
-        &(0..10).map(|i| format!("class {i}\n")).collect::<String>(),
-    );
-    TorchvisionModel::load(TorchvisionParams {
-        arch: arch.into(),
-        weights: fixture(file).display().to_string(),
-        labels: Some(labels),
-        ..Default::default()
-    })
+    ten_class_checkpoint(arch, &fixture(file))
 }
 
 fn input(img: &str) -> Tensor {

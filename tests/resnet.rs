@@ -24,19 +24,8 @@ fn fixture(rel: &str) -> std::path::PathBuf {
 }
 
 fn load(arch: &str) -> TorchvisionModel {
-    let dir = scratch(&format!("labels-{arch}"));
-    let labels = write(
-        &dir,
-        "labels.txt",
-        &(0..10).map(|i| format!("class {i}\n")).collect::<String>(),
-    );
-    TorchvisionModel::load(TorchvisionParams {
-        arch: arch.into(),
-        weights: fixture(&format!("{arch}_narrow.pth")).display().to_string(),
-        labels: Some(labels),
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("{arch}: {e}"))
+    ten_class_checkpoint(arch, &fixture(&format!("{arch}_narrow.pth")))
+        .unwrap_or_else(|e| panic!("{arch}: {e}"))
 }
 
 #[test]

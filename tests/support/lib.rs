@@ -297,3 +297,24 @@ pub fn headless(profile: &Path, args: &[&str]) -> Output {
         .output()
         .expect("cannot start chromium")
 }
+
+/// A narrow torchvision checkpoint fixture under `arch`, with 10 numbered labels (`class 0`,
+/// ...): the ResNet and DenseNet fixtures have 10 classes.
+pub fn ten_class_checkpoint(
+    arch: &str,
+    weights: &Path,
+) -> sr_core::Result<sr_backend_torchvision::TorchvisionModel> {
+    use sr_core::ModelStage;
+    let dir = scratch(&format!("labels-{arch}"));
+    let labels = write(
+        &dir,
+        "labels.txt",
+        &(0..10).map(|i| format!("class {i}\n")).collect::<String>(),
+    );
+    sr_backend_torchvision::TorchvisionModel::load(sr_backend_torchvision::TorchvisionParams {
+        arch: arch.into(),
+        weights: weights.display().to_string(),
+        labels: Some(labels),
+        ..Default::default()
+    })
+}

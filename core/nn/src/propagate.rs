@@ -361,16 +361,8 @@ pub fn backward(
                 };
                 vec![(node.inputs[0], v)]
             }
-            Op::Relu
-            | Op::Clip { .. }
-            | Op::PRelu
-            | Op::Sigmoid
-            | Op::HardSigmoid { .. }
-            | Op::Silu
-            | Op::HardSwish
-            | Op::Gelu
-            | Op::MaxPool { .. }
-                if rule.defines_nonlinear() =>
+            op if (op.is_activation() || matches!(op, Op::MaxPool { .. }))
+                && rule.defines_nonlinear() =>
             {
                 vec![(node.inputs[0], rule.nonlinear(graph, id, &r)?)]
             }

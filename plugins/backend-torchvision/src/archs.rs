@@ -319,6 +319,24 @@ impl<'w> Builder<'w> {
         ))
     }
 
+    /// torchvision's ImageNet stem (ResNet, DenseNet): a 7 x 7 stride-2 convolution (padding
+    /// 3), BatchNorm, ReLU and a 3 x 3 stride-2 max pooling (padding 1), under these names.
+    fn stem(&mut self, [conv, bn, relu, pool]: [&str; 4], eps: f32) -> Result<NodeId> {
+        let mut x = self.conv(conv, 0, 2, [3; 4], 1)?;
+        x = self.bn(bn, x, eps)?;
+        x = self.op(relu, Op::Relu, vec![x]);
+        Ok(self.op(
+            pool,
+            Op::MaxPool {
+                kernel: [3, 3],
+                stride: [2, 2],
+                padding: [1; 4],
+                ceil_mode: false,
+            },
+            vec![x],
+        ))
+    }
+
     fn finish(self, output: NodeId) -> Result<Graph> {
         let unused: Vec<&String> = self.w.keys().filter(|k| !self.used.contains(*k)).collect();
         if !unused.is_empty() {
@@ -500,19 +518,7 @@ fn efficientnet_lite0(b: &mut Builder) -> Result<NodeId> {
 /// wide ResNet, as `torchvision.models.resnet` names the state dict.
 fn resnet(b: &mut Builder, blocks: [usize; 4], bottleneck: bool) -> Result<NodeId> {
     const EPS: f32 = 1e-5;
-    let mut x = b.conv("conv1", 0, 2, [3; 4], 1)?;
-    x = b.bn("bn1", x, EPS)?;
-    x = b.op("relu", Op::Relu, vec![x]);
-    x = b.op(
-        "maxpool",
-        Op::MaxPool {
-            kernel: [3, 3],
-            stride: [2, 2],
-            padding: [1; 4],
-            ceil_mode: false,
-        },
-        vec![x],
-    );
+    let mut x = b.stem(["conv1", "bn1", "relu", "maxpool"], EPS)?;
     for (l, &n) in blocks.iter().enumerate() {
         let layer = format!("layer{}", l + 1);
         if b.has(&format!("{layer}.{n}.conv1.weight"))
@@ -574,19 +580,15 @@ fn resnet(b: &mut Builder, blocks: [usize; 4], bottleneck: bool) -> Result<NodeI
 /// the classifier reads the global average of ReLU(norm5).
 fn densenet(b: &mut Builder, blocks: [usize; 4]) -> Result<NodeId> {
     const EPS: f32 = 1e-5;
-    let mut x = b.conv("features.conv0", 0, 2, [3; 4], 1)?;
-    x = b.bn("features.norm0", x, EPS)?;
-    x = b.op("features.relu0", Op::Relu, vec![x]);
-    x = b.op(
-        "features.pool0",
-        Op::MaxPool {
-            kernel: [3, 3],
-            stride: [2, 2],
-            padding: [1; 4],
-            ceil_mode: false,
-        },
-        vec![x],
-    );
+    let mut x = b.stem(
+        [
+            "features.conv0",
+            "features.norm0",
+            "features.relu0",
+            "features.pool0",
+        ],
+        EPS,
+    )?;
     for (k, &n) in blocks.iter().enumerate() {
         let block = format!("features.denseblock{}", k + 1);
         if b.has(&format!("{block}.denselayer{}.conv1.weight", n + 1))

@@ -191,43 +191,30 @@ fn check(
 ) {
     // Signed inputs, and inputs with no negative value (after a ReLU), for which the rules that
     // split the input by sign skip the negative part.
-    for a in [a.clone(), a.abs().unwrap()] {
-        check_input(name, map, layer, &a, w, b, bias_per_out, r);
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn check_input(
-    name: &str,
-    map: &dyn LinearMap,
-    layer: &Layer,
-    a: &CTensor,
-    w: &CTensor,
-    b: &[f32],
-    bias_per_out: &[f64],
-    r: &CTensor,
-) {
     let bt = CTensor::from_slice(b, b.len(), &Device::Cpu).unwrap();
-    let z = map.fwd(a, w, Some(&bt)).unwrap();
-    let a_v = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let r_v = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    for rule in rules() {
-        let got = apply(&rule, map, a, &z, w, Some(&bt), r)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let want = naive(&rule, layer, &a_v, bias_per_out, &r_v);
-        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
-        let err = got
-            .iter()
-            .zip(&want)
-            .fold(0f64, |m, (g, w)| m.max((*g as f64 - w).abs()));
-        assert!(
-            err <= TOL * scale,
-            "{name}, {rule:?}: max err {err:.3e} vs max |R| {scale:.3e}"
-        );
+    for (input, a) in [("signed", a.clone()), ("non-negative", a.abs().unwrap())] {
+        let a = &a;
+        let z = map.fwd(a, w, Some(&bt)).unwrap();
+        let a_v = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let r_v = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for rule in rules() {
+            let got = apply(&rule, map, a, &z, w, Some(&bt), r)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let want = naive(&rule, layer, &a_v, bias_per_out, &r_v);
+            let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0f64, |m, (g, w)| m.max((*g as f64 - w).abs()));
+            assert!(
+                err <= TOL * scale,
+                "{name}, {input} input, {rule:?}: max err {err:.3e} vs max |R| {scale:.3e}"
+            );
+        }
     }
 }
 
