@@ -42,6 +42,7 @@ PHOTO = "assets/images/coffee.png"
 PARITY = {
     "resnet18": "tests/resnet.rs (Zennit)", "resnet50": "tests/resnet.rs (Zennit)",
     "resnext50_32x4d": "tests/resnet.rs (Zennit)",
+    "densenet121": "tests/densenet.rs (autograd; the checkpoint backend)",
     "mobilenet_v3_small": "tests/zoo.rs (autograd)", "efficientnet_b0": "tests/zoo.rs (autograd)",
     "regnet_y_400mf": "tests/zoo.rs (autograd)", "convnext_tiny": "tests/zoo.rs (autograd)",
     "shufflenet_v2_x1_0": "tests/zoo.rs (autograd)", "mnasnet1_0": "tests/zoo.rs (autograd)",
