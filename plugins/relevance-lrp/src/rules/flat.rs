@@ -1,7 +1,7 @@
 //! The flat rule (Zennit's `Flat`): weights and inputs replaced by ones, so relevance spreads
 //! evenly over each output's receptive field. `R_in = T(1, R / stab(1 * 1))`.
 
-use super::{stabilised, Call, Layer, Rule, RuleMath, RuleSpec};
+use super::{divide_stabilised, Call, Layer, Rule, RuleMath, RuleSpec};
 use candle_core::{Result as CResult, Tensor as CTensor};
 use sr_nn::propagate::Fused;
 
@@ -18,7 +18,7 @@ impl RuleMath for Flat {
     fn apply(&self, l: &Layer, r: &CTensor, _: &Fused) -> CResult<CTensor> {
         let ones_w = l.w.ones_like()?;
         let zz = l.map.fwd(&l.a.ones_like()?, &ones_w, None)?;
-        l.map.tr(&r.div(&stabilised(&zz)?)?, &ones_w)
+        l.map.tr(&divide_stabilised(r, &zz)?, &ones_w)
     }
 }
 

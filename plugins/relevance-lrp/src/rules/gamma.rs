@@ -3,7 +3,7 @@
 //! for `z > 0`, `s+ = R / stab(W' a+ + W'' a- + b')`, sent back by `a+ T(W', s+) + a- T(W'', s+)`;
 //! for `z < 0`, `s- = R / stab(W'' a+ + W' a- + b'')`, sent back by `a+ T(W'', s-) + a- T(W', s-)`.
 
-use super::{neg, pos, stabilised, Call, Defaults, Layer, Rule, RuleMath, RuleSpec};
+use super::{divide_stabilised, neg, pos, Call, Defaults, Layer, Rule, RuleMath, RuleSpec};
 use candle_core::{Result as CResult, Tensor as CTensor};
 use sr_core::{Error, Result};
 use sr_nn::propagate::Fused;
@@ -51,8 +51,8 @@ impl RuleMath for Gamma {
             let p = m.fwd(&ap, &l.w_pos()?, b.map(pos).transpose()?.as_ref())?;
             let dp = (z + p.affine(g, 0.0)?)?;
             let dn = (z + (z - &p)?.affine(g, 0.0)?)?;
-            let sp = r.mul(&zpos)?.div(&stabilised(&dp)?)?;
-            let sn = r.mul(&zneg)?.div(&stabilised(&dn)?)?;
+            let sp = divide_stabilised(&r.mul(&zpos)?, &dp)?;
+            let sn = divide_stabilised(&r.mul(&zneg)?, &dn)?;
             let plain = m.tr_times(&(&sp + sn.affine(1.0 + g, 0.0)?)?, w, &ap)?;
             let boost = m.tr_times(&(&sp - &sn)?, &l.w_pos()?, &ap)?;
             return plain + boost.affine(g, 0.0)?;
@@ -69,8 +69,8 @@ impl RuleMath for Gamma {
         };
         let dp = (m.fwd(&ap, &wpp, bpp.as_ref())? + m.fwd(&an, &wnn, None)?)?;
         let dn = (m.fwd(&ap, &wnn, bnn.as_ref())? + m.fwd(&an, &wpp, None)?)?;
-        let sp = r.mul(&zpos)?.div(&stabilised(&dp)?)?;
-        let sn = r.mul(&zneg)?.div(&stabilised(&dn)?)?;
+        let sp = divide_stabilised(&r.mul(&zpos)?, &dp)?;
+        let sn = divide_stabilised(&r.mul(&zneg)?, &dn)?;
         let out = (m.tr_times(&sp, &wpp, &ap)? + m.tr_times(&sp, &wnn, &an)?)?;
         (out + m.tr_times(&sn, &wnn, &ap)?)? + m.tr_times(&sn, &wpp, &an)?
     }

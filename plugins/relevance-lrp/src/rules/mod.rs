@@ -127,17 +127,21 @@ impl Layer<'_> {
         let m = self.map;
         let Some(an) = an else {
             let z = m.fwd(ap, v, c)?;
-            let s = r.div(&stabilised(&z)?)?;
+            let s = divide_stabilised(r, &z)?;
             return m.tr_times(&s, v, ap);
         };
         let z = (m.fwd(ap, v, c)? + m.fwd(an, u, None)?)?;
-        let s = r.div(&stabilised(&z)?)?;
+        let s = divide_stabilised(r, &z)?;
         m.tr_times(&s, v, ap)? + m.tr_times(&s, u, an)?
     }
     /// `(a+, a-)` of the layer's input, `a-` `None` when no value is negative (then `a+` is
     /// the input itself, shared, not copied).
     pub fn input_signs(&self) -> CResult<(CTensor, Option<CTensor>)> {
-        if sr_nn::ops::view(self.a)?.iter().all(|&v| v >= 0.0) {
+        // In chunks without an early exit inside, so the scan vectorises.
+        let nonneg = sr_nn::ops::view(self.a)?
+            .chunks(1024)
+            .all(|c| c.iter().fold(true, |ok, &v| ok & (v >= 0.0)));
+        if nonneg {
             Ok((self.a.clone(), None))
         } else {
             Ok((pos(self.a)?, Some(neg(self.a)?)))
@@ -167,8 +171,10 @@ pub(crate) fn pos(x: &CTensor) -> CResult<CTensor> {
 pub(crate) fn neg(x: &CTensor) -> CResult<CTensor> {
     x.minimum(0f32)
 }
-pub(crate) fn stabilised(d: &CTensor) -> CResult<CTensor> {
-    sr_nn::propagate::stabilise(d, STABILIZER)
+/// `r / stab(z)` with the rules' stabiliser, in one pass (the same values as dividing by
+/// [`sr_nn::propagate::stabilise`]'s tensor).
+pub(crate) fn divide_stabilised(r: &CTensor, z: &CTensor) -> CResult<CTensor> {
+    Stab::Sign(STABILIZER).divide(r, z)
 }
 
 /// A rule's math, and what the backward walker may fuse around it.

@@ -1,6 +1,6 @@
 //! The w^2 rule (Zennit's `WSquare`): `R_in = T(W^2, R / stab(W^2 * 1))`.
 
-use super::{stabilised, Call, Layer, Rule, RuleMath, RuleSpec};
+use super::{divide_stabilised, Call, Layer, Rule, RuleMath, RuleSpec};
 use candle_core::{Result as CResult, Tensor as CTensor};
 use sr_nn::propagate::Fused;
 
@@ -17,7 +17,7 @@ impl RuleMath for WSquare {
     fn apply(&self, l: &Layer, r: &CTensor, _: &Fused) -> CResult<CTensor> {
         let w2 = l.w.sqr()?;
         let zz = l.map.fwd(&l.a.ones_like()?, &w2, None)?;
-        l.map.tr(&r.div(&stabilised(&zz)?)?, &w2)
+        l.map.tr(&divide_stabilised(r, &zz)?, &w2)
     }
 }
 

@@ -3,7 +3,7 @@
 //! `s = R / stab(W a + b - W+ l - b+ - W- h - b-)`. Without bounds of its own it takes the
 //! model's: the normalised images of pixel values 0 and 1.
 
-use super::{neg, pos, stabilised, Call, Layer, Rule, RuleMath, RuleSpec};
+use super::{divide_stabilised, neg, pos, Call, Layer, Rule, RuleMath, RuleSpec};
 use candle_core::{Result as CResult, Tensor as CTensor};
 use sr_nn::propagate::Fused;
 
@@ -45,7 +45,7 @@ impl RuleMath for ZBox {
         let (lo, hi) = (m.per_channel(l.a, low)?, m.per_channel(l.a, high)?);
         let zz = ((m.fwd(l.a, l.w, l.b)? - m.fwd(&lo, &wp, bp.as_ref())?)?
             - m.fwd(&hi, &wn, bn.as_ref())?)?;
-        let s = r.div(&stabilised(&zz)?)?;
+        let s = divide_stabilised(r, &zz)?;
         (m.tr_times(&s, l.w, l.a)? - m.tr_times(&s, &wp, &lo)?)? - m.tr_times(&s, &wn, &hi)?
     }
 }
