@@ -48,13 +48,14 @@ impl RuleMath for Gamma {
             // W'' a + b'' = z + gamma (z - P); and a T(W', s+) + a T(W'', s-) =
             // a (T(W, s+ + (1 + gamma) s-) + gamma T(W+, s+ - s-)): no shifted kernels, two
             // transposes of kernels whose flips are cached.
-            let p = m.fwd(&ap, &l.w_pos()?, b.map(pos).transpose()?.as_ref())?;
+            let wp = l.w_pos()?;
+            let p = m.fwd(&ap, &wp, b.map(pos).transpose()?.as_ref())?;
             let dp = (z + p.affine(g, 0.0)?)?;
             let dn = (z + (z - &p)?.affine(g, 0.0)?)?;
             let sp = divide_stabilised(&r.mul(&zpos)?, &dp)?;
             let sn = divide_stabilised(&r.mul(&zneg)?, &dn)?;
             let plain = m.tr_times(&(&sp + sn.affine(1.0 + g, 0.0)?)?, w, &ap)?;
-            let boost = m.tr_times(&(&sp - &sn)?, &l.w_pos()?, &ap)?;
+            let boost = m.tr_times(&(&sp - &sn)?, &wp, &ap)?;
             return plain + boost.affine(g, 0.0)?;
         };
         let wpp = (w + l.w_pos()?.affine(g, 0.0)?)?;
