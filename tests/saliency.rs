@@ -146,6 +146,70 @@ fn the_fast_search_agrees_with_a_naive_brute_force() {
     }
 }
 
+/// A relevance map as the pipeline feeds it (Lite0's `srp` map of astronaut, committed as a
+/// bench input): its patches are close to noise, which the search's bounds prune worst, so
+/// the fine bound does most of the work here.
+#[test]
+fn the_search_is_exact_on_a_noisy_relevance_map() {
+    let path = repo().join("benches/inputs/astronaut-srp.npy");
+    let a = sr_core::npy::decode(&std::fs::read(&path).unwrap(), "bench input").unwrap();
+    let (w, c) = (a.shape[1], a.shape[2]);
+    // 64 x 64 around the map's brightest area, as `ca::saliency` prepares it: Lab, then each
+    // channel min-max to [0, 1].
+    let (y0, x0, n) = (60, 56, 64);
+    let mut data: Vec<f64> = (0..n * n * c)
+        .map(|i| {
+            let (y, x, ch) = (i / (n * c), (i / c) % n, i % c);
+            a.data[((y0 + y) * w + x0 + x) * c + ch]
+        })
+        .collect();
+    sr_saliency_context_aware::lab::srgb_to_lab(&mut data);
+    for ch in 0..c {
+        let (lo, hi) = data
+            .iter()
+            .skip(ch)
+            .step_by(c)
+            .fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+        for v in data.iter_mut().skip(ch).step_by(c) {
+            *v = (*v - lo) / (hi - lo + f64::EPSILON);
+        }
+    }
+    let img = Img {
+        h: n,
+        w: n,
+        c,
+        data,
+    };
+    let cfg = Config {
+        buffer: 0,
+        ..Config::reference()
+    };
+    for (i, &r) in cfg.scales.iter().enumerate().take(2) {
+        let scaled = if r < 1.0 {
+            sr_saliency_context_aware::imresize::by_scale(
+                &img,
+                r,
+                sr_saliency_context_aware::imresize::Kernel::Bilinear,
+            )
+        } else {
+            img.clone()
+        };
+        let (h, f, s) = (cfg.half_sizes[i], cfg.factors[i], cfg.candidate_strides[i]);
+        let fast = ca::single_scale(&scaled, r, h, f, s, &cfg);
+        let naive = ca::single_scale_naive(&scaled, r, h, f, s, &cfg);
+        let err = fast
+            .iter()
+            .zip(&naive)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        let top = naive.iter().cloned().fold(0.0, f64::max);
+        println!("scale {r}: max abs diff {err:.2e} (max S {top:.3})");
+        assert!(top > 0.05, "a trivial map proves nothing");
+        // The same K distances, summed in another order: round-off only.
+        assert!(err <= 1e-12, "scale {r}: {err}");
+    }
+}
+
 #[test]
 fn the_thread_count_does_not_change_the_map() {
     let img = small_image(60, 80);
