@@ -1,17 +1,25 @@
-//! Repeats the shipped EfficientNet-Lite0's forward pass (batch 1) for profiling:
-//!     cargo run --release -p sr-backend-torchvision --example forward_time [ITERATIONS]
+//! Repeats the shipped EfficientNet-Lite0's forward pass (batch 1 unless given) for profiling:
+//!     cargo run --release -p sr-backend-torchvision --example forward_time [ITERATIONS [BATCH]]
 use sr_backend_torchvision::{TorchvisionModel, TorchvisionParams};
 use sr_core::{Model, ModelStage, Tensor};
+
+/// As srhost does: large freed buffers are kept for the next pass (`sr_nn::alloc`).
+#[global_allocator]
+static ALLOC: sr_nn::alloc::ReuseLarge = sr_nn::alloc::ReuseLarge;
 
 fn main() {
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(50);
+    let batch: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1);
     let m = TorchvisionModel::load(TorchvisionParams::default()).unwrap();
     let x = Tensor::new(
-        vec![1, 3, 224, 224],
-        (0..3 * 224 * 224)
+        vec![batch, 3, 224, 224],
+        (0..batch * 3 * 224 * 224)
             .map(|i| ((i % 97) as f32 - 48.0) / 48.0)
             .collect(),
     )
