@@ -106,6 +106,30 @@ fn small_image(h: usize, w: usize) -> Img {
     Img { h, w, c: 3, data }
 }
 
+/// Scale `i` of `cfg` on `img` by the pruned search and by the brute force: the largest
+/// difference of their `S_r` maps and the brute force's largest value.
+fn search_against_brute_force(img: &Img, cfg: &Config, i: usize) -> (f64, f64) {
+    let r = cfg.scales[i];
+    let scaled = if r < 1.0 {
+        sr_saliency_context_aware::imresize::by_scale(
+            img,
+            r,
+            sr_saliency_context_aware::imresize::Kernel::Bilinear,
+        )
+    } else {
+        img.clone()
+    };
+    let (h, f, s) = (cfg.half_sizes[i], cfg.factors[i], cfg.candidate_strides[i]);
+    let fast = ca::single_scale(&scaled, r, h, f, s, cfg);
+    let naive = ca::single_scale_naive(&scaled, r, h, f, s, cfg);
+    let err = fast
+        .iter()
+        .zip(&naive)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    (err, naive.iter().cloned().fold(0.0, f64::max))
+}
+
 #[test]
 fn the_fast_search_agrees_with_a_naive_brute_force() {
     // Every scale, without the reference's buffer quirk, and with a buffer a little larger
@@ -118,24 +142,7 @@ fn the_fast_search_agrees_with_a_naive_brute_force() {
             ..Config::reference()
         };
         for (i, &r) in cfg.scales.iter().enumerate() {
-            let scaled = if r < 1.0 {
-                sr_saliency_context_aware::imresize::by_scale(
-                    &img,
-                    r,
-                    sr_saliency_context_aware::imresize::Kernel::Bilinear,
-                )
-            } else {
-                img.clone()
-            };
-            let (h, f, s) = (cfg.half_sizes[i], cfg.factors[i], cfg.candidate_strides[i]);
-            let fast = ca::single_scale(&scaled, r, h, f, s, &cfg);
-            let naive = ca::single_scale_naive(&scaled, r, h, f, s, &cfg);
-            let err = fast
-                .iter()
-                .zip(&naive)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
-            let top = naive.iter().cloned().fold(0.0, f64::max);
+            let (err, top) = search_against_brute_force(&img, &cfg, i);
             println!("buffer {buffer}, scale {r}: max abs diff {err:.2e} (max S {top:.3})");
             // (With the buffer, the tiny coarse scales have only zeros in their K nearest.)
             if buffer == 0 || r == 1.0 {
@@ -185,24 +192,7 @@ fn the_search_is_exact_on_a_noisy_relevance_map() {
         ..Config::reference()
     };
     for (i, &r) in cfg.scales.iter().enumerate().take(2) {
-        let scaled = if r < 1.0 {
-            sr_saliency_context_aware::imresize::by_scale(
-                &img,
-                r,
-                sr_saliency_context_aware::imresize::Kernel::Bilinear,
-            )
-        } else {
-            img.clone()
-        };
-        let (h, f, s) = (cfg.half_sizes[i], cfg.factors[i], cfg.candidate_strides[i]);
-        let fast = ca::single_scale(&scaled, r, h, f, s, &cfg);
-        let naive = ca::single_scale_naive(&scaled, r, h, f, s, &cfg);
-        let err = fast
-            .iter()
-            .zip(&naive)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
-        let top = naive.iter().cloned().fold(0.0, f64::max);
+        let (err, top) = search_against_brute_force(&img, &cfg, i);
         println!("scale {r}: max abs diff {err:.2e} (max S {top:.3})");
         assert!(top > 0.05, "a trivial map proves nothing");
         // The same K distances, summed in another order: round-off only.
