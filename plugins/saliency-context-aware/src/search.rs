@@ -36,10 +36,10 @@
 //! The margins: the float32 colour bound `b` exceeds the true one by at most its round-off,
 //! relatively below `(M + 3) 2^-24 < 1e-6` (the fine bound sums its `M_FINE + 1` terms in
 //! sixteen partial sums: `(M_FINE / 16 + 7) 2^-24 < 1e-6`) and absolutely below
-//! `2^-24 (|q| + |p|) < 2e-6` (centred patches of at most 147 values in [-1, 1]); the position term's round-off is below
-//! 1e-6. So a pair can have `d <= T` only if `b (1 - REL) - ABS <= T den (1 + REL)`, and the
-//! search keeps every pair that passes this test ([`REL`] = 1e-5 and [`ABS`] = 1e-4 are ten
-//! and fifty times the round-off).
+//! `2^-24 (|q| + |p|) < 2e-6` (centred patches of at most 147 values in [-1, 1]); the
+//! position term's round-off is below 1e-6. So a pair can have `d <= T` only if
+//! `b (1 - REL) - ABS <= T den (1 + REL)`, and the search keeps every pair that passes this
+//! test ([`REL`] = 1e-5 and [`ABS`] = 1e-4 are ten and fifty times the round-off).
 //!
 //! Two things make `T` small early, so little is computed: a query first evaluates the K
 //! nearest of its left neighbour (overlapping patches have similar neighbours), and the first
@@ -563,7 +563,6 @@ fn scan_block(ctx: &Ctx, row: &mut Row, qi: usize, a: &[f32; M + 1], b: usize) -
             continue;
         }
         row.stamp[slot] = qi as u32;
-        // Rejected now, rejected for good: T only decreases.
         if row.fine_of != qi as u32 {
             // The query's fine coordinates, when a candidate first needs them.
             let dim = ctx.q.dim;
@@ -571,6 +570,7 @@ fn scan_block(ctx: &Ctx, row: &mut Row, qi: usize, a: &[f32; M + 1], b: usize) -
             ctx.basis.project_fine(x, a, row.norms, &mut row.fine);
             row.fine_of = qi as u32;
         }
+        // Rejected now, rejected for good: T only decreases.
         if !fine_passes(ctx, &row.fine, slot, row.top.threshold(), dens[l]) {
             continue;
         }
@@ -688,17 +688,8 @@ pub fn k_smallest_sums(q: &Patches, cand: &Patches, k: usize, c: f64, row_len: u
         return out;
     }
     let k = k.min(cand.n);
-    let t0 = std::time::Instant::now();
     let basis = Basis::of(cand);
-    let t1 = t0.elapsed().as_secs_f64();
     let idx = Index::build(cand, &basis);
-    let t2 = t0.elapsed().as_secs_f64();
-    if std::env::var_os("CA_DBG").is_some() {
-        eprintln!(
-            "  dim {} q {} c {} basis {t1:.3} index {t2:.3}",
-            q.dim, q.n, cand.n
-        );
-    }
     let ctx = Ctx {
         idx: &idx,
         basis: &basis,
