@@ -43,8 +43,13 @@
 //!
 //! Two things make `T` small early, so little is computed: a query first evaluates the K
 //! nearest of its left neighbour (overlapping patches have similar neighbours), and the first
-//! query of a row first scans its most promising blocks. Rows of queries run in parallel;
-//! each query's work does not depend on the thread count, so neither does the result.
+//! query of a row first scans its most promising blocks.
+//!
+//! Bands of [`BAND`] neighbouring rows run in parallel. Inside a band the rows take turns block
+//! by block, one column at a time, so a block's candidates are read from memory once for the
+//! eight queries (vertical neighbours: they scan and evaluate many of the same candidates).
+//! Each query still does exactly the work it would do alone, so neither the band nor the
+//! thread count changes the result.
 
 use rayon::prelude::*;
 
@@ -455,10 +460,9 @@ struct Ctx<'a> {
     basis: &'a Basis,
     q: &'a Patches,
     c: f64,
-    k: usize,
 }
 
-/// Per-thread scratch for one row.
+/// The scratch of one lane: the queries of one row, one after another.
 struct Row {
     /// The query that last evaluated each slot.
     stamp: Vec<u32>,
@@ -471,6 +475,12 @@ struct Row {
     fine_of: u32,
     /// The current query's norms from [`Basis::project`].
     norms: (f64, f64),
+    /// The current query's screen coordinates.
+    a: [f32; M + 1],
+    /// The previous query's K nearest (the current one's seeds).
+    prev: Vec<u32>,
+    /// Whether the current query still scans (false once its `T` is 0).
+    going: bool,
     top: TopK,
 }
 
@@ -606,82 +616,118 @@ fn block_bounds(ctx: &Ctx, bound: &mut [f32], a: &[f32; M + 1], qpos: (f64, f64)
     }
 }
 
+/// Start query `qi` in `lane`: its coordinates, its block bounds, and a first `T` from the
+/// K nearest of its left neighbour (the lane's previous query) or, at the start of a row, from
+/// the most promising blocks.
 #[inline(always)]
-fn search_row_body(ctx: &Ctx, row: &mut Row, queries: std::ops::Range<usize>, out: &mut [f64]) {
-    let mut prev: Vec<u32> = Vec::with_capacity(ctx.k);
-    for (o, qi) in out.iter_mut().zip(queries) {
-        let dim = ctx.q.dim;
-        let mut a = [0f32; M + 1];
-        row.norms = ctx
-            .basis
-            .project(&ctx.q.data[qi * dim..(qi + 1) * dim], &mut a);
-        row.top.heap.clear();
-        block_bounds(ctx, &mut row.bound, &a, ctx.q.pos[qi]);
-        let mut going = true;
-        if prev.is_empty() {
-            // No neighbour to start from: the most promising blocks first.
-            row.first.clear();
-            row.first
-                .extend(row.bound.iter().enumerate().map(|(b, &g)| (g, b as u32)));
-            let n = SEED_BLOCKS.min(row.first.len());
-            if n < row.first.len() {
-                row.first
-                    .select_nth_unstable_by(n, |x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
-            }
-            for i in 0..n {
-                let b = row.first[i].1 as usize;
-                if !scan_block(ctx, row, qi, &a, b) {
-                    going = false;
-                    break;
-                }
-            }
-        } else {
-            // The left neighbour's K nearest: most are near for this query too.
-            for &slot in &prev {
-                let slot = slot as usize;
-                row.stamp[slot] = qi as u32;
-                row.top.push(exact(ctx, qi, slot), slot as u32);
-            }
-            going = row.top.threshold() > 0.0;
+fn start_query(ctx: &Ctx, lane: &mut Row, qi: usize) {
+    let dim = ctx.q.dim;
+    lane.norms = ctx
+        .basis
+        .project(&ctx.q.data[qi * dim..(qi + 1) * dim], &mut lane.a);
+    lane.top.heap.clear();
+    block_bounds(ctx, &mut lane.bound, &lane.a, ctx.q.pos[qi]);
+    let a = lane.a;
+    if lane.prev.is_empty() {
+        lane.going = true;
+        lane.first.clear();
+        lane.first
+            .extend(lane.bound.iter().enumerate().map(|(b, &g)| (g, b as u32)));
+        let n = SEED_BLOCKS.min(lane.first.len());
+        if n < lane.first.len() {
+            lane.first
+                .select_nth_unstable_by(n, |x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
         }
-        if going {
-            for b in 0..ctx.idx.blocks {
-                if row.bound[b] as f64 > row.top.threshold() {
+        for i in 0..n {
+            let b = lane.first[i].1 as usize;
+            if !scan_block(ctx, lane, qi, &a, b) {
+                lane.going = false;
+                break;
+            }
+        }
+    } else {
+        let prev = std::mem::take(&mut lane.prev);
+        for &slot in &prev {
+            let slot = slot as usize;
+            lane.stamp[slot] = qi as u32;
+            lane.top.push(exact(ctx, qi, slot), slot as u32);
+        }
+        lane.prev = prev;
+        lane.going = lane.top.threshold() > 0.0;
+    }
+}
+
+/// The sum of the lane's K nearest, kept as the next query's seeds.
+#[inline(always)]
+fn finish_query(lane: &mut Row) -> f64 {
+    lane.prev.clear();
+    lane.prev.extend(lane.top.heap.iter().map(|&(_, s)| s));
+    lane.top.heap.iter().map(|&(v, _)| v).sum()
+}
+
+/// One band of neighbouring rows, a lane each, swept left to right one column at a time.
+/// Each query does exactly what it would alone (its left neighbour's seeds, then the blocks in
+/// index order, each skipped or scanned against its own `T`); the lanes only take turns block
+/// by block, so a block's candidates are read from memory once for all of them.
+#[inline(always)]
+fn search_band_body(ctx: &Ctx, lanes: &mut [Row], q0: usize, row_len: usize, out: &mut [f64]) {
+    let rows = out.len().div_ceil(row_len);
+    let lanes = &mut lanes[..rows];
+    // The last row may be short (when the query count is not a multiple of `row_len`).
+    let n = out.len();
+    let len = |i: usize| row_len.min(n - i * row_len);
+    for col in 0..row_len {
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            lane.going = false;
+            if col < len(i) {
+                start_query(ctx, lane, q0 + i * row_len + col);
+            }
+        }
+        for b in 0..ctx.idx.blocks {
+            for (i, lane) in lanes.iter_mut().enumerate() {
+                if !lane.going || lane.bound[b] as f64 > lane.top.threshold() {
                     continue;
                 }
-                if !scan_block(ctx, row, qi, &a, b) {
-                    break;
-                }
+                let a = lane.a;
+                lane.going = scan_block(ctx, lane, q0 + i * row_len + col, &a, b);
             }
         }
-        prev.clear();
-        prev.extend(row.top.heap.iter().map(|&(_, s)| s));
-        *o = row.top.heap.iter().map(|&(v, _)| v).sum();
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            if col < len(i) {
+                out[i * row_len + col] = finish_query(lane);
+            }
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn search_row_avx2(
+unsafe fn search_band_avx2(
     ctx: &Ctx,
-    row: &mut Row,
-    queries: std::ops::Range<usize>,
+    lanes: &mut [Row],
+    q0: usize,
+    row_len: usize,
     out: &mut [f64],
 ) {
-    search_row_body(ctx, row, queries, out)
+    search_band_body(ctx, lanes, q0, row_len, out)
 }
 
-fn search_row(ctx: &Ctx, row: &mut Row, queries: std::ops::Range<usize>, out: &mut [f64]) {
+fn search_band(ctx: &Ctx, lanes: &mut [Row], q0: usize, row_len: usize, out: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function was compiled for.
-        return unsafe { search_row_avx2(ctx, row, queries, out) };
+        return unsafe { search_band_avx2(ctx, lanes, q0, row_len, out) };
     }
-    search_row_body(ctx, row, queries, out)
+    search_band_body(ctx, lanes, q0, row_len, out)
 }
 
+/// Rows of queries searched together (see [`search_band_body`]).
+const BAND: usize = 8;
+
 /// For every query, the sum of its `k` smallest dissimilarities to the candidates (exact).
-/// Queries come in rows of `row_len` (a row's queries are neighbours, left to right).
+/// Queries come in rows of `row_len` (a row's queries are neighbours, left to right, and so
+/// are the rows' first queries, top to bottom).
 pub fn k_smallest_sums(q: &Patches, cand: &Patches, k: usize, c: f64, row_len: usize) -> Vec<f64> {
     let mut out = vec![0f64; q.n];
     if k == 0 || q.n == 0 || cand.n == 0 {
@@ -695,26 +741,29 @@ pub fn k_smallest_sums(q: &Patches, cand: &Patches, k: usize, c: f64, row_len: u
         basis: &basis,
         q,
         c,
-        k,
     };
     let row_len = row_len.max(1);
-    out.par_chunks_mut(row_len)
+    out.par_chunks_mut(row_len * BAND)
         .enumerate()
-        .for_each(|(r, out)| {
-            let mut row = Row {
-                stamp: vec![u32::MAX; idx.blocks * L],
-                bound: vec![0f32; idx.blocks],
-                first: Vec::with_capacity(idx.blocks),
-                fine: vec![0f32; idx.fine_len],
-                fine_of: u32::MAX,
-                norms: (0.0, 0.0),
-                top: TopK {
-                    heap: Vec::with_capacity(k),
-                    k,
-                },
-            };
-            let q0 = r * row_len;
-            search_row(&ctx, &mut row, q0..q0 + out.len(), out);
+        .for_each(|(band, out)| {
+            let mut lanes: Vec<Row> = (0..BAND)
+                .map(|_| Row {
+                    stamp: vec![u32::MAX; idx.blocks * L],
+                    bound: vec![0f32; idx.blocks],
+                    first: Vec::with_capacity(idx.blocks),
+                    fine: vec![0f32; idx.fine_len],
+                    fine_of: u32::MAX,
+                    norms: (0.0, 0.0),
+                    a: [0f32; M + 1],
+                    prev: Vec::with_capacity(k),
+                    going: false,
+                    top: TopK {
+                        heap: Vec::with_capacity(k),
+                        k,
+                    },
+                })
+                .collect();
+            search_band(&ctx, &mut lanes, band * row_len * BAND, row_len, out);
         });
     out
 }
