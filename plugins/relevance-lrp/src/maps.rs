@@ -34,6 +34,12 @@ pub trait LinearMap {
     fn tr_finish(&self, s: &CTensor, v: &CTensor, fin: &Finish) -> CResult<CTensor> {
         ops::finish(&self.tr(s, v)?, fin)
     }
+    /// The flat rule's `T(1, r / stab(1 x))` (`1` all-ones weights and inputs) without the
+    /// two passes with ones, where the map can (see [`ConvMap`]), else `None`.
+    fn flat(&self, a: &CTensor, v: &CTensor, r: &CTensor) -> CResult<Option<CTensor>> {
+        let _ = (a, v, r);
+        Ok(None)
+    }
     /// `T(V, r / (V x + e))` in one pass over `V` where the map can (dense layers, small
     /// batches: [`ops::linear_ratio_t`]), else `None`.
     fn tr_of_ratio(
@@ -67,6 +73,17 @@ impl LinearMap for ConvMap<'_> {
     fn tr_finish(&self, s: &CTensor, v: &CTensor, fin: &Finish) -> CResult<CTensor> {
         let f = self.flipped.and_then(|m| m.get(&v.id()));
         ops::conv2d_t_times(s, v, f, fin, self.in_hw, &self.win, self.groups)
+    }
+    /// Without groups: [`ops::ones_ratio_t`], one sum over the output channels and a
+    /// single-channel transpose instead of two full convolutions with ones.
+    fn flat(&self, a: &CTensor, v: &CTensor, r: &CTensor) -> CResult<Option<CTensor>> {
+        if self.groups != 1 {
+            return Ok(None);
+        }
+        let cin = a.dims()[1];
+        debug_assert_eq!(cin, v.dims()[1]);
+        let e = crate::rules::STABILIZER;
+        ops::ones_ratio_t(r, cin, self.in_hw, &self.win, e).map(Some)
     }
 }
 

@@ -283,6 +283,73 @@ fn depthwise(x: &CTensor, w: &[f32], win: &Window) -> Result<CTensor> {
     CTensor::from_vec(out, (n, c, oh, ow), &Device::Cpu)
 }
 
+/// The flat rule's `T(1, r / stab_e(1 x))` for a convolution without groups whose input has
+/// `cin` channels of `in_hw`: all-ones weights and inputs. The ones convolution gives every
+/// output channel the same value, `cin` times the taps inside the input (a product of the
+/// taps inside along each axis), and the transpose gives every input channel the same value,
+/// so the whole rule is one sum over the output channels and one single-channel transpose
+/// (instead of two full convolutions with ones). Each output sums its channels in order, and
+/// each input its taps in `(oy, ky, ox, kx)` order.
+pub fn ones_ratio_t(
+    r: &CTensor,
+    cin: usize,
+    in_hw: (usize, usize),
+    win: &Window,
+    e: f32,
+) -> Result<CTensor> {
+    let (n, cout, oh, ow) = r.dims4()?;
+    let (h, w) = in_hw;
+    if out_hw("flat", win, h, w)? != (oh, ow) {
+        candle_core::bail!("flat: relevance of {oh} x {ow} for an input of {h} x {w}");
+    }
+    let rs = view(r)?;
+    let [kh, kw] = win.kernel;
+    let (st, d, p) = (win.stride, win.dilation, win.padding);
+    // The input index of output `o` and tap `k` along one axis, if inside.
+    let at = |o: usize, k: usize, axis: usize, len: usize| {
+        let i = (o * st[axis] + k * d[axis]) as isize - p[axis] as isize;
+        (0..len as isize).contains(&i).then_some(i as usize)
+    };
+    let inside = |o: usize, taps: usize, axis: usize, len: usize| {
+        (0..taps).filter(|&k| at(o, k, axis, len).is_some()).count()
+    };
+    let rows: Vec<usize> = (0..oh).map(|o| inside(o, kh, 0, h)).collect();
+    let cols: Vec<usize> = (0..ow).map(|o| inside(o, kw, 1, w)).collect();
+    let plane = oh * ow;
+    let mut out = vec![0f32; n * cin * h * w];
+    out.par_chunks_mut((cin * h * w).max(1))
+        .enumerate()
+        .for_each(|(b, o)| {
+            let mut s = vec![0f32; plane];
+            for c in 0..cout {
+                let src = &rs[(b * cout + c) * plane..(b * cout + c + 1) * plane];
+                s.iter_mut().zip(src).for_each(|(a, v)| *a += v);
+            }
+            for (y, row) in s.chunks_mut(ow.max(1)).enumerate() {
+                for (x, v) in row.iter_mut().enumerate() {
+                    *v /= super::fused::stab((cin * rows[y] * cols[x]) as f32, e);
+                }
+            }
+            let (first, rest) = o.split_at_mut(h * w);
+            for oy in 0..oh {
+                for ky in 0..kh {
+                    let Some(iy) = at(oy, ky, 0, h) else { continue };
+                    for ox in 0..ow {
+                        let v = s[oy * ow + ox];
+                        for kx in 0..kw {
+                            if let Some(ix) = at(ox, kx, 1, w) {
+                                first[iy * w + ix] += v;
+                            }
+                        }
+                    }
+                }
+            }
+            rest.chunks_mut((h * w).max(1))
+                .for_each(|c| c.copy_from_slice(first));
+        });
+    CTensor::from_vec(out, (n, cin, h, w), &Device::Cpu)
+}
+
 /// Whether [`conv2d_t`] computes the transpose of this convolution as a forward convolution
 /// with the kernel flipped ([`flip_kernel`]): stride 1, no dilation, one group, padding smaller
 /// than the kernel, and either a 1 x 1 kernel (no im2col on either path; the flipped one needs

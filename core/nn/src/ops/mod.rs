@@ -25,7 +25,9 @@ pub mod norm;
 pub mod pool;
 
 pub use buffer::{view, View};
-pub use conv::{conv2d, conv2d_dense, conv2d_t, conv2d_t_times, flip_kernel, transposes_by_flip};
+pub use conv::{
+    conv2d, conv2d_dense, conv2d_t, conv2d_t_times, flip_kernel, ones_ratio_t, transposes_by_flip,
+};
 pub use dense::{linear, linear_ratio_t, linear_t, linear_where};
 pub use elementwise::{
     activation_derivative, activation_value, channel_shuffle, layer_norm, layer_norm_t, narrow_t,

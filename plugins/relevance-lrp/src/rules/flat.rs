@@ -16,6 +16,9 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
 
 impl RuleMath for Flat {
     fn apply(&self, l: &Layer, r: &CTensor, _: &Fused) -> CResult<CTensor> {
+        if let Some(out) = l.map.flat(l.a, l.w, r)? {
+            return Ok(out);
+        }
         let ones_w = l.w.ones_like()?;
         let zz = l.map.fwd(&l.a.ones_like()?, &ones_w, None)?;
         l.map.tr(&divide_stabilised(r, &zz)?, &ones_w)
