@@ -45,10 +45,11 @@
 //! nearest of its left neighbour (overlapping patches have similar neighbours), and the first
 //! query of a row first scans its most promising blocks.
 //!
-//! Bands of [`BAND`] neighbouring rows run in parallel. Inside a band the rows take turns block
-//! by block, one column at a time, so a block's candidates are read from memory once for the
-//! eight queries (vertical neighbours: they scan and evaluate many of the same candidates).
-//! Each query still does exactly the work it would do alone, so neither the band nor the
+//! Bands of up to [`BAND`] neighbouring rows run in parallel. Inside a band the rows take turns
+//! block by block, one column at a time, so a block's candidates are read from memory once for
+//! all its queries (vertical neighbours: they scan and evaluate many of the same candidates).
+//! Bands are narrower when there are many threads, so that each has at least four bands to
+//! take. Each query still does exactly the work it would do alone, so neither the band nor the
 //! thread count changes the result.
 
 use rayon::prelude::*;
@@ -729,13 +730,33 @@ fn search_band(ctx: &Ctx, lanes: &mut [Row], q0: usize, row_len: usize, out: &mu
     search_band_body(ctx, lanes, q0, row_len, out)
 }
 
-/// Rows of queries searched together (see [`search_band_body`]).
+/// Rows of queries searched together, at most (see [`search_band_body`]).
 const BAND: usize = 8;
+
+/// The rows of a band: [`BAND`], or fewer so that every thread has at least four bands to
+/// take (a band of 8 rows on the finest scale of a 250-px image is 1/31 of its work).
+fn band_rows(rows: usize, threads: usize) -> usize {
+    (rows / (4 * threads.max(1))).clamp(1, BAND)
+}
 
 /// For every query, the sum of its `k` smallest dissimilarities to the candidates (exact).
 /// Queries come in rows of `row_len` (a row's queries are neighbours, left to right, and so
 /// are the rows' first queries, top to bottom).
 pub fn k_smallest_sums(q: &Patches, cand: &Patches, k: usize, c: f64, row_len: usize) -> Vec<f64> {
+    let rows = q.n.div_ceil(row_len.max(1));
+    let band_len = band_rows(rows, rayon::current_num_threads());
+    sums_in_bands(q, cand, k, c, row_len, band_len)
+}
+
+/// [`k_smallest_sums`] with bands of `band_len` rows.
+fn sums_in_bands(
+    q: &Patches,
+    cand: &Patches,
+    k: usize,
+    c: f64,
+    row_len: usize,
+    band_len: usize,
+) -> Vec<f64> {
     let mut out = vec![0f64; q.n];
     if k == 0 || q.n == 0 || cand.n == 0 {
         return out;
@@ -749,11 +770,11 @@ pub fn k_smallest_sums(q: &Patches, cand: &Patches, k: usize, c: f64, row_len: u
         q,
         c,
     };
-    let row_len = row_len.max(1);
-    out.par_chunks_mut(row_len * BAND)
+    let (row_len, band_len) = (row_len.max(1), band_len.max(1));
+    out.par_chunks_mut(row_len * band_len)
         .enumerate()
         .for_each(|(band, out)| {
-            let mut lanes: Vec<Row> = (0..BAND)
+            let mut lanes: Vec<Row> = (0..band_len)
                 .map(|_| Row {
                     stamp: vec![u32::MAX; idx.blocks * L],
                     bound: vec![0f32; idx.blocks],
@@ -770,7 +791,7 @@ pub fn k_smallest_sums(q: &Patches, cand: &Patches, k: usize, c: f64, row_len: u
                     },
                 })
                 .collect();
-            search_band(&ctx, &mut lanes, band * row_len * BAND, row_len, out);
+            search_band(&ctx, &mut lanes, band * row_len * band_len, row_len, out);
         });
     out
 }
@@ -831,6 +852,16 @@ mod tests {
     }
 
     #[test]
+    fn bands_narrow_so_that_every_thread_has_four() {
+        // The finest scale of a 250-px image has 244 rows of queries.
+        assert_eq!(band_rows(244, 2), BAND);
+        assert_eq!(band_rows(244, 16), 3);
+        assert_eq!(band_rows(244, 64), 1);
+        assert_eq!(band_rows(5, 2), 1);
+        assert_eq!(band_rows(0, 0), 1);
+    }
+
+    #[test]
     fn the_pruned_search_finds_the_exact_k_nearest() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         // dim 1 and 3 have fewer dimensions than M; 27, 75 and 147 are the reference's.
@@ -855,12 +886,15 @@ mod tests {
             }
             let want = brute_force(&q, &c, k, 3.0);
             for row_len in [1, 13, nq] {
-                let got = k_smallest_sums(&q, &c, k, 3.0, row_len);
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (g - w).abs() <= 1e-12 * w.max(1.0),
-                        "dim {dim}, k {k}, rows of {row_len}, query {i}: {g} vs {w}"
-                    );
+                // Bands of one row, of three, and of eight (with a short last row and band).
+                for band_len in [1, 3, BAND] {
+                    let got = sums_in_bands(&q, &c, k, 3.0, row_len, band_len);
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-12 * w.max(1.0),
+                            "dim {dim}, k {k}, rows of {row_len}, bands of {band_len}, query {i}: {g} vs {w}"
+                        );
+                    }
                 }
             }
             assert!(
