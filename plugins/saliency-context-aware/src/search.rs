@@ -455,7 +455,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     sum8(a, b, |x, y| x * y)
 }
 
-/// What one row of queries shares.
+/// What every query of one search shares.
 struct Ctx<'a> {
     idx: &'a Index,
     basis: &'a Basis,
@@ -464,7 +464,7 @@ struct Ctx<'a> {
 }
 
 /// The scratch of one lane: the queries of one row, one after another.
-struct Row {
+struct Lane {
     /// The query that last evaluated each slot.
     stamp: Vec<u32>,
     /// Each block's lower bound on `d` for the current query.
@@ -533,9 +533,9 @@ fn fine_passes(ctx: &Ctx, qf: &[f32], slot: usize, t: f64, den: f32) -> bool {
 /// Scan block `b` for query `qi` (coordinates `a`). Returns false once `T` is 0 (nothing can
 /// improve the result any more).
 #[inline(always)]
-fn scan_block(ctx: &Ctx, row: &mut Row, qi: usize, a: &[f32; M + 1], b: usize) -> bool {
+fn scan_block(ctx: &Ctx, lane: &mut Lane, qi: usize, a: &[f32; M + 1], b: usize) -> bool {
     let idx = ctx.idx;
-    let t = row.top.threshold();
+    let t = lane.top.threshold();
     if t == 0.0 {
         return false;
     }
@@ -577,23 +577,23 @@ fn scan_block(ctx: &Ctx, row: &mut Row, qi: usize, a: &[f32; M + 1], b: usize) -
         let l = mask.trailing_zeros() as usize;
         mask &= mask - 1;
         let slot = b * L + l;
-        if !idx.real[slot] || row.stamp[slot] == qi as u32 {
+        if !idx.real[slot] || lane.stamp[slot] == qi as u32 {
             continue;
         }
-        row.stamp[slot] = qi as u32;
-        if row.fine_of != qi as u32 {
+        lane.stamp[slot] = qi as u32;
+        if lane.fine_of != qi as u32 {
             // The query's fine coordinates, when a candidate first needs them.
             let dim = ctx.q.dim;
             let x = &ctx.q.data[qi * dim..(qi + 1) * dim];
-            ctx.basis.project_fine(x, a, row.norms, &mut row.fine);
-            row.fine_of = qi as u32;
+            ctx.basis.project_fine(x, a, lane.norms, &mut lane.fine);
+            lane.fine_of = qi as u32;
         }
         // Rejected now, rejected for good: T only decreases.
-        if !fine_passes(ctx, &row.fine, slot, row.top.threshold(), dens[l]) {
+        if !fine_passes(ctx, &lane.fine, slot, lane.top.threshold(), dens[l]) {
             continue;
         }
-        row.top.push(exact(ctx, qi, slot), slot as u32);
-        if row.top.threshold() == 0.0 {
+        lane.top.push(exact(ctx, qi, slot), slot as u32);
+        if lane.top.threshold() == 0.0 {
             return false;
         }
     }
@@ -628,7 +628,7 @@ fn block_bounds(ctx: &Ctx, bound: &mut [f32], a: &[f32; M + 1], qpos: (f64, f64)
 /// K nearest of its left neighbour (the lane's previous query) or, at the start of a row, from
 /// the most promising blocks.
 #[inline(always)]
-fn start_query(ctx: &Ctx, lane: &mut Row, qi: usize) {
+fn start_query(ctx: &Ctx, lane: &mut Lane, qi: usize) {
     let dim = ctx.q.dim;
     lane.norms = ctx
         .basis
@@ -667,7 +667,7 @@ fn start_query(ctx: &Ctx, lane: &mut Row, qi: usize) {
 
 /// The sum of the lane's K nearest, kept as the next query's seeds.
 #[inline(always)]
-fn finish_query(lane: &mut Row) -> f64 {
+fn finish_query(lane: &mut Lane) -> f64 {
     lane.prev.clear();
     lane.prev.extend(lane.top.heap.iter().map(|&(_, s)| s));
     lane.top.heap.iter().map(|&(v, _)| v).sum()
@@ -678,7 +678,7 @@ fn finish_query(lane: &mut Row) -> f64 {
 /// index order, each skipped or scanned against its own `T`); the lanes only take turns block
 /// by block, so a block's candidates are read from memory once for all of them.
 #[inline(always)]
-fn search_band_body(ctx: &Ctx, lanes: &mut [Row], q0: usize, row_len: usize, out: &mut [f64]) {
+fn search_band_body(ctx: &Ctx, lanes: &mut [Lane], q0: usize, row_len: usize, out: &mut [f64]) {
     let rows = out.len().div_ceil(row_len);
     let lanes = &mut lanes[..rows];
     // The last row may be short (when the query count is not a multiple of `row_len`).
@@ -712,7 +712,7 @@ fn search_band_body(ctx: &Ctx, lanes: &mut [Row], q0: usize, row_len: usize, out
 #[target_feature(enable = "avx2,fma")]
 unsafe fn search_band_avx2(
     ctx: &Ctx,
-    lanes: &mut [Row],
+    lanes: &mut [Lane],
     q0: usize,
     row_len: usize,
     out: &mut [f64],
@@ -720,7 +720,7 @@ unsafe fn search_band_avx2(
     search_band_body(ctx, lanes, q0, row_len, out)
 }
 
-fn search_band(ctx: &Ctx, lanes: &mut [Row], q0: usize, row_len: usize, out: &mut [f64]) {
+fn search_band(ctx: &Ctx, lanes: &mut [Lane], q0: usize, row_len: usize, out: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -774,8 +774,8 @@ fn sums_in_bands(
     out.par_chunks_mut(row_len * band_len)
         .enumerate()
         .for_each(|(band, out)| {
-            let mut lanes: Vec<Row> = (0..band_len)
-                .map(|_| Row {
+            let mut lanes: Vec<Lane> = (0..band_len)
+                .map(|_| Lane {
                     stamp: vec![u32::MAX; idx.blocks * L],
                     bound: vec![0f32; idx.blocks],
                     first: Vec::with_capacity(idx.blocks),
