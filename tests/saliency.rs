@@ -202,19 +202,32 @@ fn the_search_is_exact_on_a_noisy_relevance_map() {
 
 #[test]
 fn the_thread_count_does_not_change_the_map() {
-    let img = small_image(60, 80);
-    let cfg = Config {
-        max_dim: 80,
-        ..Config::reference()
+    // A photo-like image, and a noisy relevance map (on a CPU with AVX-512 its finest scale
+    // goes to the screened brute force instead of the pruned search).
+    let path = repo().join("benches/inputs/astronaut-srp.npy");
+    let a = sr_core::npy::decode(&std::fs::read(&path).unwrap(), "bench input").unwrap();
+    let map = Img {
+        h: a.shape[0],
+        w: a.shape[1],
+        c: a.shape[2],
+        data: a.data,
     };
-    let run = |n: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .unwrap()
-            .install(|| ca::saliency(&img, &cfg))
-    };
-    assert_eq!(run(1).data, run(2).data);
+    for (img, size) in [(small_image(60, 80), 80), (map, 200)] {
+        let cfg = Config {
+            max_dim: size,
+            ..Config::reference()
+        };
+        let run = |n: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap()
+                .install(|| ca::saliency(&img, &cfg))
+        };
+        let one = run(1).data;
+        assert_eq!(one, run(2).data, "{size} px");
+        assert_eq!(one, run(3).data, "{size} px");
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! candidates twice as sparsely (a quarter of the pairs). Every parameter can be set.
 
 pub mod ca;
+pub mod dense;
 pub mod edt;
 pub mod imresize;
 pub mod lab;

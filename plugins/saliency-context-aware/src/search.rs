@@ -78,8 +78,8 @@ pub struct Patches {
 
 /// An orthonormal set of at most [`M_FINE`] directions (unused rows are zero) and the centre.
 /// The first [`M`] rows are the screen's, all `fine` rows the fine bound's.
-struct Basis {
-    mean: Vec<f64>,
+pub(crate) struct Basis {
+    pub(crate) mean: Vec<f64>,
     /// `fine x dim`, row-major (at least `M` rows; those beyond `dim` are zero).
     v: Vec<f64>,
     /// `v . mean` per direction.
@@ -92,7 +92,7 @@ impl Basis {
     /// The leading principal directions of the candidates (subspace iteration on their
     /// covariance, from at most 2048 of them). Only orthonormality matters for exactness;
     /// the better the directions, the tighter the bounds.
-    fn of(c: &Patches) -> Basis {
+    pub(crate) fn of(c: &Patches) -> Basis {
         let dim = c.dim;
         let mut mean = vec![0f64; dim];
         for row in c.data.chunks_exact(dim) {
@@ -175,7 +175,7 @@ impl Basis {
     /// Returns `|x - mean|^2` and the squared norm of the M coordinates, in float64, for
     /// [`Basis::project_fine`].
     #[inline]
-    fn project(&self, x: &[f64], a: &mut [f32; M + 1]) -> (f64, f64) {
+    pub(crate) fn project(&self, x: &[f64], a: &mut [f32; M + 1]) -> (f64, f64) {
         let dim = self.mean.len();
         let norm2 = squared_distance(x, &self.mean);
         let mut proj2 = 0.0;
@@ -234,8 +234,8 @@ fn orthonormalise(v: &mut [f64], dim: usize) {
 }
 
 /// The candidates, reordered into blocks of [`L`] (the last one padded).
-struct Index {
-    blocks: usize,
+pub(crate) struct Index {
+    pub(crate) blocks: usize,
     /// Per block, [`ROWS`] rows of L lanes: the M leading coordinates, the residual norm,
     /// then the positions x and y.
     screen: Vec<f32>,
@@ -250,9 +250,9 @@ struct Index {
     fine_len: usize,
     /// Per slot: the candidate's float64 values, its position; `real[slot]` is false for
     /// padding.
-    data: Vec<f64>,
-    pos: Vec<(f64, f64)>,
-    real: Vec<bool>,
+    pub(crate) data: Vec<f64>,
+    pub(crate) pos: Vec<(f64, f64)>,
+    pub(crate) real: Vec<bool>,
 }
 
 /// Rows per block in [`Index::screen`].
@@ -265,7 +265,7 @@ const KD: usize = 4;
 const POS_WEIGHT: f64 = 8.0;
 
 impl Index {
-    fn build(c: &Patches, basis: &Basis) -> Index {
+    pub(crate) fn build(c: &Patches, basis: &Basis) -> Index {
         let dim = c.dim;
         // Padded with zeros to whole chunks of 16 (zeros on both sides add nothing).
         let fine_len = (basis.fine + 1).next_multiple_of(16);
@@ -482,18 +482,37 @@ struct Lane {
     prev: Vec<u32>,
     /// Whether the current query still scans (false once its `T` is 0).
     going: bool,
+    /// Fine bounds evaluated so far, by all the lane's queries.
+    fines: u64,
     top: TopK,
+}
+
+/// The exact float64 dissimilarity `|q - p| / (1 + c |pos_q - pos_p|)`: the only value that
+/// enters a result, whichever search found the pair.
+#[inline(always)]
+pub(crate) fn dissimilarity(
+    q: &[f64],
+    q_pos: (f64, f64),
+    p: &[f64],
+    p_pos: (f64, f64),
+    c: f64,
+) -> f64 {
+    let d2 = squared_distance(q, p);
+    let (dx, dy) = (q_pos.0 - p_pos.0, q_pos.1 - p_pos.1);
+    let dp = (dx * dx + dy * dy).sqrt();
+    d2.sqrt() / (1.0 + c * dp)
 }
 
 #[inline(always)]
 fn exact(ctx: &Ctx, qi: usize, slot: usize) -> f64 {
     let dim = ctx.q.dim;
-    let qv = &ctx.q.data[qi * dim..(qi + 1) * dim];
-    let d2 = squared_distance(qv, &ctx.idx.data[slot * dim..(slot + 1) * dim]);
-    let (qx, qy) = ctx.q.pos[qi];
-    let (cx, cy) = ctx.idx.pos[slot];
-    let dp = ((qx - cx) * (qx - cx) + (qy - cy) * (qy - cy)).sqrt();
-    d2.sqrt() / (1.0 + ctx.c * dp)
+    dissimilarity(
+        &ctx.q.data[qi * dim..(qi + 1) * dim],
+        ctx.q.pos[qi],
+        &ctx.idx.data[slot * dim..(slot + 1) * dim],
+        ctx.idx.pos[slot],
+        ctx.c,
+    )
 }
 
 /// The fine bound of the module doc for query coordinates `qf` and candidate `slot`, tested
@@ -589,6 +608,7 @@ fn scan_block(ctx: &Ctx, lane: &mut Lane, qi: usize, a: &[f32; M + 1], b: usize)
             lane.fine_of = qi as u32;
         }
         // Rejected now, rejected for good: T only decreases.
+        lane.fines += 1;
         if !fine_passes(ctx, &lane.fine, slot, lane.top.threshold(), dens[l]) {
             continue;
         }
@@ -602,8 +622,13 @@ fn scan_block(ctx: &Ctx, lane: &mut Lane, qi: usize, a: &[f32; M + 1], b: usize)
 
 /// Every block's lower bound on `d` for one query.
 #[inline(always)]
-fn block_bounds(ctx: &Ctx, bound: &mut [f32], a: &[f32; M + 1], qpos: (f64, f64)) {
-    let idx = ctx.idx;
+pub(crate) fn block_bounds(
+    idx: &Index,
+    c: f64,
+    bound: &mut [f32],
+    a: &[f32; M + 1],
+    qpos: (f64, f64),
+) {
     let nb = idx.blocks;
     bound.iter_mut().for_each(|g| *g = 0.0);
     for (k, &ak) in a.iter().enumerate() {
@@ -614,7 +639,7 @@ fn block_bounds(ctx: &Ctx, bound: &mut [f32], a: &[f32; M + 1], qpos: (f64, f64)
         }
     }
     let (qx, qy) = (qpos.0 as f32, qpos.1 as f32);
-    let (c, rel, abs) = (ctx.c as f32, REL as f32, ABS as f32);
+    let (c, rel, abs) = (c as f32, REL as f32, ABS as f32);
     for (g, pb) in bound.iter_mut().zip(&idx.pos_box) {
         let fx = (qx - pb[0]).abs().max((qx - pb[1]).abs());
         let fy = (qy - pb[2]).abs().max((qy - pb[3]).abs());
@@ -634,7 +659,7 @@ fn start_query(ctx: &Ctx, lane: &mut Lane, qi: usize) {
         .basis
         .project(&ctx.q.data[qi * dim..(qi + 1) * dim], &mut lane.a);
     lane.top.heap.clear();
-    block_bounds(ctx, &mut lane.bound, &lane.a, ctx.q.pos[qi]);
+    block_bounds(ctx.idx, ctx.c, &mut lane.bound, &lane.a, ctx.q.pos[qi]);
     let a = lane.a;
     if lane.prev.is_empty() {
         lane.going = true;
@@ -670,7 +695,39 @@ fn start_query(ctx: &Ctx, lane: &mut Lane, qi: usize) {
 fn finish_query(lane: &mut Lane) -> f64 {
     lane.prev.clear();
     lane.prev.extend(lane.top.heap.iter().map(|&(_, s)| s));
-    lane.top.heap.iter().map(|&(v, _)| v).sum()
+    sum_exactly(lane.top.heap.iter().map(|&(v, _)| v))
+}
+
+/// The sum of non-negative `values` below 2^20 (distances), independent of their order: each
+/// is cut to a multiple of 2^-100 (exactly, for any value above 2^-47 and with an error
+/// below 2^-100 otherwise) and the cut values are added as integers, which is associative;
+/// the total is rounded once. Two searches that find the same K distances in different orders
+/// give the same bits, and the result is closer to the true sum than a float64 sum.
+pub(crate) fn sum_exactly(values: impl Iterator<Item = f64>) -> f64 {
+    const TOP: f64 = (1u64 << 40) as f64;
+    const LOW: f64 = (1u64 << 60) as f64;
+    let mut total = 0i128;
+    let mut plain = 0f64;
+    let mut fits = true;
+    for v in values {
+        plain += v;
+        fits &= (0.0..(1u64 << 20) as f64).contains(&v);
+        // v 2^100 as i128, in two exact float-to-integer steps (one instruction each): the
+        // integer part of v 2^40 (below 2^60), then the fraction left (exact) times 2^60.
+        let x = v * TOP;
+        let hi = x as i64;
+        let lo = ((x - hi as f64) * LOW) as i64;
+        match total.checked_add(((hi as i128) << 60) + lo as i128) {
+            Some(t) => total = t,
+            None => fits = false,
+        }
+    }
+    if fits {
+        total as f64 / (TOP * LOW)
+    } else {
+        // Out of range (not a distance between patches in [0, 1]): the plain sum.
+        plain
+    }
 }
 
 /// One band of neighbouring rows, a lane each, swept left to right one column at a time.
@@ -739,27 +796,35 @@ fn band_rows(rows: usize, threads: usize) -> usize {
     (rows / (4 * threads.max(1))).clamp(1, BAND)
 }
 
+/// Rows of queries the pruned search samples before [`k_smallest_sums`] chooses a search.
+const SAMPLE_ROWS: usize = 2;
+
+/// Patches with fewer values are not sampled (the pruned search runs): at 75 values the two
+/// searches are within 16% of each other on the bench inputs, at 27 within 9%, and the sample
+/// costs 2-5% of such a scale.
+const SAMPLE_DIM: usize = 100;
+
+/// Fine bounds per query in the sample above which the screened brute force of
+/// [`crate::dense`] is faster. Measured at the finest scale of 250-px inputs on 2 threads
+/// (`benches/README.md`): the sample counts 110-160 on photos and `epsilon-plus-flat` maps
+/// (where the pruned search takes 0.25-0.63 s and the brute force 0.34-0.84 s) and 650-1850
+/// on `srp` maps (pruned 0.90-1.47 s, brute force 0.82-0.95 s).
+const FINES_ABOVE: f64 = 400.0;
+
 /// For every query, the sum of its `k` smallest dissimilarities to the candidates (exact).
 /// Queries come in rows of `row_len` (a row's queries are neighbours, left to right, and so
 /// are the rows' first queries, top to bottom).
+///
+/// Two exact searches share the candidates' index: the pruned search of this module, and the
+/// screened brute force of [`crate::dense`] for inputs whose patches are close to noise. With
+/// AVX-512 (which the brute force needs to be faster) and patches of at least [`SAMPLE_DIM`]
+/// values, the pruned search first runs on [`SAMPLE_ROWS`] rows spread over the queries; if
+/// it evaluates more than [`FINES_ABOVE`] fine bounds per query there, the brute force does
+/// all the queries. The choice depends on the input and the CPU, not on the thread count, and
+/// both searches give the same bits (the exact K nearest, summed by [`sum_exactly`]).
 pub fn k_smallest_sums(q: &Patches, cand: &Patches, k: usize, c: f64, row_len: usize) -> Vec<f64> {
-    let rows = q.n.div_ceil(row_len.max(1));
-    let band_len = band_rows(rows, rayon::current_num_threads());
-    sums_in_bands(q, cand, k, c, row_len, band_len)
-}
-
-/// [`k_smallest_sums`] with bands of `band_len` rows.
-fn sums_in_bands(
-    q: &Patches,
-    cand: &Patches,
-    k: usize,
-    c: f64,
-    row_len: usize,
-    band_len: usize,
-) -> Vec<f64> {
-    let mut out = vec![0f64; q.n];
     if k == 0 || q.n == 0 || cand.n == 0 {
-        return out;
+        return vec![0f64; q.n];
     }
     let k = k.min(cand.n);
     let basis = Basis::of(cand);
@@ -770,39 +835,113 @@ fn sums_in_bands(
         q,
         c,
     };
-    let (row_len, band_len) = (row_len.max(1), band_len.max(1));
+    let row_len = row_len.max(1);
+    if brute_force_pays(&ctx, k, row_len) {
+        return crate::dense::k_smallest_sums(q, &idx, &basis, k, c, row_len);
+    }
+    let rows = q.n.div_ceil(row_len);
+    pruned(
+        &ctx,
+        k,
+        row_len,
+        band_rows(rows, rayon::current_num_threads()),
+    )
+}
+
+/// Whether [`crate::dense`] is the faster search for these queries (see [`k_smallest_sums`]).
+fn brute_force_pays(ctx: &Ctx, k: usize, row_len: usize) -> bool {
+    ctx.q.dim >= SAMPLE_DIM
+        && crate::dense::worth_it()
+        && fines_per_query(ctx, k, row_len) > FINES_ABOVE
+}
+
+/// The fine bounds the pruned search evaluates per query, on [`SAMPLE_ROWS`] full rows spread
+/// over the queries (0 when there are too few rows to sample). Each row starts afresh, as the
+/// first row of a band does.
+fn fines_per_query(ctx: &Ctx, k: usize, row_len: usize) -> f64 {
+    let full_rows = ctx.q.n / row_len;
+    if full_rows < 4 * SAMPLE_ROWS {
+        return 0.0;
+    }
+    let fines: u64 = (0..SAMPLE_ROWS)
+        .into_par_iter()
+        .map(|i| {
+            let row = (2 * i + 1) * full_rows / (2 * SAMPLE_ROWS);
+            let mut lanes = new_lanes(ctx.idx, k, 1);
+            let mut out = vec![0f64; row_len];
+            search_band(ctx, &mut lanes, row * row_len, row_len, &mut out);
+            lanes[0].fines
+        })
+        .sum();
+    fines as f64 / (SAMPLE_ROWS * row_len) as f64
+}
+
+fn new_lanes(idx: &Index, k: usize, n: usize) -> Vec<Lane> {
+    (0..n)
+        .map(|_| Lane {
+            stamp: vec![u32::MAX; idx.blocks * L],
+            bound: vec![0f32; idx.blocks],
+            first: Vec::with_capacity(idx.blocks),
+            fine: vec![0f32; idx.fine_len],
+            fine_of: u32::MAX,
+            norms: (0.0, 0.0),
+            a: [0f32; M + 1],
+            prev: Vec::with_capacity(k),
+            going: false,
+            fines: 0,
+            top: TopK {
+                heap: Vec::with_capacity(k),
+                k,
+            },
+        })
+        .collect()
+}
+
+/// The pruned search with bands of `band_len` rows.
+fn pruned(ctx: &Ctx, k: usize, row_len: usize, band_len: usize) -> Vec<f64> {
+    let mut out = vec![0f64; ctx.q.n];
+    let band_len = band_len.max(1);
     out.par_chunks_mut(row_len * band_len)
         .enumerate()
         .for_each(|(band, out)| {
-            let mut lanes: Vec<Lane> = (0..band_len)
-                .map(|_| Lane {
-                    stamp: vec![u32::MAX; idx.blocks * L],
-                    bound: vec![0f32; idx.blocks],
-                    first: Vec::with_capacity(idx.blocks),
-                    fine: vec![0f32; idx.fine_len],
-                    fine_of: u32::MAX,
-                    norms: (0.0, 0.0),
-                    a: [0f32; M + 1],
-                    prev: Vec::with_capacity(k),
-                    going: false,
-                    top: TopK {
-                        heap: Vec::with_capacity(k),
-                        k,
-                    },
-                })
-                .collect();
-            search_band(&ctx, &mut lanes, band * row_len * band_len, row_len, out);
+            let mut lanes = new_lanes(ctx.idx, k, band_len);
+            search_band(ctx, &mut lanes, band * row_len * band_len, row_len, out);
         });
     out
 }
 
+/// The pruned search alone, with bands of `band_len` rows (for the tests).
 #[cfg(test)]
-mod tests {
+pub(crate) fn sums_in_bands(
+    q: &Patches,
+    cand: &Patches,
+    k: usize,
+    c: f64,
+    row_len: usize,
+    band_len: usize,
+) -> Vec<f64> {
+    if k == 0 || q.n == 0 || cand.n == 0 {
+        return vec![0f64; q.n];
+    }
+    let k = k.min(cand.n);
+    let basis = Basis::of(cand);
+    let idx = Index::build(cand, &basis);
+    let ctx = Ctx {
+        idx: &idx,
+        basis: &basis,
+        q,
+        c,
+    };
+    pruned(&ctx, k, row_len.max(1), band_len)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
     use super::*;
 
-    struct Rng(u64);
+    pub(crate) struct Rng(pub(crate) u64);
     impl Rng {
-        fn next(&mut self) -> f64 {
+        pub(crate) fn next(&mut self) -> f64 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
@@ -812,7 +951,13 @@ mod tests {
 
     /// Patches with structure: a few prototypes plus noise of the given size, some exact
     /// copies of earlier patches, positions in the unit square.
-    fn patches(rng: &mut Rng, n: usize, dim: usize, noise: f64, protos: &[Vec<f64>]) -> Patches {
+    pub(crate) fn patches(
+        rng: &mut Rng,
+        n: usize,
+        dim: usize,
+        noise: f64,
+        protos: &[Vec<f64>],
+    ) -> Patches {
         let mut data: Vec<f64> = Vec::with_capacity(n * dim);
         for i in 0..n {
             if i >= 10 && rng.next() < 0.15 {
@@ -833,7 +978,7 @@ mod tests {
     }
 
     /// Every pair in float64, sorted: the sum of the k smallest.
-    fn brute_force(q: &Patches, c: &Patches, k: usize, pc: f64) -> Vec<f64> {
+    pub(crate) fn brute_force(q: &Patches, c: &Patches, k: usize, pc: f64) -> Vec<f64> {
         (0..q.n)
             .map(|i| {
                 let qv = &q.data[i * q.dim..(i + 1) * q.dim];
@@ -849,6 +994,82 @@ mod tests {
                 d[..k.min(c.n)].iter().sum()
             })
             .collect()
+    }
+
+    #[test]
+    fn sums_do_not_depend_on_the_order() {
+        let mut rng = Rng(11);
+        let v: Vec<f64> = (0..64)
+            .map(|i| rng.next() * 12.0 * (i % 5) as f64)
+            .collect();
+        let want = sum_exactly(v.iter().copied());
+        let mut w = v.clone();
+        for _ in 0..20 {
+            // A shuffle: the plain float64 sum changes in its last bits, this one does not.
+            for i in (1..w.len()).rev() {
+                w.swap(i, (rng.next() * (i + 1) as f64) as usize);
+            }
+            assert_eq!(sum_exactly(w.iter().copied()).to_bits(), want.to_bits());
+        }
+        // Within one rounding of the exact sum (here the values are multiples of 2^-53 * 12, so
+        // a long double-double check is enough: compare with the float64 sum of the sorted
+        // values, which is within 64 roundings).
+        let mut sorted = v.clone();
+        sorted.sort_by(f64::total_cmp);
+        let plain: f64 = sorted.iter().sum();
+        assert!((want - plain).abs() <= 64.0 * f64::EPSILON * plain);
+        assert_eq!(sum_exactly([0.1, 0.2].into_iter()), 0.30000000000000004);
+        assert_eq!(sum_exactly([1e-30, 1.0].into_iter()), 1.0);
+        // Out of range: the plain sum.
+        assert_eq!(sum_exactly([-1.0, 3.0].into_iter()), 2.0);
+        assert!(sum_exactly([f64::NAN].into_iter()).is_nan());
+    }
+
+    #[test]
+    fn noise_goes_to_the_brute_force_and_photos_stay_pruned() {
+        let mut rng = Rng(21);
+        let (dim, rows, row_len) = (147, 20, 20);
+        // Noise: every value independent.
+        let noise = |rng: &mut Rng, n: usize| Patches {
+            n,
+            dim,
+            data: (0..n * dim).map(|_| rng.next()).collect(),
+            pos: (0..n).map(|_| (rng.next(), rng.next())).collect(),
+        };
+        let (q, c) = (noise(&mut rng, rows * row_len), noise(&mut rng, 1200));
+        // Structure: a few prototypes and little noise (as photos' patches are).
+        let protos: Vec<Vec<f64>> = (0..6)
+            .map(|_| (0..dim).map(|_| rng.next()).collect())
+            .collect();
+        let (sq, sc) = (
+            patches(&mut rng, rows * row_len, dim, 0.05, &protos),
+            patches(&mut rng, 1200, dim, 0.05, &protos),
+        );
+        for (q, c, is_noise) in [(&q, &c, true), (&sq, &sc, false)] {
+            let basis = Basis::of(c);
+            let idx = Index::build(c, &basis);
+            let ctx = Ctx {
+                idx: &idx,
+                basis: &basis,
+                q,
+                c: 3.0,
+            };
+            assert_eq!(
+                brute_force_pays(&ctx, 64, row_len),
+                is_noise && crate::dense::worth_it(),
+                "noise: {is_noise}, fine bounds per query {}",
+                fines_per_query(&ctx, 64, row_len)
+            );
+            // Whichever search runs, the result is the brute force's.
+            let want = brute_force(q, c, 64, 3.0);
+            let got = k_smallest_sums(q, c, 64, 3.0, row_len);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-12 * w,
+                    "noise: {is_noise}, query {i}: {g} vs {w}"
+                );
+            }
+        }
     }
 
     #[test]
