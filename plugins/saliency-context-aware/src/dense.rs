@@ -84,9 +84,6 @@ struct Ctx<'a> {
     /// The candidates in the pruned search's blocks: a candidate is a slot.
     idx: &'a Index,
     basis: &'a Basis,
-    /// The queries, centred on the candidates' mean and rounded: `n x dim`.
-    qf: Vec<f32>,
-    qnorm: Vec<f32>,
     /// The candidates the same way, slot by slot (for the seeds).
     cf: Vec<f32>,
     chunks: Chunks,
@@ -159,12 +156,12 @@ impl Ctx<'_> {
     fn seed_bound(
         &self,
         qi: usize,
+        qf: &[f32],
         sets: &[&[u32]],
         stamp: &mut [u32],
         ubs: &mut KthBound,
     ) -> (f64, bool) {
         let dim = self.q.dim;
-        let qf = &self.qf[qi * dim..(qi + 1) * dim];
         let (qx, qy) = (self.q.pos[qi].0 as f32, self.q.pos[qi].1 as f32);
         let mut zero = true;
         ubs.clear();
@@ -216,6 +213,8 @@ fn tile<const FMA: bool, const R: usize>(qt: &[f32], p: &[f32]) -> [[f32; NC]; R
 /// One query of a row.
 struct Query {
     qi: usize,
+    /// Its squared norm, centred and rounded as the candidates are.
+    qn: f32,
     /// The seeds' bound (infinite without seeds, 0 when there is nothing to find).
     bound: f64,
     /// Its K nearest are its seeds, all at distance 0.
@@ -282,11 +281,7 @@ impl KthBound {
 fn screen(ctx: &Ctx, q: &mut Query, ci: usize, dots: &[f32; NC]) {
     let ch = &ctx.chunks;
     let base = ci * NC;
-    let (qn, qx, qy) = (
-        ctx.qnorm[q.qi],
-        ctx.q.pos[q.qi].0 as f32,
-        ctx.q.pos[q.qi].1 as f32,
-    );
+    let (qn, qx, qy) = (q.qn, ctx.q.pos[q.qi].0 as f32, ctx.q.pos[q.qi].1 as f32);
     let (rel, abs, c, g) = (REL as f32, ABS as f32, ctx.c as f32, ctx.g);
     let tf = q.t() as f32 * (1.0 + rel);
     // The test with its constants folded: keep iff c2 - g S <= (a + b rho)^2.
@@ -345,6 +340,7 @@ fn band_body<const FMA: bool, const R: usize>(
     let mut row_q: Vec<Query> = (0..tiles * R)
         .map(|_| Query {
             qi: 0,
+            qn: 0.0,
             bound: f64::INFINITY,
             zero: false,
             up: KthBound::new(k),
@@ -355,6 +351,7 @@ fn band_body<const FMA: bool, const R: usize>(
     let mut ubs = KthBound::new(k);
     let mut stamp = vec![u32::MAX; nb * L];
     let mut a = [0f32; M + 1];
+    let mut qf = vec![0f32; dim];
     for row in 0..rows {
         let len = row_len.min(out.len() - row * row_len);
         for (i, q) in row_q.iter_mut().enumerate() {
@@ -365,6 +362,8 @@ fn band_body<const FMA: bool, const R: usize>(
             q.list.clear();
             q.zero = false;
             q.bound = if i < len { f64::INFINITY } else { 0.0 };
+            let x = &ctx.q.data[q.qi * dim..(q.qi + 1) * dim];
+            q.qn = centred(x, &ctx.basis.mean, &mut qf);
             if row > 0 && i < len {
                 // The K nearest of the queries above, above left and above right.
                 let set = |at: usize| &above[at * k..(at + 1) * k];
@@ -373,12 +372,11 @@ fn band_body<const FMA: bool, const R: usize>(
                     set(at.saturating_sub(1)),
                     set((at + 1).min(len - 1)),
                 ];
-                (q.bound, q.zero) = ctx.seed_bound(q.qi, &sets, &mut stamp, &mut ubs);
+                (q.bound, q.zero) = ctx.seed_bound(q.qi, &qf, &sets, &mut stamp, &mut ubs);
                 if q.zero {
                     q.bound = 0.0;
                 }
             }
-            let x = &ctx.q.data[q.qi * dim..(q.qi + 1) * dim];
             ctx.basis.project(x, &mut a);
             block_bounds(
                 ctx.idx,
@@ -388,7 +386,7 @@ fn band_body<const FMA: bool, const R: usize>(
                 ctx.q.pos[q.qi],
             );
             let (t, r) = (i / R, i % R);
-            for (d, &v) in ctx.qf[q.qi * dim..(q.qi + 1) * dim].iter().enumerate() {
+            for (d, &v) in qf.iter().enumerate() {
                 qt[(t * dim + d) * R + r] = v;
             }
         }
@@ -425,7 +423,7 @@ fn band_body<const FMA: bool, const R: usize>(
             }
             // Every pair with d <= T* is listed, with a lower bound at most T.
             q.up.cut();
-            let (t, qn) = (q.t(), ctx.qnorm[q.qi]);
+            let (t, qn) = (q.t(), q.qn);
             found.clear();
             for &e in &q.list {
                 if ctx.bounds(qn, e).0 <= t {
@@ -474,13 +472,6 @@ pub(crate) fn k_smallest_sums(
     let mut out = vec![0f64; q.n];
     let dim = q.dim;
     let mean = &basis.mean;
-    let mut qf = vec![0f32; q.n * dim];
-    let qnorm: Vec<f32> = q
-        .data
-        .par_chunks_exact(dim)
-        .zip(qf.par_chunks_exact_mut(dim))
-        .map(|(x, o)| centred(x, mean, o))
-        .collect();
     let slots = idx.blocks * L;
     let mut chunks = Chunks {
         valid: vec![0; idx.blocks],
@@ -512,8 +503,6 @@ pub(crate) fn k_smallest_sums(
         q,
         idx,
         basis,
-        qf,
-        qnorm,
         cf,
         chunks,
         c,
