@@ -520,7 +520,7 @@ pub(crate) fn k_smallest_sums(
 mod tests {
     use super::*;
     use crate::search::sums_in_bands;
-    use crate::search::tests::{brute_force, patches, Rng};
+    use crate::search::tests::{brute_force, case, Rng};
 
     /// The brute force alone on `q` and `c`, as [`crate::search::k_smallest_sums`] calls it.
     fn sums(q: &Patches, c: &Patches, k: usize, pc: f64, row_len: usize) -> Vec<f64> {
@@ -532,30 +532,20 @@ mod tests {
     #[test]
     fn the_screened_brute_force_finds_the_exact_k_nearest() {
         let mut rng = Rng(0x51_7cc1_b727_220a);
-        // The grey maps' 49, 25 and 9 values, fewer than a tile's worth, and more.
+        // The reference's 147, 75 and 27 values, the 49, 25 and 9 of grey inputs, fewer
+        // candidates than a chunk, and k above the candidates.
         for (dim, nq, nc, k, noise) in [
             (1, 120, 90, 16, 0.3),
             (9, 300, 700, 64, 0.1),
             (25, 200, 500, 64, 0.4),
+            (27, 150, 400, 64, 0.1),
             (49, 250, 600, 64, 0.05),
             (49, 40, 20, 64, 0.2),
             (49, 60, 5, 3, 0.2),
+            (75, 100, 300, 64, 0.3),
             (147, 90, 130, 64, 0.3),
         ] {
-            let protos: Vec<Vec<f64>> = (0..6)
-                .map(|_| (0..dim).map(|_| rng.next()).collect())
-                .collect();
-            let c = patches(&mut rng, nc, dim, noise, &protos);
-            // Queries include exact copies of candidates (T reaches 0), some of them at the
-            // candidate's position (a position term of 0).
-            let mut q = patches(&mut rng, nq, dim, noise, &protos);
-            for i in (0..nq).step_by(7) {
-                let j = i % nc;
-                q.data[i * dim..(i + 1) * dim].copy_from_slice(&c.data[j * dim..(j + 1) * dim]);
-                if i % 2 == 0 {
-                    q.pos[i] = c.pos[j];
-                }
-            }
+            let (q, c) = case(&mut rng, (dim, nq, nc, noise), true);
             let want = brute_force(&q, &c, k, 3.0);
             // One row, rows shorter and longer than a tile, a short last row and band.
             for row_len in [1, 4, 13, nq] {

@@ -823,10 +823,28 @@ const FINES_ABOVE: f64 = 400.0;
 /// all the queries. The choice depends on the input and the CPU, not on the thread count, and
 /// both searches give the same bits (the exact K nearest, summed by [`sum_exactly`]).
 pub fn k_smallest_sums(q: &Patches, cand: &Patches, k: usize, c: f64, row_len: usize) -> Vec<f64> {
+    let row_len = row_len.max(1);
+    indexed(q, cand, k, c, |ctx, k| {
+        if brute_force_pays(ctx, k, row_len) {
+            return crate::dense::k_smallest_sums(q, ctx.idx, ctx.basis, k, c, row_len);
+        }
+        let band_len = band_rows(q.n.div_ceil(row_len), rayon::current_num_threads());
+        pruned(ctx, k, row_len, band_len)
+    })
+}
+
+/// `search(ctx, k)` on the candidates' basis and index, with `k` at most the candidates; 0 for
+/// every query when there is nothing to search.
+fn indexed(
+    q: &Patches,
+    cand: &Patches,
+    k: usize,
+    c: f64,
+    search: impl FnOnce(&Ctx, usize) -> Vec<f64>,
+) -> Vec<f64> {
     if k == 0 || q.n == 0 || cand.n == 0 {
         return vec![0f64; q.n];
     }
-    let k = k.min(cand.n);
     let basis = Basis::of(cand);
     let idx = Index::build(cand, &basis);
     let ctx = Ctx {
@@ -835,17 +853,7 @@ pub fn k_smallest_sums(q: &Patches, cand: &Patches, k: usize, c: f64, row_len: u
         q,
         c,
     };
-    let row_len = row_len.max(1);
-    if brute_force_pays(&ctx, k, row_len) {
-        return crate::dense::k_smallest_sums(q, &idx, &basis, k, c, row_len);
-    }
-    let rows = q.n.div_ceil(row_len);
-    pruned(
-        &ctx,
-        k,
-        row_len,
-        band_rows(rows, rayon::current_num_threads()),
-    )
+    search(&ctx, k.min(cand.n))
 }
 
 /// Whether [`crate::dense`] is the faster search for these queries (see [`k_smallest_sums`]).
@@ -920,19 +928,9 @@ pub(crate) fn sums_in_bands(
     row_len: usize,
     band_len: usize,
 ) -> Vec<f64> {
-    if k == 0 || q.n == 0 || cand.n == 0 {
-        return vec![0f64; q.n];
-    }
-    let k = k.min(cand.n);
-    let basis = Basis::of(cand);
-    let idx = Index::build(cand, &basis);
-    let ctx = Ctx {
-        idx: &idx,
-        basis: &basis,
-        q,
-        c,
-    };
-    pruned(&ctx, k, row_len.max(1), band_len)
+    indexed(q, cand, k, c, |ctx, k| {
+        pruned(ctx, k, row_len.max(1), band_len)
+    })
 }
 
 #[cfg(test)]
@@ -975,6 +973,29 @@ pub(crate) mod tests {
         }
         let pos = (0..n).map(|_| (rng.next(), rng.next())).collect();
         Patches { n, dim, data, pos }
+    }
+
+    /// Candidates and queries from six prototypes plus `noise`; every 7th query an exact copy
+    /// of a candidate (T reaches 0), every 14th also at its position when `same_pos` (a
+    /// position term of 0).
+    pub(crate) fn case(
+        rng: &mut Rng,
+        (dim, nq, nc, noise): (usize, usize, usize, f64),
+        same_pos: bool,
+    ) -> (Patches, Patches) {
+        let protos: Vec<Vec<f64>> = (0..6)
+            .map(|_| (0..dim).map(|_| rng.next()).collect())
+            .collect();
+        let c = patches(rng, nc, dim, noise, &protos);
+        let mut q = patches(rng, nq, dim, noise, &protos);
+        for i in (0..nq).step_by(7) {
+            let j = i % nc;
+            q.data[i * dim..(i + 1) * dim].copy_from_slice(&c.data[j * dim..(j + 1) * dim]);
+            if same_pos && i % 2 == 0 {
+                q.pos[i] = c.pos[j];
+            }
+        }
+        (q, c)
     }
 
     /// Every pair in float64, sorted: the sum of the k smallest.
@@ -1095,16 +1116,7 @@ pub(crate) mod tests {
             (147, 40, 20, 64, 0.2),
             (147, 60, 5, 3, 0.2),
         ] {
-            let protos: Vec<Vec<f64>> = (0..6)
-                .map(|_| (0..dim).map(|_| rng.next()).collect())
-                .collect();
-            let c = patches(&mut rng, nc, dim, noise, &protos);
-            // Queries include exact copies of candidates (T reaches 0).
-            let mut q = patches(&mut rng, nq, dim, noise, &protos);
-            for i in (0..nq).step_by(7) {
-                let j = i % nc;
-                q.data[i * dim..(i + 1) * dim].copy_from_slice(&c.data[j * dim..(j + 1) * dim]);
-            }
+            let (q, c) = case(&mut rng, (dim, nq, nc, noise), false);
             let want = brute_force(&q, &c, k, 3.0);
             for row_len in [1, 13, nq] {
                 // Bands of one row, of three, and of eight (with a short last row and band).
