@@ -231,6 +231,25 @@ fn the_thread_count_does_not_change_the_map() {
 }
 
 #[test]
+fn non_finite_inputs_are_refused() {
+    use sr_core::{Saliency, SaliencyStage};
+    use sr_saliency_context_aware::{CaParams, ContextAware};
+    let ca = ContextAware::build(CaParams::default()).unwrap();
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut data = vec![0.5f32; 64 * 64 * 3];
+        data[1000] = bad;
+        let img = sr_core::Image::new(64, 64, 3, data).unwrap();
+        let err = ca.saliency(&img).err().unwrap();
+        assert!(
+            err.message
+                .contains(&format!("holds {bad} at flat index 1000")),
+            "{}",
+            err.message
+        );
+    }
+}
+
+#[test]
 fn parameters_are_checked() {
     use sr_core::SaliencyStage;
     use sr_saliency_context_aware::{CaParams, ContextAware};

@@ -430,8 +430,13 @@ fn band_body<const FMA: bool, const R: usize>(
                     found.push((ctx.exact(q.qi, e.2 as usize), e.2));
                 }
             }
-            // At least the K nearest are found; ties at the K-th go by slot.
-            debug_assert!(found.len() >= k);
+            // At least the K nearest are found (unless the patches hold NaN, which the stage
+            // refuses: then the sum is NaN); ties at the K-th go by slot.
+            if found.len() < k {
+                out[row * row_len + i] = f64::NAN;
+                slots.fill(0);
+                continue;
+            }
             found.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             out[row * row_len + i] = sum_exactly(found[..k].iter().map(|&(v, _)| v));
             for (s, &(_, j)) in slots.iter_mut().zip(&found[..k]) {
@@ -611,6 +616,14 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn nan_patches_give_nan_not_a_panic() {
+        let mut rng = Rng(5);
+        let (mut q, c) = case(&mut rng, (49, 100, 300, 0.2), false);
+        q.data.iter_mut().step_by(3).for_each(|v| *v = f64::NAN);
+        assert!(sums(&q, &c, 64, 3.0, 10).iter().all(|s| s.is_nan()));
     }
 
     #[test]

@@ -213,6 +213,13 @@ impl Saliency for ContextAware {
                 input.channels
             )));
         }
+        if let Some(i) = input.data().iter().position(|v| !v.is_finite()) {
+            return Err(Error::input(format!(
+                "context-aware saliency: the input holds {} at flat index {i}",
+                input.data()[i]
+            ))
+            .with_help("every value must be finite (photos and relevance maps in [0, 1])"));
+        }
         let img = imresize::Img {
             h: input.height,
             w: input.width,
