@@ -3,15 +3,16 @@
 //! gives the steps; the comments below number them).
 //!
 //! The search for the K most similar patches is exact and pruned by rigorous lower bounds
-//! (see [`crate::search`]; on noise-like inputs, a screened brute force, [`crate::dense`]):
+//! (see [`crate::search`]; on noise-like inputs, a screened brute force, [`crate::brute`]):
 //! only the pairs that can still be among the K nearest get their float64 distance computed,
 //! and no pair matrix is ever held in memory. Bands of rows of queries run in parallel; each
 //! query's work does not depend on the thread count, so neither does the result.
 
 use crate::edt::bwdist;
 use crate::imresize::{self, Img, Kernel};
+use crate::index::Patches;
 use crate::lab;
-use crate::search::{self, Patches};
+use crate::search;
 
 /// Every parameter of the algorithm. [`Config::reference`] is the reference code's.
 #[derive(Clone, Debug, PartialEq)]

@@ -5,11 +5,13 @@
 //! `variant = "reference"` (the default) is the reference algorithm; `variant = "fast"` samples
 //! candidates twice as sparsely (a quarter of the pairs). Every parameter can be set.
 
+pub mod brute;
 pub mod ca;
-pub mod dense;
 pub mod edt;
 pub mod imresize;
+pub mod index;
 pub mod lab;
+pub mod pruned;
 pub mod search;
 
 use serde::{Deserialize, Serialize};

@@ -30,12 +30,12 @@
 //! smallest of those are the exact K nearest.
 //!
 //! Bands of [`BAND`] rows run in parallel; their size does not depend on the thread count,
-//! and the K distances are summed by [`crate::search::sum_exactly`], whose result does not
+//! and the K distances are summed by [`crate::index::sum_exactly`], whose result does not
 //! depend on their order. So this search and the pruned one give the same bits.
 
 use rayon::prelude::*;
 
-use crate::search::{
+use crate::index::{
     block_bounds, dissimilarity, sum_exactly, Basis, Index, Patches, ABS, L, M, REL,
 };
 
