@@ -13,8 +13,9 @@
 use criterion::{criterion_group, BenchmarkId, Criterion};
 use sr_backend_onnx::{OnnxModel, OnnxParams};
 use sr_backend_torchvision::{weights::Weights, TorchvisionModel, TorchvisionParams};
-use sr_core::{Model, ModelStage, Relevance, RelevanceStage, Tensor};
+use sr_core::{Explainer, Model, ModelStage, Relevance, RelevanceStage, Request, Tensor};
 use sr_relevance_lrp::{Lrp, LrpParams};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// As in `srhost`: large freed buffers are kept for reuse (sr_nn::alloc).
@@ -97,8 +98,11 @@ fn batch(n: usize) -> Tensor {
     Tensor::new(vec![n, 3, 224, 224], randn(n * 3 * 224 * 224, 7, 1.0)).unwrap()
 }
 
-fn models() -> Vec<(&'static str, TorchvisionModel)> {
-    vec![("efficientnet_lite0", lite0()), ("vgg16", vgg16())]
+fn models() -> Vec<(&'static str, Arc<dyn Model>)> {
+    vec![
+        ("efficientnet_lite0", Arc::new(lite0())),
+        ("vgg16", Arc::new(vgg16())),
+    ]
 }
 
 fn forward(c: &mut Criterion) {
@@ -185,13 +189,15 @@ fn lrp(c: &mut Criterion) {
                 ..Default::default()
             })
             .unwrap();
+            // Bound once, as srhost binds a branch once per run; each image is one explain.
+            let e = l.bind(m.clone()).unwrap();
             for n in [1, 8] {
                 let x = batch(n);
                 let t = vec![1usize; n];
                 g.bench_with_input(
                     BenchmarkId::new(format!("{composite}/{name}"), format!("batch{n}")),
                     &x,
-                    |b, x| b.iter(|| l.explain(&m, x, &t).unwrap()),
+                    |b, x| b.iter(|| e.explain(&Request::new(x, &t)).unwrap()),
                 );
             }
         }
@@ -367,7 +373,7 @@ fn interleaved_ratios() {
             let (x, t) = (batch(n), vec![1usize; n]);
             let composites =
                 std::env::var("SRHOST_BENCH_COMPOSITES").unwrap_or_else(|_| "epsilon,srp".into());
-            let methods: Vec<(&str, Lrp)> = composites
+            let methods: Vec<(&str, Box<dyn Explainer>)> = composites
                 .split(',')
                 .map(|c| {
                     let p = LrpParams {
@@ -375,7 +381,7 @@ fn interleaved_ratios() {
                         epsilon: 0.25,
                         ..Default::default()
                     };
-                    (c, Lrp::build(p).unwrap())
+                    (c, Lrp::build(p).unwrap().bind(m.clone()).unwrap())
                 })
                 .collect();
             let forward = || {
@@ -383,7 +389,7 @@ fn interleaved_ratios() {
             };
             forward();
             for (_, l) in &methods {
-                l.explain(&m, &x, &t).unwrap();
+                l.explain(&Request::new(&x, &t)).unwrap();
             }
             let mut tf = vec![];
             let mut tl = vec![vec![]; methods.len()];
@@ -391,7 +397,7 @@ fn interleaved_ratios() {
                 tf.push(time(&forward));
                 for (k, (_, l)) in methods.iter().enumerate() {
                     tl[k].push(time(&|| {
-                        std::hint::black_box(l.explain(&m, &x, &t).unwrap());
+                        std::hint::black_box(l.explain(&Request::new(&x, &t)).unwrap());
                     }));
                 }
             }

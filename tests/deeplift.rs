@@ -4,7 +4,7 @@
 //! pool-free net, where the rescale rule promises it.
 
 use sr_backend_torchvision::{TorchvisionModel, TorchvisionParams};
-use sr_core::{Graph, Model, ModelStage, Op, Relevance, RelevanceStage, Tensor};
+use sr_core::{Graph, Model, ModelStage, Op, RelevanceStage, Tensor};
 use sr_relevance_gradient::deeplift::{DeepLift, DeepLiftParams};
 use srhost_tests::*;
 
@@ -36,7 +36,7 @@ fn narrow(arch: &str, file: &str) -> TorchvisionModel {
     .unwrap()
 }
 
-fn check(model: &TorchvisionModel, dir: &str, images: &[&str]) {
+fn check(model: &std::sync::Arc<dyn Model>, dir: &str, images: &[&str]) {
     let stats: serde_json::Value =
         serde_json::from_slice(&std::fs::read(golden("deeplift_stats.json")).unwrap()).unwrap();
     let mut failures = vec![];
@@ -71,7 +71,7 @@ fn check(model: &TorchvisionModel, dir: &str, images: &[&str]) {
 #[test]
 fn deeplift_matches_captum_on_vgg16_narrow() {
     check(
-        &narrow("vgg16", "vgg16_narrow"),
+        &shared(narrow("vgg16", "vgg16_narrow")),
         "vgg16_narrow",
         &["coffee", "chelsea", "astronaut"],
     );
@@ -81,7 +81,7 @@ fn deeplift_matches_captum_on_vgg16_narrow() {
 fn deeplift_matches_captum_on_alexnet_narrow() {
     // AlexNet's 3x3 / stride-2 max pools overlap: Captum's unpooling (last window wins) matters.
     check(
-        &narrow("alexnet", "alexnet_narrow"),
+        &shared(narrow("alexnet", "alexnet_narrow")),
         "alexnet_narrow",
         &["coffee", "astronaut"],
     );
@@ -169,7 +169,7 @@ fn net(max_pool: bool) -> GraphModel {
 
 #[test]
 fn rescale_rule_is_complete_without_max_pooling_and_deep_shap_averages() {
-    let m = net(false);
+    let m = shared(net(false));
     let x = Tensor::new(vec![2, 3, 8, 8], values(2 * 3 * 64, 9)).unwrap();
     let f = |t: &Tensor| m.forward(t).unwrap();
     let fx = f(&x);
@@ -217,7 +217,7 @@ fn rescale_rule_is_complete_without_max_pooling_and_deep_shap_averages() {
 
 #[test]
 fn rescale_max_pool_is_complete_and_gradient_max_pool_is_not() {
-    let m = net(true);
+    let m = shared(net(true));
     let x = Tensor::new(vec![1, 3, 8, 8], values(192, 21)).unwrap();
     // A baseline that varies inside the pooling windows (a photo, as a Deep SHAP background
     // sample): with a flat one, routing to the input's maximum is complete by accident.

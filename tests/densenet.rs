@@ -5,7 +5,7 @@
 //! (autograd, float64), which it is for a ReLU network.
 
 use sr_backend_torchvision::TorchvisionModel;
-use sr_core::{Model, Relevance, RelevanceStage, Tensor};
+use sr_core::{Model, RelevanceStage, Tensor};
 use sr_relevance_gradient::Gradient;
 use sr_relevance_lrp::{Lrp, LrpParams};
 use srhost_tests::*;
@@ -53,7 +53,7 @@ fn densenet_checkpoints_give_pytorchs_logits_under_either_key_style() {
 
 #[test]
 fn densenet_gradient_and_lrp0_match_autograd() {
-    let m = load("densenet121_narrow.pth", "densenet121").unwrap();
+    let m = shared(load("densenet121_narrow.pth", "densenet121").unwrap());
     let lrp = Lrp::build(LrpParams {
         composite: "epsilon".into(),
         epsilon: 1e-9,

@@ -11,7 +11,7 @@
 
 use sr_backend_onnx::{import, proto, OnnxModel, OnnxParams};
 use sr_backend_torchvision::{TorchvisionModel, TorchvisionParams};
-use sr_core::{Model, ModelStage, Relevance, RelevanceStage, Tensor};
+use sr_core::{Model, ModelStage, RelevanceStage, Tensor};
 use sr_relevance_lrp::{Lrp, LrpParams};
 use srhost_tests::*;
 use std::collections::BTreeMap;
@@ -259,13 +259,13 @@ fn onet_onnx_heads_match_pytorch() {
 fn lrp_on_the_onnx_graph_matches_zennit_and_the_candle_backend() {
     // Relevance methods walk the IR, so an ONNX model gets every rule. Zennit's Lite0 maps copy
     // relevance through residual Adds (golden README), hence add = "copy".
-    let onnx = onnx_model(lite0_params(
+    let onnx = shared(onnx_model(lite0_params(
         &repo()
             .join("assets/models/efficientnet-lite0.onnx")
             .display()
             .to_string(),
-    ));
-    let candle = candle_lite0();
+    )));
+    let candle = shared(candle_lite0());
     let lrp = Lrp::build(LrpParams {
         composite: "epsilon-plus-flat".into(),
         add: "copy".into(),

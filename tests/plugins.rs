@@ -95,13 +95,13 @@ fn a_plugin_built_against_another_abi_version_is_refused() {
     let r = load_beside_example(&so);
     assert!(
         r.stderr.contains(
-            "plugin built against srhost plugin ABI 0.0.1, but this srhost uses ABI 0.2.0"
+            "plugin built against srhost plugin ABI 0.2.0, but this srhost uses ABI 0.3.0"
         ),
         "{r:?}"
     );
     assert!(
         r.stderr
-            .contains("help: rebuild the plugin against sr-abi 0.2.0"),
+            .contains("help: rebuild the plugin against sr-abi 0.3.0"),
         "{r:?}"
     );
 }
@@ -112,7 +112,7 @@ fn a_plugin_whose_layout_differs_is_refused() {
     let r = load_beside_example(&so);
     assert!(
         r.stderr
-            .contains("the plugin's ABI types do not match this srhost's (ABI 0.2.0)"),
+            .contains("the plugin's ABI types do not match this srhost's (ABI 0.3.0)"),
         "{r:?}"
     );
     assert!(

@@ -17,9 +17,10 @@
 //!   convolution it was 4.5e-3; the summation order alone moves it this much).
 
 use sr_backend_torchvision::{TorchvisionModel, TorchvisionParams};
-use sr_core::{Model, ModelStage, Relevance, RelevanceStage, Tensor};
+use sr_core::{Model, ModelStage, RelevanceStage, Tensor};
 use sr_relevance_lrp::{Lrp, LrpParams};
 use srhost_tests::*;
+use std::sync::Arc;
 
 const PEARSON_MIN: f64 = 0.999;
 const MAX_ABS_REL: f64 = 1e-3;
@@ -99,14 +100,16 @@ fn labels10() -> String {
     write(&scratch("labels10"), "l.txt", &"c\n".repeat(10))
 }
 
-fn load(arch: &str, weights: &str, labels: Option<String>) -> TorchvisionModel {
-    TorchvisionModel::load(TorchvisionParams {
-        arch: arch.into(),
-        weights: weights.into(),
-        labels,
-        ..Default::default()
-    })
-    .unwrap()
+fn load(arch: &str, weights: &str, labels: Option<String>) -> Arc<dyn Model> {
+    shared(
+        TorchvisionModel::load(TorchvisionParams {
+            arch: arch.into(),
+            weights: weights.into(),
+            labels,
+            ..Default::default()
+        })
+        .unwrap(),
+    )
 }
 
 /// Zennit routes max-pool relevance to the first maximum of a window (PyTorch's gradient);
@@ -136,7 +139,7 @@ const LRP_FILES: &[(&str, &str, f32)] = &[
 ];
 
 fn run_model(
-    model: &TorchvisionModel,
+    model: &Arc<dyn Model>,
     name: &str,
     input_file: &str,
     extra: &[(&str, &str, f32)],
@@ -267,7 +270,7 @@ fn lrp_matches_zennit_on_onet() {
 #[test]
 fn gradient_and_gradient_x_input_match_pytorch() {
     use sr_relevance_gradient::{Gradient, GradientXInput};
-    let models: Vec<(TorchvisionModel, &str, &str)> = vec![
+    let models: Vec<(Arc<dyn Model>, &str, &str)> = vec![
         (
             load(
                 "efficientnet_lite0",
@@ -390,7 +393,7 @@ fn hand_derived_values_on_a_two_layer_net() {
         ],
         output: 3,
     };
-    let m = GraphModel(sr_nn::Executor::new(g).unwrap());
+    let m = shared(GraphModel(sr_nn::Executor::new(g).unwrap()));
     let x = t(vec![1, 2], vec![1.0, 2.0]);
     assert_eq!(m.forward(&x).unwrap().data(), &[2.0]);
     let run = |p: LrpParams| Lrp::build(p).unwrap().explain(&m, &x, &[0]).unwrap();
@@ -457,7 +460,7 @@ fn vgg16_narrow_without_biases() -> TorchvisionModel {
 
 #[test]
 fn relevance_is_conserved_with_zero_biases_and_a_tiny_epsilon() {
-    let m = vgg16_narrow_without_biases();
+    let m = shared(vgg16_narrow_without_biases());
     for img in ["coffee", "chelsea", "astronaut"] {
         let x = npy_tensor(&golden(&format!("inputs/{img}/input_imagenet.npy")));
         let l = Lrp::build(LrpParams {
@@ -491,12 +494,14 @@ fn proportional_adds_conserve_relevance_where_copies_do_not() {
             *t = Tensor::zeros(t.shape().to_vec());
         }
     }
-    let m = TorchvisionModel::from_weights(
-        &TorchvisionParams::default(),
-        &w,
-        "efficientnet-lite0 without biases",
-    )
-    .unwrap();
+    let m = shared(
+        TorchvisionModel::from_weights(
+            &TorchvisionParams::default(),
+            &w,
+            "efficientnet-lite0 without biases",
+        )
+        .unwrap(),
+    );
     let x = npy_tensor(&golden("inputs/coffee/input_lite.npy"));
     let ratio = |add: &str| {
         let l = Lrp::build(LrpParams {

@@ -4,7 +4,7 @@
 //! and LRP gives Zennit's EpsilonPlusFlat maps (with Zennit's ResNetCanonizer).
 
 use sr_backend_torchvision::{TorchvisionModel, TorchvisionParams};
-use sr_core::{Model, ModelStage, Relevance, RelevanceStage};
+use sr_core::{Model, ModelStage, RelevanceStage};
 use sr_relevance_lrp::{Lrp, LrpParams};
 use srhost_tests::*;
 
@@ -57,7 +57,7 @@ fn resnet_lrp_matches_zennit() {
     .unwrap();
     let mut worst = 0f64;
     for arch in ARCHS {
-        let m = load(arch);
+        let m = shared(load(arch));
         for img in IMAGES {
             let x = npy_tensor(&golden(&format!("inputs/{img}/input_imagenet.npy")));
             let logits = m.forward(&x).unwrap();

@@ -134,7 +134,7 @@ fn zoo_lrp0_matches_gradient_times_input_of_the_modified_model() {
     let lrp = lrp0();
     let mut bad = vec![];
     for (name, _) in MODELS {
-        let m = GraphModel(sr_nn::Executor::new(graph(name)).unwrap());
+        let m = shared(GraphModel(sr_nn::Executor::new(graph(name)).unwrap()));
         for img in IMAGES {
             let x = input(img);
             let t = top(&reference(name, img, "logits.npy"));
@@ -176,7 +176,7 @@ fn zoo_relevance_is_conserved_without_biases() {
     for (name, _) in MODELS {
         let g = without_biases(graph(name));
         assert!(g.nodes.iter().any(|n| !matches!(n.op, Op::Input { .. })));
-        let m = GraphModel(sr_nn::Executor::new(g).unwrap());
+        let m = shared(GraphModel(sr_nn::Executor::new(g).unwrap()));
         let x = input("coffee");
         let logits = m.forward(&x).unwrap();
         let t = top(&logits);
@@ -199,7 +199,7 @@ fn zoo_gradient_matches_autograd() {
     let grad = Gradient::build(sr_core::NoParams {}).unwrap();
     let mut bad = vec![];
     for (name, _) in MODELS {
-        let m = GraphModel(sr_nn::Executor::new(graph(name)).unwrap());
+        let m = shared(GraphModel(sr_nn::Executor::new(graph(name)).unwrap()));
         let x = input("coffee");
         let t = top(&reference(name, "coffee", "logits.npy"));
         let got = grad.explain(&m, &x, &[t]).unwrap().relevance;
@@ -252,7 +252,7 @@ fn every_method_runs_on_the_zoo_and_deeplift_sums_to_delta_on_mnasnet() {
     ));
     let x = input("coffee");
     for (name, _) in MODELS {
-        let m = GraphModel(sr_nn::Executor::new(graph(name)).unwrap());
+        let m = shared(GraphModel(sr_nn::Executor::new(graph(name)).unwrap()));
         let t = top(&m.forward(&x).unwrap());
         for (label, method) in &methods {
             let r = method
@@ -267,7 +267,7 @@ fn every_method_runs_on_the_zoo_and_deeplift_sums_to_delta_on_mnasnet() {
         }
     }
     // Summation to delta: the zero baseline (the mean image).
-    let m = GraphModel(sr_nn::Executor::new(graph("mnasnet")).unwrap());
+    let m = shared(GraphModel(sr_nn::Executor::new(graph("mnasnet")).unwrap()));
     let t = top(&m.forward(&x).unwrap());
     let zero = Tensor::new(x.shape().to_vec(), vec![0.0; x.numel()]).unwrap();
     let delta = (m.forward(&x).unwrap().data()[t] - m.forward(&zero).unwrap().data()[t]) as f64;

@@ -7,7 +7,6 @@ pub mod dataset;
 pub mod fingerprint;
 pub mod process;
 pub mod records;
-pub mod relevance_file;
 pub mod report;
 pub mod runner;
 pub mod spec;
@@ -22,6 +21,7 @@ pub fn registry() -> sr_core::Registry {
         ("sr-backend-onnx", sr_backend_onnx::SR_STAGES),
         ("sr-backend-torchvision", sr_backend_torchvision::SR_STAGES),
         ("sr-relevance-gradient", sr_relevance_gradient::SR_STAGES),
+        ("sr-relevance-file", sr_relevance_file::SR_STAGES),
         ("sr-relevance-lrp", sr_relevance_lrp::SR_STAGES),
         ("sr-render-basic", sr_render_basic::SR_STAGES),
         (
@@ -29,7 +29,6 @@ pub fn registry() -> sr_core::Registry {
             sr_saliency_context_aware::SR_STAGES,
         ),
         ("sr-saliency-itti", sr_saliency_itti::SR_STAGES),
-        ("srhost", relevance_file::SR_STAGES),
     ] {
         r.add_builtins(plugin, defs);
     }
@@ -38,8 +37,17 @@ pub fn registry() -> sr_core::Registry {
 
 use sr_core::Registry;
 
-/// An error that ends a command, with its exit code (1: images failed or the run's tables
-/// could not be written, 2: the pipeline or a stage is wrong).
+/// `srhost`'s exit codes.
+pub mod exit {
+    /// Everything asked was done.
+    pub const OK: u8 = 0;
+    /// Some images failed (the rest is written), or the run's tables could not be written.
+    pub const FAILED: u8 = 1;
+    /// A bad invocation, pipeline or stage: nothing ran.
+    pub const USAGE: u8 = 2;
+}
+
+/// An error that ends a command, with its exit code ([`exit::FAILED`] or [`exit::USAGE`]).
 #[derive(Debug)]
 pub struct Fail(pub u8, pub String);
 
@@ -59,10 +67,12 @@ pub fn execute(
     opts: runner::RunOptions,
 ) -> Result<Executed, Fail> {
     let started = std::time::Instant::now();
-    let fingerprint = fingerprint::of(pipeline, reg).map_err(|e| Fail(2, e.to_string()))?;
-    let stages = stages::build_stages(pipeline, reg).map_err(|e| Fail(2, e.to_string()))?;
-    let summary =
-        runner::run(pipeline, &stages, opts, &fingerprint).map_err(|e| Fail(1, e.to_string()))?;
+    let fingerprint =
+        fingerprint::of(pipeline, reg).map_err(|e| Fail(exit::USAGE, e.to_string()))?;
+    let stages =
+        stages::build_stages(pipeline, reg).map_err(|e| Fail(exit::USAGE, e.to_string()))?;
+    let summary = runner::run(pipeline, &stages, opts, &fingerprint)
+        .map_err(|e| Fail(exit::FAILED, e.to_string()))?;
     let provenance = serde_json::json!({
         "srhost": env!("CARGO_PKG_VERSION"),
         "abi": sr_core::abi::ABI_VERSION,
@@ -86,8 +96,10 @@ pub fn execute(
         })).collect::<Vec<_>>(),
         "seconds": started.elapsed().as_secs_f64(),
     });
-    report::record_run(&pipeline.output, &provenance).map_err(|e| Fail(1, e.to_string()))?;
-    report::rebuild(&pipeline.output, &pipeline.file).map_err(|e| Fail(1, e.to_string()))?;
+    report::record_run(&pipeline.output, &provenance)
+        .map_err(|e| Fail(exit::FAILED, e.to_string()))?;
+    report::rebuild(&pipeline.output, &pipeline.file)
+        .map_err(|e| Fail(exit::FAILED, e.to_string()))?;
     Ok(Executed {
         summary,
         fingerprint,

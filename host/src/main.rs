@@ -12,7 +12,7 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOC: sr_nn::alloc::ReuseLarge = sr_nn::alloc::ReuseLarge;
 
-use srhost::{dataset, report, runner, spec, Fail};
+use srhost::{dataset, exit, report, runner, spec, Fail};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -103,7 +103,7 @@ fn main() -> ExitCode {
             Ok(bytes) => sr_nn::alloc::set_cache_limit(bytes),
             Err(msg) => {
                 eprintln!("error: {msg}");
-                return ExitCode::from(2);
+                return ExitCode::from(exit::USAGE);
             }
         }
     }
@@ -120,11 +120,11 @@ fn main() -> ExitCode {
 fn dispatch(cli: &Cli) -> Result<u8, Fail> {
     match (&cli.command, &cli.pipeline) {
         (Some(_), Some(_)) => Err(Fail(
-            2,
+            exit::USAGE,
             "give either --pipeline FILE or a subcommand, not both".into(),
         )),
         (None, None) => Err(Fail(
-            2,
+            exit::USAGE,
             "nothing to do: give --pipeline FILE, or a subcommand (see --help)".into(),
         )),
         (None, Some(f)) | (Some(Command::Run { file: f }), None) => run(cli, f, false),
@@ -146,10 +146,13 @@ fn dispatch(cli: &Cli) -> Result<u8, Fail> {
 
 fn merge(out: &Path) -> Result<u8, Fail> {
     if !out.is_dir() {
-        return Err(Fail(2, format!("merge: {} is not a folder", out.display())));
+        return Err(Fail(
+            exit::USAGE,
+            format!("merge: {} is not a folder", out.display()),
+        ));
     }
     let title = out.display().to_string();
-    let m = report::rebuild(out, &title).map_err(|e| Fail(1, e.to_string()))?;
+    let m = report::rebuild(out, &title).map_err(|e| Fail(exit::FAILED, e.to_string()))?;
     println!(
         "merged {} finished images -> {}",
         m.images.len(),
@@ -158,13 +161,13 @@ fn merge(out: &Path) -> Result<u8, Fail> {
     if m.branches.len() > 1 {
         print!("{}", report::table(&m));
     }
-    Ok(0)
+    Ok(exit::OK)
 }
 
 fn compare(outputs: &[PathBuf], json: bool) -> Result<u8, Fail> {
     let runs: Vec<report::Metrics> = outputs
         .iter()
-        .map(|o| report::read(o).map_err(|e| Fail(2, e.to_string())))
+        .map(|o| report::read(o).map_err(|e| Fail(exit::USAGE, e.to_string())))
         .collect::<Result<_, _>>()?;
     // Two or more runs on the same images (e.g. two models): their SR maps side by side.
     let cross: Vec<(usize, Vec<(String, String, f64)>)> = (1..runs.len())
@@ -194,7 +197,7 @@ fn compare(outputs: &[PathBuf], json: bool) -> Result<u8, Fail> {
             serde_json::to_string_pretty(&serde_json::json!({ "runs": v, "sr_map_ssim": c }))
                 .unwrap_or_default()
         );
-        return Ok(0);
+        return Ok(exit::OK);
     }
     for (m, out) in runs.iter().zip(outputs) {
         println!("{} ({} images)", out.display(), m.images.len());
@@ -217,7 +220,7 @@ fn compare(outputs: &[PathBuf], json: bool) -> Result<u8, Fail> {
         let mean = rows.iter().map(|r| r.2).sum::<f64>() / rows.len() as f64;
         println!("  mean SSIM {mean:.4} over {} maps", rows.len());
     }
-    Ok(0)
+    Ok(exit::OK)
 }
 
 /// Plugin libraries named by --plugin and found by --plugin-dir, in a stable order.
@@ -226,7 +229,7 @@ fn cli_plugin_paths(cli: &Cli) -> Result<Vec<PathBuf>, Fail> {
     for d in &cli.plugin_dirs {
         let rd = std::fs::read_dir(d).map_err(|e| {
             Fail(
-                2,
+                exit::USAGE,
                 format!("--plugin-dir {}: cannot list it: {e}", d.display()),
             )
         })?;
@@ -261,12 +264,17 @@ fn load_plugins(reg: &mut Registry, paths: &[PathBuf]) -> (Vec<LoadedPlugin>, us
 }
 
 fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
-    let raw = spec::RawSpec::read(file, &cli.sets).map_err(|e| Fail(2, e.to_string()))?;
+    let raw = spec::RawSpec::read(file, &cli.sets).map_err(|e| Fail(exit::USAGE, e.to_string()))?;
     let mut reg = srhost::registry();
     let mut paths = cli_plugin_paths(cli)?;
-    paths.extend(raw.plugin_paths().map_err(|e| Fail(2, e.to_string()))?);
+    paths.extend(
+        raw.plugin_paths()
+            .map_err(|e| Fail(exit::USAGE, e.to_string()))?,
+    );
     load_plugins(&mut reg, &paths);
-    let pipeline = raw.validate(&reg).map_err(|e| Fail(2, e.to_string()))?;
+    let pipeline = raw
+        .validate(&reg)
+        .map_err(|e| Fail(exit::USAGE, e.to_string()))?;
     if check_only {
         println!(
             "{}: ok ({} images; model: {}; relevance branches: {}; saliency: {}; renderers: {})",
@@ -303,13 +311,13 @@ fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
                     .join(", ")
             },
         );
-        return Ok(0);
+        return Ok(exit::OK);
     }
     let mut pipeline = pipeline;
     if let Some(k) = &cli.shard {
         pipeline.shard = Some(
             k.parse::<dataset::Shard>()
-                .map_err(|m| Fail(2, format!("--shard {m}")))?,
+                .map_err(|m| Fail(exit::USAGE, format!("--shard {m}")))?,
         );
     }
     let srhost::Executed {
@@ -363,15 +371,23 @@ fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
         }
     }
     println!("report: {}", pipeline.output.join("report.html").display());
-    Ok(if summary.failed.is_empty() { 0 } else { 1 })
+    Ok(if summary.failed.is_empty() {
+        exit::OK
+    } else {
+        exit::FAILED
+    })
 }
 
 fn list_plugins(cli: &Cli, file: Option<&Path>) -> Result<u8, Fail> {
     let mut reg = srhost::registry();
     let mut paths = cli_plugin_paths(cli)?;
     if let Some(f) = file {
-        let raw = spec::RawSpec::read(f, &cli.sets).map_err(|e| Fail(2, e.to_string()))?;
-        paths.extend(raw.plugin_paths().map_err(|e| Fail(2, e.to_string()))?);
+        let raw =
+            spec::RawSpec::read(f, &cli.sets).map_err(|e| Fail(exit::USAGE, e.to_string()))?;
+        paths.extend(
+            raw.plugin_paths()
+                .map_err(|e| Fail(exit::USAGE, e.to_string()))?,
+        );
     }
     let (_, failed) = load_plugins(&mut reg, &paths);
     let mut any = false;
@@ -413,15 +429,25 @@ fn classify(
         Some(f) => spec::RawSpec::read(f, &cli.sets),
         None => spec::RawSpec::parse("(no config)", "", &cli.sets),
     }
-    .map_err(|e| Fail(2, e.to_string()))?;
+    .map_err(|e| Fail(exit::USAGE, e.to_string()))?;
     let mut reg = srhost::registry();
     let mut paths = cli_plugin_paths(cli)?;
-    paths.extend(raw.plugin_paths().map_err(|e| Fail(2, e.to_string()))?);
+    paths.extend(
+        raw.plugin_paths()
+            .map_err(|e| Fail(exit::USAGE, e.to_string()))?,
+    );
     load_plugins(&mut reg, &paths);
-    let model_spec = raw.model_spec(&reg).map_err(|e| Fail(2, e.to_string()))?;
+    let model_spec = raw
+        .model_spec(&reg)
+        .map_err(|e| Fail(exit::USAGE, e.to_string()))?;
     let model = reg
         .create_model(&model_spec.name, &model_spec.params_toml)
-        .map_err(|e| Fail(2, e.context(format!("[{}]", model_spec.table)).to_string()))?;
+        .map_err(|e| {
+            Fail(
+                exit::USAGE,
+                e.context(format!("[{}]", model_spec.table)).to_string(),
+            )
+        })?;
     let info = model.info();
     let mut failed = 0;
     let mut out = vec![];

@@ -6,11 +6,11 @@
 
 use crate::dataset::{Entry, Truth};
 use crate::records::{self, BranchResult, ImageResult};
-use crate::relevance_file;
-use crate::spec::{MetricsSpec, Pipeline, RelevanceInput, Target};
+use crate::spec::Pipeline;
 use crate::stages::Stages;
-use sr_core::{contract, metrics, npy, preprocess, BranchMaps, Error, Image, Model, RenderInput};
-use sr_core::{Result, Tensor};
+use sr_core::sr::{channel_sum, perturb, relevance_to_image, resolve_targets, RelevanceInput};
+use sr_core::{contract, metrics, npy, preprocess, BranchMaps, Error, Image, RenderInput};
+use sr_core::{ImageId, Request, Result, Tensor};
 use std::path::Path;
 use std::time::Instant;
 
@@ -33,12 +33,11 @@ struct Job<'a> {
     /// The ground truth, as `run.labels` gives it (resolved against the model's labels when
     /// there is a model).
     truth: Option<Truth>,
-    /// The image's path and the folder it was found under (`relevance.file` finds its maps by
-    /// them).
-    path: std::path::PathBuf,
-    root: std::path::PathBuf,
-    /// The model's logits for the image.
-    logits: Vec<f32>,
+    /// The image's path and the folder it was found under (a relevance method that reads
+    /// something per image finds it by them).
+    id: ImageId,
+    /// The model's logits for the image, `1 x classes`.
+    logits: Option<Tensor>,
 }
 
 /// What a step decided about the rest of the image.
@@ -113,9 +112,11 @@ impl<'a> Job<'a> {
             branches: vec![],
             photo_saliency: None,
             truth: p.labels.of(path),
-            path: path.to_path_buf(),
-            root: entry.root.clone(),
-            logits: vec![],
+            id: ImageId {
+                path: path.display().to_string(),
+                root: entry.root.display().to_string(),
+            },
+            logits: None,
         };
         if let Some(t) = &job.truth {
             job.result.truth = Some(match t {
@@ -171,7 +172,7 @@ impl<'a> Job<'a> {
             return Ok(Next::Stop);
         }
         self.targets = resolve_targets(&self.p.target, logits.data(), &info.labels)?;
-        self.logits = logits.data().to_vec();
+        self.logits = Some(logits);
         self.input = Some((input, crop));
         Ok(Next::Go)
     }
@@ -179,10 +180,12 @@ impl<'a> Job<'a> {
     /// Every relevance branch for every target: the maps (`relevance-<name>.npy`) and their
     /// statistics.
     fn explain(&mut self) -> Result<()> {
-        let (Some(model), Some((input, _))) = (&self.stages.model, &self.input) else {
+        let Some((input, _)) = &self.input else {
             return Ok(());
         };
         let input = input.clone();
+        let logits = self.logits.clone();
+        let images = [self.id.clone()];
         for &t in &self.targets.clone() {
             // One target: `relevance-<branch>`; several: `relevance-<branch>-<class>`.
             let suffix = if self.targets.len() > 1 {
@@ -190,28 +193,18 @@ impl<'a> Job<'a> {
             } else {
                 String::new()
             };
-            for (i, (branch, rel)) in self.stages.relevance.iter().enumerate() {
+            for (branch, explainer) in &self.stages.relevance {
                 let name = format!("{branch}{suffix}");
                 let t0 = Instant::now();
                 let what = format!("relevance.{branch}");
-                let spec = &self.p.relevance[i].1;
-                let e = if spec.name == relevance_file::NAME {
-                    // Maps made elsewhere: read by the image's path, not computed.
-                    let params: relevance_file::FileParams =
-                        sr_core::stage::parse_params(&what, &spec.params_toml)?;
-                    let score = self.logits.get(t).copied().unwrap_or(f32::NAN) as f64;
-                    relevance_file::load(
-                        &sr_core::resolve_path(&params.folder),
-                        &self.path,
-                        &self.root,
-                        input.shape(),
-                        t,
-                        score,
-                    )
-                } else {
-                    rel.explain(model.as_ref(), &input, &[t])
-                }
-                .map_err(|e| e.context(&what))?;
+                let e = explainer
+                    .explain(&Request {
+                        input: &input,
+                        targets: &[t],
+                        logits: logits.as_ref(),
+                        images: &images,
+                    })
+                    .map_err(|e| e.context(&what))?;
                 contract::explanation(&e, input.shape(), &[t], &what)?;
                 let seconds_relevance = t0.elapsed().as_secs_f64();
                 self.time(&format!("relevance.{name}"), t0);
@@ -336,7 +329,7 @@ impl<'a> Job<'a> {
             };
             let order =
                 metrics::patches_by_relevance(&channel_sum(&b.relevance)?, h, w, m.aopc_patch);
-            let r = perturb(model.as_ref(), input, &order, row.target, m)?;
+            let r = perturb(model.as_ref(), input, &order, row.target, &m.perturbation())?;
             row.aopc = Some(r.aopc());
             row.aopc_curve = r.curve();
             self.seconds
@@ -344,7 +337,13 @@ impl<'a> Job<'a> {
         }
         let t = Instant::now();
         let order = metrics::patches_random(h, w, m.aopc_patch, m.seed);
-        let r = perturb(model.as_ref(), input, &order, self.targets[0], m)?;
+        let r = perturb(
+            model.as_ref(),
+            input,
+            &order,
+            self.targets[0],
+            &m.perturbation(),
+        )?;
         self.time("aopc.random", t);
         self.result.aopc_random = Some(r.aopc());
         self.result.aopc_random_curve = r.curve();
@@ -436,140 +435,6 @@ impl<'a> Job<'a> {
 
 fn f64s(i: &Image) -> Vec<f64> {
     i.data().iter().map(|&v| v as f64).collect()
-}
-
-/// A `[1,] C x H x W` relevance map summed over channels (signed), `H x W`.
-pub fn channel_sum(r: &Tensor) -> Result<Vec<f32>> {
-    let (c, h, w) = chw(r)?;
-    Ok((0..h * w)
-        .map(|i| (0..c).map(|ch| r.data()[ch * h * w + i]).sum())
-        .collect())
-}
-
-fn chw(r: &Tensor) -> Result<(usize, usize, usize)> {
-    match r.shape() {
-        [1, c, h, w] | [c, h, w] => Ok((*c, *h, *w)),
-        s => Err(Error::input(format!(
-            "relevance has shape {s:?}, expected [1, C, H, W]"
-        ))),
-    }
-}
-
-/// Region perturbation of one image (`input`: `1 x C x H x W`) in `order`, scored by the
-/// `target` logit, batches of 8, as `[metrics]` sets it.
-pub fn perturb(
-    model: &dyn Model,
-    input: &Tensor,
-    order: &[(usize, usize)],
-    target: usize,
-    m: &MetricsSpec,
-) -> Result<metrics::Perturbation> {
-    let s = input.shape();
-    let info = model.info();
-    let shape = [s[1], s[2], s[3]];
-    metrics::region_perturbation(
-        input.data(),
-        shape,
-        order,
-        m.aopc_patch,
-        m.aopc_steps,
-        m.aopc_fill,
-        (&info.mean, &info.std),
-        m.seed,
-        8,
-        &mut |batch, n| {
-            let x = Tensor::new(vec![n, shape[0], shape[1], shape[2]], batch.to_vec())?;
-            let y = model.forward(&x)?;
-            let classes = y.numel() / n;
-            Ok((0..n)
-                .map(|i| y.data()[i * classes + target] as f64)
-                .collect())
-        },
-    )
-}
-
-/// A relevance map (`[1,] C x H x W`) as the saliency stage's input image:
-/// `abs-rgb` (per channel |R|, one min-max over all channels, `H x W x C`), `abs-sum` (sum of
-/// |R| over channels) or `positive` (sum of max(R, 0)), both min-maxed, `H x W x 1`.
-pub fn relevance_to_image(r: &Tensor, how: RelevanceInput) -> Result<Image> {
-    let (c, h, w) = chw(r)?;
-    let d = r.data();
-    let (vals, channels): (Vec<f32>, usize) = match how {
-        RelevanceInput::AbsRgb => {
-            let mut out = vec![0f32; h * w * c];
-            for ch in 0..c {
-                for i in 0..h * w {
-                    out[i * c + ch] = d[ch * h * w + i].abs();
-                }
-            }
-            (out, c)
-        }
-        RelevanceInput::AbsSum => (
-            (0..h * w)
-                .map(|i| (0..c).map(|ch| d[ch * h * w + i].abs()).sum())
-                .collect(),
-            1,
-        ),
-        RelevanceInput::Positive => (
-            (0..h * w)
-                .map(|i| (0..c).map(|ch| d[ch * h * w + i].max(0.0)).sum())
-                .collect(),
-            1,
-        ),
-    };
-    let (lo, hi) = vals
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
-            (l.min(v), h.max(v))
-        });
-    let scale = if hi > lo { 1.0 / (hi - lo) } else { 0.0 };
-    Image::new(
-        w,
-        h,
-        channels,
-        vals.into_iter().map(|v| (v - lo) * scale).collect(),
-    )
-}
-
-/// The classes to explain for one image.
-pub fn resolve_targets(target: &Target, logits: &[f32], labels: &[String]) -> Result<Vec<usize>> {
-    let n = logits.len();
-    match target {
-        Target::Top(k) => {
-            let mut idx: Vec<usize> = (0..n).collect();
-            idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-            Ok(idx.into_iter().take(*k).collect())
-        }
-        Target::Class(c) if *c < n => Ok(vec![*c]),
-        Target::Class(c) => Err(Error::params(format!(
-            "`run.target`: class {c} does not exist (the model has {n})"
-        ))),
-        Target::Label(l) => labels
-            .iter()
-            .position(|x| x == l)
-            .map(|i| vec![i])
-            .ok_or_else(|| {
-                let near: Vec<&String> = labels
-                    .iter()
-                    .filter(|x| x.to_lowercase().contains(&l.to_lowercase()))
-                    .take(5)
-                    .collect();
-                Error::params(format!("`run.target`: no class is labelled `{l}`")).with_help(
-                    if near.is_empty() {
-                        "give a label exactly as the model's label list spells it, or a class index"
-                            .to_string()
-                    } else {
-                        format!(
-                            "similar labels: {}",
-                            near.iter()
-                                .map(|s| format!("`{s}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    },
-                )
-            }),
-    }
 }
 
 /// An RGB image in [0, 1] as an 8-bit PNG.

@@ -96,6 +96,18 @@ pub struct MetricsSpec {
     pub seed: u64,
 }
 
+impl MetricsSpec {
+    /// The AOPC keys as region perturbation takes them.
+    pub fn perturbation(&self) -> sr_core::sr::Perturb {
+        sr_core::sr::Perturb {
+            patch: self.aopc_patch,
+            steps: self.aopc_steps,
+            fill: self.aopc_fill,
+            seed: self.seed,
+        }
+    }
+}
+
 impl Default for MetricsSpec {
     fn default() -> Self {
         MetricsSpec {
@@ -318,27 +330,7 @@ impl Select {
     }
 }
 
-/// How a relevance map (`C x H x W`) becomes an image for the saliency stage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RelevanceInput {
-    /// Per channel |R|, one min-max over all channels to [0, 1], as RGB (the paper's code).
-    AbsRgb,
-    /// Sum of |R| over channels, min-max to [0, 1], as grey.
-    AbsSum,
-    /// Sum of max(R, 0) over channels, min-max to [0, 1], as grey.
-    Positive,
-}
-
-/// Which classes relevance explains.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Target {
-    /// The `k` most likely classes (`"top1"`, the default, is the paper's choice).
-    Top(usize),
-    /// A class index.
-    Class(usize),
-    /// A class by its label.
-    Label(String),
-}
+pub use sr_core::sr::{RelevanceInput, Target};
 
 /// The parsed but not yet validated spec: values plus the source for locating keys.
 pub struct RawSpec {
@@ -634,19 +626,11 @@ impl RawSpec {
             ));
         }
         let target = match &run.target {
-            None => Target::Top(1),
+            None => Target::default(),
             Some(toml::Value::Integer(i)) if *i >= 0 => Target::Class(*i as usize),
-            Some(toml::Value::String(s)) => match s.strip_prefix("top").map(str::parse::<usize>) {
-                Some(Ok(k)) if k >= 1 => Target::Top(k),
-                Some(_) => {
-                    return Err(self.error(
-                        &["run", "target"],
-                        format!("`{s}` is not top1, top2, ..."),
-                        "",
-                    ))
-                }
-                None => Target::Label(s.clone()),
-            },
+            Some(toml::Value::String(s)) => s
+                .parse::<Target>()
+                .map_err(|m| self.error(&["run", "target"], m, ""))?,
             Some(_) => {
                 return Err(self.error(
                     &["run", "target"],
@@ -724,25 +708,24 @@ impl RawSpec {
                 ));
             }
         }
-        let mut relevance_input = RelevanceInput::AbsRgb;
+        let mut relevance_input = RelevanceInput::default();
         let saliency = match self.table.get("saliency") {
             None => None,
             Some(v) => {
                 // `relevance_input` belongs to the host (any saliency stage takes it).
                 let mut t = v.as_table().cloned().unwrap_or_default();
                 if let Some(ri) = t.remove("relevance_input") {
-                    relevance_input = match ri.as_str() {
-                        Some("abs-rgb") => RelevanceInput::AbsRgb,
-                        Some("abs-sum") => RelevanceInput::AbsSum,
-                        Some("positive") => RelevanceInput::Positive,
-                        _ => {
-                            return Err(self.error(
+                    relevance_input = ri
+                        .as_str()
+                        .ok_or_else(|| "expected a string".to_string())
+                        .and_then(str::parse)
+                        .map_err(|m| {
+                            self.error(
                                 &["saliency", "relevance_input"],
-                                "expected \"abs-rgb\", \"abs-sum\" or \"positive\"",
+                                format!("{m}; expected \"abs-rgb\", \"abs-sum\" or \"positive\""),
                                 "abs-rgb (the default) is the paper's code",
-                            ))
-                        }
-                    };
+                            )
+                        })?;
                 }
                 let v = if v.is_table() {
                     toml::Value::Table(t)
@@ -941,30 +924,28 @@ impl RawSpec {
                 }
             }
         }
-        if kind == StageKind::Relevance && name == crate::relevance_file::NAME {
-            match params.get("folder") {
-                Some(toml::Value::String(f)) if sr_core::resolve_path(f).is_dir() => {}
-                Some(toml::Value::String(f)) => {
-                    return Err(self.error(
-                        &[path, &["folder"]].concat(),
-                        format!("no such folder: `{f}`"),
-                        "the folder of .npy relevance maps, relative to the current directory",
-                    ))
-                }
-                _ => {
-                    return Err(self.error(
-                        path,
-                        "`folder` is missing",
-                        "folder = \"maps/\": the folder of .npy relevance maps, one per image",
-                    ))
-                }
-            }
-            if self.table.get("model").is_none() {
-                return Err(self.error(
-                    path,
-                    "relevance maps from files still need the model they explain",
-                    "add the [model] the maps were made with: srhost checks their size against its input, and AOPC runs it",
-                ));
+        if kind == StageKind::Relevance {
+            // A relevance stage is cheap to build (its parameters parsed and checked, no model
+            // loaded), so it is built now: its own checks (a folder that must exist, a rule
+            // that does not parse) fail `srhost check`, at the key they name.
+            let text = toml::to_string(&params).unwrap_or_default();
+            if let Err(e) = registry.create_relevance(&name, &text) {
+                let stage = format!("stage `{}`: ", entry.info.key());
+                let message = e.message.strip_prefix(&stage).unwrap_or(&e.message);
+                let key = message.strip_prefix('`').and_then(|m| {
+                    let (k, rest) = m.split_once('`')?;
+                    let rest = rest.strip_prefix(':')?.trim_start();
+                    entry
+                        .info
+                        .params
+                        .iter()
+                        .any(|p| p.key == k)
+                        .then_some((k, rest))
+                });
+                return Err(match key {
+                    Some((k, rest)) => self.error(&[path, &[k]].concat(), rest, e.help),
+                    None => self.error(path, message, e.help),
+                });
             }
         }
         Ok(StageSpec {

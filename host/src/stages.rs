@@ -1,12 +1,14 @@
 //! The stages of a pipeline, built once from the registry and shared by every image.
 
 use crate::spec::Pipeline;
-use sr_core::{Model, Registry, Relevance, Renderer, Result, Saliency};
+use sr_core::{Explainer, Model, Registry, Renderer, Result, Saliency};
+use std::sync::Arc;
 
 /// The stages of a pipeline, built once and shared by every image.
 pub struct Stages {
-    pub model: Option<Box<dyn Model>>,
-    pub relevance: Vec<(String, Box<dyn Relevance>)>,
+    pub model: Option<Arc<dyn Model>>,
+    /// Each relevance branch, bound to the model once.
+    pub relevance: Vec<(String, Box<dyn Explainer>)>,
     pub saliency: Option<Box<dyn Saliency>>,
     /// The renderer of the relevance pictures every relevance branch gets
     /// (`relevance-<branch>.png`, see [`RELEVANCE_PNG`]).
@@ -21,24 +23,30 @@ pub const RELEVANCE_PNG: (&str, &str) = (
     "colormap = \"bwr\"\npercentile = 100.0\nprefix = \"relevance\"\n",
 );
 
-/// Build every stage of `p` (loading the model is the heavy part).
+/// Build every stage of `p` (loading the model is the heavy part) and bind every relevance
+/// branch to the model.
 pub fn build_stages(p: &Pipeline, reg: &Registry) -> Result<Stages> {
-    let model = match &p.model {
-        Some(s) => Some(
+    let model: Option<Arc<dyn Model>> = match &p.model {
+        Some(s) => Some(Arc::from(
             reg.create_model(&s.name, &s.params_toml)
                 .map_err(|e| e.context(format!("[{}]", s.table)))?,
-        ),
+        )),
         None => None,
     };
-    let relevance: Vec<(String, Box<dyn Relevance>)> = p
-        .relevance
-        .iter()
-        .map(|(b, s)| {
-            reg.create_relevance(&s.name, &s.params_toml)
-                .map(|r| (b.clone(), r))
-                .map_err(|e| e.context(format!("[{}]", s.table)))
-        })
-        .collect::<Result<_>>()?;
+    let relevance: Vec<(String, Box<dyn Explainer>)> = match &model {
+        // (The spec refuses relevance branches without a model.)
+        None => vec![],
+        Some(m) => p
+            .relevance
+            .iter()
+            .map(|(b, s)| {
+                reg.create_relevance(&s.name, &s.params_toml)
+                    .and_then(|r| r.bind(m.clone()))
+                    .map(|e| (b.clone(), e))
+                    .map_err(|e| e.context(format!("[{}]", s.table)))
+            })
+            .collect::<Result<_>>()?,
+    };
     let saliency = match &p.saliency {
         Some(s) => Some(
             reg.create_saliency(&s.name, &s.params_toml)

@@ -12,13 +12,16 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use sr_core::preprocess::{self, Rgb8};
+use sr_core::sr::{
+    channel_sum, perturb, relevance_to_image, resolve_targets, RelevanceInput, Target,
+};
 use sr_core::stage::check_params;
 use sr_core::ErrorCode;
-use sr_core::{contract, Image, Model, Registry, StageKind, Tensor};
-use srhost::process::{channel_sum, perturb, relevance_to_image, resolve_targets};
-use srhost::spec::{MetricsSpec, RelevanceInput, Target};
+use sr_core::{contract, Explainer, Image, ImageId, Model, Registry, Request, StageKind, Tensor};
+use srhost::spec::MetricsSpec;
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 
 /// The stages: every built-in, and those of the plugins `load_plugin` loaded.
 static REGISTRY: LazyLock<RwLock<Registry>> = LazyLock::new(|| RwLock::new(srhost::registry()));
@@ -298,16 +301,9 @@ fn sr_map<'py>(
     relevance_input: &str,
     params: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-    let how = match relevance_input {
-        "abs-rgb" => RelevanceInput::AbsRgb,
-        "abs-sum" => RelevanceInput::AbsSum,
-        "positive" => RelevanceInput::Positive,
-        other => {
-            return Err(value_err(format!(
-                "`relevance_input`: `{other}` is not one of abs-rgb, abs-sum, positive"
-            )))
-        }
-    };
+    let how: RelevanceInput = relevance_input
+        .parse()
+        .map_err(|m| value_err(format!("`relevance_input`: {m}")))?;
     let toml = stage_params(StageKind::Saliency, method, &to_table(params)?)?;
     let r = relevance_tensor(relevance)?;
     let out = py
@@ -339,6 +335,10 @@ fn ssim(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<
 #[pyclass(frozen, name = "Model", module = "srhost")]
 struct PyModel {
     inner: Arc<dyn Model>,
+    /// The relevance methods bound to this model, by method and parameters (TOML): the first
+    /// `explain` of a method binds it (LRP canonizes the graph and plans its backward pass), the
+    /// later ones reuse it.
+    explainers: Mutex<HashMap<(String, String), Arc<dyn Explainer>>>,
 }
 
 fn load_model(py: Python<'_>, backend: &str, params: toml::Table) -> PyResult<PyModel> {
@@ -348,10 +348,29 @@ fn load_model(py: Python<'_>, backend: &str, params: toml::Table) -> PyResult<Py
         .map_err(py_err)?;
     Ok(PyModel {
         inner: Arc::from(m),
+        explainers: Mutex::new(HashMap::new()),
     })
 }
 
 impl PyModel {
+    /// `method` with parameters `toml`, bound to this model (once).
+    fn explainer(&self, method: &str, toml: &str) -> sr_core::Result<Arc<dyn Explainer>> {
+        let key = (method.to_string(), toml.to_string());
+        if let Some(e) = self.lock().get(&key) {
+            return Ok(e.clone());
+        }
+        let e: Arc<dyn Explainer> = Arc::from(
+            registry()
+                .create_relevance(method, toml)?
+                .bind(self.inner.clone())?,
+        );
+        Ok(self.lock().entry(key).or_insert(e).clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<dyn Explainer>>> {
+        self.explainers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Images as the model's `N x C x H x W` input: a path, an `H x W x 3` photo, a list of
     /// those, or an already normalised `N x C x H x W` float array.
     fn batch(&self, images: &Bound<'_, PyAny>) -> PyResult<Tensor> {
@@ -506,6 +525,7 @@ impl PyModel {
         let x = self.batch(images)?;
         let n = x.shape()[0];
         let targets = targets_of(target, n)?;
+        let ids = image_ids(images)?;
         let m = self.inner.clone();
         let e = py
             .detach(|| {
@@ -520,9 +540,16 @@ impl PyModel {
                     );
                 }
                 let what = format!("relevance.{method}");
-                let rel = registry().create_relevance(method, &toml)?;
-                let e = rel
-                    .explain(m.as_ref(), &x, &ts)
+                let e = self
+                    .explainer(method, &toml)
+                    .and_then(|rel| {
+                        rel.explain(&Request {
+                            input: &x,
+                            targets: &ts,
+                            logits: Some(&logits),
+                            images: &ids,
+                        })
+                    })
                     .map_err(|e| e.context(&what))?;
                 contract::explanation(&e, x.shape(), &ts, &what)?;
                 Ok(e)
@@ -534,6 +561,31 @@ impl PyModel {
             e.relevance.data().to_vec(),
         )
     }
+}
+
+/// The images of `explain` by their paths, when they are given as paths (a method that reads
+/// something per image, such as `relevance.file`, needs them); empty otherwise.
+fn image_ids(images: &Bound<'_, PyAny>) -> PyResult<Vec<ImageId>> {
+    let id = |p: PathBuf| ImageId {
+        root: p
+            .parent()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+        path: p.display().to_string(),
+    };
+    if let Some(p) = as_path(images) {
+        return Ok(vec![id(p)]);
+    }
+    if images.is_instance_of::<PyList>() || images.is_instance_of::<PyTuple>() {
+        let paths: Vec<Option<PathBuf>> = images
+            .try_iter()?
+            .map(|x| Ok(as_path(&x?)))
+            .collect::<PyResult<_>>()?;
+        if paths.iter().all(Option::is_some) {
+            return Ok(paths.into_iter().flatten().map(id).collect());
+        }
+    }
+    Ok(vec![])
 }
 
 /// `target` as one [`Target`] per image.
@@ -552,18 +604,15 @@ fn targets_of(target: Option<&Bound<'_, PyAny>>, n: usize) -> PyResult<Vec<Targe
         let s: String = t.extract().map_err(|_| {
             PyTypeError::new_err("target: expected \"top1\", a class index or a label")
         })?;
-        Ok(match s.strip_prefix("top").map(str::parse::<usize>) {
-            Some(Ok(1)) => Target::Top(1),
-            Some(_) => {
-                return Err(value_err(format!(
+        match s.parse::<Target>() {
+            Ok(t @ (Target::Top(1) | Target::Label(_))) => Ok(t),
+            _ => Err(value_err(format!(
                 "target: `{s}`: explain makes one map per image; give \"top1\", a class or a label"
-            )))
-            }
-            None => Target::Label(s),
-        })
+            ))),
+        }
     };
     match target {
-        None => Ok(vec![Target::Top(1); n]),
+        None => Ok(vec![Target::default(); n]),
         Some(t) if t.is_instance_of::<PyList>() || t.is_instance_of::<PyTuple>() => {
             let v: Vec<Target> = t.try_iter()?.map(|x| one(&x?)).collect::<PyResult<_>>()?;
             if v.len() != n {
@@ -627,9 +676,9 @@ fn aopc<'py>(
             let t = resolve_targets(&target, logits.data(), &info.labels)?[0];
             let sum = channel_sum(&r)?;
             let order = sr_core::metrics::patches_by_relevance(&sum, h, w, spec.aopc_patch);
-            let ours = perturb(net.as_ref(), &x, &order, t, &spec)?;
+            let ours = perturb(net.as_ref(), &x, &order, t, &spec.perturbation())?;
             let order = sr_core::metrics::patches_random(h, w, spec.aopc_patch, spec.seed);
-            let random = perturb(net.as_ref(), &x, &order, t, &spec)?;
+            let random = perturb(net.as_ref(), &x, &order, t, &spec.perturbation())?;
             Ok((t, ours, random))
         })
         .map_err(py_err)?;
@@ -673,27 +722,28 @@ fn run<'py>(
     let json = py
         .detach(|| -> Result<String, srhost::Fail> {
             let raw = srhost::spec::RawSpec::read(&pipeline, &sets)
-                .map_err(|e| srhost::Fail(2, e.to_string()))?;
+                .map_err(|e| srhost::Fail(srhost::exit::USAGE, e.to_string()))?;
             for p in raw
                 .plugin_paths()
-                .map_err(|e| srhost::Fail(2, e.to_string()))?
+                .map_err(|e| srhost::Fail(srhost::exit::USAGE, e.to_string()))?
             {
                 let mut reg = REGISTRY.write().unwrap_or_else(|e| e.into_inner());
                 let known = reg.entries().any(|e| {
                     matches!(&e.source, sr_core::StageSource::Plugin { path, .. } if *path == p)
                 });
                 if !known {
-                    reg.load_plugin(&p)
-                        .map_err(|e| srhost::Fail(2, format!("plugin not loaded: {e}")))?;
+                    reg.load_plugin(&p).map_err(|e| {
+                        srhost::Fail(srhost::exit::USAGE, format!("plugin not loaded: {e}"))
+                    })?;
                 }
             }
             let reg = registry();
             let p = raw
                 .validate(&reg)
-                .map_err(|e| srhost::Fail(2, e.to_string()))?;
+                .map_err(|e| srhost::Fail(srhost::exit::USAGE, e.to_string()))?;
             let done = srhost::execute(&p, &reg, srhost::runner::RunOptions { jobs, force })?;
-            let metrics =
-                srhost::report::read(&p.output).map_err(|e| srhost::Fail(1, e.to_string()))?;
+            let metrics = srhost::report::read(&p.output)
+                .map_err(|e| srhost::Fail(srhost::exit::FAILED, e.to_string()))?;
             let s = &done.summary;
             let v = serde_json::json!({
                 "done": s.done,

@@ -220,6 +220,30 @@ def test_bad_input_raises_with_the_cli_messages(model):
         srhost.Model.onnx("missing.onnx")
 
 
+def test_a_bound_method_gives_the_maps_of_a_fresh_model(model):
+    # The model keeps each method bound per parameters: repeated calls, calls with other
+    # parameters in between, and a freshly loaded model all give the same bits.
+    first = model.explain(photo("coffee"), **LRP)
+    other = model.explain(photo("coffee"), composite="srp")
+    again = model.explain(photo("coffee"), **LRP)
+    fresh = srhost.Model.torchvision().explain(photo("coffee"), **LRP)
+    assert np.array_equal(first, again) and np.array_equal(first, fresh)
+    assert not np.array_equal(first, other)
+
+
+def test_relevance_file_reads_the_map_of_the_photo_given_by_path(model, tmp_path):
+    # relevance.file is an ordinary stage: given photos by path, it finds their maps.
+    for name in PHOTOS:
+        (tmp_path / f"{name}.npy").write_bytes(zennit_path(name).read_bytes())
+    got = model.explain([photo(n) for n in PHOTOS], method="file", folder=str(tmp_path))
+    want = np.concatenate([np.load(zennit_path(n)) for n in PHOTOS]).astype(np.float32)
+    assert np.array_equal(got, want)
+    # A bare array has no path to find a map by.
+    crop = model.crop(photo("coffee"))
+    with pytest.raises(ValueError, match="found by the image's path"):
+        model.explain(crop, method="file", folder=str(tmp_path))
+
+
 def test_four_threads_give_the_maps_of_one(model):
     crop = model.crop(photo("coffee"))
     one = srhost.saliency(crop, **SALIENCY)

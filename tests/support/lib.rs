@@ -318,3 +318,31 @@ pub fn ten_class_checkpoint(
         ..Default::default()
     })
 }
+
+/// Bind a relevance method to a model and explain one batch, as the host does for its first
+/// image (tests call methods directly; the host binds once per run).
+pub trait BindExplain {
+    fn explain(
+        &self,
+        model: &std::sync::Arc<dyn sr_core::Model>,
+        input: &sr_core::Tensor,
+        targets: &[usize],
+    ) -> sr_core::Result<sr_core::Explanation>;
+}
+
+impl<R: sr_core::Relevance + ?Sized> BindExplain for R {
+    fn explain(
+        &self,
+        model: &std::sync::Arc<dyn sr_core::Model>,
+        input: &sr_core::Tensor,
+        targets: &[usize],
+    ) -> sr_core::Result<sr_core::Explanation> {
+        self.bind(model.clone())?
+            .explain(&sr_core::Request::new(input, targets))
+    }
+}
+
+/// A model shared as the host shares it with the relevance methods that bind to it.
+pub fn shared(model: impl sr_core::Model + 'static) -> std::sync::Arc<dyn sr_core::Model> {
+    std::sync::Arc::new(model)
+}

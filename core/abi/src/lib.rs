@@ -9,7 +9,8 @@
 //! - data: [`FfiTensor`] and [`FfiImage`] (shared `RArc` buffers, no copy per call),
 //!   [`FfiGraph`] (a model's layers, weights as shared tensors), [`FfiError`];
 //! - one `#[sabi_trait]` object per stage kind: [`FfiModel`], [`FfiRelevance`], [`FfiSaliency`],
-//!   [`FfiRenderer`];
+//!   [`FfiRenderer`]; a relevance method binds to a model once ([`FfiRelevance::bind`]) and
+//!   explains its images through the [`FfiExplainer`] it returns;
 //! - the root module [`PluginModRef`], a prefix type: new fields are only ever added after the
 //!   last one, so old plugins keep loading.
 //!
@@ -27,9 +28,8 @@ use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
     package_version_strings, sabi_trait,
-    sabi_types::RRef,
     sabi_types::VersionStrings,
-    std_types::{RArc, RBox, ROption, RResult, RSlice, RStr, RString, RVec},
+    std_types::{RArc, RBox, ROption, RResult, RStr, RString, RVec},
     StableAbi,
 };
 
@@ -253,21 +253,49 @@ pub trait FfiModel: Send + Sync {
     #[sabi(last_prefix_field)]
     fn trace(&self, input: &FfiTensor) -> RResult<RVec<FfiTensor>, FfiError>;
 }
+/// An owned model: a backend's, or the host's model shared with a relevance method that binds
+/// to it (the box then holds a reference count, not a copy).
 pub type FfiModelBox = FfiModel_TO<'static, RBox<()>>;
-/// A borrowed model, as lent to a relevance method for one call.
-pub type FfiModelRef<'a> = FfiModel_TO<'a, RRef<'a, ()>>;
+
+/// The image a request is about (empty strings for a bare tensor).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct FfiImageId {
+    /// The image's path.
+    pub path: RString,
+    /// The input folder it was found under.
+    pub root: RString,
+}
+
+/// One explanation request for a bound relevance method.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct FfiRequest {
+    /// `N x C x H x W`, normalised.
+    pub input: FfiTensor,
+    /// One class per sample.
+    pub targets: RVec<u32>,
+    /// The model's `N x classes` logits for `input`, when the host has them.
+    pub logits: ROption<FfiTensor>,
+    /// One per sample, or empty.
+    pub images: RVec<FfiImageId>,
+}
+
+/// A relevance method bound to one model.
+#[sabi_trait]
+pub trait FfiExplainer: Send + Sync {
+    #[sabi(last_prefix_field)]
+    fn explain(&self, request: &FfiRequest) -> RResult<FfiExplanation, FfiError>;
+}
+pub type FfiExplainerBox = FfiExplainer_TO<'static, RBox<()>>;
 
 /// A relevance method.
 #[sabi_trait]
 pub trait FfiRelevance: Send + Sync {
-    /// Explain `targets[n]` for every sample `n` of the normalised input.
+    /// Prepare the method for `model` (shared, kept alive by the explainer) once; every image
+    /// of that model then goes through the returned explainer.
     #[sabi(last_prefix_field)]
-    fn explain(
-        &self,
-        model: FfiModelRef<'_>,
-        input: &FfiTensor,
-        targets: RSlice<'_, u32>,
-    ) -> RResult<FfiExplanation, FfiError>;
+    fn bind(&self, model: FfiModelBox) -> RResult<FfiExplainerBox, FfiError>;
 }
 pub type FfiRelevanceBox = FfiRelevance_TO<'static, RBox<()>>;
 

@@ -1,6 +1,8 @@
 //! Adapters between the native stage traits and the ABI objects.
 //!
-//! - *Export* (plugin side): a native stage wrapped as a `#[sabi_trait]` object. Every method
+//! - *Export* (plugin side): a native stage wrapped as a `#[sabi_trait]` object (a relevance
+//!   method's `bind` receives the host's model as a shared [`ModelExport::Shared`] and returns
+//!   its explainer the same way). Every method
 //!   runs under [`catch_panic`], so a panic becomes an error for that call, never an abort.
 //! - *Import* (host side): an ABI object wrapped as a native stage. Data from a plugin is
 //!   checked (tensor and image sizes) before it is trusted.
@@ -11,9 +13,9 @@ use crate::stage::*;
 use crate::tensor::{Image, Tensor};
 use abi_stable::pointer_trait::AsPtr;
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::sabi_types::RRef;
-use abi_stable::std_types::{RResult, RSlice, RVec};
+use abi_stable::std_types::{RResult, RVec};
 use sr_abi::*;
+use std::sync::Arc;
 
 pub(crate) fn to_r<T, U>(r: Result<T>, f: impl FnOnce(T) -> U) -> RResult<U, FfiError> {
     match r {
@@ -166,29 +168,29 @@ pub fn stage_info_from_ffi(i: &FfiStageInfo) -> Option<StageInfo> {
 
 // ---- export: native -> ABI ------------------------------------------------------------------
 
-/// A native model as an ABI object: owned (a plugin's backend) or borrowed (lent to a
-/// relevance plugin for one call).
-pub enum ModelExport<'a> {
+/// A native model as an ABI object: owned (a plugin's backend) or shared (the host's model,
+/// lent to a relevance method that binds to it: the method keeps a reference count).
+pub enum ModelExport {
     Owned {
         stage: String,
         model: Box<dyn Model>,
     },
-    Borrowed {
+    Shared {
         stage: String,
-        model: &'a dyn Model,
+        model: Arc<dyn Model>,
     },
 }
 
-impl ModelExport<'_> {
+impl ModelExport {
     fn parts(&self) -> (&str, &dyn Model) {
         match self {
             ModelExport::Owned { stage, model } => (stage, model.as_ref()),
-            ModelExport::Borrowed { stage, model } => (stage, *model),
+            ModelExport::Shared { stage, model } => (stage, model.as_ref()),
         }
     }
 }
 
-impl FfiModel for ModelExport<'_> {
+impl FfiModel for ModelExport {
     fn info(&self) -> RResult<FfiModelInfo, FfiError> {
         let (stage, m) = self.parts();
         to_r(catch_panic(stage, || Ok(m.info())), |i| {
@@ -221,17 +223,54 @@ pub struct RelevanceExport {
 }
 
 impl FfiRelevance for RelevanceExport {
-    fn explain(
-        &self,
-        model: FfiModelRef<'_>,
-        input: &FfiTensor,
-        targets: RSlice<'_, u32>,
-    ) -> RResult<FfiExplanation, FfiError> {
+    fn bind(&self, model: FfiModelBox) -> RResult<FfiExplainerBox, FfiError> {
         let r = catch_panic(&self.stage, || {
-            let model = ModelImport(model);
-            let targets: Vec<usize> = targets.iter().map(|&t| t as usize).collect();
-            self.inner
-                .explain(&model, &Tensor::from_ffi(input)?, &targets)
+            let model: Arc<dyn Model> = Arc::new(ModelImport(model));
+            self.inner.bind(model)
+        });
+        to_r(r, |inner| {
+            FfiExplainer_TO::from_value(
+                ExplainerExport {
+                    stage: self.stage.clone(),
+                    inner,
+                },
+                TD_Opaque,
+            )
+        })
+    }
+}
+
+/// A native explainer as an ABI object.
+pub struct ExplainerExport {
+    pub stage: String,
+    pub inner: Box<dyn Explainer>,
+}
+
+impl FfiExplainer for ExplainerExport {
+    fn explain(&self, request: &FfiRequest) -> RResult<FfiExplanation, FfiError> {
+        let r = catch_panic(&self.stage, || {
+            let input = Tensor::from_ffi(&request.input)?;
+            let logits = request
+                .logits
+                .as_ref()
+                .into_option()
+                .map(Tensor::from_ffi)
+                .transpose()?;
+            let targets: Vec<usize> = request.targets.iter().map(|&t| t as usize).collect();
+            let images: Vec<ImageId> = request
+                .images
+                .iter()
+                .map(|i| ImageId {
+                    path: i.path.to_string(),
+                    root: i.root.to_string(),
+                })
+                .collect();
+            self.inner.explain(&Request {
+                input: &input,
+                targets: &targets,
+                logits: logits.as_ref(),
+                images: &images,
+            })
         });
         to_r(r, |e| explanation_to_ffi(&e))
     }
@@ -329,18 +368,37 @@ where
 pub struct RelevanceImport(pub FfiRelevanceBox);
 
 impl Relevance for RelevanceImport {
-    fn explain(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Explanation> {
-        let lent = ModelExport::Borrowed {
-            stage: "model".into(),
-            model,
+    fn bind(&self, model: Arc<dyn Model>) -> Result<Box<dyn Explainer>> {
+        let lent = FfiModel_TO::from_value(
+            ModelExport::Shared {
+                stage: "model".into(),
+                model,
+            },
+            TD_Opaque,
+        );
+        Ok(Box::new(ExplainerImport(from_r(self.0.bind(lent))?)))
+    }
+}
+
+/// A plugin's explainer used as a native [`Explainer`].
+pub struct ExplainerImport(pub FfiExplainerBox);
+
+impl Explainer for ExplainerImport {
+    fn explain(&self, request: &Request<'_>) -> Result<Explanation> {
+        let r = FfiRequest {
+            input: request.input.to_ffi(),
+            targets: request.targets.iter().map(|&t| t as u32).collect(),
+            logits: request.logits.map(Tensor::to_ffi).into(),
+            images: request
+                .images
+                .iter()
+                .map(|i| FfiImageId {
+                    path: i.path.as_str().into(),
+                    root: i.root.as_str().into(),
+                })
+                .collect(),
         };
-        let model_ref: FfiModelRef<'_> = FfiModel_TO::from_ptr(RRef::new(&lent), TD_Opaque);
-        let targets: Vec<u32> = targets.iter().map(|&t| t as u32).collect();
-        let e = from_r(
-            self.0
-                .explain(model_ref, &input.to_ffi(), RSlice::from_slice(&targets)),
-        )?;
-        explanation_from_ffi(&e)
+        explanation_from_ffi(&from_r(self.0.explain(&r))?)
     }
 }
 

@@ -1,10 +1,9 @@
 //! Window geometry: the one place where convolution and pooling output sizes and input windows
 //! are computed. Shape inference ([`crate::Graph::infer_shapes`]), the executor, the backward
-//! passes and the importers all call it, so the PyTorch/ONNX rules below are written once.
+//! passes and the importers all call it, so the PyTorch/ONNX rules below are written once. (A
+//! graph node's window is read off its op: [`crate::Op::conv_window`], [`crate::Op::pool_window`].)
 //!
 //! Conventions: padding is 4-sided `[top, left, bottom, right]`; axis 0 is height, axis 1 width.
-
-use crate::graph::Op;
 
 /// The geometry of a 2-D convolution or pooling window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,51 +50,6 @@ impl Window {
             stride,
             padding,
             dilation: [1, 1],
-        }
-    }
-
-    /// The window and group count of a `Conv2d` node whose weights are `[O, I/g, kh, kw]`;
-    /// `None` for another op or weights that are not 4-D.
-    pub fn of_conv(op: &Op, weight_dims: &[usize]) -> Option<(Window, usize)> {
-        match (op, weight_dims) {
-            (
-                Op::Conv2d {
-                    stride,
-                    padding,
-                    dilation,
-                    groups,
-                },
-                &[_, _, kh, kw],
-            ) => Some((
-                Window {
-                    kernel: [kh, kw],
-                    stride: *stride,
-                    padding: *padding,
-                    dilation: *dilation,
-                },
-                *groups,
-            )),
-            _ => None,
-        }
-    }
-
-    /// The window and `ceil_mode` of a `MaxPool` or `AvgPool` node.
-    pub fn of_pool(op: &Op) -> Option<(Window, bool)> {
-        match op {
-            Op::MaxPool {
-                kernel,
-                stride,
-                padding,
-                ceil_mode,
-            }
-            | Op::AvgPool {
-                kernel,
-                stride,
-                padding,
-                ceil_mode,
-                ..
-            } => Some((Window::pool(*kernel, *stride, *padding), *ceil_mode)),
-            _ => None,
         }
     }
 

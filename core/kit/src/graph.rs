@@ -113,6 +113,51 @@ pub enum Op {
 }
 
 impl Op {
+    /// The window and group count of a `Conv2d` node whose weights are `[O, I/g, kh, kw]`;
+    /// `None` for another op or weights that are not 4-D.
+    pub fn conv_window(&self, weight_dims: &[usize]) -> Option<(Window, usize)> {
+        match (self, weight_dims) {
+            (
+                Op::Conv2d {
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                },
+                &[_, _, kh, kw],
+            ) => Some((
+                Window {
+                    kernel: [kh, kw],
+                    stride: *stride,
+                    padding: *padding,
+                    dilation: *dilation,
+                },
+                *groups,
+            )),
+            _ => None,
+        }
+    }
+
+    /// The window and `ceil_mode` of a `MaxPool` or `AvgPool` node.
+    pub fn pool_window(&self) -> Option<(Window, bool)> {
+        match self {
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+                ceil_mode,
+            }
+            | Op::AvgPool {
+                kernel,
+                stride,
+                padding,
+                ceil_mode,
+                ..
+            } => Some((Window::pool(*kernel, *stride, *padding), *ceil_mode)),
+            _ => None,
+        }
+    }
+
     /// Whether the op is an element-wise activation of one input (what LRP passes relevance
     /// through).
     pub fn is_activation(&self) -> bool {
@@ -385,7 +430,7 @@ impl Graph {
                     x.clone()
                 }
                 Op::MaxPool { kernel, .. } | Op::AvgPool { kernel, .. } => {
-                    let (win, ceil) = Window::of_pool(&node.op).expect("a pooling");
+                    let (win, ceil) = node.op.pool_window().expect("a pooling");
                     if x.len() != 4 {
                         return Err(err(format!("expects an NCHW input, got {x:?}")));
                     }

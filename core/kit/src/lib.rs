@@ -12,6 +12,8 @@
 //! - [`ffi`]: adapters between native stages and the `sr-abi` objects;
 //! - [`preprocess`], [`npy`], [`metrics`]: photos as torchvision prepares them, `.npy` files,
 //!   SSIM and region perturbation;
+//! - [`sr`]: the SR vocabulary (how a relevance map feeds saliency, which classes are
+//!   explained) and operations, shared by the host and the Python package;
 //! - [`testing`]: run a plugin's stage as the host would, in the plugin's own tests;
 //! - [`export_plugin!`]: the plugin SDK macro.
 
@@ -24,6 +26,7 @@ pub mod metrics;
 pub mod npy;
 pub mod preprocess;
 pub mod registry;
+pub mod sr;
 pub mod stage;
 pub mod tensor;
 pub mod testing;

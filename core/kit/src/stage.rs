@@ -49,9 +49,51 @@ pub struct Explanation {
     pub stats: Vec<RelevanceStats>,
 }
 
-/// A relevance method.
+/// The image a request is about: its path, and the folder it was found under (a method that
+/// reads something per image, such as `relevance.file`, finds it by them). Empty strings when
+/// the input is a bare tensor.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageId {
+    pub path: String,
+    pub root: String,
+}
+
+/// What an [`Explainer`] is asked for one batch.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// `N x C x H x W`, normalised as the model declares.
+    pub input: &'a Tensor,
+    /// The class to explain, one per sample.
+    pub targets: &'a [usize],
+    /// The model's `N x classes` logits for `input`, when the caller has them (a method may use
+    /// them instead of running the model again).
+    pub logits: Option<&'a Tensor>,
+    /// The images the samples come from, one per sample, or empty when unknown.
+    pub images: &'a [ImageId],
+}
+
+impl<'a> Request<'a> {
+    /// A request for `targets` on a bare tensor: no logits, no image identities.
+    pub fn new(input: &'a Tensor, targets: &'a [usize]) -> Self {
+        Request {
+            input,
+            targets,
+            logits: None,
+            images: &[],
+        }
+    }
+}
+
+/// A relevance method: its parameters, parsed once. [`Relevance::bind`] prepares it for one
+/// model (a canonized graph, converted weights, a fusion plan) and returns the [`Explainer`]
+/// that every image of that model then goes through.
 pub trait Relevance: Send + Sync {
-    fn explain(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Explanation>;
+    fn bind(&self, model: std::sync::Arc<dyn Model>) -> Result<Box<dyn Explainer>>;
+}
+
+/// A relevance method bound to one model.
+pub trait Explainer: Send + Sync {
+    fn explain(&self, request: &Request<'_>) -> Result<Explanation>;
 }
 
 /// A saliency method: `H x W x C` in [0, 1] to `H x W x 1` in [0, 1].

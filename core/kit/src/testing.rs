@@ -123,23 +123,25 @@ impl<'a> PluginTest<'a> {
         Ok(files)
     }
 
-    /// Run the relevance stage `name` on `input` (`N x C x H x W`) for `targets`, the model
-    /// lent through the ABI as the host lends it: the explanation, checked (the input's shape,
-    /// finite values, one statistics row per target).
+    /// Bind the relevance stage `name` to `model` and run it on `input` (`N x C x H x W`) for
+    /// `targets`, the model shared through the ABI as the host shares it: the explanation,
+    /// checked (the input's shape, finite values, one statistics row per target).
     pub fn relevance(
         &self,
         name: &str,
         params: &str,
-        model: &dyn Model,
+        model: std::sync::Arc<dyn Model>,
         input: &Tensor,
         targets: &[usize],
     ) -> Result<Explanation> {
-        use crate::stage::Relevance;
+        use crate::stage::{Relevance, Request};
         let p = self.checked(StageKind::Relevance, name, params)?;
         let r = crate::sdk::create_relevance(self.stages, RStr::from(name), RStr::from(p.as_str()))
             .into_result()
             .map_err(Error::from)?;
-        let e = RelevanceImport(r).explain(model, input, targets)?;
+        let e = RelevanceImport(r)
+            .bind(model)?
+            .explain(&Request::new(input, targets))?;
         crate::contract::explanation(&e, input.shape(), targets, &format!("relevance.{name}"))?;
         Ok(e)
     }

@@ -2,8 +2,9 @@
 #![allow(unexpected_cfgs)]
 
 //! Native stages through the ABI adapters and back, in one process: what a `.so` plugin and
-//! the host do on either side of the boundary. A relevance method receives a borrowed model
-//! it can query; panics become errors; built-ins are found through `inventory`.
+//! the host do on either side of the boundary. A relevance method binds to a shared model it
+//! can query, and its explainer keeps it; panics become errors; built-ins are found through
+//! `inventory`.
 
 use sr_core::ffi::{export_relevance, export_saliency, RelevanceImport, SaliencyImport};
 use sr_core::*;
@@ -60,15 +61,32 @@ impl Model for Dot {
     }
 }
 
-/// Gradient x input for a linear layer read from the model's graph: R_i = w_i x_i.
+/// Gradient x input for a linear layer read from the model's graph when it binds: R_i = w_i x_i.
 struct WeightTimesInput;
 
 impl Relevance for WeightTimesInput {
-    fn explain(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Explanation> {
+    fn bind(&self, model: std::sync::Arc<dyn Model>) -> Result<Box<dyn Explainer>> {
         let g = model.graph()?;
         let w = g.nodes[1].param("weight").unwrap().data().to_vec();
-        let r: Vec<f32> = input.data().iter().zip(&w).map(|(x, w)| x * w).collect();
-        let score = model.forward(input)?.data()[targets[0]] as f64;
+        Ok(Box::new(Bound { model, w }))
+    }
+}
+
+struct Bound {
+    model: std::sync::Arc<dyn Model>,
+    w: Vec<f32>,
+}
+
+impl Explainer for Bound {
+    fn explain(&self, req: &Request<'_>) -> Result<Explanation> {
+        let (input, targets) = (req.input, req.targets);
+        let r: Vec<f32> = input
+            .data()
+            .iter()
+            .zip(&self.w)
+            .map(|(x, w)| x * w)
+            .collect();
+        let score = self.model.forward(input)?.data()[targets[0]] as f64;
         let sum = r.iter().map(|&v| v as f64).sum();
         Ok(Explanation {
             relevance: Tensor::new(input.shape().to_vec(), r)?,
@@ -82,11 +100,16 @@ impl Relevance for WeightTimesInput {
 }
 
 #[test]
-fn a_relevance_stage_queries_a_lent_model_across_the_abi() {
+fn a_relevance_stage_binds_to_a_shared_model_across_the_abi() {
     let exported = export_relevance("relevance.wxi".into(), Box::new(WeightTimesInput));
     let imported = RelevanceImport(exported);
+    let model: std::sync::Arc<dyn Model> = std::sync::Arc::new(Dot);
+    let explainer = imported.bind(model.clone()).unwrap();
+    // The explainer holds the model (shared, not copied), and keeps it after the host lets go.
+    assert_eq!(std::sync::Arc::strong_count(&model), 2);
+    drop(model);
     let x = Tensor::new(vec![1, 3, 1, 1], vec![1.0, 2.0, 3.0]).unwrap();
-    let e = imported.explain(&Dot, &x, &[0]).unwrap();
+    let e = explainer.explain(&Request::new(&x, &[0])).unwrap();
     // Hand-derived: R = [0.5, -2, 6], sum 4.5 = y.
     assert_eq!(e.relevance.data(), &[0.5, -2.0, 6.0]);
     assert_eq!(e.relevance.shape(), &[1, 3, 1, 1]);

@@ -1,9 +1,103 @@
-//! What every attribution method does around its backward pass: read the logits its seed starts
-//! from, check the targets against them, and sum each sample's map for the statistics.
+//! The attribution recipe, in one place: an [`Attributor`] holds what a method derived from its
+//! model once (the prepared graph, the method's [`LayerRule`] and the walker's [`Plan`]) and
+//! runs every request the same way: trace, read the logits at the start node, check the
+//! targets, seed a one-hot at each target, walk back, sum each sample's map for the statistics.
+//! LRP, the gradient and DeepLIFT supply only their rule and their seed.
 
-use candle_core::{Device, Tensor as CTensor};
+use crate::from_candle;
+use crate::prepared::Prepared;
+use crate::propagate::{self, LayerRule, Plan, Structure};
+use candle_core::{DType, Device, Tensor as CTensor};
 use sr_core::graph::{Graph, NodeId};
 use sr_core::{Error, Explanation, RelevanceStats, Result, Tensor};
+
+/// A method bound to one model: the prepared graph, the rule, and the backward pass planned
+/// once.
+pub struct Attributor<R> {
+    prep: Prepared,
+    rule: R,
+    plan: Plan,
+    /// The method in errors (`LRP`, `the gradient`, `DeepLIFT`).
+    method: &'static str,
+}
+
+/// One forward pass: every node's output, and the start node's `N x classes` values.
+pub struct Trace {
+    pub acts: Vec<CTensor>,
+    pub logits: Vec<Vec<f32>>,
+}
+
+impl<R: LayerRule> Attributor<R> {
+    /// Plan the backward pass of `prep`'s graph under `structure` with `rule`.
+    pub fn new(prep: Prepared, structure: Structure, rule: R, method: &'static str) -> Self {
+        let plan = Plan::new(&prep.graph, structure, &rule);
+        Attributor {
+            prep,
+            rule,
+            plan,
+            method,
+        }
+    }
+
+    pub fn prepared(&self) -> &Prepared {
+        &self.prep
+    }
+
+    pub fn rule(&self) -> &R {
+        &self.rule
+    }
+
+    /// Run the model on `input` and read the values at the start node, after checking that
+    /// there is one target per sample and that each is a class.
+    pub fn trace(&self, input: &Tensor, targets: &[usize]) -> Result<Trace> {
+        let acts = self.prep.exec.trace_candle(input)?;
+        let logits = target_logits(
+            &self.prep.graph,
+            &acts,
+            self.plan.start,
+            targets,
+            self.method,
+        )?;
+        Ok(Trace { acts, logits })
+    }
+
+    /// Walk back from a seed of `values[i]` at `(i, targets[i])`: the value at the input.
+    pub fn backward(&self, trace: &Trace, targets: &[usize], values: &[f32]) -> Result<CTensor> {
+        let classes = trace.logits.first().map_or(0, Vec::len);
+        let seed = one_hot(classes, targets, values)?;
+        propagate::backward(&self.prep, &self.plan, &self.rule, &trace.acts, seed)
+    }
+
+    /// The whole recipe: `seed(logits of sample i, its target)` gives the seed value and the
+    /// score its relevance is compared with. Returns the `N x C x H x W` map and the scores.
+    pub fn attribute(
+        &self,
+        input: &Tensor,
+        targets: &[usize],
+        seed: impl Fn(&[f32], usize) -> (f32, f64),
+    ) -> Result<(Tensor, Vec<f64>)> {
+        let trace = self.trace(input, targets)?;
+        let (values, scores): (Vec<f32>, Vec<f64>) = targets
+            .iter()
+            .zip(&trace.logits)
+            .map(|(&t, l)| seed(l, t))
+            .unzip();
+        let r = self.backward(&trace, targets, &values)?;
+        let ce = |e: candle_core::Error| Error::internal(e.to_string());
+        Ok((from_candle(&r.to_dtype(DType::F32).map_err(ce)?)?, scores))
+    }
+
+    /// [`Attributor::attribute`] as an explanation with each sample's statistics.
+    pub fn explain(
+        &self,
+        input: &Tensor,
+        targets: &[usize],
+        seed: impl Fn(&[f32], usize) -> (f32, f64),
+    ) -> Result<Explanation> {
+        let (map, scores) = self.attribute(input, targets, seed)?;
+        Ok(explanation(map, targets, &scores))
+    }
+}
 
 /// The `N x classes` values of node `start` in a trace (`acts`), row by row, after checking that
 /// there is one target per sample and that every target is a class. `method` names the caller

@@ -7,7 +7,7 @@
 //! Results do not depend on the thread count: every output element is computed by one
 //! thread with the same order of summation.
 
-use crate::ops::{self, PoolKind, Window};
+use crate::ops::{self, PoolKind};
 use crate::{from_candle, to_candle};
 use candle_core::{Device, Tensor as CTensor};
 use sr_core::graph::{batch_norm_affine, Graph, Op};
@@ -180,7 +180,9 @@ impl Executor {
         let x = arg(0);
         match (&node.op, &self.prepared[id]) {
             (Op::Conv2d { .. }, Prepared::Conv { weight, bias }) => {
-                let (win, groups) = Window::of_conv(&node.op, weight.dims())
+                let (win, groups) = node
+                    .op
+                    .conv_window(weight.dims())
                     .ok_or_else(|| Error::internal(format!("layer `{}`: not a conv", node.name)))?;
                 ops::conv2d(x, weight, bias.as_ref(), &win, groups).map_err(&e)
             }
@@ -213,7 +215,7 @@ impl Executor {
                 x.maximum(0f32).and_then(|p| p + neg).map_err(&e)
             }
             (Op::MaxPool { .. } | Op::AvgPool { .. }, _) => {
-                let (win, ceil) = Window::of_pool(&node.op).expect("a pooling");
+                let (win, ceil) = node.op.pool_window().expect("a pooling");
                 let kind = match node.op {
                     Op::AvgPool {
                         count_include_pad, ..

@@ -6,10 +6,11 @@
 //! - [`ops`]: the kernels, by family (convolution, dense, pooling, normalisation, the rules'
 //!   fused element-wise steps, buffers);
 //! - [`propagate`]: the modified backward pass every relevance method runs, with its
-//!   [`propagate::LayerRule`] callback;
-//! - [`prepared`]: what a relevance method derives from a model once ([`Prepared`]), cached per
-//!   model ([`GraphCache`]);
-//! - [`attribution`]: seeds, target checks and per-sample statistics;
+//!   [`propagate::LayerRule`] callback, planned once per model ([`propagate::Plan`]);
+//! - [`prepared`]: what a relevance method derives from a model when it binds to it
+//!   ([`Prepared`]);
+//! - [`attribution`]: the attribution recipe ([`Attributor`]): trace, target checks, seed,
+//!   backward pass and per-sample statistics;
 //! - [`alloc`]: the allocator `srhost` and the benches use, which keeps large freed buffers.
 
 pub mod alloc;
@@ -19,8 +20,9 @@ pub mod ops;
 pub mod prepared;
 pub mod propagate;
 
+pub use attribution::Attributor;
 pub use exec::Executor;
-pub use prepared::{GraphCache, LayerWeights, Prepared};
+pub use prepared::{LayerWeights, Prepared};
 
 use candle_core::{DType, Device, Tensor as CTensor};
 use sr_core::{Error, Result, Tensor};

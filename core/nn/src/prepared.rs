@@ -1,62 +1,14 @@
-//! What relevance methods derive from a model once and reuse for every image: the graph, its
-//! executor, every layer's weights as candle tensors and the flipped kernels of the stride-1
-//! transposed convolutions ([`Prepared`]), cached per model ([`GraphCache`]).
+//! What relevance methods derive from a model once, when they bind to it, and reuse for every
+//! image: the graph, its executor, every layer's weights as candle tensors and the flipped
+//! kernels of the stride-1 transposed convolutions ([`Prepared`]).
 
 use crate::exec::Executor;
 use crate::ops;
 use crate::to_candle;
 use candle_core::{Device, Tensor as CTensor, TensorId};
-use sr_core::geometry::Window;
 use sr_core::graph::{batch_norm_affine, Graph, NodeId, Op};
 use sr_core::{Error, Result};
 use std::collections::HashMap;
-
-/// A per-model cache for what a stage derives from a model's graph (a canonized graph, an
-/// executor, converted weights): built on the first call, reused while the same model is
-/// given. A model is recognised by its node count and the address of its first weight buffer
-/// (weights are shared buffers, so two loaded models never share one).
-pub struct GraphCache<T> {
-    inner: std::sync::Mutex<Option<(ModelKey, std::sync::Arc<T>)>>,
-}
-
-/// How [`GraphCache`] recognises a model: its node count and its first weight buffer's address.
-type ModelKey = (usize, usize);
-
-impl<T> Default for GraphCache<T> {
-    fn default() -> Self {
-        GraphCache {
-            inner: std::sync::Mutex::new(None),
-        }
-    }
-}
-
-impl<T> GraphCache<T> {
-    pub fn get_or_build(
-        &self,
-        graph: &Graph,
-        build: impl FnOnce() -> Result<T>,
-    ) -> Result<std::sync::Arc<T>> {
-        let key = (
-            graph.nodes.len(),
-            graph
-                .nodes
-                .iter()
-                .flat_map(|n| n.params.first())
-                .map(|(_, t)| t.data().as_ptr() as usize)
-                .next()
-                .unwrap_or(0),
-        );
-        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((k, v)) = guard.as_ref() {
-            if *k == key {
-                return Ok(v.clone());
-            }
-        }
-        let v = std::sync::Arc::new(build()?);
-        *guard = Some((key, v.clone()));
-        Ok(v)
-    }
-}
 
 /// One layer's weights as candle tensors.
 #[derive(Clone, Debug)]
@@ -141,7 +93,7 @@ impl Prepared {
     /// ([`ops::transposes_by_flip`]).
     pub fn cache_flip(&mut self, node: NodeId, kernel: &CTensor) -> Result<()> {
         let n = &self.graph.nodes[node];
-        let Some((win, groups)) = Window::of_conv(&n.op, kernel.dims()) else {
+        let Some((win, groups)) = n.op.conv_window(kernel.dims()) else {
             return Ok(());
         };
         if ops::transposes_by_flip(kernel.dims(), &win, groups) {

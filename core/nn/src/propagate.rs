@@ -1,12 +1,17 @@
-//! A modified backward pass over a [`Graph`]: the engine under LRP and the gradient.
+//! A modified backward pass over a [`Graph`]: the engine under LRP, the gradient and DeepLIFT.
 //!
 //! Starting from a seed at the output node, a value (relevance, or gradient) flows back
 //! through the graph in reverse topological order; a node consumed several times receives the
 //! sum of what its consumers send back. The walker owns the structural ops (flatten, dropout,
 //! concatenation, residual adds, pooling, activations) with a few documented choices, and
 //! asks a [`LayerRule`] what to do at every layer with weights (conv, linear, batch norm).
+//!
+//! What the walker folds into neighbouring passes (activation masks, the rules' first
+//! divisions) depends on the graph, the [`Structure`] and the rule's [`Fusion`] at each layer,
+//! not on the image: a [`Plan`] decides it once per model, and [`backward`] follows it.
 
-use crate::ops::{self, MaxRouting, Window};
+use crate::ops::{self, MaxRouting};
+use crate::prepared::Prepared;
 use candle_core::{DType, Tensor as CTensor};
 use sr_core::graph::{Graph, Node, NodeId, Op};
 use sr_core::{Error, Result};
@@ -67,66 +72,65 @@ pub struct Structure {
     pub fuse: bool,
 }
 
+/// What a rule lets the walker fold around it at one layer: the fusion protocol, spelled once.
+/// A rule says it per layer ([`LayerRule::fusion`]); the [`Plan`] reads it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Fusion {
+    /// The value the rule sends back is `x * (...)` element-wise (or `x+ * (...) + x- * (...)`),
+    /// `x` being the layer's input (epsilon, z+, alpha-beta, ...): it is then zero wherever the
+    /// input is, so a ReLU feeding only such layers needs no gradient mask (the mask would leave
+    /// every value, and every zero's sign, unchanged).
+    pub scales_by_input: bool,
+    /// The divisor `d` the rule starts from, when its first step is `s = r / d(z)` element-wise
+    /// (epsilon-like rules). The walker may then take that division into the last pass of the
+    /// layer above and hand over `s` instead of `r` ([`Fused::divided`]).
+    pub divisor: Option<ops::Stab>,
+    /// The rule's last step is a single transposed map times the layer's input
+    /// (`a * T(V, s)`), finished in one pass that can also take a clip activation's gate and the
+    /// division of the layer below ([`Fused::gate`], [`Fused::below`]).
+    pub finishes: bool,
+}
+
 /// What a layer with weights sends back to its input.
-pub trait LayerRule {
-    /// `node` is a conv, linear or batch-norm node; `a` its input (as traced), `z` its output,
-    /// `r` the value arriving at its output. Returns the value at its input (shape of `a`).
+pub trait LayerRule: Send + Sync {
+    /// `node` is a conv, linear or batch-norm node of `p.graph`; `a` its input (as traced), `z`
+    /// its output, `r` the value arriving at its output. Returns the value at its input (shape
+    /// of `a`).
     fn layer(
         &self,
-        graph: &Graph,
+        p: &Prepared,
         node: NodeId,
         a: &CTensor,
         z: &CTensor,
         r: &CTensor,
     ) -> Result<CTensor>;
 
-    /// Whether the value this rule sends back from layer `node` is `x * (...)` element-wise,
-    /// `x` being the layer's input (epsilon, z+, alpha-beta, ...): it is then zero wherever
-    /// the input is, so a ReLU feeding only such layers needs no gradient mask (the mask would
-    /// leave every value, and every zero's sign, unchanged).
-    fn scales_by_input(&self, graph: &Graph, node: NodeId) -> bool {
+    /// What the walker may fold around layer `node` (nothing by default).
+    fn fusion(&self, graph: &Graph, node: NodeId) -> Fusion {
         let _ = (graph, node);
-        false
-    }
-
-    /// The divisor `d` this rule starts from at layer `node`, when its first step is
-    /// `s = r / d(z)` element-wise (epsilon-like rules). The walker may then take that division
-    /// into the last pass of the layer above and hand over `s` instead of `r`
-    /// ([`Fused::divided`]).
-    fn divisor(&self, graph: &Graph, node: NodeId) -> Option<ops::Stab> {
-        let _ = (graph, node);
-        None
-    }
-
-    /// Whether this rule's last step at layer `node` is a single transposed map times the
-    /// layer's input (`a * T(V, s)`), finished in one pass that can also take a clip
-    /// activation's gate and the division of the layer below ([`Fused::gate`],
-    /// [`Fused::below`]).
-    fn finishes(&self, graph: &Graph, node: NodeId) -> bool {
-        let _ = (graph, node);
-        false
+        Fusion::default()
     }
 
     /// [`LayerRule::layer`] with the walker's fusions (see [`Fused`]). `divided` and `below` are
-    /// only asked of rules that declare them ([`LayerRule::divisor`], [`LayerRule::finishes`]);
-    /// a gate is asked of any rule, and by default the result is multiplied by it afterwards.
+    /// only asked of rules that declare them ([`Fusion::divisor`], [`Fusion::finishes`]); a gate
+    /// is asked of any rule, and by default the result is multiplied by it afterwards.
     #[allow(clippy::too_many_arguments)]
     fn layer_fused(
         &self,
-        graph: &Graph,
+        p: &Prepared,
         node: NodeId,
         a: &CTensor,
         z: &CTensor,
         r: &CTensor,
         how: &Fused,
     ) -> Result<CTensor> {
-        let name = &graph.nodes[node].name;
+        let name = &p.graph.nodes[node].name;
         if how.divided || how.below.is_some() {
             return Err(Error::internal(format!(
                 "layer `{name}`: this rule takes no fused division"
             )));
         }
-        let v = self.layer(graph, node, a, z, r)?;
+        let v = self.layer(p, node, a, z, r)?;
         match how.gate {
             Some(gate) => ops::masked(&v, a, gate).map_err(ce(name)),
             None => Ok(v),
@@ -140,12 +144,19 @@ pub trait LayerRule {
     }
 
     /// What the activation or max-pool `node` sends back to its input, given the value `r` at
-    /// its output. Only called when [`LayerRule::defines_nonlinear`] is true.
-    fn nonlinear(&self, graph: &Graph, node: NodeId, r: &CTensor) -> Result<CTensor> {
-        let _ = r;
+    /// its output and the trace `acts` of this pass. Only called when
+    /// [`LayerRule::defines_nonlinear`] is true.
+    fn nonlinear(
+        &self,
+        p: &Prepared,
+        acts: &[CTensor],
+        node: NodeId,
+        r: &CTensor,
+    ) -> Result<CTensor> {
+        let _ = (acts, r);
         Err(Error::internal(format!(
             "layer `{}`: this rule does not define activations",
-            graph.nodes[node].name
+            p.graph.nodes[node].name
         )))
     }
 }
@@ -158,7 +169,7 @@ pub struct Fused<'a> {
     /// layers: multiply the result by `1[lo < a < hi]`, the activation's derivative (read off
     /// its output `a`), which the activation then skips.
     pub gate: Option<(f32, f32)>,
-    /// `r` is already `r / d(z)`, [`LayerRule::divisor`]'s first step, done by the layer above.
+    /// `r` is already `r / d(z)`, [`Fusion::divisor`]'s first step, done by the layer above.
     pub divided: bool,
     /// Divide the result by `d(z)`, `z` being the traced output of the layer below whose rule
     /// starts with that division (through activations, dropout and flatten that pass the value
@@ -214,293 +225,179 @@ fn ce(node: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
     move |e| Error::internal(format!("backward pass at layer `{node}`: {e}"))
 }
 
-/// Run the backward pass. `acts[i]` is node `i`'s output from a forward pass of this very
-/// graph; `seed` has the shape of the output node's value. Returns the value at the input.
-pub fn backward(
-    graph: &Graph,
-    acts: &[CTensor],
-    output: NodeId,
-    seed: CTensor,
-    structure: &Structure,
-    rule: &dyn LayerRule,
-) -> Result<CTensor> {
-    let mut vals: Vec<Option<CTensor>> = vec![None; graph.nodes.len()];
-    vals[output] = Some(seed);
-    let mut consumers: Vec<Vec<NodeId>> = vec![vec![]; graph.nodes.len()];
-    for (id, n) in graph.nodes.iter().enumerate() {
-        for &i in &n.inputs {
-            consumers[i].push(id);
-        }
-    }
-    // Whether everything that flows back into `id` is zero where `id`'s output is zero: it
-    // feeds only layers whose rule scales by their input, possibly through dropout/flatten.
-    fn zero_where_input_is(
-        graph: &Graph,
-        consumers: &[Vec<NodeId>],
-        rule: &dyn LayerRule,
-        id: NodeId,
-    ) -> bool {
-        !consumers[id].is_empty()
-            && consumers[id].iter().all(|&c| match graph.nodes[c].op {
-                Op::Conv2d { .. } | Op::Linear => rule.scales_by_input(graph, c),
-                Op::Dropout | Op::Flatten => zero_where_input_is(graph, consumers, rule, c),
-                _ => false,
-            })
-    }
-    // An activation whose output feeds only layers with weights and max poolings (ReLU6 before
-    // the depthwise and 1x1 convolutions of mobile nets, ReLU before VGG's poolings) leaves its
-    // gradient mask to them: `gates[consumer]` is the activation's open interval (ReLU's is
-    // (0, +inf)), `folded[activation]` marks it. (A ReLU that feeds only layers scaling by
-    // their input needs no mask at all, see `zero_where_input_is`.)
-    let mut gates: Vec<Option<(f32, f32)>> = vec![None; graph.nodes.len()];
-    let mut folded = vec![false; graph.nodes.len()];
-    if structure.fuse
-        && structure.activation == ActivationMode::Gradient
-        && !rule.defines_nonlinear()
-    {
+/// The division a layer leaves to its consumer: the layer, its divisor, and the activation
+/// between them when there is at most one.
+type Below = (NodeId, ops::Stab, Option<ops::Act>);
+
+/// What the walker folds where, decided once per model (graph, structure and rule), not per
+/// image: the gradient masks activations leave to their consumers, the first divisions layers
+/// leave to the layer above, and the ReLUs that need no mask at all.
+pub struct Plan {
+    /// The node the seed starts from ([`start_node`]).
+    pub start: NodeId,
+    pub structure: Structure,
+    /// Per node: the open interval of the activation whose gradient mask it applies (an
+    /// activation that feeds only layers with weights and max poolings leaves its mask to them).
+    gates: Vec<Option<(f32, f32)>>,
+    /// Per activation: its mask is applied by its consumers (`gates`).
+    folded: Vec<bool>,
+    /// Per node: everything that flows back into it is zero where its output is zero (it feeds
+    /// only layers whose rule scales by their input, possibly through dropout or flatten).
+    zero_where_output_is: Vec<bool>,
+    /// Per consumer: the division of the layer below it that it does in its last pass.
+    below: Vec<Option<Below>>,
+    /// Per layer: its relevance arrives divided.
+    divided: Vec<bool>,
+}
+
+impl Plan {
+    /// Plan the backward pass of `graph` under `structure` with `rule`.
+    pub fn new(graph: &Graph, structure: Structure, rule: &dyn LayerRule) -> Plan {
+        let len = graph.nodes.len();
+        let mut consumers: Vec<Vec<NodeId>> = vec![vec![]; len];
         for (id, n) in graph.nodes.iter().enumerate() {
-            let gate = match n.op {
-                Op::Clip { min, max } if min < max => (min, max),
-                Op::Relu if !zero_where_input_is(graph, &consumers, rule, id) => {
-                    (0.0, f32::INFINITY)
-                }
-                _ => continue,
-            };
-            let takes = |&c: &NodeId| {
-                matches!(
-                    graph.nodes[c].op,
-                    Op::Conv2d { .. } | Op::Linear | Op::MaxPool { .. }
-                ) && graph.nodes[c].inputs[0] == id
-            };
-            if !consumers[id].is_empty() && consumers[id].iter().all(takes) {
-                folded[id] = true;
-                for &c in &consumers[id] {
-                    gates[c] = Some(gate);
+            for &i in &n.inputs {
+                consumers[i].push(id);
+            }
+        }
+        let fusion: Vec<Fusion> = (0..len)
+            .map(|id| match graph.nodes[id].op {
+                Op::Conv2d { .. } | Op::Linear => rule.fusion(graph, id),
+                _ => Fusion::default(),
+            })
+            .collect();
+        fn zero_where(
+            graph: &Graph,
+            consumers: &[Vec<NodeId>],
+            fusion: &[Fusion],
+            id: NodeId,
+        ) -> bool {
+            !consumers[id].is_empty()
+                && consumers[id].iter().all(|&c| match graph.nodes[c].op {
+                    Op::Conv2d { .. } | Op::Linear => fusion[c].scales_by_input,
+                    Op::Dropout | Op::Flatten => zero_where(graph, consumers, fusion, c),
+                    _ => false,
+                })
+        }
+        let zero_where_output_is: Vec<bool> = (0..len)
+            .map(|id| zero_where(graph, &consumers, &fusion, id))
+            .collect();
+        // An activation whose output feeds only layers with weights and max poolings (ReLU6
+        // before the depthwise and 1x1 convolutions of mobile nets, ReLU before VGG's poolings)
+        // leaves its gradient mask to them. (A ReLU that feeds only layers scaling by their
+        // input needs no mask at all.)
+        let mut gates: Vec<Option<(f32, f32)>> = vec![None; len];
+        let mut folded = vec![false; len];
+        if structure.fuse
+            && structure.activation == ActivationMode::Gradient
+            && !rule.defines_nonlinear()
+        {
+            for (id, n) in graph.nodes.iter().enumerate() {
+                let gate = match n.op {
+                    Op::Clip { min, max } if min < max => (min, max),
+                    Op::Relu if !zero_where_output_is[id] => (0.0, f32::INFINITY),
+                    _ => continue,
+                };
+                let takes = |&c: &NodeId| {
+                    matches!(
+                        graph.nodes[c].op,
+                        Op::Conv2d { .. } | Op::Linear | Op::MaxPool { .. }
+                    ) && graph.nodes[c].inputs[0] == id
+                };
+                if !consumers[id].is_empty() && consumers[id].iter().all(takes) {
+                    folded[id] = true;
+                    for &c in &consumers[id] {
+                        gates[c] = Some(gate);
+                    }
                 }
             }
         }
-    }
-    // A layer whose rule starts by dividing its relevance (`LayerRule::divisor`) and whose
-    // output reaches one single consumer through activations that pass the value unchanged
-    // (ReLU without its mask, a folded clip), dropout or flatten, leaves that division to the
-    // consumer's last pass, when the consumer is a max pooling or a layer whose rule finishes
-    // in one pass: `below[consumer]` is the layer and its divisor, `divided[layer]` marks it.
-    // With it, the activation between them when there is at most one (then the consumer's
-    // input is `act(z)` of the layer's output `z`, and the consumer reads `z` alone).
-    type Below = (NodeId, ops::Stab, Option<ops::Act>);
-    let mut below: Vec<Option<Below>> = vec![None; graph.nodes.len()];
-    let mut divided = vec![false; graph.nodes.len()];
-    let unchanged = |c: NodeId| match graph.nodes[c].op {
-        Op::Dropout | Op::Flatten => true,
-        Op::Relu if !rule.defines_nonlinear() => {
-            structure.activation == ActivationMode::Pass
-                || zero_where_input_is(graph, &consumers, rule, c)
-        }
-        Op::Clip { .. } if !rule.defines_nonlinear() => {
-            structure.activation == ActivationMode::Pass || folded[c]
-        }
-        _ => false,
-    };
-    for (p, n) in graph.nodes.iter().enumerate() {
-        if !structure.fuse || !matches!(n.op, Op::Conv2d { .. } | Op::Linear) {
-            continue;
-        }
-        let Some(d) = rule.divisor(graph, p) else {
-            continue;
+        // A layer whose rule starts by dividing its relevance (`Fusion::divisor`) and whose
+        // output reaches one single consumer through activations that pass the value unchanged
+        // (ReLU without its mask, a folded clip), dropout or flatten, leaves that division to
+        // the consumer's last pass, when the consumer is a max pooling or a layer whose rule
+        // finishes in one pass. With it, the activation between them when there is at most one
+        // (then the consumer's input is `act(z)` of the layer's output `z`, and the consumer
+        // reads `z` alone).
+        let mut below: Vec<Option<Below>> = vec![None; len];
+        let mut divided = vec![false; len];
+        let unchanged = |c: NodeId| match graph.nodes[c].op {
+            Op::Dropout | Op::Flatten => true,
+            Op::Relu if !rule.defines_nonlinear() => {
+                structure.activation == ActivationMode::Pass || zero_where_output_is[c]
+            }
+            Op::Clip { .. } if !rule.defines_nonlinear() => {
+                structure.activation == ActivationMode::Pass || folded[c]
+            }
+            _ => false,
         };
-        let mut cur = p;
-        let mut between = vec![];
-        let last = loop {
-            let [c] = consumers[cur][..] else { break None };
-            if graph.nodes[c].inputs[0] != cur {
-                break None;
+        for (p, n) in graph.nodes.iter().enumerate() {
+            if !structure.fuse || !matches!(n.op, Op::Conv2d { .. } | Op::Linear) {
+                continue;
             }
-            match graph.nodes[c].op {
-                Op::Conv2d { .. } | Op::Linear if rule.finishes(graph, c) => break Some(c),
-                Op::MaxPool { .. } if !rule.defines_nonlinear() => break Some(c),
-                _ if unchanged(c) => {
-                    match graph.nodes[c].op {
-                        Op::Relu => between.push(ops::Act::Relu),
-                        Op::Clip { min, max } => between.push(ops::Act::Clip(min, max)),
-                        _ => {}
-                    }
-                    cur = c
-                }
-                _ => break None,
-            }
-        };
-        if let Some(c) = last {
-            let act = match between[..] {
-                [] => Some(ops::Act::Identity),
-                [a] => Some(a),
-                _ => None,
+            let Some(d) = fusion[p].divisor else {
+                continue;
             };
-            below[c] = Some((p, d, act));
-            divided[p] = true;
-        }
-    }
-    for id in (1..=output).rev() {
-        let Some(r) = vals[id].take() else { continue };
-        let node = &graph.nodes[id];
-        let e = ce(&node.name);
-        let input = |k: usize| &acts[node.inputs[k]];
-        let a = input(0);
-        let sends: Vec<(NodeId, CTensor)> = match &node.op {
-            Op::Input { .. } => unreachable!("node 0 is not visited"),
-            Op::Conv2d { .. } | Op::Linear | Op::BatchNorm { .. } => {
-                let how = Fused {
-                    gate: gates[id],
-                    divided: divided[id],
-                    below: below[id].map(|(p, d, _)| (&acts[p], d)),
-                    input_is: below[id].and_then(|(_, _, act)| act),
-                };
-                let v = if how.is_plain() {
-                    rule.layer(graph, id, a, &acts[id], &r)?
-                } else {
-                    rule.layer_fused(graph, id, a, &acts[id], &r, &how)?
-                };
-                vec![(node.inputs[0], v)]
-            }
-            op if (op.is_activation() || matches!(op, Op::MaxPool { .. }))
-                && rule.defines_nonlinear() =>
-            {
-                vec![(node.inputs[0], rule.nonlinear(graph, id, &r)?)]
-            }
-            Op::Relu
-            | Op::Clip { .. }
-            | Op::PRelu
-            | Op::Sigmoid
-            | Op::HardSigmoid { .. }
-            | Op::Silu
-            | Op::HardSwish
-            | Op::Gelu => {
-                let v = match structure.activation {
-                    ActivationMode::Pass => r,
-                    ActivationMode::Gradient if folded[id] => r,
-                    // ReLU's mask 1[a > 0] keeps a value that is already 0 where relu(a) is.
-                    ActivationMode::Gradient
-                        if matches!(node.op, Op::Relu)
-                            && zero_where_input_is(graph, &consumers, rule, id) =>
-                    {
-                        r
-                    }
-                    ActivationMode::Gradient => match node.op {
-                        // r * 1[a > 0] (and within Clip's bounds) in one pass.
-                        Op::Relu => ops::zip_map(&r, a, |r, a| r * ((a > 0.0) as u8 as f32)),
-                        Op::Clip { min, max } => ops::masked(&r, a, (min, max)),
-                        _ => activation_derivative(node, a).and_then(|d| r * d),
-                    }
-                    .map_err(&e)?,
-                };
-                vec![(node.inputs[0], v)]
-            }
-            Op::MaxPool { .. } => {
-                let (win, ceil_mode) = Window::of_pool(&node.op).expect("a max pooling");
-                let div = below[id].map(|(p, d, _)| (&acts[p], d));
-                let x_of_div = below[id].and_then(|(_, _, act)| act);
-                let route = structure.max_pool;
-                vec![(
-                    node.inputs[0],
-                    ops::max_pool_t_fused(a, &r, &win, ceil_mode, route, gates[id], div, x_of_div)
-                        .map_err(&e)?,
-                )]
-            }
-            Op::AvgPool {
-                count_include_pad, ..
-            } => {
-                let (win, _) = Window::of_pool(&node.op).expect("an average pooling");
-                let (_, _, h, w) = a.dims4().map_err(&e)?;
-                let v = match structure.avg_pool {
-                    PoolMode::Gradient => ops::avg_pool_t(&r, (h, w), &win, *count_include_pad),
-                    PoolMode::Norm { epsilon } => stabilise(&acts[id], epsilon)
-                        .and_then(|z| r.div(&z))
-                        .and_then(|s| ops::avg_pool_t(&s, (h, w), &win, *count_include_pad))
-                        .and_then(|t| t.mul(a)),
+            let mut cur = p;
+            let mut between = vec![];
+            let last = loop {
+                let [c] = consumers[cur][..] else { break None };
+                if graph.nodes[c].inputs[0] != cur {
+                    break None;
                 }
-                .map_err(&e)?;
-                vec![(node.inputs[0], v)]
-            }
-            Op::GlobalAvgPool => {
-                let (_, _, h, w) = a.dims4().map_err(&e)?;
-                let k = (h * w) as f64;
-                let v = match structure.avg_pool {
-                    PoolMode::Gradient => r
-                        .affine(1.0 / k, 0.0)
-                        .and_then(|s| s.broadcast_as(a.shape())?.contiguous()),
-                    PoolMode::Norm { epsilon } => stabilise(&acts[id], epsilon)
-                        .and_then(|z| r.div(&z))
-                        .and_then(|s| s.affine(1.0 / k, 0.0))
-                        .and_then(|s| s.broadcast_mul(a)),
-                }
-                .map_err(&e)?;
-                vec![(node.inputs[0], v)]
-            }
-            Op::Flatten => vec![(node.inputs[0], r.reshape(a.shape()).map_err(&e)?)],
-            // LRN and softmax on the path are passed through unchanged (they are not linear
-            // layers; the paper's models end in logits, and LRN keeps the sign).
-            Op::Dropout | Op::Lrn { .. } | Op::Softmax => vec![(node.inputs[0], r)],
-            Op::Add => match structure.add {
-                AddMode::Copy => node.inputs.iter().map(|&i| (i, r.clone())).collect(),
-                AddMode::Proportional { epsilon } => {
-                    let s = ops::zip_map(&r, &acts[id], |r, z| r / ops::stab(z, epsilon))
-                        .map_err(&e)?;
-                    node.inputs
-                        .iter()
-                        .map(|&i| Ok((i, ops::zip_map(&acts[i], &s, |x, s| x * s).map_err(&e)?)))
-                        .collect::<Result<_>>()?
-                }
-            },
-            Op::Mul => {
-                let g = input(1);
-                match structure.gate {
-                    GateMode::Signal => vec![(node.inputs[0], r)],
-                    GateMode::Gradient => {
-                        let to_x = r.broadcast_mul(g).map_err(&e)?;
-                        let mut to_g = (&r * a).map_err(&e)?;
-                        if g.dims() != a.dims() {
-                            to_g = to_g
-                                .sum_keepdim(3)
-                                .and_then(|t| t.sum_keepdim(2))
-                                .map_err(&e)?;
+                match graph.nodes[c].op {
+                    Op::Conv2d { .. } | Op::Linear if fusion[c].finishes => break Some(c),
+                    Op::MaxPool { .. } if !rule.defines_nonlinear() => break Some(c),
+                    _ if unchanged(c) => {
+                        match graph.nodes[c].op {
+                            Op::Relu => between.push(ops::Act::Relu),
+                            Op::Clip { min, max } => between.push(ops::Act::Clip(min, max)),
+                            _ => {}
                         }
-                        vec![(node.inputs[0], to_x), (node.inputs[1], to_g)]
+                        cur = c
                     }
+                    _ => break None,
                 }
+            };
+            if let Some(c) = last {
+                let act = match between[..] {
+                    [] => Some(ops::Act::Identity),
+                    [a] => Some(a),
+                    _ => None,
+                };
+                below[c] = Some((p, d, act));
+                divided[p] = true;
             }
-            Op::LayerNorm { eps } => {
-                let w = node.param("weight").expect("checked by infer_shapes");
-                let v = ops::layer_norm_t(a, &acts[id], &r, w.data(), *eps, structure.layer_norm)
-                    .map_err(&e)?;
-                vec![(node.inputs[0], v)]
-            }
-            Op::ChannelShuffle { groups } => {
-                let c = a.dims()[1];
-                vec![(
-                    node.inputs[0],
-                    ops::channel_shuffle(&r, c / groups).map_err(&e)?,
-                )]
-            }
-            Op::Narrow { start, .. } => vec![(
-                node.inputs[0],
-                ops::narrow_t(&r, *start, a.dims()[1]).map_err(&e)?,
-            )],
-            Op::Concat { axis } => {
-                let mut start = 0;
-                let mut out = vec![];
-                for &i in &node.inputs {
-                    let len = acts[i].dims()[*axis];
-                    out.push((
-                        i,
-                        r.narrow(*axis, start, len)
-                            .and_then(|t| t.contiguous())
-                            .map_err(&e)?,
-                    ));
-                    start += len;
-                }
-                out
-            }
-        };
-        for (i, v) in sends {
+        }
+        Plan {
+            start: start_node(graph),
+            structure,
+            gates,
+            folded,
+            zero_where_output_is,
+            below,
+            divided,
+        }
+    }
+}
+
+/// Run the backward pass that `plan` describes. `acts[i]` is node `i`'s output from a forward
+/// pass of `p.graph`; `seed` has the shape of the start node's value. Returns the value at the
+/// input.
+pub fn backward(
+    p: &Prepared,
+    plan: &Plan,
+    rule: &dyn LayerRule,
+    acts: &[CTensor],
+    seed: CTensor,
+) -> Result<CTensor> {
+    let graph = &p.graph;
+    let mut vals: Vec<Option<CTensor>> = vec![None; graph.nodes.len()];
+    vals[plan.start] = Some(seed);
+    for id in (1..=plan.start).rev() {
+        let Some(r) = vals[id].take() else { continue };
+        let e = ce(&graph.nodes[id].name);
+        for (i, v) in step(p, plan, rule, acts, id, r)? {
             vals[i] = Some(match vals[i].take() {
                 Some(prev) => (prev + v).map_err(&e)?,
                 None => v,
@@ -510,6 +407,171 @@ pub fn backward(
     vals[0]
         .take()
         .ok_or_else(|| Error::input("the output does not depend on the input"))
+}
+
+/// What node `id` sends back to its inputs, given the value `r` at its output.
+fn step(
+    p: &Prepared,
+    plan: &Plan,
+    rule: &dyn LayerRule,
+    acts: &[CTensor],
+    id: NodeId,
+    r: CTensor,
+) -> Result<Vec<(NodeId, CTensor)>> {
+    let graph = &p.graph;
+    let structure = &plan.structure;
+    let node = &graph.nodes[id];
+    let e = ce(&node.name);
+    let input = |k: usize| &acts[node.inputs[k]];
+    let a = input(0);
+    let to_input = |v: CTensor| Ok(vec![(node.inputs[0], v)]);
+    match &node.op {
+        Op::Input { .. } => unreachable!("node 0 is not visited"),
+        Op::Conv2d { .. } | Op::Linear | Op::BatchNorm { .. } => {
+            let how = Fused {
+                gate: plan.gates[id],
+                divided: plan.divided[id],
+                below: plan.below[id].map(|(p, d, _)| (&acts[p], d)),
+                input_is: plan.below[id].and_then(|(_, _, act)| act),
+            };
+            to_input(if how.is_plain() {
+                rule.layer(p, id, a, &acts[id], &r)?
+            } else {
+                rule.layer_fused(p, id, a, &acts[id], &r, &how)?
+            })
+        }
+        op if (op.is_activation() || matches!(op, Op::MaxPool { .. }))
+            && rule.defines_nonlinear() =>
+        {
+            to_input(rule.nonlinear(p, acts, id, &r)?)
+        }
+        Op::Relu
+        | Op::Clip { .. }
+        | Op::PRelu
+        | Op::Sigmoid
+        | Op::HardSigmoid { .. }
+        | Op::Silu
+        | Op::HardSwish
+        | Op::Gelu => to_input(match structure.activation {
+            ActivationMode::Pass => r,
+            ActivationMode::Gradient if plan.folded[id] => r,
+            // ReLU's mask 1[a > 0] keeps a value that is already 0 where relu(a) is.
+            ActivationMode::Gradient
+                if matches!(node.op, Op::Relu) && plan.zero_where_output_is[id] =>
+            {
+                r
+            }
+            ActivationMode::Gradient => match node.op {
+                // r * 1[a > 0] (and within Clip's bounds) in one pass.
+                Op::Relu => ops::zip_map(&r, a, |r, a| r * ((a > 0.0) as u8 as f32)),
+                Op::Clip { min, max } => ops::masked(&r, a, (min, max)),
+                _ => activation_derivative(node, a).and_then(|d| r * d),
+            }
+            .map_err(&e)?,
+        }),
+        Op::MaxPool { .. } => {
+            let (win, ceil_mode) = node.op.pool_window().expect("a max pooling");
+            let div = plan.below[id].map(|(p, d, _)| (&acts[p], d));
+            let x_of_div = plan.below[id].and_then(|(_, _, act)| act);
+            let route = structure.max_pool;
+            let gate = plan.gates[id];
+            to_input(
+                ops::max_pool_t_fused(a, &r, &win, ceil_mode, route, gate, div, x_of_div)
+                    .map_err(&e)?,
+            )
+        }
+        Op::AvgPool {
+            count_include_pad, ..
+        } => {
+            let (win, _) = node.op.pool_window().expect("an average pooling");
+            let (_, _, h, w) = a.dims4().map_err(&e)?;
+            to_input(
+                match structure.avg_pool {
+                    PoolMode::Gradient => ops::avg_pool_t(&r, (h, w), &win, *count_include_pad),
+                    PoolMode::Norm { epsilon } => stabilise(&acts[id], epsilon)
+                        .and_then(|z| r.div(&z))
+                        .and_then(|s| ops::avg_pool_t(&s, (h, w), &win, *count_include_pad))
+                        .and_then(|t| t.mul(a)),
+                }
+                .map_err(&e)?,
+            )
+        }
+        Op::GlobalAvgPool => {
+            let (_, _, h, w) = a.dims4().map_err(&e)?;
+            let k = (h * w) as f64;
+            to_input(
+                match structure.avg_pool {
+                    PoolMode::Gradient => r
+                        .affine(1.0 / k, 0.0)
+                        .and_then(|s| s.broadcast_as(a.shape())?.contiguous()),
+                    PoolMode::Norm { epsilon } => stabilise(&acts[id], epsilon)
+                        .and_then(|z| r.div(&z))
+                        .and_then(|s| s.affine(1.0 / k, 0.0))
+                        .and_then(|s| s.broadcast_mul(a)),
+                }
+                .map_err(&e)?,
+            )
+        }
+        Op::Flatten => to_input(r.reshape(a.shape()).map_err(&e)?),
+        // LRN and softmax on the path are passed through unchanged (they are not linear
+        // layers; the paper's models end in logits, and LRN keeps the sign).
+        Op::Dropout | Op::Lrn { .. } | Op::Softmax => to_input(r),
+        Op::Add => match structure.add {
+            AddMode::Copy => Ok(node.inputs.iter().map(|&i| (i, r.clone())).collect()),
+            AddMode::Proportional { epsilon } => {
+                let s =
+                    ops::zip_map(&r, &acts[id], |r, z| r / ops::stab(z, epsilon)).map_err(&e)?;
+                node.inputs
+                    .iter()
+                    .map(|&i| Ok((i, ops::zip_map(&acts[i], &s, |x, s| x * s).map_err(&e)?)))
+                    .collect()
+            }
+        },
+        Op::Mul => {
+            let g = input(1);
+            match structure.gate {
+                GateMode::Signal => to_input(r),
+                GateMode::Gradient => {
+                    let to_x = r.broadcast_mul(g).map_err(&e)?;
+                    let mut to_g = (&r * a).map_err(&e)?;
+                    if g.dims() != a.dims() {
+                        to_g = to_g
+                            .sum_keepdim(3)
+                            .and_then(|t| t.sum_keepdim(2))
+                            .map_err(&e)?;
+                    }
+                    Ok(vec![(node.inputs[0], to_x), (node.inputs[1], to_g)])
+                }
+            }
+        }
+        Op::LayerNorm { eps } => {
+            let w = node.param("weight").expect("checked by infer_shapes");
+            to_input(
+                ops::layer_norm_t(a, &acts[id], &r, w.data(), *eps, structure.layer_norm)
+                    .map_err(&e)?,
+            )
+        }
+        Op::ChannelShuffle { groups } => {
+            let c = a.dims()[1];
+            to_input(ops::channel_shuffle(&r, c / groups).map_err(&e)?)
+        }
+        Op::Narrow { start, .. } => to_input(ops::narrow_t(&r, *start, a.dims()[1]).map_err(&e)?),
+        Op::Concat { axis } => {
+            let mut start = 0;
+            let mut out = vec![];
+            for &i in &node.inputs {
+                let len = acts[i].dims()[*axis];
+                out.push((
+                    i,
+                    r.narrow(*axis, start, len)
+                        .and_then(|t| t.contiguous())
+                        .map_err(&e)?,
+                ));
+                start += len;
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// The node whose value relevance starts from: the output, or the input of a final softmax

@@ -20,10 +20,12 @@ use serde::{Deserialize, Serialize};
 use sr_core::geometry::Window;
 use sr_core::preprocess;
 use sr_core::{
-    Error, Explanation, Graph, Model, NodeId, Op, Params, Relevance, RelevanceStage, Result, Tensor,
+    Error, Explainer, Explanation, Model, ModelInfo, NodeId, Op, Params, Relevance, RelevanceStage,
+    Request, Result, Tensor,
 };
-use sr_nn::propagate::{self, activation_derivative, LayerRule};
-use sr_nn::{attribution, from_candle, ops, GraphCache, Prepared};
+use sr_nn::propagate::{activation_derivative, LayerRule};
+use sr_nn::{attribution, from_candle, ops, Attributor, Prepared};
+use std::sync::Arc;
 
 /// Below this `|x - b|`, an activation passes its own derivative (Captum's threshold).
 pub const EPS: f32 = 1e-10;
@@ -74,7 +76,6 @@ enum Baseline {
 pub struct DeepLift {
     baselines: Vec<Baseline>,
     rescale_max_pool: bool,
-    cache: GraphCache<Prepared>,
 }
 
 impl RelevanceStage for DeepLift {
@@ -113,14 +114,12 @@ impl RelevanceStage for DeepLift {
         Ok(DeepLift {
             baselines,
             rescale_max_pool,
-            cache: GraphCache::default(),
         })
     }
 }
 
 /// The baseline as a model input `[C, H, W]`.
-fn baseline_input(b: &Baseline, model: &dyn Model) -> Result<Tensor> {
-    let info = model.info();
+fn baseline_input(b: &Baseline, info: &ModelInfo) -> Result<Tensor> {
     let shape = info.input_shape.clone();
     let (c, h, w) = (shape[0], shape[1], shape[2]);
     let fill = |v: u8| {
@@ -140,7 +139,7 @@ fn baseline_input(b: &Baseline, model: &dyn Model) -> Result<Tensor> {
         Baseline::Zero => Tensor::zeros(vec![1, c, h, w]),
         Baseline::Fill(v) => fill(*v)?,
         Baseline::Image(img, path) => {
-            preprocess::preprocess(img, &info)
+            preprocess::preprocess(img, info)
                 .map_err(|e| e.context(format!("baseline {path}")))?
                 .0
         }
@@ -150,9 +149,8 @@ fn baseline_input(b: &Baseline, model: &dyn Model) -> Result<Tensor> {
 
 /// The rescale rule on a forward pass of `[inputs; baselines]` (2N samples, as Captum runs
 /// it): the value flows back through both halves, the multipliers come from their differences.
-struct Rescale<'a> {
-    linear: Transpose<'a>,
-    acts: &'a [CTensor],
+/// Layers with weights pass the gradient ([`Transpose`]).
+pub struct Rescale {
     rescale_max_pool: bool,
 }
 
@@ -169,41 +167,47 @@ fn delta2(t: &CTensor) -> candle_core::Result<CTensor> {
     CTensor::cat(&[&d, &d], 0)
 }
 
-impl LayerRule for Rescale<'_> {
+impl LayerRule for Rescale {
     fn layer(
         &self,
-        g: &Graph,
+        p: &Prepared,
         node: NodeId,
         a: &CTensor,
         z: &CTensor,
         r: &CTensor,
     ) -> Result<CTensor> {
-        self.linear.layer(g, node, a, z, r)
+        Transpose.layer(p, node, a, z, r)
     }
 
     fn defines_nonlinear(&self) -> bool {
         true
     }
 
-    fn nonlinear(&self, graph: &Graph, node: NodeId, r: &CTensor) -> Result<CTensor> {
-        let n = &graph.nodes[node];
+    fn nonlinear(
+        &self,
+        p: &Prepared,
+        acts: &[CTensor],
+        node: NodeId,
+        r: &CTensor,
+    ) -> Result<CTensor> {
+        let n = &p.graph.nodes[node];
         let ce =
             |e: candle_core::Error| Error::internal(format!("DeepLIFT at layer `{}`: {e}", n.name));
         let i = n.inputs[0];
         match &n.op {
             Op::MaxPool { .. } => {
-                let (win, ceil_mode) = Window::of_pool(&n.op).expect("a max pooling");
+                let (win, ceil_mode) = n.op.pool_window().expect("a max pooling");
                 if self.rescale_max_pool {
-                    max_pool(&self.acts[i], &self.acts[node], r, &win).map_err(ce)
+                    max_pool(&acts[i], &acts[node], r, &win).map_err(ce)
                 } else {
-                    ops::max_pool_t(&self.acts[i], r, &win, ceil_mode, ops::MaxRouting::First)
+                    ops::max_pool_t(&acts[i], r, &win, ceil_mode, ops::MaxRouting::First)
                         .map_err(ce)
                 }
             }
             _ => {
-                let a = &self.acts[i];
+                let a = &acts[i];
                 let din = delta2(a).map_err(ce)?;
-                let dout = delta2(&self.acts[node]).map_err(ce)?;
+                let dout = delta2(&acts[node]).map_err(ce)?;
                 let grad = (r * activation_derivative(n, a).map_err(ce)?).map_err(ce)?;
                 let small = din.abs().and_then(|d| d.lt(EPS)).map_err(ce)?;
                 let scaled = (r * dout).and_then(|t| t / &din).map_err(ce)?;
@@ -281,22 +285,48 @@ fn max_pool(
 }
 
 impl Relevance for DeepLift {
-    fn explain(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Explanation> {
-        let graph = model.graph()?;
-        let prep = self
-            .cache
-            .get_or_build(&graph.clone(), || Prepared::new(graph))?;
+    /// Prepare the graph, plan the backward pass, and make every baseline's model input, once.
+    fn bind(&self, model: Arc<dyn Model>) -> Result<Box<dyn Explainer>> {
+        let info = model.info();
+        let baselines = self
+            .baselines
+            .iter()
+            .map(|b| baseline_input(b, &info))
+            .collect::<Result<_>>()?;
+        let rule = Rescale {
+            rescale_max_pool: self.rescale_max_pool,
+        };
+        Ok(Box::new(DeepLiftExplainer {
+            attributor: Attributor::new(
+                Prepared::new(model.graph()?)?,
+                crate::GRADIENT,
+                rule,
+                "DeepLIFT",
+            ),
+            baselines,
+        }))
+    }
+}
+
+/// DeepLIFT bound to one model, with its baselines as model inputs.
+struct DeepLiftExplainer {
+    attributor: Attributor<Rescale>,
+    /// `[C, H, W]` each.
+    baselines: Vec<Tensor>,
+}
+
+impl Explainer for DeepLiftExplainer {
+    fn explain(&self, req: &Request<'_>) -> Result<Explanation> {
+        let (input, targets) = (req.input, req.targets);
         let ce = |e: candle_core::Error| Error::internal(format!("DeepLIFT: {e}"));
         let s = input.shape().to_vec();
         let n = s[0];
         attribution::check_targets(targets, n, usize::MAX)?;
-        let start = propagate::start_node(&prep.graph);
         let per = input.numel() / n.max(1);
         let mut total = vec![0f64; input.numel()];
         let mut fx = vec![0f64; n];
         let mut fb_mean = vec![0f64; n];
-        for b in &self.baselines {
-            let base = baseline_input(b, model)?;
+        for base in &self.baselines {
             if base.numel() != per {
                 return Err(Error::input(format!(
                     "the baseline has {} values per sample, the input {per}",
@@ -310,23 +340,19 @@ impl Relevance for DeepLift {
             }
             let mut shape2 = s.clone();
             shape2[0] = 2 * n;
-            let acts = prep.exec.trace_candle(&Tensor::new(shape2, both)?)?;
             // Each target twice: the input half and the baseline half.
             let both_targets: Vec<usize> = targets.iter().chain(targets).copied().collect();
-            let f =
-                attribution::target_logits(&prep.graph, &acts, start, &both_targets, "DeepLIFT")?;
-            let classes = f.first().map_or(0, Vec::len);
+            let trace = self
+                .attributor
+                .trace(&Tensor::new(shape2, both)?, &both_targets)?;
+            let f = &trace.logits;
             for (i, &t) in targets.iter().enumerate() {
                 fx[i] = f[i][t] as f64;
                 fb_mean[i] += f[n + i][t] as f64 / self.baselines.len() as f64;
             }
-            let seed = attribution::one_hot(classes, &both_targets, &vec![1.0; 2 * n])?;
-            let rule = Rescale {
-                linear: Transpose(&prep),
-                acts: &acts,
-                rescale_max_pool: self.rescale_max_pool,
-            };
-            let m = propagate::backward(&prep.graph, &acts, start, seed, &crate::GRADIENT, &rule)?;
+            let m = self
+                .attributor
+                .backward(&trace, &both_targets, &vec![1.0; 2 * n])?;
             let m = m
                 .narrow(0, 0, n)
                 .and_then(|t| t.to_dtype(DType::F32))

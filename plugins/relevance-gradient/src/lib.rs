@@ -10,15 +10,15 @@
 
 pub mod deeplift;
 
-use candle_core::{DType, Tensor as CTensor};
-use sr_core::geometry::Window;
+use candle_core::Tensor as CTensor;
 use sr_core::{
-    Error, Explanation, Graph, Model, NoParams, NodeId, Op, Relevance, RelevanceStage, Result,
-    StageDef, Tensor,
+    Error, Explainer, Explanation, Model, NoParams, NodeId, Op, Relevance, RelevanceStage, Request,
+    Result, StageDef, Tensor,
 };
 use sr_nn::ops::{self, MaxRouting};
-use sr_nn::propagate::{self, ActivationMode, AddMode, GateMode, LayerRule, PoolMode, Structure};
-use sr_nn::{attribution, from_candle, GraphCache, LayerWeights, Prepared};
+use sr_nn::propagate::{ActivationMode, AddMode, GateMode, LayerRule, PoolMode, Structure};
+use sr_nn::{attribution, Attributor, LayerWeights, Prepared};
+use std::sync::Arc;
 
 /// PyTorch's autograd for the IR's layers.
 pub const GRADIENT: Structure = Structure {
@@ -32,23 +32,23 @@ pub const GRADIENT: Structure = Structure {
 };
 
 /// Transposes every layer with weights: `T(W, R)`; BatchNorm multiplies by its scale.
-struct Transpose<'p>(&'p Prepared);
+pub struct Transpose;
 
-impl LayerRule for Transpose<'_> {
+impl LayerRule for Transpose {
     fn layer(
         &self,
-        graph: &Graph,
+        p: &Prepared,
         node: NodeId,
         a: &CTensor,
         _z: &CTensor,
         r: &CTensor,
     ) -> Result<CTensor> {
-        let n = &graph.nodes[node];
+        let n = &p.graph.nodes[node];
         let err =
             |e: candle_core::Error| Error::internal(format!("gradient at layer `{}`: {e}", n.name));
-        match (&n.op, self.0.layer(node)?) {
+        match (&n.op, p.layer(node)?) {
             (Op::Conv2d { .. }, LayerWeights::Weights { weight: w, .. }) => {
-                let (win, groups) = Window::of_conv(&n.op, w.dims()).expect("a conv");
+                let (win, groups) = n.op.conv_window(w.dims()).expect("a conv");
                 let (_, _, h, wd) = a.dims4().map_err(err)?;
                 ops::conv2d_t(r, w, (h, wd), &win, groups).map_err(err)
             }
@@ -72,82 +72,83 @@ impl LayerRule for Transpose<'_> {
     }
 }
 
-/// The gradient of the target logits, `N x C x H x W`, and the logits.
-fn gradient(
-    cache: &GraphCache<Prepared>,
-    model: &dyn Model,
-    input: &Tensor,
-    targets: &[usize],
-) -> Result<(Tensor, Vec<f64>)> {
-    let graph = model.graph()?;
-    let prep = cache.get_or_build(&graph.clone(), || Prepared::new(graph))?;
-    let acts = prep.exec.trace_candle(input)?;
-    let start = propagate::start_node(&prep.graph);
-    let logits = attribution::target_logits(&prep.graph, &acts, start, targets, "the gradient")?;
-    let classes = logits.first().map_or(0, Vec::len);
-    let seed = attribution::one_hot(classes, targets, &vec![1.0; targets.len()])?;
-    let scores = targets
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| logits[i][t] as f64)
-        .collect();
-    let g = propagate::backward(
-        &prep.graph,
-        &acts,
-        start,
-        seed,
-        &GRADIENT,
-        &Transpose(&prep),
-    )?;
-    let ce = |e: candle_core::Error| Error::internal(e.to_string());
-    Ok((from_candle(&g.to_dtype(DType::F32).map_err(ce)?)?, scores))
+/// The gradient bound to one model: its graph prepared, the backward pass planned.
+fn bind_gradient(model: &dyn Model) -> Result<Attributor<Transpose>> {
+    Ok(Attributor::new(
+        Prepared::new(model.graph()?)?,
+        GRADIENT,
+        Transpose,
+        "the gradient",
+    ))
+}
+
+/// The gradient of the target logits (seed 1 at each target), with the logits as scores.
+fn gradient(a: &Attributor<Transpose>, req: &Request<'_>) -> Result<(Tensor, Vec<f64>)> {
+    a.attribute(req.input, req.targets, |l, t| (1.0, l[t] as f64))
 }
 
 /// The plain gradient.
 #[derive(Default)]
-pub struct Gradient {
-    cache: GraphCache<Prepared>,
-}
+pub struct Gradient;
 
 impl RelevanceStage for Gradient {
     type Params = NoParams;
     fn build(_: NoParams) -> Result<Self> {
-        Ok(Gradient::default())
+        Ok(Gradient)
     }
 }
 
 impl Relevance for Gradient {
-    fn explain(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Explanation> {
-        let (g, scores) = gradient(&self.cache, model, input, targets)?;
-        Ok(attribution::explanation(g, targets, &scores))
+    fn bind(&self, model: Arc<dyn Model>) -> Result<Box<dyn Explainer>> {
+        Ok(Box::new(GradientExplainer {
+            attributor: bind_gradient(model.as_ref())?,
+            times_input: false,
+        }))
     }
 }
 
 /// Gradient x input.
 #[derive(Default)]
-pub struct GradientXInput {
-    cache: GraphCache<Prepared>,
-}
+pub struct GradientXInput;
 
 impl RelevanceStage for GradientXInput {
     type Params = NoParams;
     fn build(_: NoParams) -> Result<Self> {
-        Ok(GradientXInput::default())
+        Ok(GradientXInput)
     }
 }
 
 impl Relevance for GradientXInput {
-    fn explain(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Explanation> {
-        let (g, scores) = gradient(&self.cache, model, input, targets)?;
-        let gx = Tensor::new(
-            g.shape().to_vec(),
-            g.data()
-                .iter()
-                .zip(input.data())
-                .map(|(a, b)| a * b)
-                .collect(),
-        )?;
-        Ok(attribution::explanation(gx, targets, &scores))
+    fn bind(&self, model: Arc<dyn Model>) -> Result<Box<dyn Explainer>> {
+        Ok(Box::new(GradientExplainer {
+            attributor: bind_gradient(model.as_ref())?,
+            times_input: true,
+        }))
+    }
+}
+
+/// The gradient, or gradient x input, bound to one model.
+struct GradientExplainer {
+    attributor: Attributor<Transpose>,
+    times_input: bool,
+}
+
+impl Explainer for GradientExplainer {
+    fn explain(&self, req: &Request<'_>) -> Result<Explanation> {
+        let (g, scores) = gradient(&self.attributor, req)?;
+        let map = if self.times_input {
+            Tensor::new(
+                g.shape().to_vec(),
+                g.data()
+                    .iter()
+                    .zip(req.input.data())
+                    .map(|(a, b)| a * b)
+                    .collect(),
+            )?
+        } else {
+            g
+        };
+        Ok(attribution::explanation(map, req.targets, &scores))
     }
 }
 

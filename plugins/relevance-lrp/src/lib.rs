@@ -4,9 +4,9 @@
 //! In Zennit's vocabulary: a [`rules::Rule`] is the math for one layer (one module each under
 //! [`rules`]); a composite ([`composites`]) maps layer kinds to rules under a preset name; a
 //! canonizer ([`canonizers`]) rewrites the model first (BatchNorm merged into the conv before
-//! it); the attributor is sr-nn's modified backward pass ([`sr_nn::propagate`]). The stage's
-//! parameters are parsed once when it is built; the rule of every layer is chosen once per
-//! model ([`prepare`]).
+//! it); the attributor is sr-nn's [`sr_nn::Attributor`], which runs the modified backward pass
+//! ([`sr_nn::propagate`]). The stage's parameters are parsed once when it is built; the rule of
+//! every layer is chosen once, when the stage binds to a model ([`prepare`]).
 
 pub mod canonizers;
 pub mod composites;
@@ -16,16 +16,17 @@ pub mod rules;
 
 pub use maps::{AffineMap, ConvMap, DenseMap, LinearMap};
 
-use candle_core::DType;
 use composites::{Composite, CompositeName};
 use rules::{Defaults, Rule};
 use serde::{Deserialize, Serialize};
 use sr_core::{
-    Error, Explanation, Model, Params, Relevance, RelevanceStage, Result, StageDef, Tensor,
+    Error, Explainer, Explanation, Model, Params, Relevance, RelevanceStage, Request, Result,
+    StageDef,
 };
 use sr_nn::ops::{LayerNormBackward, MaxRouting};
-use sr_nn::propagate::{self, ActivationMode, AddMode, GateMode, PoolMode, Structure};
-use sr_nn::{attribution, from_candle, GraphCache};
+use sr_nn::propagate::{ActivationMode, AddMode, GateMode, PoolMode, Structure};
+use sr_nn::Attributor;
+use std::sync::Arc;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -131,7 +132,6 @@ pub struct Lrp {
     canonize: bool,
     structure: Structure,
     start: Start,
-    cache: GraphCache<prepare::LrpPrepared>,
 }
 
 impl RelevanceStage for Lrp {
@@ -236,7 +236,6 @@ impl RelevanceStage for Lrp {
             overrides,
             canonize: p.canonize,
             start,
-            cache: GraphCache::default(),
         })
     }
 }
@@ -252,26 +251,33 @@ impl Lrp {
 }
 
 impl Relevance for Lrp {
-    fn explain(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Explanation> {
-        let graph = model.graph()?;
-        let prep = self.cache.get_or_build(&graph.clone(), || {
-            prepare::LrpPrepared::new(
-                graph,
-                &model.info(),
-                self.canonize,
-                &self.composite,
-                &self.overrides,
-            )
-        })?;
-        let base = &prep.base;
-        let acts = base.exec.trace_candle(input)?;
-        let start = propagate::start_node(&base.graph);
-        let logits = attribution::target_logits(&base.graph, &acts, start, targets, "LRP")?;
-        let classes = logits.first().map_or(0, Vec::len);
-        let values: Vec<f32> = targets
-            .iter()
-            .zip(&logits)
-            .map(|(&t, l)| match self.start {
+    /// Canonize the model's graph, choose every layer's rule, and plan the backward pass, once.
+    fn bind(&self, model: Arc<dyn Model>) -> Result<Box<dyn Explainer>> {
+        let (prep, rules) = prepare::LrpRules::prepare(
+            model.graph()?,
+            &model.info(),
+            self.canonize,
+            &self.composite,
+            &self.overrides,
+        )?;
+        Ok(Box::new(LrpExplainer {
+            attributor: Attributor::new(prep, self.structure, rules, "LRP"),
+            start: self.start,
+        }))
+    }
+}
+
+/// LRP bound to one model.
+struct LrpExplainer {
+    attributor: Attributor<prepare::LrpRules>,
+    start: Start,
+}
+
+impl Explainer for LrpExplainer {
+    fn explain(&self, req: &Request<'_>) -> Result<Explanation> {
+        let start = self.start;
+        self.attributor.explain(req.input, req.targets, |l, t| {
+            let v = match start {
                 Start::Logit => l[t],
                 Start::One => 1.0,
                 Start::Prob => {
@@ -279,14 +285,9 @@ impl Relevance for Lrp {
                     let z: f64 = l.iter().map(|&v| ((v - m) as f64).exp()).sum();
                     (((l[t] - m) as f64).exp() / z) as f32
                 }
-            })
-            .collect();
-        let seed = attribution::one_hot(classes, targets, &values)?;
-        let r = propagate::backward(&base.graph, &acts, start, seed, &self.structure, &*prep)?;
-        let ce = |e: candle_core::Error| Error::internal(e.to_string());
-        let rel = from_candle(&r.to_dtype(DType::F32).map_err(ce)?)?;
-        let scores: Vec<f64> = values.iter().map(|&v| v as f64).collect();
-        Ok(attribution::explanation(rel, targets, &scores))
+            };
+            (v, v as f64)
+        })
     }
 }
 

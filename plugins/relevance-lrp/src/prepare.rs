@@ -1,20 +1,17 @@
-//! What LRP derives from a model once: the (canonized) graph prepared by sr-nn, the rule of
-//! every layer, the weight signs the rules need, and the model's input box; and the
-//! [`LayerRule`] the backward walker calls at every layer with weights.
+//! What LRP derives from a model when it binds to it: the (canonized) graph prepared by sr-nn,
+//! and [`LrpRules`]: the rule of every layer, the weight signs the rules need and the model's
+//! input box, which is the [`LayerRule`] the backward walker calls at every layer with weights.
 
 use crate::composites::Composite;
 use crate::maps::{AffineMap, ConvMap, DenseMap, LinearMap};
 use crate::rules::{Bounds, Layer, LayerKind, Rule};
 use crate::{canonizers, Override};
 use candle_core::Tensor as CTensor;
-use sr_core::geometry::Window;
 use sr_core::{Error, Graph, ModelInfo, NodeId, Result};
-use sr_nn::ops::Stab;
-use sr_nn::propagate::{Fused, LayerRule};
+use sr_nn::propagate::{Fused, Fusion, LayerRule};
 use sr_nn::{LayerWeights, Prepared};
 
-pub(crate) struct LrpPrepared {
-    pub base: Prepared,
+pub(crate) struct LrpRules {
     /// Per node: its rule (layers with weights only).
     rules: Vec<Option<Rule>>,
     /// Per node: `(W+, W-)` when its rule splits the weights by sign (computed once).
@@ -23,14 +20,16 @@ pub(crate) struct LrpPrepared {
     bounds: Bounds,
 }
 
-impl LrpPrepared {
-    pub fn new(
+impl LrpRules {
+    /// Canonize `graph` when asked, prepare it, choose every layer's rule, and cache what the
+    /// rules reuse (weight signs, flipped kernels).
+    pub fn prepare(
         graph: Graph,
         info: &ModelInfo,
         canonize: bool,
         composite: &Composite,
         overrides: &[(Override, Rule)],
-    ) -> Result<Self> {
+    ) -> Result<(Prepared, Self)> {
         let graph = if canonize {
             canonizers::merge_batch_norm(&graph)?
         } else {
@@ -110,12 +109,14 @@ impl LrpPrepared {
                 base.cache_flip(id, k)?;
             }
         }
-        Ok(LrpPrepared {
+        Ok((
             base,
-            rules,
-            signs,
-            bounds,
-        })
+            LrpRules {
+                rules,
+                signs,
+                bounds,
+            },
+        ))
     }
 
     /// The rule of layer `node` if it is a conv or dense layer.
@@ -127,47 +128,40 @@ impl LrpPrepared {
     }
 }
 
-impl LayerRule for LrpPrepared {
-    fn scales_by_input(&self, graph: &Graph, node: NodeId) -> bool {
+impl LayerRule for LrpRules {
+    fn fusion(&self, graph: &Graph, node: NodeId) -> Fusion {
         self.linear_rule(graph, node)
-            .is_some_and(Rule::scales_by_input)
+            .map(Rule::fusion)
+            .unwrap_or_default()
     }
 
     fn layer(
         &self,
-        graph: &Graph,
+        p: &Prepared,
         node: NodeId,
         a: &CTensor,
         z: &CTensor,
         r: &CTensor,
     ) -> Result<CTensor> {
-        self.layer_fused(graph, node, a, z, r, &Fused::default())
-    }
-
-    fn divisor(&self, graph: &Graph, node: NodeId) -> Option<Stab> {
-        self.linear_rule(graph, node).and_then(Rule::divisor)
-    }
-
-    fn finishes(&self, graph: &Graph, node: NodeId) -> bool {
-        self.linear_rule(graph, node).is_some_and(Rule::finishes)
+        self.layer_fused(p, node, a, z, r, &Fused::default())
     }
 
     fn layer_fused(
         &self,
-        graph: &Graph,
+        p: &Prepared,
         node: NodeId,
         a: &CTensor,
         z: &CTensor,
         r: &CTensor,
         how: &Fused,
     ) -> Result<CTensor> {
-        let n = &graph.nodes[node];
+        let n = &p.graph.nodes[node];
         let err =
             |e: candle_core::Error| Error::internal(format!("LRP at layer `{}`: {e}", n.name));
         let rule = self.rules[node]
             .as_ref()
             .ok_or_else(|| Error::internal(format!("layer `{}` has no rule", n.name)))?;
-        let (w, b) = match self.base.layer(node)? {
+        let (w, b) = match p.layer(node)? {
             LayerWeights::Weights { weight, bias } => (weight, bias.as_ref()),
             LayerWeights::Affine { scale, shift } => (scale, Some(shift)),
         };
@@ -186,13 +180,13 @@ impl LayerRule for LrpPrepared {
         };
         match LayerKind::of(&n.op) {
             Some(LayerKind::Conv) => {
-                let (win, groups) = Window::of_conv(&n.op, w.dims()).expect("a conv");
+                let (win, groups) = n.op.conv_window(w.dims()).expect("a conv");
                 let (_, _, h, wd) = a.dims4().map_err(err)?;
                 let m = ConvMap {
                     win,
                     groups,
                     in_hw: (h, wd),
-                    flipped: Some(self.base.flipped()),
+                    flipped: Some(p.flipped()),
                 };
                 layer(&m, a)
             }

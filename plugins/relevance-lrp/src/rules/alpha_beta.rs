@@ -5,7 +5,7 @@
 use super::{neg, pos, Call, Layer, Rule, RuleMath, RuleSpec};
 use candle_core::{Result as CResult, Tensor as CTensor};
 use sr_core::{Error, Result};
-use sr_nn::propagate::Fused;
+use sr_nn::propagate::{Fused, Fusion};
 
 /// Alpha-beta with `alpha - beta = 1` and both `>= 0`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,8 +46,11 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
 };
 
 impl RuleMath for AlphaBeta {
-    fn scales_by_input(&self) -> bool {
-        true
+    fn fusion(&self) -> Fusion {
+        Fusion {
+            scales_by_input: true,
+            ..Fusion::default()
+        }
     }
     fn uses_weight_signs(&self) -> bool {
         true

@@ -5,7 +5,7 @@ use super::{Call, Defaults, Layer, LayerKind, Rule, RuleMath, RuleSpec};
 use candle_core::{Result as CResult, Tensor as CTensor};
 use sr_core::{Error, Result};
 use sr_nn::ops::Stab;
-use sr_nn::propagate::Fused;
+use sr_nn::propagate::{Fused, Fusion};
 
 /// LRP-epsilon with stabiliser `e >= 0`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -33,14 +33,12 @@ impl RuleMath for Epsilon {
     fn applies_to(&self, _: LayerKind) -> bool {
         true
     }
-    fn scales_by_input(&self) -> bool {
-        true
-    }
-    fn divisor(&self) -> Option<Stab> {
-        Some(Stab::Sign(self.0))
-    }
-    fn finishes(&self) -> bool {
-        true
+    fn fusion(&self) -> Fusion {
+        Fusion {
+            scales_by_input: true,
+            divisor: Some(Stab::Sign(self.0)),
+            finishes: true,
+        }
     }
     fn apply(&self, l: &Layer, r: &CTensor, how: &Fused) -> CResult<CTensor> {
         l.divided_transpose(l.w, Stab::Sign(self.0), r, how)

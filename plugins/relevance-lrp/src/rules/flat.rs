@@ -34,6 +34,6 @@ mod tests {
     fn flat_is_for_conv_and_linear_layers() {
         let r = Rule::parse("flat", &D).unwrap();
         assert!(r.applies_to(LayerKind::Conv) && !r.applies_to(LayerKind::BatchNorm));
-        assert!(!r.scales_by_input());
+        assert!(!r.fusion().scales_by_input);
     }
 }

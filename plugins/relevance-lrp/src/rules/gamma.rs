@@ -6,7 +6,7 @@
 use super::{divide_stabilised, neg, pos, Call, Defaults, Layer, Rule, RuleMath, RuleSpec};
 use candle_core::{Result as CResult, Tensor as CTensor};
 use sr_core::{Error, Result};
-use sr_nn::propagate::Fused;
+use sr_nn::propagate::{Fused, Fusion};
 
 /// The gamma rule with `gamma >= 0`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -31,8 +31,11 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
 };
 
 impl RuleMath for Gamma {
-    fn scales_by_input(&self) -> bool {
-        true
+    fn fusion(&self) -> Fusion {
+        Fusion {
+            scales_by_input: true,
+            ..Fusion::default()
+        }
     }
     fn uses_weight_signs(&self) -> bool {
         true

@@ -26,10 +26,11 @@ impl RuleMath for Gradient {
 mod tests {
     use super::super::D;
     use super::*;
+    use sr_nn::propagate::Fusion;
 
     #[test]
     fn the_gradient_does_not_scale_by_the_input() {
         let g = Rule::parse("gradient", &D).unwrap();
-        assert!(!g.scales_by_input() && g.divisor().is_none() && !g.finishes());
+        assert_eq!(g.fusion(), Fusion::default());
     }
 }

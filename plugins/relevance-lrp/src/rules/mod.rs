@@ -7,7 +7,7 @@
 //!
 //! Each rule has one home, its module: the type with its parameters (checked when it is
 //! built), how it is spelled in TOML ([`RuleSpec`]), what the backward walker may fuse around it
-//! ([`RuleMath`]'s predicates), its formula, and its unit tests. Adding a rule is a new module
+//! ([`RuleMath::fusion`]), its formula, and its unit tests. Adding a rule is a new module
 //! and one line in the `rules!` list below; `tests/rules_naive.rs` then checks it against a
 //! naive dense f64 reference.
 
@@ -40,7 +40,7 @@ use candle_core::{Result as CResult, Tensor as CTensor};
 use sr_core::graph::Op;
 use sr_core::{Error, Result};
 use sr_nn::ops::{self, Finish, Stab};
-use sr_nn::propagate::Fused;
+use sr_nn::propagate::{Fused, Fusion};
 
 /// The stabiliser of every rule but epsilon (Zennit's default).
 pub const STABILIZER: f32 = 1e-6;
@@ -148,7 +148,7 @@ impl Layer<'_> {
         }
     }
     /// `a * T(v, r / d(z))`, finished as the walker asks; the division skipped when the layer
-    /// above did it (`how.divided`). The form of every rule with a [`RuleMath::divisor`].
+    /// above did it (`how.divided`). The form of every rule with a divisor ([`Fusion::divisor`]).
     pub fn divided_transpose(
         &self,
         v: &CTensor,
@@ -183,29 +183,16 @@ pub trait RuleMath {
     fn applies_to(&self, kind: LayerKind) -> bool {
         kind != LayerKind::BatchNorm
     }
-    /// Whether the value it sends back is `a * (...)` (or `a+ * (...) + a- * (...)`)
-    /// element-wise, so it is zero wherever the layer's input `a` is.
-    fn scales_by_input(&self) -> bool {
-        false
+    /// What the walker may fold around it (see [`Fusion`]; nothing by default). `how` in
+    /// [`RuleMath::apply`] is only non-trivial for rules with a divisor or that finish.
+    fn fusion(&self) -> Fusion {
+        Fusion::default()
     }
     /// Whether it splits the weights into `W+` and `W-` (worth computing once per model).
     fn uses_weight_signs(&self) -> bool {
         false
     }
-    /// The divisor it starts from (`s = r / d(z)`, `z` the layer's traced output), if any: the
-    /// walker may do that division in the layer above's last pass (`how.divided`).
-    fn divisor(&self) -> Option<Stab> {
-        None
-    }
-    /// Whether it ends in one `a * T(V, s)` that takes the walker's gate and the division of the
-    /// layer below ([`Layer::finish`]). Rules that do not finish get the gate applied to their
-    /// result afterwards.
-    fn finishes(&self) -> bool {
-        false
-    }
     /// The value at the layer's input (the shape of `l.a`), given the value `r` at its output.
-    /// `how` is only non-trivial for rules with a [`RuleMath::divisor`] or that
-    /// [`RuleMath::finishes`].
     fn apply(&self, l: &Layer, r: &CTensor, how: &Fused) -> CResult<CTensor>;
 }
 
@@ -329,32 +316,24 @@ impl Rule {
     pub fn applies_to(&self, kind: LayerKind) -> bool {
         self.math().applies_to(kind)
     }
-    /// See [`RuleMath::scales_by_input`].
-    pub fn scales_by_input(&self) -> bool {
-        self.math().scales_by_input()
+    /// See [`RuleMath::fusion`].
+    pub fn fusion(&self) -> Fusion {
+        self.math().fusion()
     }
     /// See [`RuleMath::uses_weight_signs`].
     pub fn uses_weight_signs(&self) -> bool {
         self.math().uses_weight_signs()
     }
-    /// See [`RuleMath::divisor`].
-    pub fn divisor(&self) -> Option<Stab> {
-        self.math().divisor()
-    }
-    /// See [`RuleMath::finishes`].
-    pub fn finishes(&self) -> bool {
-        self.math().finishes()
-    }
 
     /// Apply the rule to layer `l` with the walker's fusions (`how`): a rule that neither starts
-    /// with a [`RuleMath::divisor`] nor [`RuleMath::finishes`] takes only a gate, applied to its
-    /// result.
+    /// with a divisor nor finishes ([`Fusion`]) takes only a gate, applied to its result.
     pub fn apply_fused(&self, l: &Layer, r: &CTensor, how: &Fused) -> CResult<CTensor> {
         let m = self.math();
-        if (how.divided && m.divisor().is_none()) || (how.below.is_some() && !m.finishes()) {
+        let f = m.fusion();
+        if (how.divided && f.divisor.is_none()) || (how.below.is_some() && !f.finishes) {
             candle_core::bail!("rule {self:?} takes no fused division");
         }
-        if m.finishes() || m.divisor().is_some() {
+        if f.finishes || f.divisor.is_some() {
             return m.apply(l, r, how);
         }
         let v = m.apply(l, r, &Fused::default())?;

@@ -4,7 +4,7 @@
 use super::{Call, Layer, Rule, RuleMath, RuleSpec};
 use candle_core::{Result as CResult, Tensor as CTensor};
 use sr_nn::ops::Stab;
-use sr_nn::propagate::Fused;
+use sr_nn::propagate::{Fused, Fusion};
 
 /// What the paper's code adds to every denominator of its rules.
 pub const SRP_STABILIZER: f32 = 1e-9;
@@ -19,14 +19,12 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
 };
 
 impl RuleMath for SrpConv {
-    fn scales_by_input(&self) -> bool {
-        true
-    }
-    fn divisor(&self) -> Option<Stab> {
-        Some(Stab::Add(SRP_STABILIZER))
-    }
-    fn finishes(&self) -> bool {
-        true
+    fn fusion(&self) -> Fusion {
+        Fusion {
+            scales_by_input: true,
+            divisor: Some(Stab::Add(SRP_STABILIZER)),
+            finishes: true,
+        }
     }
     fn apply(&self, l: &Layer, r: &CTensor, how: &Fused) -> CResult<CTensor> {
         l.divided_transpose(l.w, Stab::Add(SRP_STABILIZER), r, how)
@@ -41,7 +39,8 @@ mod tests {
     #[test]
     fn srp_conv_divides_by_z_plus_1e_9() {
         let r = Rule::parse("srp-conv", &D).unwrap();
-        assert_eq!(r.divisor(), Some(Stab::Add(1e-9)));
-        assert!(r.finishes() && r.scales_by_input() && !r.uses_weight_signs());
+        let f = r.fusion();
+        assert_eq!(f.divisor, Some(Stab::Add(1e-9)));
+        assert!(f.finishes && f.scales_by_input && !r.uses_weight_signs());
     }
 }

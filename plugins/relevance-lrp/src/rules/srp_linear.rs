@@ -5,7 +5,7 @@ use super::srp_conv::SRP_STABILIZER;
 use super::{Call, Layer, Rule, RuleMath, RuleSpec};
 use candle_core::{Result as CResult, Tensor as CTensor};
 use sr_nn::ops::{self, Stab};
-use sr_nn::propagate::Fused;
+use sr_nn::propagate::{Fused, Fusion};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SrpLinear;
@@ -17,13 +17,14 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
 };
 
 impl RuleMath for SrpLinear {
-    fn scales_by_input(&self) -> bool {
-        true
+    fn fusion(&self) -> Fusion {
+        Fusion {
+            scales_by_input: true,
+            divisor: None,
+            finishes: true,
+        }
     }
     fn uses_weight_signs(&self) -> bool {
-        true
-    }
-    fn finishes(&self) -> bool {
         true
     }
     fn apply(&self, l: &Layer, r: &CTensor, how: &Fused) -> CResult<CTensor> {
@@ -46,6 +47,6 @@ mod tests {
     #[test]
     fn srp_linear_uses_the_positive_weights_and_no_divisor() {
         let r = Rule::parse("srp_linear", &D).unwrap();
-        assert!(r.uses_weight_signs() && r.finishes() && r.divisor().is_none());
+        assert!(r.uses_weight_signs() && r.fusion().finishes && r.fusion().divisor.is_none());
     }
 }

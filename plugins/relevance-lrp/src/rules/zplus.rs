@@ -3,7 +3,7 @@
 
 use super::{pos, Call, Layer, Rule, RuleMath, RuleSpec};
 use candle_core::{Result as CResult, Tensor as CTensor};
-use sr_nn::propagate::Fused;
+use sr_nn::propagate::{Fused, Fusion};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ZPlus;
@@ -15,8 +15,11 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
 };
 
 impl RuleMath for ZPlus {
-    fn scales_by_input(&self) -> bool {
-        true
+    fn fusion(&self) -> Fusion {
+        Fusion {
+            scales_by_input: true,
+            ..Fusion::default()
+        }
     }
     fn uses_weight_signs(&self) -> bool {
         true
