@@ -10,6 +10,7 @@
 //! - [`registry`]: every stage by `"kind.name"`, built-in (via `inventory`) or loaded from a
 //!   plugin `.so`;
 //! - [`ffi`]: adapters between native stages and the `sr-abi` objects;
+//! - [`io`]: the bounded reader every file srhost is given goes through;
 //! - [`preprocess`], [`npy`], [`metrics`]: photos as torchvision prepares them, `.npy` files,
 //!   SSIM and region perturbation;
 //! - [`sr`]: the SR vocabulary (how a relevance map feeds saliency, which classes are
@@ -22,6 +23,7 @@ pub mod error;
 pub mod ffi;
 pub mod geometry;
 pub mod graph;
+pub mod io;
 pub mod metrics;
 pub mod npy;
 pub mod preprocess;
@@ -60,7 +62,8 @@ pub fn resolve_path(path: &str) -> std::path::PathBuf {
 /// Returns the names and the path read. Errors name the file and the `labels` key.
 pub fn read_label_file(path: &str) -> Result<(Vec<String>, std::path::PathBuf)> {
     let p = resolve_path(path);
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e).context("`labels`"))?;
+    let text = io::read_text_bounded(&p, io::MAX_LABEL_FILE_BYTES, "a label file")
+        .map_err(|e| e.context("`labels`"))?;
     let names = text
         .lines()
         .map(|l| l.trim().to_string())

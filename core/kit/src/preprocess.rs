@@ -208,6 +208,17 @@ pub fn normalise(crop: &Rgb8, mean: &[f32], std: &[f32]) -> Result<Tensor> {
             std.len()
         )));
     }
+    // (x - m) / s is monotonic in x, so it is finite on [0, 1] if it is at both ends.
+    for c in 0..3 {
+        let (lo, hi) = ((0.0 - mean[c]) / std[c], (1.0 - mean[c]) / std[c]);
+        if !(lo.is_finite() && hi.is_finite()) || std[c] == 0.0 {
+            return Err(Error::params(format!(
+                "mean {} and std {} of channel {c} turn pixel values in [0, 1] into {lo} .. {hi}: the model's input would not be finite",
+                mean[c], std[c]
+            ))
+            .with_help("check `model.mean` and `model.std`: values on [0, 1], std above 0"));
+        }
+    }
     let (w, h) = (crop.width, crop.height);
     let mut chw = vec![0f32; 3 * h * w];
     for i in 0..h * w {
@@ -274,7 +285,7 @@ pub fn load_photo(path: &std::path::Path) -> Result<Rgb8> {
 /// is an error naming it and saying what was expected.
 #[cfg(feature = "decode")]
 pub fn load_photo_limited(path: &std::path::Path, limits: &PhotoLimits) -> Result<Rgb8> {
-    let bytes = std::fs::read(path).map_err(|e| crate::Error::io(path, e))?;
+    let bytes = crate::io::read_bounded(path, crate::io::MAX_PHOTO_BYTES, "a photo")?;
     decode_photo(&bytes, limits, &path.display().to_string())
 }
 
@@ -385,6 +396,24 @@ fn decode_jpeg_inner(bytes: &[u8], what: &str) -> Result<Rgb8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_normalisation_that_makes_the_input_infinite_is_refused() {
+        let img = Rgb8 {
+            width: 1,
+            height: 1,
+            data: vec![0, 128, 255],
+        };
+        assert!(normalise(&img, &[0.5; 3], &[0.25; 3]).is_ok());
+        let e = normalise(&img, &[1e38, 0.5, 0.5], &[1e-3, 0.25, 0.25]).unwrap_err();
+        assert!(
+            e.message.starts_with(
+                "mean 100000000000000000000000000000000000000 and std 0.001 of channel 0"
+            ),
+            "{e}"
+        );
+        assert!(normalise(&img, &[0.5; 3], &[0.25, 0.0, 0.25]).is_err());
+    }
 
     #[test]
     fn torchvision_sizes_and_offsets() {

@@ -356,7 +356,8 @@ impl ModelStage for OnnxModel {
             return Err(Error::params("`path`: the .onnx file is required"));
         }
         let path = resolve(&p.path);
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let bytes =
+            sr_core::io::read_bounded(&path, sr_core::io::MAX_MODEL_BYTES, "an ONNX model")?;
         Self::from_bytes(&p, &bytes, &path.display().to_string())
     }
 }

@@ -667,7 +667,7 @@ fn materialise(t: &TensorRef, storage: &[f32], what: &str, name: &str) -> Result
 
 /// Read every floating-point tensor of a `.pth`/`.pt` state dict, as f32, by name.
 pub fn read_pth(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = sr_core::io::read_bounded(path, sr_core::io::MAX_MODEL_BYTES, "a checkpoint")?;
     read_pth_bytes(&bytes, &path.display().to_string())
 }
 

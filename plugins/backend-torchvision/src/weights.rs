@@ -11,9 +11,8 @@ pub type Weights = BTreeMap<String, Tensor>;
 /// Read a weight file: `.safetensors` by its extension or header, else a PyTorch checkpoint.
 /// A `module.` prefix on every key (saved from `DataParallel`) is removed.
 pub fn load(path: &Path) -> Result<Weights> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        Error::io(path, e).with_help("give `weights` as the path of a .safetensors or .pth file")
-    })?;
+    let bytes = sr_core::io::read_bounded(path, sr_core::io::MAX_MODEL_BYTES, "a weight file")
+        .map_err(|e| e.with_help("give `weights` as the path of a .safetensors or .pth file"))?;
     let named = path.extension().is_some_and(|e| e == "safetensors");
     load_bytes(&bytes, &path.display().to_string(), named)
 }

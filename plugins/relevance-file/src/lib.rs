@@ -15,8 +15,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The largest map file read (bytes): 64 channels of 4096 x 4096 float64, well above any CNN
-/// input, checked before the file is read.
+/// input, checked before the file is read. A map for a given model may be at most its input's
+/// values in float64 plus [`MAP_HEADER_BYTES`].
 pub const MAX_MAP_BYTES: u64 = 64 * 4096 * 4096 * 8;
+/// Room for a `.npy` header (NumPy writes 128 bytes or so).
+pub const MAP_HEADER_BYTES: u64 = 64 << 10;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -178,15 +181,10 @@ pub fn load(
         )));
     };
     let shown = file.display().to_string();
-    let len = std::fs::metadata(file)
-        .map_err(|e| Error::io(file, e))?
-        .len();
-    if len > MAX_MAP_BYTES {
-        return Err(Error::input(format!(
-            "{shown}: {len} bytes is more than a relevance map can be ({MAX_MAP_BYTES})"
-        )));
-    }
-    let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+    // A map holds at most C x H x W float64 values plus its header.
+    let values: u64 = input_shape.iter().map(|&d| d as u64).product();
+    let limit = (values * 8 + MAP_HEADER_BYTES).min(MAX_MAP_BYTES);
+    let bytes = sr_core::io::read_bounded(file, limit, "a relevance map for this model")?;
     let a = sr_core::npy::decode(&bytes, &shown)?;
     let [_, c, h, w] = input_shape else {
         return Err(Error::internal(format!(
