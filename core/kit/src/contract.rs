@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::stage::Explanation;
-use crate::tensor::Image;
+use crate::tensor::{Image, Tensor};
 
 /// A saliency map: one channel, finite values in [0, 1]. `what` names the map in the error
 /// (`saliency of the photo`, `SR map of lrp`).
@@ -68,6 +68,32 @@ pub fn explanation(
 
 /// A renderer's file name: a plain relative path (no `..`, no root, no drive), so it stays in
 /// the image's output folder.
+/// A model's output for a batch of `n`: `n x classes` (at least one class), every value finite.
+/// `what` names the model in errors.
+pub fn logits(y: &Tensor, n: usize, what: &str) -> Result<()> {
+    let classes = match y.shape() {
+        [m, c] if *m == n && *c >= 1 => *c,
+        s => {
+            return Err(Error::input(format!(
+                "{what}: the output has shape {s:?}, expected [{n}, classes] for a batch of {n}"
+            ))
+            .with_help(
+                "with an ONNX model, `model.output` names the output holding the class scores",
+            ))
+        }
+    };
+    if let Some(i) = y.data().iter().position(|v| !v.is_finite()) {
+        return Err(Error::input(format!(
+            "{what}: class {} of sample {} scores {} (not finite)",
+            i % classes,
+            i / classes,
+            y.data()[i]
+        ))
+        .with_help("the weights or the input hold a value that is not finite"));
+    }
+    Ok(())
+}
+
 pub fn artifact_name(renderer: &str, name: &str) -> Result<()> {
     let rel = std::path::Path::new(name);
     if name.is_empty()
@@ -87,6 +113,23 @@ pub fn artifact_name(renderer: &str, name: &str) -> Result<()> {
 mod tests {
     use super::*;
     use crate::tensor::Tensor;
+
+    #[test]
+    fn logits_of_another_batch_size_or_not_finite_are_refused() {
+        let y = Tensor::new(vec![2, 10], vec![0.5; 20]).unwrap();
+        assert!(logits(&y, 2, "m").is_ok());
+        // A batch-2 output for one image is not 20 classes.
+        let e = logits(&y, 1, "m").unwrap_err();
+        assert!(
+            e.message
+                .contains("the output has shape [2, 10], expected [1, classes]"),
+            "{e}"
+        );
+        let mut v = vec![0.5; 10];
+        v[7] = f32::NAN;
+        let e = logits(&Tensor::new(vec![1, 10], v).unwrap(), 1, "m").unwrap_err();
+        assert_eq!(e.message, "m: class 7 of sample 0 scores NaN (not finite)");
+    }
 
     #[test]
     fn maps_out_of_range_or_of_the_wrong_size_are_refused() {

@@ -77,7 +77,11 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<NpyArray> {
     let fortran = field("fortran_order").is_some_and(|f| f.starts_with("True"));
     let shape_txt = field("shape").ok_or_else(|| bad("no shape"))?;
     let close = shape_txt.find(')').ok_or_else(|| bad("bad shape"))?;
-    let shape: Vec<usize> = shape_txt[1..close]
+    let inner = shape_txt
+        .strip_prefix('(')
+        .and_then(|t| t.get(..close.checked_sub(1)?))
+        .ok_or_else(|| bad("bad shape"))?;
+    let shape: Vec<usize> = inner
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -134,6 +138,22 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<NpyArray> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malformed_shape_headers_are_errors_not_panics() {
+        // `)` first, and a multi-byte character cut by the old slice `[1..close]`: both panicked.
+        for shape in [")", "\u{e9})", "3,)", "(3,", ""] {
+            let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+            b.extend_from_slice(header.as_bytes());
+            let e = decode(&b, "m.npy").unwrap_err();
+            assert!(
+                e.message.starts_with("m.npy: not a supported .npy file"),
+                "{shape}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn header_is_what_numpy_writes() {
