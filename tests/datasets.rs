@@ -84,7 +84,7 @@ fn same_file_names_in_two_folders_get_two_output_folders() {
     // Both in the tables, each under its own folder.
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert!(
-        csv.contains(",a/coffee\n") && csv.contains(",b/coffee\n"),
+        csv.contains(",\"a/coffee\"\n") && csv.contains(",\"b/coffee\"\n"),
         "{csv}"
     );
     // Without recursion the folder has no image of its own.

@@ -663,10 +663,10 @@ fn a_pipeline_writes_relevance_maps_heatmaps_and_metrics_per_branch() {
     let csv = std::fs::read_to_string(dir.join("out/metrics.csv")).unwrap();
     let row = csv
         .lines()
-        .find(|l| l.contains(",lrp,"))
+        .find(|l| l.contains(",\"lrp\","))
         .expect("a metrics row for the lrp branch");
     let f: Vec<&str> = row.split(',').collect();
-    assert_eq!((f[1], f[3]), ("espresso", "967"), "{row}");
+    assert_eq!((f[1], f[3]), ("\"espresso\"", "967"), "{row}");
     let (sum, score, ratio): (f64, f64, f64) = (
         f[4].parse().unwrap(),
         f[5].parse().unwrap(),

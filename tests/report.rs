@@ -123,7 +123,7 @@ fn metrics_ground_truth_panel_and_compare() {
     assert_eq!(csv.lines().count(), 1 + 4);
     assert!(
         csv.lines()
-            .any(|l| l.contains("chelsea") && l.contains(",dog,false,")),
+            .any(|l| l.contains("chelsea") && l.contains(",\"dog\",false,")),
         "{csv}"
     );
 

@@ -36,21 +36,59 @@ fn is_image(p: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+/// What collecting the images passed over: subfolders that could not be read, named so a run
+/// can warn about them.
+#[derive(Debug, Default)]
+pub struct Skipped {
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
 /// The files of one `run.images` entry, each with its root: a file, a folder (its images,
-/// recursively unless `recursive` is false) or a glob (its matching files).
-pub fn expand(p: &str, recursive: bool) -> Result<Vec<(PathBuf, PathBuf)>, String> {
+/// recursively unless `recursive` is false) or a glob (its matching files). Folders are walked
+/// without following symbolic links to folders (so a link loop cannot make it endless), the
+/// folder `exclude` (the run's output, when it lies inside an input folder) is left out, and a
+/// subfolder that cannot be read is passed over and recorded in `skipped`.
+pub fn expand(
+    p: &str,
+    recursive: bool,
+    exclude: Option<&Path>,
+    skipped: &mut Skipped,
+) -> Result<Vec<(PathBuf, PathBuf)>, String> {
     if p.contains(['*', '?', '[']) {
         // The glob's root: its leading components without a wildcard.
         let root: PathBuf = Path::new(p)
             .components()
             .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
             .collect();
-        let mut v: Vec<(PathBuf, PathBuf)> = glob::glob(p)
-            .map_err(|e| format!("bad glob `{p}`: {e}"))?
-            .filter_map(|r| r.ok())
-            .filter(|q| q.is_file())
-            .map(|q| (q, root.clone()))
-            .collect();
+        let mut v: Vec<(PathBuf, PathBuf)> = if p.contains("**") {
+            // `**` recurses: walk the root ourselves (no link followed), then match.
+            let pattern = glob::Pattern::new(p).map_err(|e| format!("bad glob `{p}`: {e}"))?;
+            let opts = glob::MatchOptions {
+                require_literal_separator: true,
+                ..Default::default()
+            };
+            let start = if root.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                root.clone()
+            };
+            let mut files = vec![];
+            walk(&start, true, exclude, skipped, &mut |_| true, &mut files)
+                .map_err(|e| format!("cannot list `{}`: {e}", start.display()))?;
+            files
+                .into_iter()
+                .map(|q| q.strip_prefix("./").map(Path::to_path_buf).unwrap_or(q))
+                .filter(|q| pattern.matches_path_with(q, opts))
+                .map(|q| (q, root.clone()))
+                .collect()
+        } else {
+            glob::glob(p)
+                .map_err(|e| format!("bad glob `{p}`: {e}"))?
+                .filter_map(|r| r.ok())
+                .filter(|q| q.is_file() && !excluded(q, exclude))
+                .map(|q| (q, root.clone()))
+                .collect()
+        };
         v.sort();
         if v.is_empty() {
             return Err(format!("the glob `{p}` matches no file"));
@@ -60,7 +98,8 @@ pub fn expand(p: &str, recursive: bool) -> Result<Vec<(PathBuf, PathBuf)>, Strin
     let path = PathBuf::from(p);
     if path.is_dir() {
         let mut v = vec![];
-        walk(&path, recursive, &mut v).map_err(|e| format!("cannot list `{p}`: {e}"))?;
+        walk(&path, recursive, exclude, skipped, &mut is_image, &mut v)
+            .map_err(|e| format!("cannot list `{p}`: {e}"))?;
         v.sort();
         if v.is_empty() {
             return Err(format!(
@@ -82,7 +121,22 @@ pub fn expand(p: &str, recursive: bool) -> Result<Vec<(PathBuf, PathBuf)>, Strin
     }
 }
 
-fn walk(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+/// Whether `p` lies inside the folder `exclude` (compared as canonical paths).
+fn excluded(p: &Path, exclude: Option<&Path>) -> bool {
+    let Some(x) = exclude else { return false };
+    std::fs::canonicalize(p).is_ok_and(|c| c.starts_with(x))
+}
+
+/// The files under `dir` that `keep` accepts. The top folder must be readable; a subfolder
+/// that is not is recorded in `skipped` and passed over. Links to folders are not followed.
+fn walk(
+    dir: &Path,
+    recursive: bool,
+    exclude: Option<&Path>,
+    skipped: &mut Skipped,
+    keep: &mut dyn FnMut(&Path) -> bool,
+    out: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let p = e.path();
@@ -92,8 +146,13 @@ fn walk(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> std::io::Result<
             continue;
         }
         if t.is_dir() && recursive {
-            walk(&p, recursive, out)?;
-        } else if (t.is_file() || (t.is_symlink() && p.is_file())) && is_image(&p) {
+            if excluded(&p, exclude) {
+                continue;
+            }
+            if let Err(err) = walk(&p, recursive, exclude, skipped, keep, out) {
+                skipped.unreadable.push((p, err.to_string()));
+            }
+        } else if (t.is_file() || (t.is_symlink() && p.is_file())) && keep(&p) {
             out.push(p);
         }
     }
@@ -213,8 +272,7 @@ pub fn entries(files: Vec<(PathBuf, PathBuf)>) -> Vec<Entry> {
     for group in collisions(&names) {
         for i in group {
             if let Some(last) = names[i].last_mut() {
-                last.push('_');
-                last.push_str(&ext(&files[i].0));
+                push_within(last, &format!("_{}", ext(&files[i].0)));
             }
         }
     }
@@ -224,7 +282,7 @@ pub fn entries(files: Vec<(PathBuf, PathBuf)>) -> Vec<Entry> {
         group.sort_by(|&a, &b| files[a].0.cmp(&files[b].0));
         for (k, i) in group.into_iter().enumerate().skip(1) {
             if let Some(last) = names[i].last_mut() {
-                last.push_str(&format!("~{}", k + 1));
+                push_within(last, &format!("~{}", k + 1));
             }
         }
     }
@@ -248,6 +306,19 @@ pub fn entries(files: Vec<(PathBuf, PathBuf)>) -> Vec<Entry> {
 
 /// Groups (two or more) of indices whose names are equal, or where one name is a folder of
 /// another's (`a` and `a/b` cannot both be image folders).
+/// The longest file name most file systems take, in bytes.
+const MAX_NAME_BYTES: usize = 255;
+
+/// Append `suffix` to a cleaned (ASCII) folder name, shortening the name first so that the
+/// result stays within [`MAX_NAME_BYTES`].
+fn push_within(name: &mut String, suffix: &str) {
+    let keep = MAX_NAME_BYTES.saturating_sub(suffix.len());
+    while name.len() > keep {
+        name.pop();
+    }
+    name.push_str(suffix);
+}
+
 fn collisions(names: &[Vec<String>]) -> Vec<Vec<usize>> {
     let mut by: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, n) in names.iter().enumerate() {
@@ -377,26 +448,95 @@ pub enum Labels {
     None,
     /// torchvision's ImageFolder: the parent folder is the WordNet ID or the class name.
     Folders,
-    /// Keys: the image as written in the file, its file name and its stem.
-    Table(HashMap<String, Truth>),
+    Table(LabelTable),
+}
+
+/// The rows of a labels CSV, by the image's path as written (relative to the dataset's input
+/// folder, or absolute) and, as a fallback, by its file name and its stem.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LabelTable {
+    by_path: HashMap<String, Truth>,
+    /// By file name and by stem: `Err(rows)` when several rows share the name.
+    by_name: HashMap<String, Result<Truth, Vec<String>>>,
+}
+
+impl LabelTable {
+    fn insert(&mut self, image: &str, truth: Truth) {
+        let p = Path::new(image);
+        let path = p.components().collect::<PathBuf>();
+        self.by_path
+            .insert(path.display().to_string(), truth.clone());
+        let mut names = vec![];
+        for n in [
+            p.file_name().and_then(|n| n.to_str()),
+            p.file_stem().and_then(|n| n.to_str()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            // (A row without an extension: its name is its stem, counted once.)
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        for n in names {
+            match self.by_name.get_mut(n) {
+                None => {
+                    self.by_name.insert(n.to_string(), Ok(truth.clone()));
+                }
+                Some(Ok(_)) => {
+                    let first = image.to_string();
+                    self.by_name.insert(n.to_string(), Err(vec![first]));
+                }
+                Some(Err(rows)) => rows.push(image.to_string()),
+            }
+        }
+    }
 }
 
 impl Labels {
-    /// The ground truth of an image.
-    pub fn of(&self, image: &Path) -> Option<Truth> {
+    /// The ground truth of an image found under `root`: by its path relative to `root`, then
+    /// as written, then by its file name or stem when one row alone has it. A name several rows
+    /// share is an error naming them (the last row never silently wins).
+    pub fn of(&self, image: &Path, root: &Path) -> Result<Option<Truth>, String> {
         match self {
-            Labels::None => None,
-            Labels::Folders => image
+            Labels::None => Ok(None),
+            Labels::Folders => Ok(image
                 .parent()
                 .and_then(|p| p.file_name())
-                .map(|n| Truth::parse(&n.to_string_lossy())),
+                .map(|n| Truth::parse(&n.to_string_lossy()))),
             Labels::Table(t) => {
-                let name = image.file_name().and_then(|n| n.to_str());
-                let stem = image.file_stem().and_then(|n| n.to_str());
-                t.get(&image.display().to_string())
-                    .or_else(|| name.and_then(|n| t.get(n)))
-                    .or_else(|| stem.and_then(|n| t.get(n)))
-                    .cloned()
+                let rel = image
+                    .strip_prefix(root)
+                    .ok()
+                    .filter(|r| !r.as_os_str().is_empty());
+                let keys = [rel, Some(image)];
+                for k in keys.into_iter().flatten() {
+                    let k: PathBuf = k.components().collect();
+                    if let Some(truth) = t.by_path.get(&k.display().to_string()) {
+                        return Ok(Some(truth.clone()));
+                    }
+                }
+                let names = [
+                    image.file_name().and_then(|n| n.to_str()),
+                    image.file_stem().and_then(|n| n.to_str()),
+                ];
+                for n in names.into_iter().flatten() {
+                    match t.by_name.get(n) {
+                        Some(Ok(truth)) => return Ok(Some(truth.clone())),
+                        Some(Err(rows)) => {
+                            return Err(format!(
+                                "`{n}` matches {} rows by file name ({}, ...); write the image's path relative to its input folder ({})",
+                                rows.len() + 1,
+                                rows.join(", "),
+                                rel.map(|r| r.display().to_string())
+                                    .unwrap_or_else(|| image.display().to_string())
+                            ))
+                        }
+                        None => {}
+                    }
+                }
+                Ok(None)
             }
         }
     }
@@ -406,25 +546,96 @@ impl Labels {
     }
 }
 
-/// Read a labels CSV: `image,label` rows, or a header naming an `image` column and a class
-/// column (`index`, `wnid`, `label` or `class`; the first of these present, in that order,
-/// is used). A class cell may be an index, a WordNet ID or a name. `#` lines are comments.
-pub fn read_labels_csv(path: &Path) -> Result<HashMap<String, Truth>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut out = HashMap::new();
-    let mut columns: Option<(usize, usize)> = None;
-    let mut first = true;
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
+/// The records of a CSV file (RFC 4180: fields separated by commas, a field in double quotes
+/// may hold commas, quotes written twice and line breaks; CRLF or LF line ends), with the line
+/// each starts on. A UTF-8 byte order mark is skipped; blank lines and lines starting with `#`
+/// are left out.
+pub fn csv_records(text: &str) -> Result<Vec<(usize, Vec<String>)>, String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut out = vec![];
+    let mut chars = text.chars().peekable();
+    let mut line = 1;
+    while chars.peek().is_some() {
+        let start = line;
+        if chars.peek() == Some(&'#') {
+            for c in chars.by_ref() {
+                if c == '\n' {
+                    line += 1;
+                    break;
+                }
+            }
             continue;
         }
-        let cells: Vec<&str> = line
-            .split(',')
-            .map(|c| c.trim().trim_matches('"'))
-            .collect();
-        if std::mem::take(&mut first) && cells.iter().any(|c| c.eq_ignore_ascii_case("image")) {
+        let mut fields = vec![];
+        let mut field = String::new();
+        let mut quoted = false;
+        loop {
+            match chars.next() {
+                None => {
+                    fields.push(std::mem::take(&mut field));
+                    break;
+                }
+                Some('"') if field.is_empty() && !quoted => {
+                    quoted = true;
+                    loop {
+                        match chars.next() {
+                            None => {
+                                return Err(format!("line {start}: a quoted field is not closed"))
+                            }
+                            Some('"') if chars.peek() == Some(&'"') => {
+                                chars.next();
+                                field.push('"');
+                            }
+                            Some('"') => break,
+                            Some(c) => {
+                                if c == '\n' {
+                                    line += 1;
+                                }
+                                field.push(c);
+                            }
+                        }
+                    }
+                }
+                Some(',') => {
+                    fields.push(std::mem::take(&mut field));
+                    quoted = false;
+                }
+                Some('\r') if chars.peek() == Some(&'\n') => {}
+                Some('\n') => {
+                    line += 1;
+                    fields.push(std::mem::take(&mut field));
+                    break;
+                }
+                Some(c) if quoted && !c.is_whitespace() => return Err(format!(
+                    "line {start}: `{c}` after a quoted field (expected a comma or the line's end)"
+                )),
+                Some(c) => field.push(c),
+            }
+        }
+        if fields.len() == 1 && fields[0].trim().is_empty() {
+            continue;
+        }
+        out.push((
+            start,
+            fields.into_iter().map(|f| f.trim().to_string()).collect(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Read a labels CSV: `image,label` rows, or a header naming an `image` column and a class
+/// column (`index`, `wnid`, `label` or `class`; the first of these present, in that order,
+/// is used). A class cell may be an index, a WordNet ID or a name. RFC 4180 quoting, an optional
+/// byte order mark; `#` lines are comments.
+pub fn read_labels_csv(path: &Path) -> Result<LabelTable, String> {
+    let text =
+        sr_core::io::read_text_bounded(path, sr_core::io::MAX_LABELS_CSV_BYTES, "a labels CSV")
+            .map_err(|e| format!("cannot read {}", e.message))?;
+    let records = csv_records(&text).map_err(|m| format!("{}: {m}", path.display()))?;
+    let mut out = LabelTable::default();
+    let mut columns: Option<(usize, usize)> = None;
+    for (k, (line, cells)) in records.iter().enumerate() {
+        if k == 0 && cells.iter().any(|c| c.eq_ignore_ascii_case("image")) {
             let find = |n: &str| cells.iter().position(|c| c.eq_ignore_ascii_case(n));
             let img = find("image").expect("checked");
             let class = ["index", "wnid", "label", "class"]
@@ -432,9 +643,8 @@ pub fn read_labels_csv(path: &Path) -> Result<HashMap<String, Truth>, String> {
                 .find_map(|n| find(n))
                 .ok_or_else(|| {
                     format!(
-                        "{}:{}: the header names no class column (index, wnid, label or class)",
+                        "{}:{line}: the header names no class column (index, wnid, label or class)",
                         path.display(),
-                        i + 1
                     )
                 })?;
             columns = Some((img, class));
@@ -443,29 +653,15 @@ pub fn read_labels_csv(path: &Path) -> Result<HashMap<String, Truth>, String> {
         let (ci, cl) = columns.unwrap_or((0, 1));
         let (Some(img), Some(label)) = (cells.get(ci), cells.get(cl)) else {
             return Err(format!(
-                "{}:{}: expected `image,label`, found `{line}`",
+                "{}:{line}: expected `image,label`, found {} field(s)",
                 path.display(),
-                i + 1
+                cells.len()
             ));
         };
         if img.is_empty() || label.is_empty() {
-            return Err(format!(
-                "{}:{}: empty image or label",
-                path.display(),
-                i + 1
-            ));
+            return Err(format!("{}:{line}: empty image or label", path.display()));
         }
-        let p = Path::new(img);
-        for key in [
-            Some(img.to_string()),
-            p.file_name().and_then(|n| n.to_str()).map(str::to_string),
-            p.file_stem().and_then(|n| n.to_str()).map(str::to_string),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            out.insert(key, Truth::parse(label));
-        }
+        out.insert(img, Truth::parse(label));
     }
     Ok(out)
 }
@@ -473,6 +669,72 @@ pub fn read_labels_csv(path: &Path) -> Result<HashMap<String, Truth>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_names_that_clean_alike_stay_within_255_bytes() {
+        // 251-byte names (the issue's case): with `_png` and `~2` they would pass 255.
+        let long = "x".repeat(250);
+        let files: Vec<(PathBuf, PathBuf)> = ["a", "\u{e9}", "!"]
+            .iter()
+            .flat_map(|c| {
+                ["png", "jpg"].map(|e| {
+                    (
+                        PathBuf::from(format!("/p/{long}{c}.{e}")),
+                        PathBuf::from("/p"),
+                    )
+                })
+            })
+            .collect();
+        let e = entries(files);
+        let names: std::collections::BTreeSet<&str> = e.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names.len(), 6, "{names:?}");
+        assert!(e.iter().all(|e| e.name.len() <= 255), "{names:?}");
+    }
+
+    #[test]
+    fn csv_is_read_as_rfc_4180_with_a_byte_order_mark() {
+        let text = "\u{feff}image,label\r\n\"a, b.jpg\",\"say \"\"hi\"\"\"\n# note\n\nc.jpg,\"two\nlines\"\n";
+        let r = csv_records(text).unwrap();
+        assert_eq!(
+            r,
+            vec![
+                (1, vec!["image".to_string(), "label".into()]),
+                (2, vec!["a, b.jpg".to_string(), "say \"hi\"".into()]),
+                (5, vec!["c.jpg".to_string(), "two\nlines".into()]),
+            ]
+        );
+        assert!(csv_records("\"open,x\n")
+            .unwrap_err()
+            .contains("not closed"));
+        assert!(csv_records("\"a\"b,c\n")
+            .unwrap_err()
+            .contains("after a quoted field"));
+    }
+
+    #[test]
+    fn labels_match_by_path_under_the_input_folder_first_and_never_by_an_ambiguous_name() {
+        let mut t = LabelTable::default();
+        t.insert("a/coffee.jpg", Truth::parse("espresso"));
+        t.insert("b/coffee.jpg", Truth::parse("cup"));
+        t.insert("lone.jpg", Truth::parse("tabby"));
+        t.insert("bare", Truth::parse("tabby"));
+        let l = Labels::Table(t);
+        let root = Path::new("/data/val");
+        let of = |p: &str| l.of(Path::new(p), root);
+        assert_eq!(
+            of("/data/val/a/coffee.jpg"),
+            Ok(Some(Truth::parse("espresso")))
+        );
+        assert_eq!(of("/data/val/b/coffee.jpg"), Ok(Some(Truth::parse("cup"))));
+        assert_eq!(of("/data/val/x/lone.jpg"), Ok(Some(Truth::parse("tabby"))));
+        let e = of("/data/val/c/coffee.jpg").unwrap_err();
+        assert!(
+            e.contains("`coffee.jpg` matches 2 rows by file name"),
+            "{e}"
+        );
+        assert_eq!(of("/data/val/other.jpg"), Ok(None));
+        assert_eq!(of("/data/val/bare.png"), Ok(Some(Truth::parse("tabby"))));
+    }
 
     fn names(files: &[(&str, &str)]) -> Vec<String> {
         entries(

@@ -67,6 +67,16 @@ pub fn execute(
     opts: runner::RunOptions,
 ) -> Result<Executed, Fail> {
     let started = std::time::Instant::now();
+    if opts.jobs > runner::MAX_JOBS {
+        return Err(Fail(
+            exit::USAGE,
+            format!(
+                "--jobs {}: at most {} worker threads",
+                opts.jobs,
+                runner::MAX_JOBS
+            ),
+        ));
+    }
     let fingerprint =
         fingerprint::of(pipeline, reg).map_err(|e| Fail(exit::USAGE, e.to_string()))?;
     let stages =
@@ -91,6 +101,11 @@ pub fn execute(
         "redone": summary.redone.iter().map(|(f, old)| serde_json::json!({
             "folder": f, "old_fingerprint": old,
         })).collect::<Vec<_>>(),
+        "repaired": summary.repaired.iter().map(|(f, files)| serde_json::json!({
+            "folder": f, "missing": files,
+        })).collect::<Vec<_>>(),
+        "undone": summary.undone(),
+        "left_to_others": summary.busy_folders,
         "failed": summary.failed.iter().map(|(p, e)| serde_json::json!({
             "image": p.display().to_string(), "error": e.to_string(),
         })).collect::<Vec<_>>(),
@@ -98,7 +113,7 @@ pub fn execute(
     });
     report::record_run(&pipeline.output, &provenance)
         .map_err(|e| Fail(exit::FAILED, e.to_string()))?;
-    report::rebuild(&pipeline.output, &pipeline.file)
+    report::rebuild(&pipeline.output, &pipeline.file, Some(&fingerprint))
         .map_err(|e| Fail(exit::FAILED, e.to_string()))?;
     Ok(Executed {
         summary,

@@ -1,6 +1,7 @@
 //! `srhost`: Salient Relevance maps, where a CNN classifier looks.
 //!
-//! Exit codes: 0 ok, 1 some images failed, 2 bad invocation or spec.
+//! Exit codes ([`srhost::exit`]): 0 ok, 1 some images failed or were left undone, 2 bad
+//! invocation or spec, or an internal error.
 
 use clap::{Parser, Subcommand};
 use sr_core::{kind_name, LoadedPlugin, Registry};
@@ -19,7 +20,7 @@ use srhost::{dataset, exit, report, runner, spec, Fail};
     name = "srhost",
     version,
     about = "Salient Relevance (SR) maps: where a CNN image classifier looks",
-    after_help = "Exit codes: 0 ok, 1 some images failed, 2 bad invocation or pipeline spec.\n\
+    after_help = "Exit codes: 0 ok, 1 some images failed or were left undone, 2 bad invocation or pipeline spec.\n\
                   Docs: docs/pipeline.md (every TOML key), docs/plugin-authoring.md."
 )]
 struct Cli {
@@ -98,6 +99,38 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so a closed stdout (`srhost classify ... | head -1`) would make
+    // println! panic; with the default action the process ends quietly, as Unix tools do.
+    #[cfg(unix)]
+    // SAFETY: called first thing, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    // A panic anywhere is reported in one line and ends with exit 2 (a panic inside a stage
+    // fails only its image: see srhost::process). The hook keeps the panic's text for that line.
+    std::panic::set_hook(Box::new(|info| {
+        if let Ok(mut p) = LAST_PANIC.lock() {
+            *p = Some(info.to_string().replace('\n', " "));
+        }
+    }));
+    match std::panic::catch_unwind(real_main) {
+        Ok(code) => code,
+        Err(_) => {
+            let what = LAST_PANIC
+                .lock()
+                .ok()
+                .and_then(|mut p| p.take())
+                .unwrap_or_else(|| "a panic".into());
+            eprintln!("error: internal error (a bug in srhost, please report it): {what}");
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
+/// The text of the last panic (its message and where), for the one line `main` prints.
+static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn real_main() -> ExitCode {
     if let Some(v) = std::env::var_os(sr_nn::alloc::CACHE_ENV) {
         match sr_nn::alloc::parse_cache_mb(&v.to_string_lossy()) {
             Ok(bytes) => sr_nn::alloc::set_cache_limit(bytes),
@@ -152,7 +185,7 @@ fn merge(out: &Path) -> Result<u8, Fail> {
         ));
     }
     let title = out.display().to_string();
-    let m = report::rebuild(out, &title).map_err(|e| Fail(exit::FAILED, e.to_string()))?;
+    let m = report::rebuild(out, &title, None).map_err(|e| Fail(exit::USAGE, e.to_string()))?;
     println!(
         "merged {} finished images -> {}",
         m.images.len(),
@@ -357,11 +390,19 @@ fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
             old.into_iter().collect::<Vec<_>>().join(", ")
         );
     }
+    if !summary.repaired.is_empty() {
+        println!(
+            "redid {} images whose files were missing or changed since they were finished",
+            summary.repaired.len()
+        );
+    }
     if summary.busy > 0 {
         println!(
-            "left {} images to the other process working on them in {}",
+            "left {} images undone: other processes in {} still hold them after {} s of waiting (two leases); rerun to check them: {}",
             summary.busy,
-            pipeline.output.display()
+            pipeline.output.display(),
+            2 * srhost::records::lease().as_secs(),
+            summary.busy_folders.join(", ")
         );
     }
     // Several branches: the A/B summary (also `srhost compare OUT`).
@@ -371,7 +412,8 @@ fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
         }
     }
     println!("report: {}", pipeline.output.join("report.html").display());
-    Ok(if summary.failed.is_empty() {
+    // Every image left undone (failed, or held by another process) counts.
+    Ok(if summary.undone() == 0 {
         exit::OK
     } else {
         exit::FAILED
@@ -454,7 +496,8 @@ fn classify(
     for path in images {
         let result = sr_core::preprocess::load_photo(path)
             .and_then(|rgb| sr_core::preprocess::preprocess(&rgb, &info))
-            .and_then(|(x, _)| model.forward(&x));
+            .and_then(|(x, _)| model.forward(&x))
+            .and_then(|y| sr_core::contract::logits(&y, 1, "the model").map(|()| y));
         let logits = match result {
             Ok(l) => l,
             Err(e) => {

@@ -1,16 +1,18 @@
 //! One image through a pipeline, in named steps: [`Job::classify`] (preprocess, forward, top-1),
 //! [`Job::explain`] (every relevance branch), [`Job::saliency`] (the photo's map and each
 //! branch's SR map), [`Job::metrics`] (SSIM and AOPC) and [`Job::render`]; [`process`] runs them in
-//! that order. Every output is checked against the stage contracts ([`sr_core::contract`])
-//! before it is written, and written atomically; `result.json` comes last.
+//! that order. Every stage call runs under `catch_panic`, so a stage that panics fails its image
+//! with an error naming the stage. Every output is checked against the stage contracts
+//! ([`sr_core::contract`]) before it is written, and written atomically; `result.json` comes
+//! last.
 
 use crate::dataset::{Entry, Truth};
 use crate::records::{self, BranchResult, ImageResult};
 use crate::spec::Pipeline;
 use crate::stages::Stages;
 use sr_core::sr::{channel_sum, perturb, relevance_to_image, resolve_targets, RelevanceInput};
+use sr_core::{catch_panic, ImageId, Request, Result, Tensor};
 use sr_core::{contract, metrics, npy, preprocess, BranchMaps, Error, Image, RenderInput};
-use sr_core::{ImageId, Request, Result, Tensor};
 use std::path::Path;
 use std::time::Instant;
 
@@ -23,6 +25,8 @@ struct Job<'a> {
     rgb: preprocess::Rgb8,
     result: ImageResult,
     outputs: Vec<String>,
+    /// Each output's size, as written.
+    sizes: Vec<u64>,
     seconds: std::collections::BTreeMap<String, f64>,
     /// The model's input: the normalised tensor and the crop as an image.
     input: Option<(Tensor, Image)>,
@@ -73,8 +77,14 @@ impl<'a> Job<'a> {
     }
 
     fn write(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
-        records::write_atomic(&self.dir.join(name), bytes)?;
+        let path = match name.rsplit_once('/') {
+            // A renderer's file in a subfolder: made as the image folder is, no link followed.
+            Some((sub, file)) => records::image_dir(self.dir, sub)?.join(file),
+            None => self.dir.join(name),
+        };
+        records::write_atomic(&path, bytes)?;
         self.outputs.push(name.to_string());
+        self.sizes.push(bytes.len() as u64);
         Ok(())
     }
 
@@ -103,15 +113,20 @@ impl<'a> Job<'a> {
                 aopc_random_curve: vec![],
                 branches: vec![],
                 outputs: vec![],
+                sizes: vec![],
                 seconds: Default::default(),
             },
             outputs: vec![],
+            sizes: vec![],
             seconds: Default::default(),
             input: None,
             targets: vec![],
             branches: vec![],
             photo_saliency: None,
-            truth: p.labels.of(path),
+            truth: p
+                .labels
+                .of(path, &entry.root)
+                .map_err(|m| Error::input(format!("`run.labels`: {m}")))?,
             id: ImageId {
                 path: path.display().to_string(),
                 root: entry.root.display().to_string(),
@@ -139,7 +154,8 @@ impl<'a> Job<'a> {
         let (input, crop) = preprocess::preprocess(&self.rgb, &info)?;
         let crop = preprocess::to_image(&crop)?;
         self.write("input.png", &rgb_png(&crop)?)?;
-        let logits = model.forward(&input)?;
+        let logits = catch_panic("the model", || model.forward(&input))?;
+        contract::logits(&logits, 1, "the model")?;
         self.time("forward", t);
         let top = logits
             .data()
@@ -197,14 +213,15 @@ impl<'a> Job<'a> {
                 let name = format!("{branch}{suffix}");
                 let t0 = Instant::now();
                 let what = format!("relevance.{branch}");
-                let e = explainer
-                    .explain(&Request {
+                let e = catch_panic("the relevance method", || {
+                    explainer.explain(&Request {
                         input: &input,
                         targets: &[t],
                         logits: logits.as_ref(),
                         images: &images,
                     })
-                    .map_err(|e| e.context(&what))?;
+                })
+                .map_err(|e| e.context(&what))?;
                 contract::explanation(&e, input.shape(), &[t], &what)?;
                 let seconds_relevance = t0.elapsed().as_secs_f64();
                 self.time(&format!("relevance.{name}"), t0);
@@ -250,7 +267,8 @@ impl<'a> Job<'a> {
             None => &self.photo,
         };
         let what = "saliency of the photo";
-        let s = sal.saliency(base).map_err(|e| e.context(what))?;
+        let s = catch_panic("the saliency stage", || sal.saliency(base))
+            .map_err(|e| e.context(what))?;
         contract::saliency_of(&s, base, what)?;
         self.time("saliency.photo", t);
         self.write(
@@ -264,7 +282,8 @@ impl<'a> Job<'a> {
             let name = self.branches[i].branch.clone();
             let what = format!("SR map of {name}");
             let map = relevance_to_image(&self.branches[i].relevance, self.p.relevance_input)?;
-            let sr = sal.saliency(&map).map_err(|e| e.context(&what))?;
+            let sr = catch_panic("the saliency stage", || sal.saliency(&map))
+                .map_err(|e| e.context(&what))?;
             contract::saliency_of(&sr, &map, &what)?;
             if let Some(br) = self.result.branches.iter_mut().find(|r| r.branch == name) {
                 br.seconds_sr = Some(t.elapsed().as_secs_f64());
@@ -379,8 +398,7 @@ impl<'a> Job<'a> {
         let mut files = vec![];
         for (name, r) in renderers {
             let t = Instant::now();
-            let out = r
-                .render(&input)
+            let out = catch_panic("the renderer", || r.render(&input))
                 .map_err(|e| e.context(format!("renderer `{name}`")))?;
             for a in out {
                 contract::artifact_name(name, &a.name)?;
@@ -427,8 +445,26 @@ impl<'a> Job<'a> {
         }
         r.aopc_random = r.aopc_random.filter(|v| v.is_finite());
         self.result.outputs = self.outputs;
+        self.result.sizes = self.sizes;
         self.result.seconds = self.seconds;
         records::write_result(self.dir, &self.result)?;
+        // Every file must still be there as written (a folder removed or emptied while the image
+        // was processed): else the image is not finished, and a rerun redoes it.
+        let mut gone = records::missing_outputs(self.dir, &self.result);
+        if !self.dir.join(records::RESULT_FILE).is_file() {
+            gone.push(records::RESULT_FILE.to_string());
+        }
+        if !gone.is_empty() {
+            let _ = std::fs::remove_file(self.dir.join(records::RESULT_FILE));
+            return Err(Error::io(
+                self.dir,
+                format!(
+                    "{} of its files vanished while srhost wrote them ({}); the image is not finished",
+                    gone.len(),
+                    gone.join(", ")
+                ),
+            ));
+        }
         Ok(self.result)
     }
 }

@@ -5,7 +5,8 @@
 //! Several srhost processes may share one output folder (shards of a run, on one machine or
 //! many): temporary files carry their writer's host and process id, and only the writer, or
 //! a later process on the same host once the writer is gone, removes them; an image folder is
-//! claimed (`.srhost.lock`) by one process at a time.
+//! claimed (`.srhost.lock`) by one process at a time, for a lease its holder renews
+//! ([`LOCK_LEASE`]), so a claim left by a process that died anywhere is taken over.
 
 use serde::{Deserialize, Serialize};
 use sr_core::{Error, Result};
@@ -39,6 +40,10 @@ pub struct ImageResult {
     pub aopc_random_curve: Vec<f64>,
     pub branches: Vec<BranchResult>,
     pub outputs: Vec<String>,
+    /// Each output's size in bytes, in the order of `outputs` (empty in files of older
+    /// versions): an image counts as finished only while every output is there at its size.
+    #[serde(default)]
+    pub sizes: Vec<u64>,
     pub seconds: std::collections::BTreeMap<String, f64>,
 }
 
@@ -100,11 +105,14 @@ fn alive(pid: u32) -> bool {
 }
 
 /// Write `bytes` to `path` atomically: a temporary file in the same folder, named after this
-/// host, process and write (`.<name>.tmp-<host>-<pid>-<n>`), then a rename.
+/// host, process and write (`.<name>.tmp-<host>-<pid>-<n>`, created new: an existing file or
+/// link of that name is an error, never followed), then a rename. The folder must exist: a
+/// folder removed while srhost writes into it fails the write instead of being made again
+/// half-empty.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(
         ".{}.tmp-{}-{}-{n}",
@@ -112,11 +120,77 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         host_name(),
         std::process::id()
     ));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+/// The folder of image `name` (`/`-separated) under `output`, made if missing, one component
+/// at a time. A component that is a symbolic link (or not a folder) is an error: srhost never
+/// follows a link inside `run.output`, so it cannot write or delete outside it.
+pub fn image_dir(output: &Path, name: &str) -> Result<PathBuf> {
+    let mut dir = output.to_path_buf();
+    for part in name.split('/') {
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(Error::input(format!(
+                    "{}: a symbolic link inside the output folder; srhost does not follow links there (it would write outside {})",
+                    dir.display(),
+                    output.display()
+                ))
+                .with_help("remove the link, or choose another run.output"))
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::input(format!(
+                    "{}: expected the image's output folder, found a file",
+                    dir.display()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match std::fs::create_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        // Made by another process meanwhile: checked again below.
+                        if std::fs::symlink_metadata(&dir).is_ok_and(|m| !m.is_dir()) {
+                            return Err(Error::input(format!(
+                                "{}: not a folder",
+                                dir.display()
+                            )));
+                        }
+                    }
+                    Err(e) => return Err(Error::io(&dir, e)),
+                }
+            }
+            Err(e) => return Err(Error::io(&dir, e)),
+        }
+    }
+    Ok(dir)
+}
+
+/// The outputs an image's `result.json` lists that are not in `dir` as written: missing, not
+/// a regular file, or of another size than recorded. Empty: the image is finished.
+pub fn missing_outputs(dir: &Path, r: &ImageResult) -> Vec<String> {
+    r.outputs
+        .iter()
+        .enumerate()
+        .filter(|(i, o)| {
+            let meta = std::fs::symlink_metadata(dir.join(o));
+            !meta.is_ok_and(|m| m.is_file() && r.sizes.get(*i).is_none_or(|&s| s == m.len()))
+        })
+        .map(|(_, o)| o.clone())
+        .collect()
 }
 
 /// The writer of a temporary file (`.<name>.tmp-<host>-<pid>-<n>`, or `.<name>.tmp-<pid>` of
@@ -151,23 +225,112 @@ pub fn remove_stale_temps(dir: &Path) {
     }
 }
 
+/// How long a claim lasts without its holder renewing it: a claim older than this is taken
+/// over, whoever left it (a process killed on another host, a requeued array task, a container
+/// restarted with the same PID). A live holder renews its claims every quarter of it.
+/// `SRHOST_LOCK_LEASE_S` sets it (seconds; the tests shorten it).
+pub const LOCK_LEASE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The claim file of an image folder.
+pub const LOCK_FILE: &str = ".srhost.lock";
+
+/// The lease in force: [`LOCK_LEASE`], or `SRHOST_LOCK_LEASE_S`.
+pub fn lease() -> std::time::Duration {
+    std::env::var("SRHOST_LOCK_LEASE_S")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(std::time::Duration::from_secs_f64)
+        .unwrap_or(LOCK_LEASE)
+}
+
+/// A token that tells this process apart from an earlier one with the same host name and PID
+/// (PID 1 of a restarted container).
+fn token() -> u64 {
+    static TOKEN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TOKEN.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            h.write_u128(t.as_nanos());
+        }
+        h.finish()
+    })
+}
+
+/// The claims this process holds, renewed by one heartbeat thread.
+fn held() -> &'static std::sync::Mutex<std::collections::HashSet<PathBuf>> {
+    static HELD: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
+        std::sync::OnceLock::new();
+    HELD.get_or_init(|| {
+        let every = lease() / 4;
+        std::thread::Builder::new()
+            .name("srhost-lock-heartbeat".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                let locks: Vec<PathBuf> = held()
+                    .lock()
+                    .map(|h| h.iter().cloned().collect())
+                    .unwrap_or_default();
+                for l in locks {
+                    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&l) {
+                        let _ = f.set_modified(std::time::SystemTime::now());
+                    }
+                }
+            })
+            .ok();
+        std::sync::Mutex::new(std::collections::HashSet::new())
+    })
+}
+
 /// An image folder claimed by this process; the claim goes when this is dropped.
 pub struct Claim(PathBuf);
 
 impl Drop for Claim {
     fn drop(&mut self) {
+        if let Ok(mut h) = held().lock() {
+            h.remove(&self.0);
+        }
         let _ = std::fs::remove_file(&self.0);
     }
 }
 
-/// Claim image folder `dir` (`dir/.srhost.lock`, created exclusively, holding the host and
-/// process id). `Ok(None)`: another live process holds it (or a process of another host, whose
-/// liveness cannot be checked from here). A claim left by a process of this host that is gone
-/// is taken over.
+/// Whether the claim in `lock` (its text `held`) may be taken over: its holder is gone (a
+/// process of this host that no longer runs, or an earlier process with this one's PID), or it
+/// has not been renewed for a lease.
+fn stale(lock: &Path, held: &str) -> bool {
+    let age = std::fs::metadata(lock)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default();
+    if age > lease() {
+        return true;
+    }
+    let mut f = held.split_whitespace();
+    let (Some(host), Some(pid)) = (f.next(), f.next().and_then(|p| p.parse::<u32>().ok())) else {
+        // Empty or unreadable: its writer died between creating and writing it (a few seconds
+        // of grace for a writer still at it).
+        return age > std::time::Duration::from_secs(5);
+    };
+    if host != host_name() {
+        return false;
+    }
+    if pid == std::process::id() {
+        // This PID, another process: a restarted container's earlier self.
+        return f.next().is_some_and(|t| t != token().to_string());
+    }
+    !alive(pid)
+}
+
+/// Claim image folder `dir` (`dir/.srhost.lock`, created exclusively, holding the host, process
+/// id and a token of this process, and renewed while held). `Ok(None)`: another process holds
+/// it and has renewed it within the lease ([`LOCK_LEASE`]). A claim whose holder is gone, or
+/// that has not been renewed for a lease, is taken over.
 pub fn claim(dir: &Path) -> Result<Option<Claim>> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let lock = dir.join(".srhost.lock");
-    let me = format!("{} {}", host_name(), std::process::id());
+    let lock = dir.join(LOCK_FILE);
+    let me = format!("{} {} {}", host_name(), std::process::id(), token());
     for _ in 0..2 {
         match std::fs::OpenOptions::new()
             .write(true)
@@ -178,21 +341,20 @@ pub fn claim(dir: &Path) -> Result<Option<Claim>> {
                 use std::io::Write;
                 f.write_all(me.as_bytes())
                     .map_err(|e| Error::io(&lock, e))?;
+                if let Ok(mut h) = held().lock() {
+                    h.insert(lock.clone());
+                }
                 return Ok(Some(Claim(lock)));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let held = std::fs::read_to_string(&lock).unwrap_or_default();
-                let stale = match held.split_once(' ') {
-                    Some((host, pid)) => {
-                        host == host_name() && pid.trim().parse().is_ok_and(|p| !alive(p))
-                    }
-                    // Empty: its writer died between creating and writing it.
-                    None => held.is_empty(),
-                };
-                if !stale {
+                let text = std::fs::read_to_string(&lock).unwrap_or_default();
+                if !stale(&lock, &text) {
                     return Ok(None);
                 }
-                let _ = std::fs::remove_file(&lock);
+                // Taken over only if it is still the claim judged stale.
+                if std::fs::read_to_string(&lock).unwrap_or_default() == text {
+                    let _ = std::fs::remove_file(&lock);
+                }
             }
             Err(e) => return Err(Error::io(&lock, e)),
         }
@@ -261,4 +423,54 @@ pub fn read_result(dir: &Path) -> Result<Option<ImageResult>> {
 pub fn write_result(dir: &Path, result: &ImageResult) -> Result<()> {
     let json = serde_json::to_vec_pretty(result).map_err(|e| Error::internal(e.to_string()))?;
     write_atomic(&dir.join(RESULT_FILE), &json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock_with(name: &str, text: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("srhost-lock-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let l = d.join(LOCK_FILE);
+        std::fs::write(&l, text).unwrap();
+        l
+    }
+
+    #[test]
+    fn a_claim_of_an_earlier_process_with_this_pid_is_stale() {
+        // PID 1 of a restarted container: same host, same PID, another process.
+        let me = std::process::id();
+        let other = lock_with("pid-reuse", &format!("{} {me} 12345", host_name()));
+        assert!(stale(&other, &std::fs::read_to_string(&other).unwrap()));
+        let mine = lock_with("mine", &format!("{} {me} {}", host_name(), token()));
+        assert!(!stale(&mine, &std::fs::read_to_string(&mine).unwrap()));
+        // Another host's fresh claim is not stale; a dead local process's is.
+        let remote = lock_with("remote", "node17 4242 77");
+        assert!(!stale(&remote, "node17 4242 77"));
+        let dead = lock_with("dead", &format!("{} 4194303 1", host_name()));
+        assert!(stale(&dead, &std::fs::read_to_string(&dead).unwrap()));
+    }
+
+    #[test]
+    fn image_dir_refuses_links_and_files_on_the_way() {
+        let out = std::env::temp_dir().join(format!("srhost-imgdir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).unwrap();
+        assert_eq!(image_dir(&out, "a/b").unwrap(), out.join("a/b"));
+        std::fs::write(out.join("f"), "").unwrap();
+        assert!(image_dir(&out, "f/x")
+            .unwrap_err()
+            .message
+            .contains("expected the image's output folder, found a file"));
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(std::env::temp_dir(), out.join("l")).unwrap();
+            assert!(image_dir(&out, "l/x")
+                .unwrap_err()
+                .message
+                .contains("a symbolic link inside the output folder"));
+        }
+    }
 }

@@ -148,12 +148,10 @@ pub fn summarise(rows: &[ImageResult]) -> Metrics {
     }
 }
 
+/// A name as a CSV field: always quoted (RFC 4180), so a comma, quote, CR or LF in a file
+/// name stays inside its field.
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -516,7 +514,11 @@ fn best_and_worst(
 /// lock (`.tables.lock`), so processes sharing the folder never leave a torn or stale table:
 /// each rebuild reads what is finished at that moment, and the last one sees everything.
 /// Running it twice gives the same files.
-pub fn rebuild(out: &Path, title: &str) -> Result<Metrics> {
+///
+/// The tables hold one configuration: with `fingerprint` (a run), the images finished under it;
+/// images of other configurations in the folder are left out, and said so. Without one
+/// (`srhost merge`), a folder holding several configurations is an error naming them.
+pub fn rebuild(out: &Path, title: &str, fingerprint: Option<&str>) -> Result<Metrics> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let lock_path = out.join(".tables.lock");
     let lock = std::fs::OpenOptions::new()
@@ -526,7 +528,32 @@ pub fn rebuild(out: &Path, title: &str) -> Result<Metrics> {
         .open(&lock_path)
         .map_err(|e| Error::io(&lock_path, e))?;
     lock.lock().map_err(|e| Error::io(&lock_path, e))?;
-    let found = crate::records::scan_results(out)?;
+    let mut found = crate::records::scan_results(out)?;
+    let configs: std::collections::BTreeSet<String> =
+        found.iter().map(|(_, r)| r.fingerprint.clone()).collect();
+    match fingerprint {
+        Some(fp) => {
+            let before = found.len();
+            found.retain(|(_, r)| r.fingerprint == fp);
+            if found.len() < before {
+                eprintln!(
+                    "note: {} finished images in {} come from other configurations and are left out of its tables",
+                    before - found.len(),
+                    out.display()
+                );
+            }
+        }
+        None if configs.len() > 1 => {
+            return Err(Error::input(format!(
+                "{}: its images were made by {} configurations (fingerprints {}); the tables hold one",
+                out.display(),
+                configs.len(),
+                configs.iter().cloned().collect::<Vec<_>>().join(", ")
+            ))
+            .with_help("rerun the configuration you want into this folder (it redoes the others' images), or use one output folder per configuration"));
+        }
+        None => {}
+    }
     let (folders, rows): (Vec<String>, Vec<ImageResult>) = found.into_iter().unzip();
     let mut m = summarise(&rows);
     m.folders = folders;
@@ -545,7 +572,8 @@ pub fn rebuild(out: &Path, title: &str) -> Result<Metrics> {
 
 /// Where each process of a run records what it did (`.runs/<host>-<pid>.json`), for `run.json`.
 pub fn record_run(out: &Path, provenance: &serde_json::Value) -> Result<()> {
-    let f = out.join(".runs").join(format!(
+    let runs = crate::records::image_dir(out, ".runs")?;
+    let f = runs.join(format!(
         "{}-{}.json",
         crate::records::host_name(),
         std::process::id()

@@ -1,12 +1,15 @@
 //! Runs a validated pipeline over its images: in parallel, resumable, never losing finished
 //! outputs (every file is written to a temporary name and renamed into place, and an image
-//! counts as done only once its `result.json` exists). One image is [`crate::process`].
+//! counts as done only once its `result.json` exists and every file it lists is there at its
+//! recorded size). One image is [`crate::process`].
 //!
-//! Resume: an image whose `result.json` carries this run's fingerprint is skipped; one with
-//! another fingerprint (another configuration, model file or srhost version) is redone, its old
-//! files removed first. Several processes may share the output folder (shards): each image
-//! folder is claimed by one process at a time, and the run-wide tables are rebuilt under a lock
-//! from every finished image ([`crate::report::rebuild`]).
+//! Resume: an image whose `result.json` carries this run's fingerprint and whose files are all
+//! there is skipped; one with another fingerprint (another configuration, model file or srhost
+//! version), or whose files vanished or changed, is redone, its old files removed first.
+//! Several processes may share the output folder (shards): each image folder is claimed by one
+//! process at a time for a renewed lease ([`records::claim`]), and the run-wide tables are
+//! rebuilt under a lock from every finished image ([`crate::report::rebuild`]). Image folders
+//! are made and entered without following symbolic links ([`records::image_dir`]).
 
 use crate::dataset::Entry;
 use crate::records;
@@ -37,12 +40,30 @@ pub struct Summary {
     /// Finished images redone because their fingerprint differed: `(folder, their
     /// fingerprint)`.
     pub redone: Vec<(String, String)>,
+    /// Images redone because files their `result.json` lists were missing or changed:
+    /// `(folder, those files)`.
+    pub repaired: Vec<(String, Vec<String>)>,
+    /// The folders of the images left to another process (see `busy`): held by a process that
+    /// kept renewing its claim for two leases while this one waited.
+    pub busy_folders: Vec<String>,
     pub failed: Vec<(PathBuf, Error)>,
 }
+
+impl Summary {
+    /// Images of this process's share that are not finished: failed, or left to another
+    /// process that holds them.
+    pub fn undone(&self) -> usize {
+        self.failed.len() + self.busy
+    }
+}
+
+/// Worker threads a run may start, at most.
+pub const MAX_JOBS: usize = 256;
 
 enum Outcome {
     Done,
     Redone(String),
+    Repaired(Vec<String>),
     Skipped,
     Busy,
     Failed(Error),
@@ -56,14 +77,19 @@ fn one(
     fingerprint: &str,
     e: &Entry,
 ) -> Result<Outcome> {
-    let dir = p.output.join(&e.name);
+    let dir = records::image_dir(&p.output, &e.name)?;
     let Some(_claim) = records::claim(&dir)? else {
         return Ok(Outcome::Busy);
     };
     let mut redo = None;
+    let mut repair = None;
     if let Some(old) = records::read_result(&dir).unwrap_or(None) {
         if old.fingerprint == fingerprint && !opts.force {
-            return Ok(Outcome::Skipped);
+            let missing = records::missing_outputs(&dir, &old);
+            if missing.is_empty() {
+                return Ok(Outcome::Skipped);
+            }
+            repair = Some(missing);
         }
         if old.fingerprint != fingerprint {
             redo = Some(if old.fingerprint.is_empty() {
@@ -81,15 +107,22 @@ fn one(
     sr_core::catch_panic(&format!("{}", e.path.display()), || {
         crate::process::process(stages, p, e, &dir, fingerprint)
     })?;
-    Ok(match redo {
-        Some(f) => Outcome::Redone(f),
-        None => Outcome::Done,
+    Ok(match (redo, repair) {
+        (Some(f), _) => Outcome::Redone(f),
+        (None, Some(files)) => Outcome::Repaired(files),
+        (None, None) => Outcome::Done,
     })
 }
 
 /// Run this process's images of `p` (its shard, or all) through `stages`, writing into
 /// `p.output`; `fingerprint` is recorded in every `result.json`.
 pub fn run(p: &Pipeline, stages: &Stages, opts: RunOptions, fingerprint: &str) -> Result<Summary> {
+    if opts.jobs > MAX_JOBS {
+        return Err(Error::params(format!(
+            "--jobs {}: at most {MAX_JOBS} worker threads",
+            opts.jobs
+        )));
+    }
     std::fs::create_dir_all(&p.output).map_err(|e| Error::io(&p.output, e))?;
     let mine: Vec<Entry> = match p.shard {
         Some(s) => s.take(p.entries.clone()),
@@ -106,18 +139,45 @@ pub fn run(p: &Pipeline, stages: &Stages, opts: RunOptions, fingerprint: &str) -
         .num_threads(opts.jobs)
         .build()
         .map_err(|e| Error::internal(format!("cannot start {} worker threads: {e}", opts.jobs)))?;
-    let outcomes: Vec<Outcome> = pool.install(|| {
+    let attempt = |e: &Entry| {
+        one(p, stages, opts, fingerprint, e).unwrap_or_else(|err| {
+            pb.suspend(|| eprintln!("error: {}: {err}", e.path.display()));
+            Outcome::Failed(err)
+        })
+    };
+    let mut outcomes: Vec<Outcome> = pool.install(|| {
         mine.par_iter()
             .map(|e| {
-                let o = one(p, stages, opts, fingerprint, e).unwrap_or_else(|err| {
-                    pb.suspend(|| eprintln!("error: {}: {err}", e.path.display()));
-                    Outcome::Failed(err)
-                });
-                pb.inc(1);
+                let o = attempt(e);
+                if !matches!(o, Outcome::Busy) {
+                    pb.inc(1);
+                }
                 o
             })
             .collect()
     });
+    // Images another process holds: wait until it finishes them (they are then skipped as
+    // finished) or its claim lapses (they are then taken over), so that this process ends only
+    // when its whole share is finished. A holder that keeps renewing for two leases is left
+    // alone, and those images count as undone.
+    let give_up = std::time::Instant::now() + 2 * records::lease();
+    while outcomes.iter().any(|o| matches!(o, Outcome::Busy)) && std::time::Instant::now() < give_up
+    {
+        pb.set_message("waiting for images other processes hold");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        pool.install(|| {
+            outcomes
+                .par_iter_mut()
+                .zip(&mine)
+                .filter(|(o, _)| matches!(o, Outcome::Busy))
+                .for_each(|(o, e)| {
+                    *o = attempt(e);
+                    if !matches!(o, Outcome::Busy) {
+                        pb.inc(1);
+                    }
+                })
+        });
+    }
     pb.finish_and_clear();
     let mut s = Summary {
         images: mine.len(),
@@ -130,8 +190,15 @@ pub fn run(p: &Pipeline, stages: &Stages, opts: RunOptions, fingerprint: &str) -
                 s.done += 1;
                 s.redone.push((e.name.clone(), f));
             }
+            Outcome::Repaired(files) => {
+                s.done += 1;
+                s.repaired.push((e.name.clone(), files));
+            }
             Outcome::Skipped => s.skipped += 1,
-            Outcome::Busy => s.busy += 1,
+            Outcome::Busy => {
+                s.busy += 1;
+                s.busy_folders.push(e.name.clone());
+            }
             Outcome::Failed(err) => s.failed.push((e.path.clone(), err)),
         }
     }

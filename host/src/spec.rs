@@ -345,11 +345,16 @@ pub struct RawSpec {
 impl RawSpec {
     pub fn read(path: &Path, sets: &[String]) -> Result<Self, SpecError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+        let text = sr_core::io::read_text_bounded(
+            path,
+            sr_core::io::MAX_PIPELINE_BYTES,
+            "a pipeline file",
+        )
+        .map_err(|e| SpecError {
             file: file.clone(),
             key: None,
             line: None,
-            message: format!("cannot read the pipeline file: {e}"),
+            message: format!("cannot read the pipeline file: {}", e.message),
             help: "give the path of a pipeline TOML file, e.g. configs/sr.toml".into(),
         })?;
         Self::parse(&file, &text, sets)
@@ -593,14 +598,27 @@ impl RawSpec {
             }
         };
         let mut files = vec![];
+        // The output folder is never collected as input, even when it lies inside an input
+        // folder (outputs would be re-collected as photos on every rerun).
+        let exclude = std::fs::canonicalize(&run.output).ok();
+        let mut skipped = crate::dataset::Skipped::default();
         for p in &run.images.0 {
-            files.extend(crate::dataset::expand(p, run.recursive).map_err(|m| {
-                self.error(
-                    &["run", "images"],
-                    m,
-                    "paths are relative to the current directory",
-                )
-            })?);
+            files.extend(
+                crate::dataset::expand(p, run.recursive, exclude.as_deref(), &mut skipped)
+                    .map_err(|m| {
+                        self.error(
+                            &["run", "images"],
+                            m,
+                            "paths are relative to the current directory",
+                        )
+                    })?,
+            );
+        }
+        for (dir, err) in &skipped.unreadable {
+            eprintln!(
+                "warning: `run.images`: skipped the folder {} (cannot read it: {err})",
+                dir.display()
+            );
         }
         let entries = crate::dataset::entries(files);
         if entries.is_empty() {

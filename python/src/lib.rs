@@ -504,7 +504,14 @@ impl PyModel {
     ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
         let x = self.batch(images)?;
         let m = self.inner.clone();
-        let y = py.detach(|| m.forward(&x)).map_err(py_err)?;
+        let n = x.shape()[0];
+        let y = py
+            .detach(|| {
+                let y = m.forward(&x)?;
+                contract::logits(&y, n, "the model")?;
+                Ok(y)
+            })
+            .map_err(py_err)?;
         tensor_array(py, y.shape().to_vec(), y.data().to_vec())
     }
 
@@ -531,6 +538,7 @@ impl PyModel {
             .detach(|| {
                 let info = m.info();
                 let logits = m.forward(&x)?;
+                contract::logits(&logits, n, "the model")?;
                 let classes = logits.numel() / n;
                 let mut ts = vec![];
                 for (i, t) in targets.iter().enumerate() {

@@ -282,7 +282,10 @@ pub fn open_plugin(path: &Path) -> Result<PluginModRef> {
             Error::io(path, "no such plugin file").with_help("give the path of a built .so")
         );
     }
-    let header = lib_header_from_path(path).map_err(|e| library_error(&shown, e))?;
+    // dlopen searches the library path for a name without a slash (`libfoo.so`), so the file
+    // checked above might not be the one loaded: hand it the absolute path.
+    let absolute = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+    let header = lib_header_from_path(&absolute).map_err(|e| library_error(&shown, e))?;
     header
         .init_root_module::<PluginModRef>()
         .map_err(|e| library_error(&shown, e))

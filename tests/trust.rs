@@ -1,0 +1,322 @@
+//! Trust at scale (issue 28): nothing written or deleted outside `run.output`, no image lost on
+//! resume, no hang or abort on files that are not what they claim, and the command line itself
+//! never panics. One test per family of the hostile cases.
+
+use srhost_tests::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// A small pipeline over `images` into `out`: the shipped model, the gradient, Itti-Koch at its
+/// smallest size.
+fn spec(dir: &Path, images: &str, out: &Path) -> String {
+    write(
+        dir,
+        "p.toml",
+        &format!(
+            "[run]\nimages = [{images}]\noutput = {}\n\n[model]\nuse = \"torchvision\"\n\n\
+             [relevance.grad]\nuse = \"gradient\"\n\n[saliency]\nuse = \"itti\"\nmax_dim = 128\n",
+            lit(out)
+        ),
+    )
+}
+
+fn photos(dir: &Path, names: &[&str]) -> std::path::PathBuf {
+    let p = dir.join("photos");
+    std::fs::create_dir_all(&p).unwrap();
+    for n in names {
+        std::fs::copy(photo(n), p.join(n)).unwrap();
+    }
+    p
+}
+
+fn result(out: &Path, folder: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join(folder).join("result.json")).unwrap()).unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlinked_image_folder_inside_the_output_is_never_written_or_cleaned() {
+    let dir = scratch("trust-symlink");
+    let ph = photos(&dir, &["coffee.png", "chelsea.png"]);
+    let out = dir.join("out");
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    // A planted result.json there lists a file outside srhost's making, with a stale temp.
+    std::fs::write(elsewhere.join("precious.txt"), "keep me").unwrap();
+    std::fs::write(
+        elsewhere.join("result.json"),
+        r#"{"image": "x", "fingerprint": "old", "label": null, "class_index": null,
+            "branches": [], "outputs": ["precious.txt"], "seconds": {}}"#,
+    )
+    .unwrap();
+    std::fs::write(elsewhere.join(".x.tmp-host-1-0"), "temp").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("coffee")).unwrap();
+    let before: Vec<_> = std::fs::read_dir(&elsewhere)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let r = srhost(&dir, &["--pipeline", &spec(&dir, &lit(&ph), &out)]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("done 1, skipped 0, failed 1"), "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "a symbolic link inside the output folder; srhost does not follow links there"
+        ),
+        "{r:?}"
+    );
+    let after: Vec<_> = std::fs::read_dir(&elsewhere)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(before.len(), after.len(), "{after:?}");
+    assert_eq!(
+        std::fs::read_to_string(elsewhere.join("precious.txt")).unwrap(),
+        "keep me"
+    );
+    assert!(result(&out, "chelsea")["label"].is_string());
+}
+
+#[test]
+fn an_image_whose_files_vanished_is_redone_not_skipped() {
+    let dir = scratch("trust-vanished");
+    let ph = photos(&dir, &["coffee.png", "chelsea.png"]);
+    let out = dir.join("out");
+    let cfg = spec(&dir, &lit(&ph), &out);
+    let r = srhost(&dir, &["--pipeline", &cfg]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let listed = result(&out, "coffee")["outputs"].as_array().unwrap().len();
+    let sizes = result(&out, "coffee")["sizes"].as_array().unwrap().len();
+    assert_eq!(listed, sizes, "every output has its size recorded");
+    // One file removed, one truncated: both images are redone, not skipped.
+    std::fs::remove_file(out.join("coffee/relevance-grad.npy")).unwrap();
+    std::fs::write(out.join("chelsea/sr-grad.npy"), b"").unwrap();
+    let r = srhost(&dir, &["--pipeline", &cfg]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("done 2, skipped 0, failed 0"), "{r:?}");
+    assert!(
+        r.stdout
+            .contains("redid 2 images whose files were missing or changed"),
+        "{r:?}"
+    );
+    assert!(out.join("coffee/relevance-grad.npy").is_file());
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert!(run.to_string().contains("relevance-grad.npy"), "{run}");
+    // And now it is finished: a third run skips both.
+    let r = srhost(&dir, &["--pipeline", &cfg]);
+    assert!(r.stdout.contains("done 0, skipped 2, failed 0"), "{r:?}");
+}
+
+/// Set a file's modification time `secs` seconds into the past.
+fn age(f: &Path, secs: u64) {
+    let t = std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(f)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+#[test]
+fn a_claim_left_on_another_host_is_taken_over_after_its_lease() {
+    let dir = scratch("trust-lease");
+    let ph = photos(&dir, &["coffee.png", "chelsea.png"]);
+    let out = dir.join("out");
+    let cfg = spec(&dir, &lit(&ph), &out);
+    std::fs::create_dir_all(out.join("coffee")).unwrap();
+    let lock = out.join("coffee/.srhost.lock");
+    // A preempted array task on node17: its claim was last renewed 30 s ago; the lease is 20 s.
+    std::fs::write(&lock, "node17 4242 77").unwrap();
+    age(&lock, 30);
+    let mut cmd = Command::new(srhost_bin());
+    cmd.current_dir(&dir)
+        .args(["--pipeline", &cfg])
+        .env("SRHOST_LOCK_LEASE_S", "20");
+    let r = run_measured(cmd);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("done 2, skipped 0, failed 0"), "{r:?}");
+    assert!(result(&out, "coffee")["label"].is_string());
+    assert!(!lock.exists(), "the claim is released after the image");
+}
+
+#[test]
+fn a_claim_that_is_renewed_is_waited_for_and_counted_when_it_never_ends() {
+    let dir = scratch("trust-held");
+    let ph = photos(&dir, &["coffee.png", "chelsea.png"]);
+    let out = dir.join("out");
+    let cfg = spec(&dir, &lit(&ph), &out);
+    std::fs::create_dir_all(out.join("coffee")).unwrap();
+    let lock = out.join("coffee/.srhost.lock");
+    std::fs::write(&lock, "node17 4242 77").unwrap();
+    // A holder that keeps renewing its claim (a live process on another host): srhost waits
+    // two leases (2 x 1 s), then gives up and says so; the image counts as undone (exit 1).
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let r = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                age(&lock, 0);
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        let mut cmd = Command::new(srhost_bin());
+        cmd.current_dir(&dir)
+            .args(["--pipeline", &cfg])
+            .env("SRHOST_LOCK_LEASE_S", "1");
+        let r = run_measured(cmd);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    });
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("left 1 images undone"), "{r:?}");
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let runs = run.to_string();
+    assert!(
+        runs.contains("\"undone\":1") && runs.contains("\"left_to_others\":[\"coffee\"]"),
+        "{run}"
+    );
+}
+
+#[test]
+fn an_output_folder_inside_the_photo_folder_is_not_collected_as_photos() {
+    let dir = scratch("trust-nested");
+    let ph = photos(&dir, &["coffee.png", "chelsea.png"]);
+    let out = ph.join("out");
+    let cfg = spec(&dir, &lit(&ph), &out);
+    for _ in 0..2 {
+        let r = srhost(&dir, &["--pipeline", &cfg]);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert!(r.stdout.contains("(2 images)"), "{r:?}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_double_star_glob_through_a_symlink_loop_ends() {
+    let dir = scratch("trust-loop");
+    let ph = photos(&dir, &["coffee.png"]);
+    std::os::unix::fs::symlink(&ph, ph.join("loop")).unwrap();
+    let out = dir.join("out");
+    let glob = format!("{}/**/*.png", ph.display());
+    let r = srhost(&dir, &["check", &spec(&dir, &format!("{glob:?}"), &out)]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("ok (1 images"), "{r:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn fifos_devices_and_oversized_files_are_refused_without_hanging() {
+    let dir = scratch("trust-fifo");
+    let fifo = dir.join("photo.png");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let r = srhost(&dir, &["classify", fifo.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("a photo must be a regular file, this is a named pipe (FIFO)"),
+        "{r:?}"
+    );
+    let r = srhost(&dir, &["check", "/dev/zero"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("a pipeline file must be a regular file, this is a device"),
+        "{r:?}"
+    );
+    // A 2 MiB pipeline file: more than a pipeline may be.
+    let big = write(&dir, "big.toml", &"# padding\n".repeat(210_000));
+    let r = srhost(&dir, &["check", &big]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("is more than a pipeline file may be (1048576 bytes)"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn jobs_are_capped() {
+    let dir = scratch("trust-jobs");
+    let ph = photos(&dir, &["coffee.png"]);
+    let r = srhost(
+        &dir,
+        &[
+            "--pipeline",
+            &spec(&dir, &lit(&ph), &dir.join("out")),
+            "--jobs",
+            "100000",
+        ],
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("--jobs 100000: at most 256 worker threads"),
+        "{r:?}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    // `srhost plugins | true`: the reader is gone before srhost writes.
+    let mut child = Command::new(srhost_bin())
+        .arg("plugins")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    // Killed by SIGPIPE, as `cat` or `ls` would be (or done before it noticed).
+    assert!(
+        out.status.signal() == Some(13) || out.status.success(),
+        "{:?} {err}",
+        out.status
+    );
+}
+
+#[test]
+fn a_merge_of_two_configurations_is_refused_and_a_run_keeps_its_own_tables() {
+    let dir = scratch("trust-mixed");
+    let ph = photos(&dir, &["coffee.png", "chelsea.png"]);
+    let out = dir.join("out");
+    let cfg = spec(&dir, &lit(&ph), &out);
+    assert_eq!(srhost(&dir, &["--pipeline", &cfg]).code, 0);
+    // Another configuration, on one of the photos only, into the same folder.
+    let r = srhost(
+        &dir,
+        &[
+            "--pipeline",
+            &cfg,
+            "--set",
+            &format!("run.images=[{}]", lit(&ph.join("coffee.png"))),
+            "--set",
+            "saliency.max_dim=160",
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("1 finished images in") && r.stderr.contains("left out of its tables"),
+        "{r:?}"
+    );
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 2, "only the second run's image: {csv}");
+    let r = srhost(&dir, &["merge", out.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("its images were made by 2 configurations"),
+        "{r:?}"
+    );
+}
