@@ -744,6 +744,189 @@ mod onnx_graphs {
         );
     }
 
+    /// Issue 28's ONNX reproducers: pads, strides and dilations whose products overflow or
+    /// allocate terabytes, a Slice step that overflows, Transpose perms that repeat or run past
+    /// the rank, and a Flatten whose size does not match the Gemm after it. Each is an error
+    /// naming the node (checked by `error`: also through `srhost classify`, exit 2, no panic,
+    /// under the memory bound).
+    #[test]
+    fn hostile_geometry_and_shapes_are_errors_naming_the_node() {
+        let i64s = |name: &str, v: &[i64]| tensor(name, &[v.len() as i64], Data::I64(v.to_vec()));
+        let w = || tensor("w", &[4, 3, 3, 3], Data::F32(vec![0.1; 108]));
+        // `body` writes `b` (`c` channels); a classifier head makes the output [1, 10], so the
+        // importer's output check does not catch what the body does.
+        let classifier = |mut body: Vec<NodeProto>, c: i64, mut inits: Vec<TensorProto>| {
+            body.push(node("GlobalAveragePool", &["b"], &["g"], vec![]));
+            body.push(node("Flatten", &["g"], &["f"], vec![]));
+            body.push(node(
+                "Gemm",
+                &["f", "head"],
+                &["y"],
+                vec![("transB", Attr::Int(1))],
+            ));
+            inits.push(tensor(
+                "head",
+                &[10, c],
+                Data::F32(vec![0.1; 10 * c as usize]),
+            ));
+            model(body, inits)
+        };
+        let conv = |attrs: Vec<(&str, Attr)>| {
+            classifier(vec![node("Conv", &["x", "w"], &["b"], attrs)], 4, vec![w()])
+        };
+        // Pads of 2^40: a 1.28 TB output before; pads of 2^31 (wrapped the output size to 0).
+        for pad in [1i64 << 40, 1 << 31] {
+            let e = error(&conv(vec![("pads", Attr::Ints(vec![pad, pad, pad, pad]))]));
+            assert!(e.contains("Conv_node"), "{pad}: {e}");
+            for op in ["MaxPool", "AveragePool"] {
+                let e = error(&classifier(
+                    vec![node(
+                        op,
+                        &["x"],
+                        &["b"],
+                        vec![
+                            ("kernel_shape", Attr::Ints(vec![2, 2])),
+                            ("pads", Attr::Ints(vec![pad, pad, pad, pad])),
+                        ],
+                    )],
+                    3,
+                    vec![],
+                ));
+                assert!(e.contains(&format!("{op}_node")), "{op} {pad}: {e}");
+            }
+            let e = error(&classifier(
+                vec![node("Pad", &["x", "p"], &["b"], vec![])],
+                3,
+                vec![i64s("p", &[0, 0, pad, pad, 0, 0, pad, pad])],
+            ));
+            assert!(e.contains("Pad_node"), "Pad {pad}: {e}");
+        }
+        // A dilation whose kernel extent (k - 1) d + 1 wraps modulo 2^64 (2 x 2^63 = 0), and
+        // one that does not wrap but fits no input.
+        for d in [i64::MIN, 1 << 62] {
+            let e = error(&conv(vec![("dilations", Attr::Ints(vec![d, d]))]));
+            assert!(e.contains("Conv_node"), "{d}: {e}");
+        }
+        // The 224 x 224 input concatenated 2,000 times along the channels (the issue's 246-KB
+        // file that took 2.3 GB): one value of 1.1 GiB, over the per-node bound.
+        let concat = |n: usize, out: &str| {
+            let mut c = node(
+                "Concat",
+                &vec!["x"; n],
+                &[out],
+                vec![("axis", Attr::Int(1))],
+            );
+            c.name = format!("Concat_{out}");
+            c
+        };
+        let mut m = classifier(vec![concat(2000, "b")], 6000, vec![]);
+        m.inputs = vec![value("x", &[1, 3, 224, 224])];
+        let e = error(&m);
+        assert!(
+            e.contains("Concat_b") && e.contains("more than 268435456 values"),
+            "{e}"
+        );
+        // Two of 1,000 each (574 MiB apiece): together over the 1 GiB activation budget.
+        let mut m = classifier(
+            vec![
+                concat(1000, "c1"),
+                concat(1000, "c2"),
+                node("Add", &["c1", "c2"], &["b"], vec![]),
+            ],
+            3000,
+            vec![],
+        );
+        m.inputs = vec![value("x", &[1, 3, 224, 224])];
+        let e = error(&m);
+        assert!(
+            e.contains("Concat_c2") && e.contains("activation budget of 1024 MiB"),
+            "{e}"
+        );
+        // Slice with a step that overflows past the start (1 + i64::MAX): it picks index 1
+        // only, and the constant it makes is then refused as the model's output is not a
+        // classifier's (what matters: no overflow panic).
+        let c = tensor("c", &[1, 1, 4], Data::F32(vec![0.0; 4]));
+        let e = error(&model(
+            vec![
+                node("Slice", &["c", "st", "en", "ax", "sp"], &["s"], vec![]),
+                node("Relu", &["x"], &["y"], vec![]),
+            ],
+            vec![
+                c.clone(),
+                i64s("st", &[1]),
+                i64s("en", &[4]),
+                i64s("ax", &[2]),
+                i64s("sp", &[i64::MAX]),
+            ],
+        ));
+        assert!(e.contains("output `y` has shape [1, 3, 8, 8]"), "{e}");
+        // Transpose with a repeated and a huge perm.
+        for perm in [vec![0, 0, 1, 2], vec![0, 1 << 40, 2, 3]] {
+            let e = error(&classifier(
+                vec![node(
+                    "Transpose",
+                    &["x"],
+                    &["b"],
+                    vec![("perm", Attr::Ints(perm.clone()))],
+                )],
+                3,
+                vec![],
+            ));
+            assert!(e.contains("Transpose_node"), "{perm:?}: {e}");
+        }
+        // Flatten to 192 values, then a Gemm whose weights take 100.
+        let e = error(&model(
+            vec![
+                node("Flatten", &["x"], &["f"], vec![]),
+                node("Gemm", &["f", "g"], &["y"], vec![("transB", Attr::Int(1))]),
+            ],
+            vec![tensor("g", &[10, 100], Data::F32(vec![0.0; 1000]))],
+        ));
+        assert!(e.contains("Gemm_node"), "{e}");
+    }
+
+    /// A chain of 100,000 Relu nodes imports (it took more than 400 s when every node re-ran
+    /// shape inference over the whole graph); the time is printed, not asserted.
+    #[test]
+    fn a_100000_node_chain_imports() {
+        let n = 100_000;
+        let mut nodes = vec![];
+        for i in 0..n {
+            let input = if i == 0 {
+                "x".to_string()
+            } else {
+                format!("r{}", i - 1)
+            };
+            let mut r = node("Relu", &[&input], &[&format!("r{i}")], vec![]);
+            r.name = format!("relu{i}");
+            nodes.push(r);
+        }
+        nodes.push(node(
+            "GlobalAveragePool",
+            &[&format!("r{}", n - 1)],
+            &["g"],
+            vec![],
+        ));
+        nodes.push(node("Flatten", &["g"], &["f"], vec![]));
+        nodes.push(node(
+            "Gemm",
+            &["f", "head"],
+            &["y"],
+            vec![("transB", Attr::Int(1))],
+        ));
+        let m = model(
+            nodes,
+            vec![tensor("head", &[10, 3], Data::F32(vec![0.1; 30]))],
+        );
+        let t = std::time::Instant::now();
+        let imported = import(&m, None, None).unwrap();
+        println!(
+            "{n} Relu nodes imported in {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+        assert_eq!(imported.graph.nodes.len(), n + 4);
+    }
+
     /// The model-zoo ops refuse what they do not read, naming the node and what was expected.
     #[test]
     fn unsupported_forms_of_the_zoo_ops_are_errors_naming_the_node() {

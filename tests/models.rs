@@ -370,3 +370,32 @@ fn classify_prints_the_top_labels_of_the_shipped_model() {
         "{r:?}"
     );
 }
+
+/// The activation budget (sr_core::graph::DEFAULT_ACTIVATION_BUDGET, 1 GiB at batch 1) holds
+/// the shipped model and the zoo's fixtures with room to spare; the figures docs/pipeline.md
+/// quotes are printed here.
+#[test]
+fn the_activation_budget_holds_the_shipped_and_fixture_models() {
+    let budget = sr_core::graph::DEFAULT_ACTIVATION_BUDGET;
+    let mut seen = 0;
+    for (name, m) in [
+        (
+            "efficientnet_lite0",
+            model(
+                "efficientnet_lite0",
+                "assets/models/efficientnet-lite0.safetensors",
+            ),
+        ),
+        ("vgg16_narrow", narrow("vgg16", "vgg16_narrow")),
+        ("alexnet_narrow", narrow("alexnet", "alexnet_narrow")),
+    ] {
+        let bytes = m.graph().unwrap().activation_bytes().unwrap();
+        println!(
+            "{name}: {:.1} MiB of activations at batch 1",
+            bytes as f64 / (1 << 20) as f64
+        );
+        assert!(bytes > 0 && bytes < budget / 8, "{name}: {bytes}");
+        seen += 1;
+    }
+    assert_eq!(seen, 3);
+}

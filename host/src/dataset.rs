@@ -606,9 +606,11 @@ pub fn csv_records(text: &str) -> Result<Vec<(usize, Vec<String>)>, String> {
                     fields.push(std::mem::take(&mut field));
                     break;
                 }
-                Some(c) if quoted && !c.is_whitespace() => return Err(format!(
+                Some(c) if quoted && !c.is_whitespace() => {
+                    return Err(format!(
                     "line {start}: `{c}` after a quoted field (expected a comma or the line's end)"
-                )),
+                ))
+                }
                 Some(c) => field.push(c),
             }
         }

@@ -53,9 +53,13 @@ impl Window {
         }
     }
 
-    /// How many input values the window spans along `axis`: `(k - 1) * d + 1`.
+    /// How many input values the window spans along `axis`: `(k - 1) * d + 1`, saturating (a
+    /// dilation whose extent would wrap then fits no input).
     pub fn extent(&self, axis: usize) -> usize {
-        self.kernel[axis].saturating_sub(1) * self.dilation[axis] + 1
+        self.kernel[axis]
+            .saturating_sub(1)
+            .saturating_mul(self.dilation[axis])
+            .saturating_add(1)
     }
 
     /// Output length along `axis` for `len` input values ([`out_len`]); `None` when the window

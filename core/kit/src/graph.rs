@@ -112,6 +112,29 @@ pub enum Op {
     },
 }
 
+/// The most values one node's output may hold at batch 1 (1 GiB of float32).
+pub const MAX_VALUES_PER_NODE: usize = 1 << 28;
+
+/// The default activation budget: the bytes of every node's output of a graph, at batch 1,
+/// summed (the executor and the backward walkers allocate each at its full size). The shipped
+/// EfficientNet-Lite0 takes 76 MiB (tests/models.rs prints it), VGG-16 about 110 MiB (counted by
+/// hand: 28.6 million values); a graph over this budget is refused when it is imported or
+/// checked, before anything is allocated.
+pub const DEFAULT_ACTIVATION_BUDGET: u64 = 1 << 30;
+
+/// The environment variable that sets the activation budget, in MiB.
+pub const BUDGET_ENV: &str = "SRHOST_MAX_ACTIVATION_MB";
+
+/// The activation budget in force: [`BUDGET_ENV`] (MiB), else [`DEFAULT_ACTIVATION_BUDGET`].
+pub fn activation_budget() -> u64 {
+    std::env::var(BUDGET_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&mb| mb > 0)
+        .map(|mb| mb.saturating_mul(1 << 20))
+        .unwrap_or(DEFAULT_ACTIVATION_BUDGET)
+}
+
 impl Op {
     /// The window and group count of a `Conv2d` node whose weights are `[O, I/g, kh, kw]`;
     /// `None` for another op or weights that are not 4-D.
@@ -287,6 +310,8 @@ impl Graph {
     /// shape with batch size 1. Errors name the layer and give the expected and found shapes.
     pub fn infer_shapes(&self) -> Result<Vec<Vec<usize>>> {
         let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.nodes.len());
+        // Bytes of every value so far, at batch 1 (float32).
+        let mut total: u64 = 0;
         if self.nodes.is_empty() {
             return Err(Error::input("the graph has no nodes"));
         }
@@ -297,247 +322,290 @@ impl Graph {
                 self.nodes.len()
             )));
         }
-        for (id, node) in self.nodes.iter().enumerate() {
-            let err = |m: String| {
-                Error::input(format!("layer `{}` ({}): {m}", node.name, node.op.name()))
-            };
-            if id == 0 {
-                match &node.op {
-                    Op::Input { shape } if !node.inputs.is_empty() => {
-                        return Err(err(format!(
-                            "the input node takes no inputs, has {:?}",
-                            node.inputs
-                        )));
-                    }
-                    Op::Input { shape } => {
-                        shapes.push(std::iter::once(1).chain(shape.iter().copied()).collect());
-                        continue;
-                    }
-                    _ => return Err(err("node 0 must be the input".into())),
-                }
-            }
-            if let Some(&bad) = node.inputs.iter().find(|&&i| i >= id) {
-                return Err(err(format!(
-                    "input {bad} is not an earlier node (graph must be topological)"
-                )));
-            }
-            let want_inputs = match node.op {
-                Op::Input { .. } => return Err(err("only node 0 may be an input".into())),
-                Op::Add => None,
-                Op::Concat { .. } => None,
-                Op::Mul => Some(2),
-                _ => Some(1),
-            };
-            match want_inputs {
-                Some(n) if node.inputs.len() != n => {
-                    let s = if n == 1 { "" } else { "s" };
-                    return Err(err(format!(
-                        "expects {n} input{s}, has {}",
-                        node.inputs.len()
-                    )));
-                }
-                None if node.inputs.len() < 2 => {
-                    return Err(err(format!(
-                        "expects 2 or more inputs, has {}",
-                        node.inputs.len()
-                    )));
-                }
-                _ => {}
-            }
-            let (required, optional) = node.op.param_names();
-            for r in required {
-                if node.param(r).is_none() {
-                    return Err(err(format!("missing parameter `{r}`")));
-                }
-            }
-            if let Some((n, _)) = node
-                .params
-                .iter()
-                .find(|(n, _)| !required.contains(&n.as_str()) && !optional.contains(&n.as_str()))
-            {
-                return Err(err(format!(
-                    "unexpected parameter `{n}` (expected {required:?} {optional:?})"
-                )));
-            }
-            let x = &shapes[node.inputs[0]];
-            let check = |pname: &str, want: &[usize]| -> Result<()> {
-                match node.param(pname) {
-                    Some(t) if t.shape() != want => Err(err(format!(
-                        "parameter `{pname}` (`{}.{pname}`) has shape {:?}, expected {want:?}",
-                        node.name,
-                        t.shape()
-                    ))),
-                    _ => Ok(()),
-                }
-            };
-            let out: Vec<usize> = match &node.op {
-                Op::Input { .. } => unreachable!(),
-                Op::Conv2d {
-                    stride,
-                    padding,
-                    dilation,
-                    groups,
-                } => {
-                    if x.len() != 4 {
-                        return Err(err(format!("expects an NCHW input, got shape {x:?}")));
-                    }
-                    let w = node.param("weight").unwrap().shape();
-                    if w.len() != 4 || *groups == 0 || x[1] % groups != 0 || w[0] % groups != 0 {
-                        return Err(err(format!(
-                            "weight shape {w:?} does not fit input {x:?} with groups {groups}"
-                        )));
-                    }
-                    check("weight", &[w[0], x[1] / groups, w[2], w[3]])?;
-                    check("bias", &[w[0]])?;
-                    let win = Window {
-                        kernel: [w[2], w[3]],
-                        stride: *stride,
-                        padding: *padding,
-                        dilation: *dilation,
-                    };
-                    match win.output_size(x[2], x[3], false) {
-                        Some((h, ww)) => vec![x[0], w[0], h, ww],
-                        None => return Err(err(format!("kernel {w:?} does not fit input {x:?}"))),
-                    }
-                }
-                Op::Linear => {
-                    let fan_in: usize = x[1..].iter().product();
-                    let w = node.param("weight").unwrap().shape();
-                    if w.len() != 2 {
-                        return Err(err(format!(
-                            "parameter `weight` has shape {w:?}, expected [out, {fan_in}]"
-                        )));
-                    }
-                    check("weight", &[w[0], fan_in])?;
-                    check("bias", &[w[0]])?;
-                    vec![x[0], w[0]]
-                }
-                Op::BatchNorm { .. } => {
-                    for p in ["weight", "bias", "running_mean", "running_var"] {
-                        check(p, &[x[1]])?;
-                    }
-                    x.clone()
-                }
-                Op::PRelu => {
-                    let s = node.param("slope").unwrap();
-                    if s.numel() != 1 && s.numel() != x[1] {
-                        return Err(err(format!(
-                            "parameter `slope` has {} values, expected 1 or {} (the channels)",
-                            s.numel(),
-                            x[1]
-                        )));
-                    }
-                    x.clone()
-                }
-                Op::MaxPool { kernel, .. } | Op::AvgPool { kernel, .. } => {
-                    let (win, ceil) = node.op.pool_window().expect("a pooling");
-                    if x.len() != 4 {
-                        return Err(err(format!("expects an NCHW input, got {x:?}")));
-                    }
-                    match win.output_size(x[2], x[3], ceil) {
-                        Some((h, w)) => vec![x[0], x[1], h, w],
-                        None => {
-                            return Err(err(format!(
-                                "kernel {kernel:?} with stride {:?} does not fit input {x:?}",
-                                win.stride
-                            )))
-                        }
-                    }
-                }
-                Op::GlobalAvgPool => {
-                    if x.len() != 4 {
-                        return Err(err(format!("expects an NCHW input, got {x:?}")));
-                    }
-                    vec![x[0], x[1], 1, 1]
-                }
-                Op::Flatten => vec![x[0], x[1..].iter().product()],
-                Op::Add => {
-                    for &i in &node.inputs[1..] {
-                        if shapes[i] != *x {
-                            return Err(err(format!(
-                                "input shapes differ: {x:?} and {:?}",
-                                shapes[i]
-                            )));
-                        }
-                    }
-                    x.clone()
-                }
-                Op::Concat { axis } => {
-                    let mut out = x.clone();
-                    if *axis >= out.len() {
-                        return Err(err(format!("axis {axis} out of range for {x:?}")));
-                    }
-                    for &i in &node.inputs[1..] {
-                        let s = &shapes[i];
-                        let same_rest = s.len() == x.len()
-                            && s.iter()
-                                .zip(x)
-                                .enumerate()
-                                .all(|(d, (a, b))| d == *axis || a == b);
-                        if !same_rest {
-                            return Err(err(format!(
-                                "cannot concatenate {x:?} and {s:?} on axis {axis}"
-                            )));
-                        }
-                        out[*axis] += s[*axis];
-                    }
-                    out
-                }
-                Op::Mul => {
-                    let g = &shapes[node.inputs[1]];
-                    let per_channel = x.len() == 4 && *g == [x[0], x[1], 1, 1];
-                    if g != x && !per_channel {
-                        return Err(err(format!(
-                            "the gate has shape {g:?}; expected the signal's {x:?} or one value per channel [{}, {}, 1, 1]",
-                            x[0],
-                            x.get(1).copied().unwrap_or(0)
-                        )));
-                    }
-                    x.clone()
-                }
-                Op::LayerNorm { .. } => {
-                    if x.len() < 2 {
-                        return Err(err(format!("expects a [N, C, ...] input, got {x:?}")));
-                    }
-                    check("weight", &[x[1]])?;
-                    check("bias", &[x[1]])?;
-                    x.clone()
-                }
-                Op::ChannelShuffle { groups } => {
-                    if x.len() != 4 || *groups == 0 || x[1] % groups != 0 {
-                        return Err(err(format!(
-                            "{groups} groups do not divide the channels of {x:?}"
-                        )));
-                    }
-                    x.clone()
-                }
-                Op::Narrow { start, len } => {
-                    if x.len() < 2 || *len == 0 || start.checked_add(*len).is_none_or(|e| e > x[1])
-                    {
-                        return Err(err(format!(
-                            "channels {start}..{} are not within the {} channels of {x:?}",
-                            start.saturating_add(*len),
-                            x.get(1).copied().unwrap_or(0)
-                        )));
-                    }
-                    let mut out = x.clone();
-                    out[1] = *len;
-                    out
-                }
-                Op::Relu
-                | Op::Clip { .. }
-                | Op::Dropout
-                | Op::Lrn { .. }
-                | Op::Softmax
-                | Op::Sigmoid
-                | Op::HardSigmoid { .. }
-                | Op::Silu
-                | Op::HardSwish
-                | Op::Gelu => x.clone(),
-            };
+        for _ in 0..self.nodes.len() {
+            let out = self.infer_next_shape(&shapes, &mut total)?;
             shapes.push(out);
         }
         Ok(shapes)
+    }
+
+    /// The output shape of node `shapes.len()` from the shapes of the nodes before it (what
+    /// [`Graph::infer_shapes`] does node by node, so an importer that grows a graph checks each
+    /// new node in constant time), charged to `total`, the bytes of the values so far at batch
+    /// 1, against the activation budget ([`activation_budget`]).
+    pub fn infer_next_shape(&self, shapes: &[Vec<usize>], total: &mut u64) -> Result<Vec<usize>> {
+        let id = shapes.len();
+        let node = self
+            .nodes
+            .get(id)
+            .ok_or_else(|| Error::internal(format!("no node {id} to infer")))?;
+        let err =
+            |m: String| Error::input(format!("layer `{}` ({}): {m}", node.name, node.op.name()));
+        if id == 0 {
+            match &node.op {
+                Op::Input { shape } if !node.inputs.is_empty() => {
+                    return Err(err(format!(
+                        "the input node takes no inputs, has {:?}",
+                        node.inputs
+                    )));
+                }
+                Op::Input { shape } => {
+                    return Ok(std::iter::once(1).chain(shape.iter().copied()).collect());
+                }
+                _ => return Err(err("node 0 must be the input".into())),
+            }
+        }
+        if let Some(&bad) = node.inputs.iter().find(|&&i| i >= id) {
+            return Err(err(format!(
+                "input {bad} is not an earlier node (graph must be topological)"
+            )));
+        }
+        let want_inputs = match node.op {
+            Op::Input { .. } => return Err(err("only node 0 may be an input".into())),
+            Op::Add => None,
+            Op::Concat { .. } => None,
+            Op::Mul => Some(2),
+            _ => Some(1),
+        };
+        match want_inputs {
+            Some(n) if node.inputs.len() != n => {
+                let s = if n == 1 { "" } else { "s" };
+                return Err(err(format!(
+                    "expects {n} input{s}, has {}",
+                    node.inputs.len()
+                )));
+            }
+            None if node.inputs.len() < 2 => {
+                return Err(err(format!(
+                    "expects 2 or more inputs, has {}",
+                    node.inputs.len()
+                )));
+            }
+            _ => {}
+        }
+        let (required, optional) = node.op.param_names();
+        for r in required {
+            if node.param(r).is_none() {
+                return Err(err(format!("missing parameter `{r}`")));
+            }
+        }
+        if let Some((n, _)) = node
+            .params
+            .iter()
+            .find(|(n, _)| !required.contains(&n.as_str()) && !optional.contains(&n.as_str()))
+        {
+            return Err(err(format!(
+                "unexpected parameter `{n}` (expected {required:?} {optional:?})"
+            )));
+        }
+        let x = &shapes[node.inputs[0]];
+        let check = |pname: &str, want: &[usize]| -> Result<()> {
+            match node.param(pname) {
+                Some(t) if t.shape() != want => Err(err(format!(
+                    "parameter `{pname}` (`{}.{pname}`) has shape {:?}, expected {want:?}",
+                    node.name,
+                    t.shape()
+                ))),
+                _ => Ok(()),
+            }
+        };
+        let out: Vec<usize> = match &node.op {
+            Op::Input { .. } => unreachable!(),
+            Op::Conv2d {
+                stride,
+                padding,
+                dilation,
+                groups,
+            } => {
+                if x.len() != 4 {
+                    return Err(err(format!("expects an NCHW input, got shape {x:?}")));
+                }
+                let w = node.param("weight").unwrap().shape();
+                if w.len() != 4 || *groups == 0 || x[1] % groups != 0 || w[0] % groups != 0 {
+                    return Err(err(format!(
+                        "weight shape {w:?} does not fit input {x:?} with groups {groups}"
+                    )));
+                }
+                check("weight", &[w[0], x[1] / groups, w[2], w[3]])?;
+                check("bias", &[w[0]])?;
+                let win = Window {
+                    kernel: [w[2], w[3]],
+                    stride: *stride,
+                    padding: *padding,
+                    dilation: *dilation,
+                };
+                match win.output_size(x[2], x[3], false) {
+                    Some((h, ww)) => vec![x[0], w[0], h, ww],
+                    None => return Err(err(format!("kernel {w:?} does not fit input {x:?}"))),
+                }
+            }
+            Op::Linear => {
+                let fan_in: usize = x[1..].iter().product();
+                let w = node.param("weight").unwrap().shape();
+                if w.len() != 2 {
+                    return Err(err(format!(
+                        "parameter `weight` has shape {w:?}, expected [out, {fan_in}]"
+                    )));
+                }
+                check("weight", &[w[0], fan_in])?;
+                check("bias", &[w[0]])?;
+                vec![x[0], w[0]]
+            }
+            Op::BatchNorm { .. } => {
+                for p in ["weight", "bias", "running_mean", "running_var"] {
+                    check(p, &[x[1]])?;
+                }
+                x.clone()
+            }
+            Op::PRelu => {
+                let s = node.param("slope").unwrap();
+                if s.numel() != 1 && s.numel() != x[1] {
+                    return Err(err(format!(
+                        "parameter `slope` has {} values, expected 1 or {} (the channels)",
+                        s.numel(),
+                        x[1]
+                    )));
+                }
+                x.clone()
+            }
+            Op::MaxPool { kernel, .. } | Op::AvgPool { kernel, .. } => {
+                let (win, ceil) = node.op.pool_window().expect("a pooling");
+                if x.len() != 4 {
+                    return Err(err(format!("expects an NCHW input, got {x:?}")));
+                }
+                match win.output_size(x[2], x[3], ceil) {
+                    Some((h, w)) => vec![x[0], x[1], h, w],
+                    None => {
+                        return Err(err(format!(
+                            "kernel {kernel:?} with stride {:?} does not fit input {x:?}",
+                            win.stride
+                        )))
+                    }
+                }
+            }
+            Op::GlobalAvgPool => {
+                if x.len() != 4 {
+                    return Err(err(format!("expects an NCHW input, got {x:?}")));
+                }
+                vec![x[0], x[1], 1, 1]
+            }
+            Op::Flatten => vec![x[0], x[1..].iter().product()],
+            Op::Add => {
+                for &i in &node.inputs[1..] {
+                    if shapes[i] != *x {
+                        return Err(err(format!(
+                            "input shapes differ: {x:?} and {:?}",
+                            shapes[i]
+                        )));
+                    }
+                }
+                x.clone()
+            }
+            Op::Concat { axis } => {
+                let mut out = x.clone();
+                if *axis >= out.len() {
+                    return Err(err(format!("axis {axis} out of range for {x:?}")));
+                }
+                for &i in &node.inputs[1..] {
+                    let s = &shapes[i];
+                    let same_rest = s.len() == x.len()
+                        && s.iter()
+                            .zip(x)
+                            .enumerate()
+                            .all(|(d, (a, b))| d == *axis || a == b);
+                    if !same_rest {
+                        return Err(err(format!(
+                            "cannot concatenate {x:?} and {s:?} on axis {axis}"
+                        )));
+                    }
+                    out[*axis] += s[*axis];
+                }
+                out
+            }
+            Op::Mul => {
+                let g = &shapes[node.inputs[1]];
+                let per_channel = x.len() == 4 && *g == [x[0], x[1], 1, 1];
+                if g != x && !per_channel {
+                    return Err(err(format!(
+                        "the gate has shape {g:?}; expected the signal's {x:?} or one value per channel [{}, {}, 1, 1]",
+                        x[0],
+                        x.get(1).copied().unwrap_or(0)
+                    )));
+                }
+                x.clone()
+            }
+            Op::LayerNorm { .. } => {
+                if x.len() < 2 {
+                    return Err(err(format!("expects a [N, C, ...] input, got {x:?}")));
+                }
+                check("weight", &[x[1]])?;
+                check("bias", &[x[1]])?;
+                x.clone()
+            }
+            Op::ChannelShuffle { groups } => {
+                if x.len() != 4 || *groups == 0 || x[1] % groups != 0 {
+                    return Err(err(format!(
+                        "{groups} groups do not divide the channels of {x:?}"
+                    )));
+                }
+                x.clone()
+            }
+            Op::Narrow { start, len } => {
+                if x.len() < 2 || *len == 0 || start.checked_add(*len).is_none_or(|e| e > x[1]) {
+                    return Err(err(format!(
+                        "channels {start}..{} are not within the {} channels of {x:?}",
+                        start.saturating_add(*len),
+                        x.get(1).copied().unwrap_or(0)
+                    )));
+                }
+                let mut out = x.clone();
+                out[1] = *len;
+                out
+            }
+            Op::Relu
+            | Op::Clip { .. }
+            | Op::Dropout
+            | Op::Lrn { .. }
+            | Op::Softmax
+            | Op::Sigmoid
+            | Op::HardSigmoid { .. }
+            | Op::Silu
+            | Op::HardSwish
+            | Op::Gelu => x.clone(),
+        };
+        // Every value is allocated at its full size by the executor and the walkers: its
+        // size is checked here, and the sum over the graph bounded, before anything runs.
+        let values = out
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&n| n <= MAX_VALUES_PER_NODE)
+            .ok_or_else(|| {
+                err(format!(
+                    "its output would be {out:?}: more than {MAX_VALUES_PER_NODE} values (a pad, stride or size out of range?)"
+                ))
+            })?;
+        *total = total.saturating_add(values as u64 * 4);
+        if *total > activation_budget() {
+            return Err(err(format!(
+                "the graph's values up to here take {} MiB for one image, more than the activation budget of {} MiB",
+                *total >> 20,
+                activation_budget() >> 20
+            ))
+            .with_help(format!(
+                "raise it with {BUDGET_ENV} (MiB) if the model is meant to be this large"
+            )));
+        }
+        Ok(out)
+    }
+
+    /// The bytes of every node's output at batch 1 (float32), summed: what the activation
+    /// budget bounds ([`activation_budget`]).
+    pub fn activation_bytes(&self) -> Result<u64> {
+        Ok(self
+            .infer_shapes()?
+            .iter()
+            .map(|s| s.iter().product::<usize>() as u64 * 4)
+            .sum())
     }
 
     /// The graph as ABI data (weights are shared, not copied).

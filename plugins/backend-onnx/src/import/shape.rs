@@ -317,7 +317,11 @@ fn slice(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
         let mut v = Vec::new();
         while (step > 0 && s < e) || (step < 0 && s > e) {
             v.push(s as usize);
-            s += step;
+            // A step that would overflow leaves the axis anyway.
+            match s.checked_add(step) {
+                Some(t) => s = t,
+                None => break,
+            }
         }
         picks[a] = v;
     }
