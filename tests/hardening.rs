@@ -304,8 +304,24 @@ fn tuple(items: &[Vec<u8>]) -> Vec<u8> {
 
 /// `{"w": tensor}` of a 1-float storage, with the given offset, size and stride.
 fn state_dict(offset: i64, size: &[i64], stride: &[i64]) -> Vec<u8> {
+    state_dict_of(&["w"], offset, size, stride)
+}
+
+/// `{name: tensor, ...}`: each a view of the same 1-float storage, with the given offset,
+/// size and stride.
+fn state_dict_of(names: &[&str], offset: i64, size: &[i64], stride: &[i64]) -> Vec<u8> {
     let mut p = vec![0x80, 2, b'}', b'('];
-    p.extend(unicode("w"));
+    for name in names {
+        p.extend(unicode(name));
+        p.extend(tensor_view(offset, size, stride));
+    }
+    p.extend(b"u.");
+    p
+}
+
+/// A `_rebuild_tensor_v2` call over storage `0`.
+fn tensor_view(offset: i64, size: &[i64], stride: &[i64]) -> Vec<u8> {
+    let mut p = vec![];
     p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n");
     let pid = tuple(&[
         unicode("storage"),
@@ -324,7 +340,6 @@ fn state_dict(offset: i64, size: &[i64], stride: &[i64]) -> Vec<u8> {
     args.push(b't');
     p.extend(args);
     p.push(b'R');
-    p.extend(b"u.");
     p
 }
 
@@ -375,6 +390,21 @@ fn hostile_checkpoints_are_errors_not_aborts() {
         let e = read_pth(&f).map(|_| ()).unwrap_err().to_string();
         assert!(e.contains(name) && e.contains(says), "{name}: {e}");
     }
+    // 40 zero-stride views of one value, 2^24 each: 2.6 GB from a 6.5 KB file before; the sum
+    // over all tensors is bounded (twice the storages' values, at least 2^24).
+    let names: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let f = pth(
+        &dir,
+        "zero-strides.pth",
+        &state_dict_of(&refs, 0, &[1 << 12, 1 << 12], &[0, 0]),
+        &one,
+    );
+    let e = read_pth(&f).map(|_| ()).unwrap_err().to_string();
+    assert!(
+        e.contains("zero-strides.pth") && e.contains("more than 2 x the 1 its storages hold"),
+        "{e}"
+    );
     // Strides whose index sum overflows, over a storage large enough for the element count.
     let eight = vec![("0", [0u8; 32].to_vec())];
     // (state_dict declares a 1-value storage; the reader goes by the bytes present.)
@@ -431,6 +461,7 @@ fn hostile_checkpoints_are_errors_not_aborts() {
         "negative-offset.pth",
         "past-storage.pth",
         "wrapping-stride.pth",
+        "zero-strides.pth",
         "bomb.pth",
         "deep.pth",
         "tuple-chain.pth",
@@ -672,6 +703,19 @@ mod onnx_graphs {
         ));
         assert!(
             e.contains("ConstantOfShape") && e.contains("[1099511627776]"),
+            "{e}"
+        );
+        // input_size over a fixed input (it silently overrode it: 2.4 GB at 1024).
+        let e = match import(
+            &model(vec![relu("x", "y")], vec![]),
+            None,
+            Some([1024, 1024]),
+        ) {
+            Ok(_) => panic!("imported"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains("`input_size` [1024, 1024]: input `x` is fixed at 8 x 8"),
             "{e}"
         );
         // An input declared 100000 x 100000.

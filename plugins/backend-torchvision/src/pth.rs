@@ -600,6 +600,12 @@ fn to_f32(dtype: DType, bytes: &[u8]) -> Vec<f32> {
     }
 }
 
+/// All tensors of a checkpoint together may hold this many times the values of its storages
+/// (tied weights share one storage; a state dict repeats none otherwise).
+const MAX_VIEW_FACTOR: usize = 2;
+/// ...and at least this many values (for a checkpoint of a few small tensors).
+const MIN_VIEW_BUDGET: usize = 1 << 24;
+
 /// Gather a strided view of a storage into a dense row-major tensor.
 fn materialise(t: &TensorRef, storage: &[f32], what: &str, name: &str) -> Result<Tensor> {
     let bad = |m: String| {
@@ -680,6 +686,12 @@ pub fn read_pth_bytes(bytes: &[u8], what: &str) -> Result<BTreeMap<String, Tenso
         read_legacy(bytes, &what)?
     };
     let mut out = BTreeMap::new();
+    // All tensors together: a state dict's tensors are its storages' values, tied weights at
+    // most twice; views that repeat values (zero strides, thousands of views of one storage)
+    // would make gigabytes from a small file, so the sum is bounded before each is made.
+    let stored: usize = storages.values().map(Vec::len).sum();
+    let budget = stored.saturating_mul(MAX_VIEW_FACTOR).max(MIN_VIEW_BUDGET);
+    let mut made = 0usize;
     for (name, t) in refs {
         if !t.dtype.is_float() {
             continue;
@@ -690,7 +702,16 @@ pub fn read_pth_bytes(bytes: &[u8], what: &str) -> Result<BTreeMap<String, Tenso
                 t.key
             ))
         })?;
-        out.insert(name.clone(), materialise(&t, storage, &what, &name)?);
+        // (Each tensor's own bounds are checked first, so a malformed one is named as such;
+        // the sum then stops the next one.)
+        let tensor = materialise(&t, storage, &what, &name)?;
+        made = made.saturating_add(tensor.numel());
+        if made > budget {
+            return Err(Error::input(format!(
+                "{what}: its tensors up to `{name}` hold {made} values, more than {MAX_VIEW_FACTOR} x the {stored} its storages hold (views that repeat values; a state dict holds each weight once)"
+            )));
+        }
+        out.insert(name.clone(), tensor);
     }
     if out.is_empty() {
         return Err(Error::input(format!(

@@ -668,6 +668,14 @@ pub fn import(
         ))
     })?;
     let hw = match (fixed(&dims[2]), fixed(&dims[3]), input_hw) {
+        // A fixed size is the model's: input_size may only repeat it.
+        (Some(h), Some(w), Some(hw)) if hw != [h, w] => {
+            return Err(Error::params(format!(
+                "`input_size` {hw:?}: input `{}` is fixed at {h} x {w}",
+                input.name
+            ))
+            .with_help("leave input_size out for a model with a fixed input size"))
+        }
         (_, _, Some(hw)) => hw,
         (Some(h), Some(w), None) => [h, w],
         _ => {
