@@ -181,6 +181,18 @@ fn bad_values_are_refused_at_check_with_their_key() {
             "saliency",
             "`levels` needs at least one",
         ),
+        // The documented maximum size holds gigabytes of patches (8 GiB before): refused
+        // against the memory budget; and k = 1e12 (it ran for minutes).
+        (
+            "saliency.max_dim=2048",
+            "saliency",
+            "MiB of patches for one photo, more than the memory budget of 1024 MiB",
+        ),
+        (
+            "saliency.k=1000000000000",
+            "saliency",
+            "`k` = 1000000000000: at most 1024",
+        ),
         ("saliency.c=nan", "saliency", "`c` must be a finite number"),
         (
             "saliency.half_sizes=[200, 3, 3, 3]",
@@ -219,6 +231,18 @@ fn bad_values_are_refused_at_check_with_their_key() {
             "{set}"
         );
     }
+    // Itti's working size: at most 2048 (it aborted on an allocation before).
+    let r = bounded(
+        &dir,
+        &[
+            "--pipeline",
+            &spec(&dir, &images, "", "\n[saliency]\nuse = \"itti\"\n"),
+            "--set",
+            "saliency.max_dim=1000000000",
+        ],
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("`max_dim` must be at most 2048"), "{r:?}");
     let r = bounded(
         &dir,
         &[

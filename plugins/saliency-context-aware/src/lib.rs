@@ -157,7 +157,13 @@ impl CaParams {
                 )));
             }
         }
-        Ok(ca::Config {
+        if self.k > MAX_K {
+            return Err(Error::params(format!(
+                "`k` = {}: at most {MAX_K} nearest patches are averaged (the paper uses 64; the search is exact, so its time grows with k)",
+                self.k
+            )));
+        }
+        let cfg = ca::Config {
             max_dim: self.max_dim,
             scales: self.scales.clone(),
             factors: if self.factors.is_empty() {
@@ -183,8 +189,53 @@ impl CaParams {
             c: self.c,
             foci_threshold: self.foci_threshold,
             buffer: self.buffer,
-        })
+        };
+        // The patches of one scale are held at once, as float64: bounded like a model's
+        // activations, before any photo is read.
+        let bytes = patch_bytes(&cfg);
+        let budget = sr_core::graph::activation_budget();
+        if bytes > budget {
+            return Err(Error::params(format!(
+                "`max_dim` = {} with these scales and half sizes holds about {} MiB of patches for one photo, more than the memory budget of {} MiB",
+                self.max_dim,
+                bytes >> 20,
+                budget >> 20
+            ))
+            .with_help(format!(
+                "lower max_dim (250 is the paper's), or raise the budget with {} (MiB)",
+                sr_core::graph::BUDGET_ENV
+            )));
+        }
+        Ok(cfg)
     }
+}
+
+/// The most nearest patches averaged.
+pub const MAX_K: usize = 1024;
+
+/// An upper estimate of the bytes the largest scale's patches take for a square photo at the
+/// working size: every query patch, and the candidates of every pyramid level three times
+/// over (the patches, the index's reordered copy and its coordinates), as float64.
+pub fn patch_bytes(cfg: &ca::Config) -> u64 {
+    let d = cfg.max_dim as f64;
+    cfg.scales
+        .iter()
+        .zip(&cfg.half_sizes)
+        .zip(&cfg.candidate_strides)
+        .map(|((&r, &h), &stride)| {
+            let dim = ((2 * h + 1) * (2 * h + 1) * 3) as f64;
+            let side = r * d;
+            let queries = side * side;
+            let candidates: f64 = cfg
+                .levels
+                .iter()
+                .filter(|&&f| r * f >= cfg.min_level_scale)
+                .map(|&f| (side * f / stride.max(1) as f64).powi(2))
+                .sum();
+            (8.0 * dim * (queries + 3.0 * candidates)) as u64
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// The stage.
@@ -264,4 +315,29 @@ sr_core::export_plugin! {
             "Context-aware saliency (Goferman et al., TPAMI 2012), exact port of the reference Matlab code with a fast exact K-nearest-patch search.",
         ),
     ],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_working_size_fits_the_memory_budget_and_the_largest_does_not() {
+        let mib = |max_dim: usize| {
+            let cfg = ca::Config {
+                max_dim,
+                ..ca::Config::reference()
+            };
+            patch_bytes(&cfg) >> 20
+        };
+        let largest = (16..=MAX_DIM).rev().find(|&d| mib(d) < 1024).unwrap();
+        println!(
+            "patches at 250: {} MiB, at 2048: {} MiB; the largest max_dim within 1 GiB: {largest}",
+            mib(250),
+            mib(2048)
+        );
+        assert!(mib(250) < 256, "{}", mib(250));
+        assert!(mib(2048) > 1024, "{}", mib(2048));
+        assert!(CaParams::default().config().is_ok());
+    }
 }

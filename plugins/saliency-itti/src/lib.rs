@@ -235,6 +235,9 @@ fn conspicuity(p: &[Map], q: Option<&[Map]>) -> Map {
     acc
 }
 
+/// The largest working size (the context-aware stage's too).
+pub const MAX_DIM: usize = 2048;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IttiParams {
@@ -266,6 +269,12 @@ impl SaliencyStage for Itti {
         if p.max_dim < 128 {
             return Err(Error::params(format!(
                 "`max_dim` must be >= 128 (nine pyramid levels), got {}",
+                p.max_dim
+            )));
+        }
+        if p.max_dim > MAX_DIM {
+            return Err(Error::params(format!(
+                "`max_dim` must be at most {MAX_DIM} (the working size; every photo is resized to it), got {}",
                 p.max_dim
             )));
         }
