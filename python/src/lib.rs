@@ -123,27 +123,44 @@ struct Array {
     u8: bool,
 }
 
-/// `obj` as an array of `T`, converted to f32 by `to`; `None` if it is not one.
+/// The most values an array handed to srhost may hold (1 GiB as float32): its element count
+/// is checked before it is copied, so a zero-stride view of a huge shape (`np.broadcast_to`)
+/// is an error, not gigabytes.
+const MAX_ARRAY_VALUES: usize = 1 << 28;
+
+/// `obj` as an array of `T`, converted to f32 by `to`; `None` if it is not one, an error if it
+/// holds more than [`MAX_ARRAY_VALUES`].
 fn array_of<T: numpy::Element + Copy>(
     obj: &Bound<'_, PyAny>,
     to: fn(T) -> f32,
     u8: bool,
-) -> Option<Array> {
+    what: &str,
+) -> Option<PyResult<Array>> {
     let a = obj.extract::<PyReadonlyArrayDyn<'_, T>>().ok()?;
     let v = a.as_array();
-    Some(Array {
+    let n = v
+        .shape()
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if n.is_none_or(|n| n > MAX_ARRAY_VALUES) {
+        return Some(Err(value_err(format!(
+            "{what}: an array of shape {:?} holds more than {MAX_ARRAY_VALUES} values",
+            v.shape()
+        ))));
+    }
+    Some(Ok(Array {
         shape: v.shape().to_vec(),
         data: v.iter().map(|&x| to(x)).collect(),
         u8,
-    })
+    }))
 }
 
 fn array(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Array> {
-    if let Some(a) = array_of::<u8>(obj, |x| x as f32, true)
-        .or_else(|| array_of::<f32>(obj, |x| x, false))
-        .or_else(|| array_of::<f64>(obj, |x| x as f32, false))
+    if let Some(a) = array_of::<u8>(obj, |x| x as f32, true, what)
+        .or_else(|| array_of::<f32>(obj, |x| x, false, what))
+        .or_else(|| array_of::<f64>(obj, |x| x as f32, false, what))
     {
-        return Ok(a);
+        return a;
     }
     if let Ok(a) = obj.cast::<numpy::PyUntypedArray>() {
         return Err(PyTypeError::new_err(format!(

@@ -244,6 +244,16 @@ def test_relevance_file_reads_the_map_of_the_photo_given_by_path(model, tmp_path
         model.explain(crop, method="file", folder=str(tmp_path))
 
 
+def test_a_zero_stride_view_of_a_huge_shape_is_refused_before_it_is_copied(model):
+    # np.broadcast_to makes a 1-value array look like 100,000 images: it aborted the
+    # interpreter in predict, and was unbounded in sr_map.
+    huge = np.broadcast_to(np.zeros(1, np.float32), (100_000, 3, 224, 224))
+    with pytest.raises(ValueError, match="holds more than 268435456 values"):
+        model.predict(huge)
+    with pytest.raises(ValueError, match="holds more than 268435456 values"):
+        srhost.sr_map(np.broadcast_to(np.zeros(1, np.float32), (3, 20_000, 20_000)))
+
+
 def test_four_threads_give_the_maps_of_one(model):
     crop = model.crop(photo("coffee"))
     one = srhost.saliency(crop, **SALIENCY)
