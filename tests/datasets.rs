@@ -238,27 +238,6 @@ fn files_under(d: &Path) -> Vec<String> {
     files(d)
 }
 
-/// The rows of metrics.csv without the timing columns, and each image folder's files.
-fn comparable(out: &Path) -> (Vec<String>, Vec<String>) {
-    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
-    let head: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
-    let keep: Vec<usize> = (0..head.len())
-        .filter(|&i| !head[i].starts_with("seconds"))
-        .collect();
-    let rows = csv
-        .lines()
-        .map(|l| {
-            let c: Vec<&str> = l.split(',').collect();
-            keep.iter().map(|&i| c[i]).collect::<Vec<_>>().join(",")
-        })
-        .collect();
-    let listing = files(out)
-        .into_iter()
-        .filter(|f| f.contains('/') && !f.starts_with(".runs/") && !f.starts_with('.'))
-        .collect();
-    (rows, listing)
-}
-
 #[test]
 fn four_shards_from_the_slurm_script_and_a_merge_equal_one_run() {
     let dir = scratch("ds-shards");
@@ -314,15 +293,7 @@ fn four_shards_from_the_slurm_script_and_a_merge_equal_one_run() {
     let m = srhost(&dir, &["merge", &sharded.display().to_string()]);
     assert_eq!(m.code, 0, "{m:?}");
     assert!(m.stdout.contains("merged 6 finished images"), "{m:?}");
-    let (a, b) = (comparable(&one), comparable(&sharded));
-    assert_eq!(a.0, b.0, "metrics rows differ");
-    assert_eq!(a.1, b.1, "files differ");
-    for f in a.1.iter().filter(|f| f.ends_with(".npy")) {
-        assert!(
-            std::fs::read(one.join(f)).unwrap() == std::fs::read(sharded.join(f)).unwrap(),
-            "{f} differs"
-        );
-    }
+    assert_same_run(&one, &sharded);
     // Ground truth from the folders (c0, c1 are no ImageNet class: compared as names).
     assert_eq!(result(&sharded, "c0/img0")["truth"], "c0");
     // Merging again gives the same files.

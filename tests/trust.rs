@@ -320,3 +320,97 @@ fn a_merge_of_two_configurations_is_refused_and_a_run_keeps_its_own_tables() {
         "{r:?}"
     );
 }
+
+/// Two shards on one output folder with the faults of a cluster: shard 0 killed mid-run on
+/// `nodeA` (its claim left behind) and requeued on `nodeB`, which takes the claim over after
+/// the lease; one finished image's folder removed afterwards and redone by a rerun. The merge
+/// equals one clean run: the same metrics rows (without timings), files and `.npy` bytes.
+#[cfg(unix)]
+#[test]
+fn shards_with_a_kill_a_requeue_elsewhere_and_a_removed_folder_merge_to_one_clean_run() {
+    let dir = scratch("trust-faults");
+    let ph = dir.join("photos");
+    std::fs::create_dir_all(&ph).unwrap();
+    let samples = ["coffee.png", "chelsea.png", "astronaut.png", "rocket.jpg"];
+    for i in 0..8 {
+        let s = samples[i % 4];
+        let ext = s.rsplit_once('.').unwrap().1;
+        std::fs::copy(photo(s), ph.join(format!("img{i}.{ext}"))).unwrap();
+    }
+    let clean = dir.join("clean");
+    let r = srhost(
+        &dir,
+        &["--pipeline", &spec(&dir, &lit(&ph), &clean), "--jobs", "1"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let out = dir.join("out");
+    let cfg = spec(&dir, &lit(&ph), &out);
+    let shard = |k: u32, host: &str| {
+        let mut c = Command::new(srhost_bin());
+        c.current_dir(&dir)
+            .args([
+                "--pipeline",
+                &cfg,
+                "--jobs",
+                "1",
+                "--shard",
+                &format!("{k}/2"),
+            ])
+            .env("SRHOST_HOST", host)
+            .env("SRHOST_LOCK_LEASE_S", "2");
+        c
+    };
+    // Shard 0 on nodeA, killed once its first image is finished (it has claimed the next).
+    let mut a = shard(0, "nodeA")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let finished = |out: &Path| {
+        std::fs::read_dir(out)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().join("result.json").is_file())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let t = std::time::Instant::now();
+    while finished(&out) == 0 && t.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let locks = files_in(&out)
+        .into_iter()
+        .filter(|f| f.ends_with(".srhost.lock"))
+        .count();
+    // Shard 1 on nodeB meanwhile, and shard 0 requeued on nodeB: it waits out nodeA's claim.
+    let r1 = run_measured(shard(1, "nodeB"));
+    assert_eq!(r1.code, 0, "{r1:?}");
+    let r0 = run_measured(shard(0, "nodeB"));
+    println!("claims the kill left: {locks}");
+    assert_eq!(r0.code, 0, "{r0:?}");
+    assert!(r0.stdout.contains("failed 0"), "{r0:?}");
+    // A finished image's folder removed (a cleanup gone wrong): the rerun of its shard redoes it.
+    let gone = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().join("result.json").is_file())
+        .unwrap()
+        .path();
+    std::fs::remove_dir_all(&gone).unwrap();
+    for k in 0..2 {
+        let r = run_measured(shard(k, "nodeB"));
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    let m = srhost(&dir, &["merge", out.to_str().unwrap()]);
+    assert_eq!(m.code, 0, "{m:?}");
+    assert!(m.stdout.contains("merged 8 finished images"), "{m:?}");
+    let left: Vec<String> = files_in(&out)
+        .into_iter()
+        .filter(|f| f.contains(".tmp-") || f.ends_with(".srhost.lock"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_same_run(&clean, &out);
+}

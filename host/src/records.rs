@@ -80,10 +80,20 @@ pub struct BranchResult {
 
 pub const RESULT_FILE: &str = "result.json";
 
-/// This machine's name, for the temporary files and claims of shared output folders.
+/// This machine's name, for the temporary files and claims of shared output folders:
+/// `SRHOST_HOST` when set (for nodes that share a host name, and for the tests' requeue on
+/// "another host"), else the kernel's.
 pub fn host_name() -> &'static str {
     static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HOST.get_or_init(|| {
+        if let Some(h) = std::env::var("SRHOST_HOST")
+            .ok()
+            .map(|h| clean_host(h.trim()))
+        {
+            if !h.is_empty() {
+                return h;
+            }
+        }
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .or_else(|_| std::fs::read_to_string("/etc/hostname"))
             .map(|h| clean_host(h.trim()))

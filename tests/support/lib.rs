@@ -346,3 +346,56 @@ impl<R: sr_core::Relevance + ?Sized> BindExplain for R {
 pub fn shared(model: impl sr_core::Model + 'static) -> std::sync::Arc<dyn sr_core::Model> {
     std::sync::Arc::new(model)
 }
+
+/// Every file under `dir` (relative paths), hidden ones too, sorted.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, d: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut v = vec![];
+    walk(dir, dir, &mut v);
+    v.sort();
+    v
+}
+
+/// Two runs' outputs are the same: metrics.csv's rows without the timing columns, the image
+/// folders' files, and every `.npy` byte for byte.
+pub fn assert_same_run(a: &Path, b: &Path) {
+    fn comparable(out: &Path) -> (Vec<String>, Vec<String>) {
+        let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+        let head: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let keep: Vec<usize> = (0..head.len())
+            .filter(|&i| !head[i].starts_with("seconds"))
+            .collect();
+        let rows = csv
+            .lines()
+            .map(|l| {
+                let c: Vec<&str> = l.split(',').collect();
+                keep.iter().map(|&i| c[i]).collect::<Vec<_>>().join(",")
+            })
+            .collect();
+        let listing = files_in(out)
+            .into_iter()
+            .filter(|f| f.contains('/') && !f.starts_with(".runs/") && !f.starts_with('.'))
+            .collect();
+        (rows, listing)
+    }
+    let (x, y) = (comparable(a), comparable(b));
+    assert_eq!(x.0, y.0, "metrics rows differ");
+    assert_eq!(x.1, y.1, "files differ");
+    let npys = x.1.iter().filter(|f| f.ends_with(".npy")).count();
+    assert!(npys > 0, "no maps compared");
+    for f in x.1.iter().filter(|f| f.ends_with(".npy")) {
+        assert!(
+            std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+}
