@@ -414,3 +414,39 @@ fn shards_with_a_kill_a_requeue_elsewhere_and_a_removed_folder_merge_to_one_clea
     assert!(left.is_empty(), "{left:?}");
     assert_same_run(&clean, &out);
 }
+
+/// A 49-megapixel photo under the pixel limit, with a model, a relevance branch, saliency and
+/// every renderer: one job stays under 1 GiB (it took 1.08 GB: the full photo as floats was made
+/// for the renderers, which draw the model's input). Renderers get at most 4 megapixels then.
+#[test]
+fn a_49_megapixel_photo_stays_under_a_gibibyte() {
+    let dir = scratch("trust-50mp");
+    let (w, h) = (7000u32, 7000u32);
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 90])
+    });
+    let f = dir.join("big.png");
+    let enc = image::codecs::png::PngEncoder::new_with_quality(
+        std::io::BufWriter::new(std::fs::File::create(&f).unwrap()),
+        image::codecs::png::CompressionType::Fast,
+        image::codecs::png::FilterType::NoFilter,
+    );
+    image::ImageEncoder::write_image(enc, &img, w, h, image::ExtendedColorType::Rgb8).unwrap();
+    drop(img);
+    let out = dir.join("out");
+    let cfg = write(
+        &dir,
+        "p.toml",
+        &format!(
+            "[run]\nimages = [{}]\noutput = {}\n\n[model]\nuse = \"torchvision\"\n\n\
+             [relevance.grad]\nuse = \"gradient\"\n\n[saliency]\nuse = \"itti\"\nmax_dim = 128\n\n\
+             [render]\nuse = [\"edge-overlay\", \"heatmap\", \"panel\"]\n",
+            lit(&f),
+            lit(&out)
+        ),
+    );
+    let r = srhost(&dir, &["--pipeline", &cfg, "--jobs", "1"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.peak_mib < 1024.0, "{:.0} MiB", r.peak_mib);
+    assert!(out.join("big/panel.png").is_file());
+}

@@ -16,12 +16,18 @@ use sr_core::{contract, metrics, npy, preprocess, BranchMaps, Error, Image, Rend
 use std::path::Path;
 use std::time::Instant;
 
+/// The most pixels of the photo handed to renderers (see `Job::render_photo`).
+pub const MAX_RENDER_PIXELS: usize = 4 << 20;
+
 /// One image's state between the steps.
 struct Job<'a> {
     stages: &'a Stages,
     p: &'a Pipeline,
     dir: &'a Path,
-    photo: Image,
+    /// The photo as an `H x W x 3` float image, made from `rgb` when a step needs it (the
+    /// saliency without a model, the renderers): for a 50-megapixel photo it is 600 MB, so it
+    /// is not made for nothing, and the 8-bit pixels are dropped once it exists.
+    photo: Option<Image>,
     rgb: preprocess::Rgb8,
     result: ImageResult,
     outputs: Vec<String>,
@@ -76,6 +82,46 @@ impl<'a> Job<'a> {
             .insert(name.to_string(), t.elapsed().as_secs_f64());
     }
 
+    /// The photo as a float image, made once, the 8-bit pixels dropped (classify has used
+    /// them by then).
+    fn photo(&mut self) -> Result<Image> {
+        if self.photo.is_none() {
+            let rgb = std::mem::replace(
+                &mut self.rgb,
+                preprocess::Rgb8 {
+                    width: 0,
+                    height: 0,
+                    data: vec![],
+                },
+            );
+            self.photo = Some(preprocess::to_image(&rgb)?);
+        }
+        self.photo
+            .clone()
+            .ok_or_else(|| Error::internal("the photo was not made"))
+    }
+
+    /// The photo as the renderers get it: the float photo when a step made one already (no
+    /// model), else made from the 8-bit pixels at most [`MAX_RENDER_PIXELS`] (resized with the
+    /// same antialiased filter as the model's input when it is larger: the built-in renderers
+    /// draw the model's input when there is one, and a 50-megapixel photo as floats is 600 MB).
+    fn render_photo(&mut self) -> Result<Image> {
+        if let Some(p) = &self.photo {
+            return Ok(p.clone());
+        }
+        let (w, h) = (self.rgb.width, self.rgb.height);
+        let pixels = (w * h) as f64;
+        if pixels <= MAX_RENDER_PIXELS as f64 {
+            return self.photo();
+        }
+        let f = (MAX_RENDER_PIXELS as f64 / pixels).sqrt();
+        let (rw, rh) = (
+            ((w as f64 * f) as usize).max(1),
+            ((h as f64 * f) as usize).max(1),
+        );
+        preprocess::to_image(&preprocess::resize_bilinear(&self.rgb, rw, rh))
+    }
+
     fn write(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
         let path = match name.rsplit_once('/') {
             // A renderer's file in a subfolder: made as the image folder is, no link followed.
@@ -93,12 +139,11 @@ impl<'a> Job<'a> {
         let path = entry.path.as_path();
         let t = Instant::now();
         let rgb = preprocess::load_photo_limited(path, &p.photo_limits)?;
-        let photo = preprocess::to_image(&rgb)?;
         let mut job = Job {
             stages,
             p,
             dir,
-            photo,
+            photo: None,
             rgb,
             result: ImageResult {
                 image: path.display().to_string(),
@@ -262,9 +307,13 @@ impl<'a> Job<'a> {
             return Ok(());
         };
         let t = Instant::now();
-        let base = match &self.input {
-            Some((_, crop)) => crop,
-            None => &self.photo,
+        if self.input.is_none() {
+            self.photo()?;
+        }
+        let base = match (&self.input, &self.photo) {
+            (Some((_, crop)), _) => crop,
+            (None, Some(photo)) => photo,
+            (None, None) => return Err(Error::internal("the photo was not made")),
         };
         let what = "saliency of the photo";
         let s = catch_panic("the saliency stage", || sal.saliency(base))
@@ -388,7 +437,7 @@ impl<'a> Job<'a> {
                 .and_then(|n| n.to_str())
                 .unwrap_or("")
                 .to_string(),
-            photo: self.photo.clone(),
+            photo: self.render_photo()?,
             model_input: self.input.as_ref().map(|(_, crop)| crop.clone()),
             label: self.result.label.clone().unwrap_or_default(),
             branches: std::mem::take(&mut self.branches),

@@ -221,7 +221,8 @@ pub struct FfiBranchMaps {
 pub struct FfiRenderInput {
     /// The image's name (file stem), used in titles.
     pub image_name: RString,
-    /// The photo as decoded, RGB in [0, 1].
+    /// The photo as decoded, RGB in [0, 1]; when a model ran and the photo has more than 4
+    /// megapixels, resized to about 4 megapixels (the model's input is `model_input`).
     pub photo: FfiImage,
     /// The photo as the model saw it (resized and cropped), when a model ran.
     pub model_input: ROption<FfiImage>,
