@@ -331,3 +331,50 @@ fn a_folder_of_images_is_expanded() {
             && dir.join("out/a_jpg/saliency-photo.npy").is_file()
     );
 }
+
+/// `srhost explain PHOTO`: no pipeline file; the shipped model, LRP epsilon-plus-flat,
+/// context-aware saliency and the panel, and the output printed per photo. Keys still take
+/// `--set`; a torchvision architecture needs its weights.
+#[test]
+fn explain_runs_the_sr_pipeline_on_photos_without_a_pipeline_file() {
+    let dir = scratch("explain");
+    let out = dir.join("ex");
+    let coffee = photo("coffee.png").display().to_string();
+    let r = srhost(&dir, &["explain", &coffee, "--out", out.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let panel = out.join("coffee/panel.png");
+    assert!(
+        r.stdout.contains(&format!("{coffee}: {}", panel.display())),
+        "{r:?}"
+    );
+    for f in [
+        "relevance-lrp.npy",
+        "sr-lrp.npy",
+        "saliency-photo.npy",
+        "panel.png",
+    ] {
+        assert!(out.join("coffee").join(f).is_file(), "{f}");
+    }
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("coffee/result.json")).unwrap()).unwrap();
+    assert_eq!(result["label"], "espresso");
+    // Another method, a key through --set, and a bad invocation.
+    let r = srhost(
+        &dir,
+        &[
+            "explain",
+            &coffee,
+            "--method",
+            "gradient",
+            "--out",
+            out.join("g").to_str().unwrap(),
+            "--set",
+            "saliency.max_dim=120",
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(out.join("g/coffee/sr-gradient.npy").is_file());
+    let r = srhost(&dir, &["explain", &coffee, "--arch", "vgg16"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("--weights"), "{r:?}");
+}

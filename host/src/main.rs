@@ -91,6 +91,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Explain photos without a pipeline file: the model's top class, its relevance, the SR
+    /// map, the photo's saliency and a panel per photo (the shipped EfficientNet-Lite0 and LRP
+    /// epsilon-plus-flat by default). More keys with --set (e.g. relevance.x.composite=srp).
+    Explain {
+        /// Photos (files, folders or globs, as `run.images` takes them).
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// An ONNX classifier instead of the shipped model.
+        #[arg(long, value_name = "FILE.onnx", conflicts_with_all = ["arch", "weights"])]
+        model: Option<PathBuf>,
+        /// A torchvision architecture (vgg16, resnet50, ...) for --weights.
+        #[arg(long, value_name = "NAME", requires = "weights")]
+        arch: Option<String>,
+        /// Its checkpoint (.pth or .safetensors).
+        #[arg(long, value_name = "FILE", requires = "arch")]
+        weights: Option<PathBuf>,
+        /// The relevance method: lrp, gradient, gradient-x-input, deeplift.
+        #[arg(long, value_name = "NAME", default_value = "lrp")]
+        method: String,
+        /// The output folder.
+        #[arg(long, value_name = "DIR", default_value = "out/explain")]
+        out: PathBuf,
+    },
     /// List every stage, built-in or loaded, with its parameters and defaults.
     Plugins {
         /// Also load the `[[plugin]]` entries of this pipeline.
@@ -165,6 +188,24 @@ fn dispatch(cli: &Cli) -> Result<u8, Fail> {
         (Some(Command::Plugins { file }), None) => list_plugins(cli, file.as_deref()),
         (Some(Command::Compare { outputs, json }), None) => compare(outputs, *json),
         (Some(Command::Merge { output }), None) => merge(output),
+        (
+            Some(Command::Explain {
+                images,
+                model,
+                arch,
+                weights,
+                method,
+                out,
+            }),
+            None,
+        ) => explain(
+            cli,
+            images,
+            model.as_deref(),
+            arch.as_deref().zip(weights.as_deref()),
+            method,
+            out,
+        ),
         (
             Some(Command::Classify {
                 images,
@@ -296,8 +337,71 @@ fn load_plugins(reg: &mut Registry, paths: &[PathBuf]) -> (Vec<LoadedPlugin>, us
     (loaded, failed)
 }
 
+/// `srhost explain`: a pipeline written from the arguments, run as `srhost run` runs one, then
+/// where each photo's files are.
+fn explain(
+    cli: &Cli,
+    images: &[String],
+    model: Option<&Path>,
+    torchvision: Option<(&str, &Path)>,
+    method: &str,
+    out: &Path,
+) -> Result<u8, Fail> {
+    let s = |v: &str| toml::Value::String(v.to_string()).to_string();
+    let p = |v: &Path| s(&v.display().to_string());
+    let model = match (model, torchvision) {
+        (Some(f), _) => format!("use = \"onnx\"\npath = {}\n", p(f)),
+        (None, Some((arch, w))) => {
+            format!(
+                "use = \"torchvision\"\narch = {}\nweights = {}\n",
+                s(arch),
+                p(w)
+            )
+        }
+        (None, None) => "use = \"torchvision\"\n".to_string(),
+    };
+    let branch: String = method
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let text = format!(
+        "[run]\nimages = [{}]\noutput = {}\n\n[model]\n{model}\n[relevance.{branch}]\nuse = {}\n\n\
+         [saliency]\nuse = \"context-aware\"\n\n[render]\nuse = [\"edge-overlay\", \"heatmap\", \"panel\"]\n",
+        images.iter().map(|i| s(i)).collect::<Vec<_>>().join(", "),
+        p(out),
+        s(method),
+    );
+    let raw = spec::RawSpec::parse("(srhost explain)", &text, &cli.sets)
+        .map_err(|e| Fail(exit::USAGE, e.to_string()))?;
+    let (code, pipeline) = run_spec(cli, raw, Path::new("(srhost explain)"), false)?;
+    if let Some(p) = pipeline {
+        for e in &p.entries {
+            let dir = p.output.join(&e.name);
+            if dir.join("panel.png").is_file() {
+                println!(
+                    "{}: {} (relevance-{branch}.npy, sr-{branch}.npy, saliency-photo.npy, ...)",
+                    e.path.display(),
+                    dir.join("panel.png").display()
+                );
+            }
+        }
+    }
+    Ok(code)
+}
+
 fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
     let raw = spec::RawSpec::read(file, &cli.sets).map_err(|e| Fail(exit::USAGE, e.to_string()))?;
+    Ok(run_spec(cli, raw, file, check_only)?.0)
+}
+
+/// Validate and run (or only check) a parsed pipeline; the exit code, and the pipeline once it
+/// ran.
+fn run_spec(
+    cli: &Cli,
+    raw: spec::RawSpec,
+    file: &Path,
+    check_only: bool,
+) -> Result<(u8, Option<spec::Pipeline>), Fail> {
     let mut reg = srhost::registry();
     let mut paths = cli_plugin_paths(cli)?;
     paths.extend(
@@ -344,7 +448,7 @@ fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
                     .join(", ")
             },
         );
-        return Ok(exit::OK);
+        return Ok((exit::OK, None));
     }
     let mut pipeline = pipeline;
     if let Some(k) = &cli.shard {
@@ -413,11 +517,12 @@ fn run(cli: &Cli, file: &Path, check_only: bool) -> Result<u8, Fail> {
     }
     println!("report: {}", pipeline.output.join("report.html").display());
     // Every image left undone (failed, or held by another process) counts.
-    Ok(if summary.undone() == 0 {
+    let code = if summary.undone() == 0 {
         exit::OK
     } else {
         exit::FAILED
-    })
+    };
+    Ok((code, Some(pipeline)))
 }
 
 fn list_plugins(cli: &Cli, file: Option<&Path>) -> Result<u8, Fail> {
