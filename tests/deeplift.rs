@@ -57,9 +57,10 @@ fn check(model: &std::sync::Arc<dyn Model>, dir: &str, images: &[&str]) {
                 "{key}: pearson {p:.6}, max abs err / max abs {err:.2e}, sum {sum:.5} (Captum {want_sum:.5}), f(x)-f(b) {diff:.5} (Captum {want_diff:.5})"
             );
             println!("{line}");
-            if p < PEARSON_MIN
-                || (sum - want_sum).abs() > 1e-3 * want_sum.abs().max(1.0)
-                || (diff - want_diff).abs() > 1e-4 * want_diff.abs().max(1.0)
+            // Written so that a NaN anywhere fails.
+            if !(p >= PEARSON_MIN
+                && (sum - want_sum).abs() <= 1e-3 * want_sum.abs().max(1.0)
+                && (diff - want_diff).abs() <= 1e-4 * want_diff.abs().max(1.0))
             {
                 failures.push(line);
             }

@@ -999,7 +999,7 @@ mod onnx_graphs {
             for k in 0..ops {
                 let out = format!("v{k}");
                 // Mostly ordinary values, so that many graphs get deep into the importer.
-                let mut ints = |n: usize, rng: &mut Rng| -> Vec<i64> {
+                let ints = |n: usize, rng: &mut Rng| -> Vec<i64> {
                     (0..n)
                         .map(|_| {
                             if rng.next() % 10 < 7 {

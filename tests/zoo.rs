@@ -145,7 +145,7 @@ fn zoo_lrp0_matches_gradient_times_input_of_the_modified_model() {
                 rel_max_err(got.data(), want.data()),
             );
             eprintln!("{name} {img}: LRP-0 vs autograd: Pearson {p:.7}, max abs error / max |R| {err:.2e}");
-            if p < LRP0_MIN_PEARSON || err > LRP0_TOL {
+            if !(p >= LRP0_MIN_PEARSON && err <= LRP0_TOL) {
                 bad.push(format!("{name} {img}: Pearson {p}, error {err}"));
             }
         }
@@ -184,7 +184,7 @@ fn zoo_relevance_is_conserved_without_biases() {
         let sum: f64 = r.data().iter().map(|&v| v as f64).sum();
         let ratio = sum / logits.data()[t] as f64;
         eprintln!("{name}: LRP-0 sum R / logit = {ratio:.6}");
-        if (ratio - 1.0).abs() > CONSERVATION_TOL {
+        if !((ratio - 1.0).abs() <= CONSERVATION_TOL) {
             bad.push(format!("{name}: {ratio}"));
         }
     }
@@ -211,7 +211,7 @@ fn zoo_gradient_matches_autograd() {
         eprintln!(
             "{name}: gradient vs autograd: Pearson {p:.7}, max abs error / max |g| {err:.2e}"
         );
-        if p < GRADIENT_MIN_PEARSON || err > GRADIENT_TOL {
+        if !(p >= GRADIENT_MIN_PEARSON && err <= GRADIENT_TOL) {
             bad.push(format!("{name}: Pearson {p}, error {err}"));
         }
     }

@@ -193,19 +193,43 @@ pub fn npy_tensor(path: &Path) -> sr_core::Tensor {
     sr_core::Tensor::new(a.shape, a.data.iter().map(|&v| v as f32).collect()).unwrap()
 }
 
-/// `max |a - b| / max |b|`: the relative error used by the parity tests.
+/// `max |a - b| / max |b|`: the relative error used by the parity tests. Infinite when either
+/// side holds a value that is not finite (a NaN must fail a bound, never vanish in a `max`).
 pub fn rel_max_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "lengths differ");
-    let scale = b.iter().fold(0f64, |m, v| m.max((*v as f64).abs()));
-    let err = a
-        .iter()
-        .zip(b)
-        .fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()));
-    err / scale
+    let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+    let (a, b) = (wide(a), wide(b));
+    let err = max_abs_diff(&a, &b);
+    if err.is_infinite() {
+        return err;
+    }
+    err / max_abs(&b)
 }
 
-/// Pearson correlation of two maps, in f64.
+/// `max |v|`, infinite when a value is not finite.
+pub fn max_abs(v: &[f64]) -> f64 {
+    if v.iter().any(|x| !x.is_finite()) {
+        return f64::INFINITY;
+    }
+    v.iter().fold(0f64, |m, x| m.max(x.abs()))
+}
+
+/// `max |a - b|`, infinite when either side holds a value that is not finite: the one
+/// comparison every test's bounds go through.
+pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    if a.iter().chain(b).any(|x| !x.is_finite()) {
+        return f64::INFINITY;
+    }
+    a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs()))
+}
+
+/// Pearson correlation of two maps, in f64: NaN when either holds a value that is not finite
+/// (or is constant), so a bound written `!(p >= MIN)` fails on it.
 pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    if a.iter().chain(b).any(|x| !x.is_finite()) {
+        return f64::NAN;
+    }
     let n = a.len() as f64;
     let (ma, mb) = (
         a.iter().map(|&v| v as f64).sum::<f64>() / n,
@@ -337,8 +361,13 @@ impl<R: sr_core::Relevance + ?Sized> BindExplain for R {
         input: &sr_core::Tensor,
         targets: &[usize],
     ) -> sr_core::Result<sr_core::Explanation> {
-        self.bind(model.clone())?
-            .explain(&sr_core::Request::new(input, targets))
+        let e = self
+            .bind(model.clone())?
+            .explain(&sr_core::Request::new(input, targets))?;
+        // The contract the host enforces (shape, finite values, one row per target), so a
+        // method called directly in a test cannot hand back NaN unnoticed.
+        sr_core::contract::explanation(&e, input.shape(), targets, "the method")?;
+        Ok(e)
     }
 }
 

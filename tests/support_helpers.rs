@@ -1,0 +1,44 @@
+//! The comparison helpers every parity test goes through fail on values that are not finite
+//! (issue 29): a NaN must never vanish in a `max` or pass a bound.
+
+use srhost_tests::*;
+
+#[test]
+fn rel_max_err_is_infinite_on_nan_and_inf_on_either_side() {
+    let good = [1.0f32, -2.0, 0.5];
+    assert!((rel_max_err(&good, &good)).abs() < 1e-12);
+    assert!((rel_max_err(&[1.0, -2.0, 0.7], &good) - 0.1).abs() < 1e-6);
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut x = good;
+        x[1] = bad;
+        assert_eq!(rel_max_err(&x, &good), f64::INFINITY, "{bad} in got");
+        assert_eq!(rel_max_err(&good, &x), f64::INFINITY, "{bad} in want");
+        // An all-NaN output used to score 0.
+        assert_eq!(rel_max_err(&[bad; 3], &good), f64::INFINITY);
+    }
+}
+
+#[test]
+fn max_abs_diff_and_max_abs_are_infinite_on_nan_and_inf() {
+    assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.5, 2.0]), 0.5);
+    assert_eq!(max_abs(&[-3.0, 2.0]), 3.0);
+    for bad in [f64::NAN, f64::INFINITY] {
+        assert_eq!(max_abs_diff(&[bad, 2.0], &[1.0, 2.0]), f64::INFINITY);
+        assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.0, bad]), f64::INFINITY);
+        assert_eq!(max_abs(&[1.0, bad]), f64::INFINITY);
+    }
+}
+
+#[test]
+fn pearson_is_nan_on_nan_and_inf_so_a_lower_bound_fails() {
+    let a = [1.0f32, 2.0, 3.0, 4.0];
+    assert!((pearson(&a, &a) - 1.0).abs() < 1e-12);
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut x = a;
+        x[2] = bad;
+        let p = pearson(&x, &a);
+        assert!(p.is_nan(), "{bad}: {p}");
+        // How the tests write their bounds: a NaN fails them.
+        assert!(!(p >= 0.999), "{bad}");
+    }
+}
