@@ -224,3 +224,61 @@ pub fn perturb(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 1 x 3 x 2 x 2 map (channels of pixels p0..p3), each mode's image derived by hand.
+    #[test]
+    fn relevance_to_image_follows_the_hand_derived_values() {
+        let r = Tensor::new(
+            vec![1, 3, 2, 2],
+            vec![
+                1.0, -2.0, 0.0, 4.0, // channel 0
+                -1.0, 0.0, 2.0, 0.0, // channel 1
+                0.0, 3.0, -3.0, 2.0, // channel 2
+            ],
+        )
+        .unwrap();
+        // abs-rgb: |R| per channel, H x W x 3, one min-max over all (0 .. 4).
+        let rgb = relevance_to_image(&r, RelevanceInput::AbsRgb).unwrap();
+        assert_eq!((rgb.width, rgb.height, rgb.channels), (2, 2, 3));
+        assert_eq!(
+            rgb.data(),
+            &[0.25, 0.25, 0.0, 0.5, 0.0, 0.75, 0.0, 0.5, 0.75, 1.0, 0.0, 0.5]
+        );
+        // abs-sum: 2, 5, 5, 6 -> min-max over 2 .. 6.
+        let sum = relevance_to_image(&r, RelevanceInput::AbsSum).unwrap();
+        assert_eq!(sum.channels, 1);
+        assert_eq!(sum.data(), &[0.0, 0.75, 0.75, 1.0]);
+        // positive: 1, 3, 2, 6 -> min-max over 1 .. 6.
+        let pos = relevance_to_image(&r, RelevanceInput::Positive).unwrap();
+        assert_eq!(pos.data(), &[0.0, 0.4, 0.2, 1.0]);
+        // A constant map is all zeros, not NaN.
+        let flat = Tensor::new(vec![1, 3, 2, 2], vec![0.5; 12]).unwrap();
+        assert!(relevance_to_image(&flat, RelevanceInput::AbsSum)
+            .unwrap()
+            .data()
+            .iter()
+            .all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn the_spellings_parse_once() {
+        assert_eq!(
+            "abs-sum".parse::<RelevanceInput>(),
+            Ok(RelevanceInput::AbsSum)
+        );
+        assert!("abs"
+            .parse::<RelevanceInput>()
+            .unwrap_err()
+            .contains("abs-rgb, abs-sum, positive"));
+        assert_eq!("top3".parse::<Target>(), Ok(Target::Top(3)));
+        assert_eq!(
+            "espresso".parse::<Target>(),
+            Ok(Target::Label("espresso".into()))
+        );
+        assert!("top0".parse::<Target>().is_err());
+    }
+}
