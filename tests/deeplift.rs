@@ -10,6 +10,17 @@ use srhost_tests::*;
 
 /// Captum parity: the target.
 const PEARSON_MIN: f64 = 0.999;
+/// Max abs error / max |R| against Captum: ten times the ~1e-5 the README publishes (measured
+/// 2e-6 to 4e-5 on 10 of the 12 maps).
+const MAX_ABS_REL: f64 = 1e-4;
+/// VGG-16 on coffee, both baselines, is a named outlier: 1.2e-2 and 1.3e-2 measured, with
+/// Pearson 0.999999 and sums equal to Captum's to 1e-5, so a few pixels differ (why was not
+/// established this round; max-pool routing is the likely place). Its bound, and the test fails
+/// if the outlier disappears (then the bound above applies to it too).
+const OUTLIERS: &[(&str, f64)] = &[
+    ("vgg16_narrow/coffee/deeplift_zero", 2e-2),
+    ("vgg16_narrow/coffee/deeplift_black", 2e-2),
+];
 
 fn deeplift(baselines: &[&str]) -> DeepLift {
     DeepLift::build(DeepLiftParams {
@@ -40,6 +51,7 @@ fn check(model: &std::sync::Arc<dyn Model>, dir: &str, images: &[&str]) {
     let stats: serde_json::Value =
         serde_json::from_slice(&std::fs::read(golden("deeplift_stats.json")).unwrap()).unwrap();
     let mut failures = vec![];
+    let mut compared = 0;
     for img in images {
         let x = npy_tensor(&golden(&format!("inputs/{img}/input_imagenet.npy")));
         for base in ["zero", "black"] {
@@ -57,16 +69,25 @@ fn check(model: &std::sync::Arc<dyn Model>, dir: &str, images: &[&str]) {
                 "{key}: pearson {p:.6}, max abs err / max abs {err:.2e}, sum {sum:.5} (Captum {want_sum:.5}), f(x)-f(b) {diff:.5} (Captum {want_diff:.5})"
             );
             println!("{line}");
+            let outlier = OUTLIERS.iter().find(|(k, _)| *k == key).map(|(_, b)| *b);
+            let bound = outlier.unwrap_or(MAX_ABS_REL);
+            compared += 1;
             // Written so that a NaN anywhere fails.
             if !(p >= PEARSON_MIN
+                && err <= bound
                 && (sum - want_sum).abs() <= 1e-3 * want_sum.abs().max(1.0)
                 && (diff - want_diff).abs() <= 1e-4 * want_diff.abs().max(1.0))
             {
                 failures.push(line);
+            } else if outlier.is_some() && err <= MAX_ABS_REL {
+                failures.push(format!(
+                    "{line}: no longer an outlier; drop it from OUTLIERS"
+                ));
             }
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(compared, 2 * images.len(), "maps compared");
 }
 
 #[test]
@@ -81,10 +102,11 @@ fn deeplift_matches_captum_on_vgg16_narrow() {
 #[test]
 fn deeplift_matches_captum_on_alexnet_narrow() {
     // AlexNet's 3x3 / stride-2 max pools overlap: Captum's unpooling (last window wins) matters.
+    // (Chelsea was left out before; it matches: 2.1e-6 and 2.0e-6.)
     check(
         &shared(narrow("alexnet", "alexnet_narrow")),
         "alexnet_narrow",
-        &["coffee", "astronaut"],
+        &["coffee", "chelsea", "astronaut"],
     );
 }
 
