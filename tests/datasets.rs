@@ -38,24 +38,6 @@ fn result(out: &Path, folder: &str) -> serde_json::Value {
         .unwrap()
 }
 
-/// Every file under `dir` (relative paths), hidden ones too.
-fn files(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, d: &Path, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                out.push(p.strip_prefix(root).unwrap().display().to_string());
-            }
-        }
-    }
-    let mut v = vec![];
-    walk(dir, dir, &mut v);
-    v.sort();
-    v
-}
-
 #[test]
 fn same_file_names_in_two_folders_get_two_output_folders() {
     let dir = scratch("ds-collide");
@@ -225,17 +207,13 @@ fn two_processes_on_one_output_folder_share_the_work() {
         text(&b)
     );
     // No temporary file or claim left, and the tables hold all 8.
-    let left: Vec<String> = files_under(&out)
+    let left: Vec<String> = files_in(&out)
         .into_iter()
         .filter(|f| f.contains(".tmp-") || f.ends_with(".srhost.lock"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 8, "{csv}");
-}
-
-fn files_under(d: &Path) -> Vec<String> {
-    files(d)
 }
 
 #[test]
