@@ -12,7 +12,8 @@ use srhost_tests::*;
 
 const IMAGES: &[&str] = &["coffee", "chelsea"];
 /// Max abs logit error / max |logit|, as for the VGG and ResNet fixtures.
-const LOGIT_TOL: f64 = 1e-4;
+/// (1e-5, ten times the 1.3e-6 the docs quote; measured at most 1.3e-6 here; it was 1e-4.)
+const LOGIT_TOL: f64 = 1e-5;
 /// The gradient against autograd: max abs error / max |gradient|.
 const GRADIENT_TOL: f64 = 1e-4;
 /// LRP-0 against gradient x input: Pearson, and max abs error / max |R|.

@@ -19,7 +19,9 @@ use std::path::PathBuf;
 
 /// ONNX Runtime, candle and PyTorch logits agree within this relative error (max abs error /
 /// max abs logit), as the candle backend's own parity tests.
-const LOGIT_REL_TOL: f64 = 1e-4;
+/// 1e-5: ten times the 1.3e-6 the docs quote (measured 2026-12-06: 7e-8 to 1.6e-6, and 5.4e-6 for
+/// ONet's face logits on a background crop); it was 1e-4.
+const LOGIT_REL_TOL: f64 = 1e-5;
 const IMAGES: [&str; 3] = ["coffee", "chelsea", "astronaut"];
 
 fn fixture(name: &str) -> PathBuf {

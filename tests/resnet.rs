@@ -11,7 +11,8 @@ use srhost_tests::*;
 const ARCHS: &[&str] = &["resnet18", "resnet50", "resnext50_32x4d"];
 const IMAGES: &[&str] = &["coffee", "chelsea", "astronaut"];
 /// As for the VGG fixtures (tests/models.rs): max abs logit error / max |logit|.
-const LOGIT_TOL: f64 = 1e-4;
+/// (1e-5, ten times the 1.3e-6 the docs quote; measured at most 1.3e-6 here; it was 1e-4.)
+const LOGIT_TOL: f64 = 1e-5;
 /// LRP against Zennit: Pearson, and max abs error / max |R|. Measured (2026-12-02): Pearson
 /// >= 0.999999 for all nine maps; max abs error 2e-5 to 2.6e-4 of max |R|, except ResNet-18 on
 /// coffee, 5.4e-3 (one region, where an epsilon-stabilised denominator of 1e-6 is near zero and

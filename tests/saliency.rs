@@ -6,10 +6,12 @@ use sr_saliency_context_aware::ca::{self, Config};
 use sr_saliency_context_aware::imresize::Img;
 use srhost_tests::*;
 
-/// Every map must reach SSIM >= 0.995, mean abs diff <= 1e-3 and max abs diff <= 1e-2.
-const SSIM_MIN: f64 = 0.995;
-const MEAN_ABS_MAX: f64 = 1e-3;
-const MAX_ABS_MAX: f64 = 1e-2;
+/// The bounds against the Matlab reference maps, at most ten times what was measured
+/// (2026-12-06: SSIM >= 0.999996, mean abs diff <= 2.1e-5, max abs diff <= 4.3e-4 and 6.4e-4
+/// after SMILER's wrap; the docs quote these). They were SSIM 0.995, 1e-3 and 1e-2.
+const SSIM_MIN: f64 = 0.99996;
+const MEAN_ABS_MAX: f64 = 2e-4;
+const MAX_ABS_MAX: f64 = 4e-3;
 
 fn png_input(name: &str) -> Img {
     let p = image::open(golden(&format!("ca/inputs/{name}.png")))

@@ -26,7 +26,8 @@ const MODELS: &[(&str, &[&str])] = &[
 const IMAGES: &[&str] = &["coffee", "chelsea"];
 /// Max abs logit error / max |logit|, the importer's graph on srhost's executor against
 /// PyTorch and against ONNX Runtime.
-const LOGIT_TOL: f64 = 1e-4;
+/// (1e-5, ten times the 1.3e-6 the docs quote; measured at most 1.3e-6 here; it was 1e-4.)
+const LOGIT_TOL: f64 = 1e-5;
 /// LRP-0 against the autograd reference: Pearson, and max abs error / max |R|. Measured
 /// (2026-12-02): Pearson >= 0.999997, errors 6.6e-6 (ShuffleNet) to 6.0e-3 (MobileNetV3 on
 /// chelsea), where float32 sums meet near-zero denominators.
