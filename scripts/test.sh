@@ -33,15 +33,16 @@ fi
 cargo build --workspace --locked
 cargo test --workspace --locked
 
-# The Python package (python/, docs/python.md): a venv under the cache with maturin, numpy and
-# pytest from PyPI, the wheel built by maturin and installed into it, then pytest on
-# python/tests and on the examples of docs/python.md. The tests compare with the srhost binary
-# and load the example plugin built above.
+# The Python package (python/, docs/python.md): a venv under the cache with maturin, numpy,
+# pytest and kubernetes-validate (it checks the Job manifest of docs/scale-out.md) from PyPI,
+# the wheel built by maturin and installed into it, then pytest on python/tests and on the
+# examples of docs/python.md. The tests compare with the srhost binary and load the example
+# plugin built above.
 cache="${SRHOST_CACHE:-$HOME/.cache/srhost}"
 venv="$cache/pyenv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "maturin==1.16.0" "numpy==2.4.6" "pytest==9.2.0"
+    "maturin==1.16.0" "numpy==2.4.6" "pytest==9.2.0" "kubernetes-validate==1.37.0"
 rm -rf "$cache/wheels"
 "$venv/bin/maturin" build --release --locked -m python/Cargo.toml -o "$cache/wheels"
 "$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps \
