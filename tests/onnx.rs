@@ -291,8 +291,16 @@ fn lrp_on_the_onnx_graph_matches_zennit_and_the_candle_backend() {
             pearson(r_onnx.data(), zennit.data()),
             pearson(r_onnx.data(), r_candle.data()),
         );
-        println!("{img}: ONNX-graph LRP vs Zennit pearson {p_z:.6}, vs candle {p_c:.6}");
-        assert!(p_z >= 0.999 && p_c >= 0.999, "{img}: {p_z} {p_c}");
+        let err_c = rel_max_err(r_onnx.data(), r_candle.data());
+        println!(
+            "{img}: ONNX-graph LRP vs Zennit pearson {p_z:.6}, vs candle {p_c:.6} (max abs error / max |R| {err_c:.2e})"
+        );
+        // The same rules on the same weights through two backends: to 1e-5 of max |R| (the
+        // issue's figure); against Zennit, the parity bound of tests/relevance.rs.
+        assert!(
+            p_z >= 0.999 && p_c >= 0.999999 && err_c <= 1e-5,
+            "{img}: {p_z} {p_c} {err_c}"
+        );
     }
 }
 

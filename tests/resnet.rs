@@ -18,7 +18,11 @@ const LOGIT_TOL: f64 = 1e-5;
 /// coffee, 5.4e-3 (one region, where an epsilon-stabilised denominator of 1e-6 is near zero and
 /// float32 summation order decides it, as for EfficientNet-Lite0 on coffee in tests/relevance.rs).
 const LRP_MIN_PEARSON: f64 = 0.99999;
-const LRP_TOL: f64 = 1e-2;
+/// Ten times the largest ordinary error (2.6e-4); it was 1e-2 for every map.
+const LRP_TOL: f64 = 2.6e-3;
+/// ResNet-18 on coffee (5.4e-3, see above): its own bound, and the test fails if it is no
+/// longer an outlier.
+const LRP_OUTLIER: (&str, &str, f64) = ("resnet18", "coffee", 1e-2);
 
 fn fixture(rel: &str) -> std::path::PathBuf {
     repo().join("tests/fixtures/resnet").join(rel)
@@ -56,7 +60,7 @@ fn resnet_lrp_matches_zennit() {
         ..Default::default()
     })
     .unwrap();
-    let mut worst = 0f64;
+    let mut compared = 0;
     for arch in ARCHS {
         let m = shared(load(arch));
         for img in IMAGES {
@@ -74,11 +78,20 @@ fn resnet_lrp_matches_zennit() {
             eprintln!(
                 "{arch} {img}: LRP vs Zennit Pearson {p:.6}, max abs error / max |R| {err:.2e}"
             );
-            assert!(p >= LRP_MIN_PEARSON, "{arch} {img}: Pearson {p}");
-            worst = worst.max(err);
+            let outlier = (*arch, *img) == (LRP_OUTLIER.0, LRP_OUTLIER.1);
+            let bound = if outlier { LRP_OUTLIER.2 } else { LRP_TOL };
+            // Written so that NaN fails.
+            assert!(
+                p >= LRP_MIN_PEARSON && err <= bound,
+                "{arch} {img}: Pearson {p}, error {err}"
+            );
+            if outlier {
+                assert!(err > LRP_TOL, "{arch} {img}: no longer an outlier ({err})");
+            }
+            compared += 1;
         }
     }
-    assert!(worst <= LRP_TOL, "max abs error / max |R| {worst}");
+    assert_eq!(compared, ARCHS.len() * IMAGES.len(), "maps compared");
 }
 
 #[test]
