@@ -264,6 +264,36 @@ mod tests {
             .all(|&v| v == 0.0));
     }
 
+    /// SSIM1 as the pipeline computes it (the relevance's abs-sum image against the photo's
+    /// saliency), against scikit-image on a min-max done in numpy (tests/fixtures/ssim,
+    /// make_ssim1_fixture.py), to 1e-5: the abs-sum is summed in float32 here, in float64 there.
+    #[test]
+    fn ssim1_matches_scikit_image() {
+        let dir = format!("{}/../../tests/fixtures/ssim", env!("CARGO_MANIFEST_DIR"));
+        let load = |f: &str| {
+            let p = format!("{dir}/{f}");
+            crate::npy::decode(&std::fs::read(&p).unwrap(), &p).unwrap()
+        };
+        let (r, s) = (load("relevance.npy"), load("saliency.npy"));
+        let r = Tensor::new(r.shape.clone(), r.data.iter().map(|&v| v as f32).collect()).unwrap();
+        let img = relevance_to_image(&r, RelevanceInput::AbsSum).unwrap();
+        let rel: Vec<f64> = img.data().iter().map(|&v| v as f64).collect();
+        let got = crate::metrics::ssim(&rel, &s.data, s.shape[0], s.shape[1]);
+        let text = std::fs::read_to_string(format!("{dir}/ssim1.json")).unwrap();
+        let want: f64 = text
+            .split("\"ssim1\": ")
+            .nth(1)
+            .and_then(|t| t.split(['\n', '}', ',']).next())
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            (got - want).abs() <= 1e-5,
+            "SSIM1 {got} vs scikit-image {want}"
+        );
+    }
+
     #[test]
     fn the_spellings_parse_once() {
         assert_eq!(
