@@ -411,11 +411,23 @@ pub fn scan_results(out: &Path) -> Result<Vec<(String, ImageResult)>> {
 /// names inside `dir` are removed.
 pub fn clear_outputs(dir: &Path, old: &ImageResult) {
     for o in &old.outputs {
-        if sr_core::contract::artifact_name("", o).is_ok() {
+        if sr_core::contract::artifact_name("", o).is_ok() && no_link_on_the_way(dir, o) {
             let _ = std::fs::remove_file(dir.join(o));
         }
     }
     let _ = std::fs::remove_file(dir.join(RESULT_FILE));
+}
+
+/// Whether the folders between `dir` and its file `rel` (`a/b/file`) are real folders, no link
+/// among them: removing `dir/rel` then cannot reach outside `dir`. (The file itself may be a
+/// link: removing it removes the link.)
+fn no_link_on_the_way(dir: &Path, rel: &str) -> bool {
+    let mut p = dir.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    parts[..parts.len() - 1].iter().all(|c| {
+        p.push(c);
+        std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir())
+    })
 }
 
 /// An image's `result.json` in `dir`, if it is finished (`None`: not there).
@@ -461,6 +473,31 @@ mod tests {
         assert!(!stale(&remote, "node17 4242 77"));
         let dead = lock_with("dead", &format!("{} 4194303 1", host_name()));
         assert!(stale(&dead, &std::fs::read_to_string(&dead).unwrap()));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn clearing_a_planted_result_never_deletes_through_a_link() {
+        let base = std::env::temp_dir().join(format!("srhost-clear-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (dir, elsewhere) = (base.join("out/img"), base.join("elsewhere"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("precious.txt"), "keep").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join("sub")).unwrap();
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        std::fs::write(dir.join("real/mine.png"), "x").unwrap();
+        let planted: ImageResult = serde_json::from_str(
+            r#"{"image": "x", "label": null, "class_index": null, "branches": [],
+                "outputs": ["sub/precious.txt", "real/mine.png"], "seconds": {}}"#,
+        )
+        .unwrap();
+        clear_outputs(&dir, &planted);
+        assert!(
+            elsewhere.join("precious.txt").is_file(),
+            "deleted through the link"
+        );
+        assert!(!dir.join("real/mine.png").exists());
     }
 
     #[test]
