@@ -11,8 +11,7 @@
 //!
 //! `SRHOST_WRITE_HASHES=1 cargo test --test bind_once` rewrites the file (how it was made).
 
-use sr_backend_torchvision::{TorchvisionModel, TorchvisionParams};
-use sr_core::{Explainer, Model, ModelStage, Relevance, RelevanceStage, Request, Tensor};
+use sr_core::{Explainer, Model, Relevance, RelevanceStage, Request, Tensor};
 use sr_relevance_gradient::deeplift::{DeepLift, DeepLiftParams};
 use sr_relevance_gradient::{Gradient, GradientXInput};
 use sr_relevance_lrp::{Lrp, LrpParams};
@@ -47,16 +46,7 @@ fn cpu_class() -> &'static str {
 }
 
 fn load(arch: &str, weights: &str, labels: bool) -> Arc<dyn Model> {
-    let labels = labels.then(|| write(&scratch("bind-once-labels"), "l.txt", &"c\n".repeat(10)));
-    shared(
-        TorchvisionModel::load(TorchvisionParams {
-            arch: arch.into(),
-            weights: weights.into(),
-            labels,
-            ..Default::default()
-        })
-        .unwrap(),
-    )
+    torchvision(arch, weights, labels.then(labels10))
 }
 
 fn methods() -> Vec<(String, Box<dyn Relevance>)> {

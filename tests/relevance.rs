@@ -17,7 +17,7 @@
 //!   convolution it was 4.5e-3; the summation order alone moves it this much).
 
 use sr_backend_torchvision::{TorchvisionModel, TorchvisionParams};
-use sr_core::{Model, ModelStage, RelevanceStage, Tensor};
+use sr_core::{Model, RelevanceStage, Tensor};
 use sr_relevance_lrp::{Lrp, LrpParams};
 use srhost_tests::*;
 use std::sync::Arc;
@@ -96,20 +96,8 @@ fn perturb(x: &Tensor, pattern: usize) -> Tensor {
     .unwrap()
 }
 
-fn labels10() -> String {
-    write(&scratch("labels10"), "l.txt", &"c\n".repeat(10))
-}
-
 fn load(arch: &str, weights: &str, labels: Option<String>) -> Arc<dyn Model> {
-    shared(
-        TorchvisionModel::load(TorchvisionParams {
-            arch: arch.into(),
-            weights: weights.into(),
-            labels,
-            ..Default::default()
-        })
-        .unwrap(),
-    )
+    torchvision(arch, weights, labels)
 }
 
 /// Zennit routes max-pool relevance to the first maximum of a window (PyTorch's gradient);

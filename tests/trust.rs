@@ -121,16 +121,30 @@ fn age(f: &Path, secs: u64) {
         .unwrap();
 }
 
-#[test]
-fn a_claim_left_on_another_host_is_taken_over_after_its_lease() {
-    let dir = scratch("trust-lease");
+/// Two photos to run into `out`, and coffee's folder claimed by process 4242 of `node17`: the
+/// scratch folder, the output, the pipeline and the claim file.
+fn claimed_by_another_host(
+    name: &str,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    String,
+    std::path::PathBuf,
+) {
+    let dir = scratch(name);
     let ph = photos(&dir, &["coffee.png", "chelsea.png"]);
     let out = dir.join("out");
     let cfg = spec(&dir, &lit(&ph), &out);
     std::fs::create_dir_all(out.join("coffee")).unwrap();
     let lock = out.join("coffee/.srhost.lock");
-    // A preempted array task on node17: its claim was last renewed 30 s ago; the lease is 20 s.
     std::fs::write(&lock, "node17 4242 77").unwrap();
+    (dir, out, cfg, lock)
+}
+
+#[test]
+fn a_claim_left_on_another_host_is_taken_over_after_its_lease() {
+    let (dir, out, cfg, lock) = claimed_by_another_host("trust-lease");
+    // A preempted array task on node17: its claim was last renewed 30 s ago; the lease is 20 s.
     age(&lock, 30);
     let mut cmd = Command::new(srhost_bin());
     cmd.current_dir(&dir)
@@ -145,13 +159,7 @@ fn a_claim_left_on_another_host_is_taken_over_after_its_lease() {
 
 #[test]
 fn a_claim_that_is_renewed_is_waited_for_and_counted_when_it_never_ends() {
-    let dir = scratch("trust-held");
-    let ph = photos(&dir, &["coffee.png", "chelsea.png"]);
-    let out = dir.join("out");
-    let cfg = spec(&dir, &lit(&ph), &out);
-    std::fs::create_dir_all(out.join("coffee")).unwrap();
-    let lock = out.join("coffee/.srhost.lock");
-    std::fs::write(&lock, "node17 4242 77").unwrap();
+    let (dir, out, cfg, lock) = claimed_by_another_host("trust-held");
     // A holder that keeps renewing its claim (a live process on another host): srhost waits
     // two leases (2 x 1 s), then gives up and says so; the image counts as undone (exit 1).
     let stop = std::sync::atomic::AtomicBool::new(false);

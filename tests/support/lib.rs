@@ -428,3 +428,27 @@ pub fn assert_same_run(a: &Path, b: &Path) {
         );
     }
 }
+
+/// A torchvision-style checkpoint shared as the host shares models (`labels`: a label file, or
+/// the arch's own).
+pub fn torchvision(
+    arch: &str,
+    weights: &str,
+    labels: Option<String>,
+) -> std::sync::Arc<dyn sr_core::Model> {
+    use sr_core::ModelStage;
+    shared(
+        sr_backend_torchvision::TorchvisionModel::load(sr_backend_torchvision::TorchvisionParams {
+            arch: arch.into(),
+            weights: weights.into(),
+            labels,
+            ..Default::default()
+        })
+        .unwrap(),
+    )
+}
+
+/// A label file of ten classes, for the narrow 10-class golden models.
+pub fn labels10() -> String {
+    write(&scratch("labels10"), "l.txt", &"c\n".repeat(10))
+}

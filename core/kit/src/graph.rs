@@ -126,13 +126,17 @@ pub const DEFAULT_ACTIVATION_BUDGET: u64 = 1 << 30;
 pub const BUDGET_ENV: &str = "SRHOST_MAX_ACTIVATION_MB";
 
 /// The activation budget in force: [`BUDGET_ENV`] (MiB), else [`DEFAULT_ACTIVATION_BUDGET`].
+/// Read once per process (shape inference asks for it at every node).
 pub fn activation_budget() -> u64 {
-    std::env::var(BUDGET_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|&mb| mb > 0)
-        .map(|mb| mb.saturating_mul(1 << 20))
-        .unwrap_or(DEFAULT_ACTIVATION_BUDGET)
+    static BUDGET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        std::env::var(BUDGET_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&mb| mb > 0)
+            .map(|mb| mb.saturating_mul(1 << 20))
+            .unwrap_or(DEFAULT_ACTIVATION_BUDGET)
+    })
 }
 
 impl Op {
@@ -585,11 +589,12 @@ impl Graph {
                 ))
             })?;
         *total = total.saturating_add(values as u64 * 4);
-        if *total > activation_budget() {
+        let budget = activation_budget();
+        if *total > budget {
             return Err(err(format!(
                 "the graph's values up to here take {} MiB for one image, more than the activation budget of {} MiB",
                 *total >> 20,
-                activation_budget() >> 20
+                budget >> 20
             ))
             .with_help(format!(
                 "raise it with {BUDGET_ENV} (MiB) if the model is meant to be this large"
