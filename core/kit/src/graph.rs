@@ -105,11 +105,38 @@ pub enum Op {
     ChannelShuffle {
         groups: usize,
     },
-    /// The channels `start .. start + len` (a Split or Slice along axis 1).
+    /// The indices `start .. start + len` of axis `axis` (a Split, Slice or Gather; axis 1,
+    /// the channels, when not given).
     Narrow {
         start: usize,
         len: usize,
+        #[serde(default = "channel_axis")]
+        axis: usize,
     },
+    /// The same values in the shape `shape` (every axis, the batch axis included, at batch 1:
+    /// see [`Op::runs_per_sample`]).
+    Reshape {
+        shape: Vec<usize>,
+    },
+    /// The axes permuted: output axis `k` is input axis `perm[k]` (batch axis included).
+    Transpose {
+        perm: Vec<usize>,
+    },
+    /// The matrix product of two computed values, `[..., m, k] x [..., k, n]`, over equal
+    /// leading axes (attention's `q k^T` and `softmax(.) v`).
+    MatMul,
+    /// A learnt tensor (a class token, a position embedding, a relative position bias), param
+    /// `value` (its whole shape, at batch 1). Its one input, the model input, only orders it;
+    /// nothing flows back through it.
+    Constant,
+    /// `x * factor` (attention's `1 / sqrt(d)`).
+    Scale {
+        factor: f32,
+    },
+}
+
+fn channel_axis() -> usize {
+    1
 }
 
 /// The most values one node's output may hold at batch 1 (1 GiB of float32).
@@ -185,6 +212,15 @@ impl Op {
         }
     }
 
+    /// Whether the op's shape is the whole tensor at batch 1 (transformer exports move the batch
+    /// axis around): a graph with such an op runs one image at a time ([`Graph::runs_per_sample`]).
+    pub fn runs_per_sample(&self) -> bool {
+        matches!(
+            self,
+            Op::Reshape { .. } | Op::Transpose { .. } | Op::MatMul | Op::Constant
+        ) || matches!(self, Op::Narrow { axis: 0, .. } | Op::Concat { axis: 0 })
+    }
+
     /// Whether the op is an element-wise activation of one input (what LRP passes relevance
     /// through).
     pub fn is_activation(&self) -> bool {
@@ -229,6 +265,11 @@ impl Op {
             Op::LayerNorm { .. } => "layer_norm",
             Op::ChannelShuffle { .. } => "channel_shuffle",
             Op::Narrow { .. } => "narrow",
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::MatMul => "mat_mul",
+            Op::Constant => "constant",
+            Op::Scale { .. } => "scale",
         }
     }
 
@@ -239,6 +280,7 @@ impl Op {
             Op::BatchNorm { .. } => (&["weight", "bias", "running_mean", "running_var"], &[]),
             Op::PRelu => (&["slope"], &[]),
             Op::LayerNorm { .. } => (&["weight", "bias"], &[]),
+            Op::Constant => (&["value"], &[]),
             _ => (&[], &[]),
         }
     }
@@ -368,7 +410,7 @@ impl Graph {
             Op::Input { .. } => return Err(err("only node 0 may be an input".into())),
             Op::Add => None,
             Op::Concat { .. } => None,
-            Op::Mul => Some(2),
+            Op::Mul | Op::MatMul => Some(2),
             _ => Some(1),
         };
         match want_inputs {
@@ -554,17 +596,59 @@ impl Graph {
                 }
                 x.clone()
             }
-            Op::Narrow { start, len } => {
-                if x.len() < 2 || *len == 0 || start.checked_add(*len).is_none_or(|e| e > x[1]) {
+            Op::Narrow { start, len, axis } => {
+                if *axis >= x.len()
+                    || *len == 0
+                    || start.checked_add(*len).is_none_or(|e| e > x[*axis])
+                {
                     return Err(err(format!(
-                        "channels {start}..{} are not within the {} channels of {x:?}",
+                        "indices {start}..{} of axis {axis} are not within {x:?}",
                         start.saturating_add(*len),
-                        x.get(1).copied().unwrap_or(0)
                     )));
                 }
                 let mut out = x.clone();
-                out[1] = *len;
+                out[*axis] = *len;
                 out
+            }
+            Op::Reshape { shape } => {
+                let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+                if shape.is_empty() || count != Some(x.iter().product()) {
+                    return Err(err(format!("cannot reshape {x:?} to {shape:?}")));
+                }
+                shape.clone()
+            }
+            Op::Transpose { perm } => {
+                let mut seen = vec![false; x.len()];
+                let ok = perm.len() == x.len()
+                    && perm
+                        .iter()
+                        .all(|&p| p < seen.len() && !std::mem::replace(&mut seen[p], true));
+                if !ok {
+                    return Err(err(format!(
+                        "perm {perm:?} is not a permutation of the {} axes of {x:?}",
+                        x.len()
+                    )));
+                }
+                perm.iter().map(|&p| x[p]).collect()
+            }
+            Op::MatMul => {
+                let b = &shapes[node.inputs[1]];
+                let r = x.len();
+                if r < 2 || b.len() != r || x[..r - 2] != b[..r - 2] || x[r - 1] != b[r - 2] {
+                    return Err(err(format!(
+                        "cannot multiply {x:?} by {b:?} (srhost multiplies [..., m, k] by [..., k, n] with equal leading axes)"
+                    )));
+                }
+                let mut out = x.clone();
+                out[r - 1] = b[r - 1];
+                out
+            }
+            Op::Constant => {
+                let v = node.param("value").unwrap();
+                if v.shape().is_empty() {
+                    return Err(err("parameter `value` has no shape".into()));
+                }
+                v.shape().to_vec()
             }
             Op::Relu
             | Op::Clip { .. }
@@ -575,7 +659,8 @@ impl Graph {
             | Op::HardSigmoid { .. }
             | Op::Silu
             | Op::HardSwish
-            | Op::Gelu => x.clone(),
+            | Op::Gelu
+            | Op::Scale { .. } => x.clone(),
         };
         // Every value is allocated at its full size by the executor and the walkers: its
         // size is checked here, and the sum over the graph bounded, before anything runs.
@@ -601,6 +686,13 @@ impl Graph {
             )));
         }
         Ok(out)
+    }
+
+    /// Whether the graph runs one image at a time: some op's shape is the whole tensor at batch
+    /// 1 ([`Op::runs_per_sample`]). Executors then split a batch into single images, so a
+    /// batch gives what its images give one by one.
+    pub fn runs_per_sample(&self) -> bool {
+        self.nodes.iter().any(|n| n.op.runs_per_sample())
     }
 
     /// The bytes of every node's output at batch 1 (float32), summed: what the activation

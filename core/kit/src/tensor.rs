@@ -43,6 +43,45 @@ impl Tensor {
     pub fn numel(&self) -> usize {
         self.data.len()
     }
+    /// Sample `i` of a batch (axis 0), as a batch of 1.
+    pub fn sample(&self, i: usize) -> Result<Self> {
+        let n = self.shape.first().copied().unwrap_or(0);
+        if i >= n {
+            return Err(Error::internal(format!(
+                "sample {i} of a batch of {n} ({:?})",
+                self.shape
+            )));
+        }
+        let per = self.numel() / n;
+        let mut shape = self.shape.clone();
+        shape[0] = 1;
+        Tensor::new(shape, self.data[i * per..(i + 1) * per].to_vec())
+    }
+
+    /// Batches of the same shape after axis 0, one after the other along axis 0.
+    pub fn stack(parts: &[Tensor]) -> Result<Self> {
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::internal("stacking no tensors"))?;
+        if first.shape.is_empty()
+            || parts
+                .iter()
+                .any(|p| p.shape.get(1..) != first.shape.get(1..))
+        {
+            return Err(Error::internal(format!(
+                "stacking tensors of different shapes ({:?}, ...)",
+                first.shape
+            )));
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = parts.iter().map(|p| p.shape[0]).sum();
+        let data = parts
+            .iter()
+            .flat_map(|p| p.data().iter().copied())
+            .collect();
+        Tensor::new(shape, data)
+    }
+
     /// The same buffer under another shape with as many elements.
     pub fn reshape(&self, shape: Vec<usize>) -> Result<Self> {
         let n: usize = shape.iter().product();

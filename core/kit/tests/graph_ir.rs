@@ -326,8 +326,26 @@ fn zoo_ops_shapes_errors_and_abi() {
             node("se", Op::Mul, vec![0, 2], vec![]),
             node("act", Op::HardSwish, vec![3], vec![]),
             node("shuffle", Op::ChannelShuffle { groups: 2 }, vec![4], vec![]),
-            node("left", Op::Narrow { start: 0, len: 3 }, vec![5], vec![]),
-            node("right", Op::Narrow { start: 3, len: 5 }, vec![5], vec![]),
+            node(
+                "left",
+                Op::Narrow {
+                    start: 0,
+                    len: 3,
+                    axis: 1,
+                },
+                vec![5],
+                vec![],
+            ),
+            node(
+                "right",
+                Op::Narrow {
+                    start: 3,
+                    len: 5,
+                    axis: 1,
+                },
+                vec![5],
+                vec![],
+            ),
             node(
                 "ln",
                 Op::LayerNorm { eps: 1e-6 },
@@ -391,8 +409,30 @@ fn zoo_ops_shapes_errors_and_abi() {
         "layer `shuffle` (channel_shuffle): 3 groups do not divide the channels of [1, 8, 6, 6]",
     );
     bad(
-        node("half", Op::Narrow { start: 6, len: 4 }, vec![1], vec![]),
-        "layer `half` (narrow): channels 6..10 are not within the 8 channels of [1, 8, 6, 6]",
+        node(
+            "half",
+            Op::Narrow {
+                start: 6,
+                len: 4,
+                axis: 1,
+            },
+            vec![1],
+            vec![],
+        ),
+        "layer `half` (narrow): indices 6..10 of axis 1 are not within [1, 8, 6, 6]",
+    );
+    bad(
+        node(
+            "tok",
+            Op::Narrow {
+                start: 0,
+                len: 1,
+                axis: 4,
+            },
+            vec![1],
+            vec![],
+        ),
+        "layer `tok` (narrow): indices 0..1 of axis 4 are not within [1, 8, 6, 6]",
     );
     bad(
         node(
@@ -402,5 +442,148 @@ fn zoo_ops_shapes_errors_and_abi() {
             vec![("weight", vec![6]), ("bias", vec![8])],
         ),
         "layer `ln` (layer_norm): parameter `weight` (`ln.weight`) has shape [6], expected [8]",
+    );
+}
+
+/// The token-sequence ops of transformers: shapes at batch 1 (the whole tensor), errors that
+/// name the layer for a bad permutation, reshape, product or constant, and the graph then
+/// runs one image at a time.
+#[test]
+fn token_ops_shapes_and_errors() {
+    let input = node(
+        "x",
+        Op::Input {
+            shape: vec![3, 4, 5],
+        },
+        vec![],
+        vec![],
+    );
+    let g = Graph {
+        nodes: vec![
+            input.clone(),
+            node(
+                "tokens",
+                Op::Reshape {
+                    shape: vec![1, 3, 20],
+                },
+                vec![0],
+                vec![],
+            ),
+            node(
+                "t",
+                Op::Transpose {
+                    perm: vec![0, 2, 1],
+                },
+                vec![1],
+                vec![],
+            ),
+            node("scores", Op::MatMul, vec![1, 2], vec![]),
+            node("pos", Op::Constant, vec![0], vec![("value", vec![1, 3, 3])]),
+            node("sum", Op::Add, vec![3, 4], vec![]),
+            node("half", Op::Scale { factor: 0.5 }, vec![5], vec![]),
+            node(
+                "first",
+                Op::Narrow {
+                    start: 0,
+                    len: 1,
+                    axis: 1,
+                },
+                vec![6],
+                vec![],
+            ),
+        ],
+        output: 7,
+    };
+    assert_eq!(
+        g.infer_shapes().unwrap(),
+        vec![
+            vec![1, 3, 4, 5],
+            vec![1, 3, 20],
+            vec![1, 20, 3],
+            vec![1, 3, 3],
+            vec![1, 3, 3],
+            vec![1, 3, 3],
+            vec![1, 3, 3],
+            vec![1, 1, 3],
+        ]
+    );
+    assert!(g.runs_per_sample());
+    // Across the plugin ABI and back, attributes and all.
+    assert_eq!(Graph::from_ffi(&g.to_ffi().unwrap()).unwrap(), g);
+    assert!(!Graph {
+        nodes: vec![input.clone(), node("r", Op::Relu, vec![0], vec![])],
+        output: 1
+    }
+    .runs_per_sample());
+    let bad = |n: Node, want: &str| {
+        let g = Graph {
+            nodes: vec![
+                input.clone(),
+                node(
+                    "tokens",
+                    Op::Reshape {
+                        shape: vec![1, 3, 20],
+                    },
+                    vec![0],
+                    vec![],
+                ),
+                n,
+            ],
+            output: 2,
+        };
+        assert_eq!(g.infer_shapes().unwrap_err().message, want);
+    };
+    bad(
+        node(
+            "r",
+            Op::Reshape {
+                shape: vec![1, 7, 9],
+            },
+            vec![1],
+            vec![],
+        ),
+        "layer `r` (reshape): cannot reshape [1, 3, 20] to [1, 7, 9]",
+    );
+    bad(
+        node("r", Op::Reshape { shape: vec![] }, vec![1], vec![]),
+        "layer `r` (reshape): cannot reshape [1, 3, 20] to []",
+    );
+    bad(
+        node(
+            "p",
+            Op::Transpose {
+                perm: vec![0, 2, 2],
+            },
+            vec![1],
+            vec![],
+        ),
+        "layer `p` (transpose): perm [0, 2, 2] is not a permutation of the 3 axes of [1, 3, 20]",
+    );
+    bad(
+        node(
+            "p",
+            Op::Transpose {
+                perm: vec![0, 1, 7],
+            },
+            vec![1],
+            vec![],
+        ),
+        "layer `p` (transpose): perm [0, 1, 7] is not a permutation of the 3 axes of [1, 3, 20]",
+    );
+    bad(
+        node("p", Op::Transpose { perm: vec![1, 0] }, vec![1], vec![]),
+        "layer `p` (transpose): perm [1, 0] is not a permutation of the 3 axes of [1, 3, 20]",
+    );
+    bad(
+        node("mm", Op::MatMul, vec![1, 1], vec![]),
+        "layer `mm` (mat_mul): cannot multiply [1, 3, 20] by [1, 3, 20] (srhost multiplies [..., m, k] by [..., k, n] with equal leading axes)",
+    );
+    bad(
+        node("mm", Op::MatMul, vec![1], vec![]),
+        "layer `mm` (mat_mul): expects 2 inputs, has 1",
+    );
+    bad(
+        node("c", Op::Constant, vec![1], vec![]),
+        "layer `c` (constant): missing parameter `value`",
     );
 }

@@ -76,6 +76,30 @@ impl<R: LayerRule> Attributor<R> {
         targets: &[usize],
         seed: impl Fn(&[f32], usize) -> (f32, f64),
     ) -> Result<(Tensor, Vec<f64>)> {
+        let n = input.shape().first().copied().unwrap_or(0);
+        if self.prep.exec.per_sample() && n > 1 {
+            // One image at a time (the graph moves the batch axis): the same maps as one by one.
+            check_targets(targets, n, usize::MAX)?;
+            let mut maps = Vec::with_capacity(n);
+            let mut scores = Vec::with_capacity(n);
+            for (i, t) in targets.iter().enumerate() {
+                let (m, s) =
+                    self.attribute_batch(&input.sample(i)?, std::slice::from_ref(t), &seed)?;
+                maps.push(m);
+                scores.extend(s);
+            }
+            return Ok((Tensor::stack(&maps)?, scores));
+        }
+        self.attribute_batch(input, targets, &seed)
+    }
+
+    /// [`Attributor::attribute`] on the batch as one trace.
+    fn attribute_batch(
+        &self,
+        input: &Tensor,
+        targets: &[usize],
+        seed: &dyn Fn(&[f32], usize) -> (f32, f64),
+    ) -> Result<(Tensor, Vec<f64>)> {
         let trace = self.trace(input, targets)?;
         let (values, scores): (Vec<f32>, Vec<f64>) = targets
             .iter()

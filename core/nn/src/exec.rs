@@ -41,6 +41,8 @@ enum Prepared {
         weight: Vec<f32>,
         bias: Vec<f32>,
     },
+    /// A [`Op::Constant`]'s value.
+    Value(CTensor),
 }
 
 /// A graph ready to run.
@@ -49,6 +51,8 @@ pub struct Executor {
     prepared: Vec<Prepared>,
     /// For each node, the last node that reads it (to free intermediates in `forward`).
     last_use: Vec<usize>,
+    /// The graph runs one image at a time ([`Graph::runs_per_sample`]).
+    per_sample: bool,
 }
 
 impl Executor {
@@ -86,6 +90,7 @@ impl Executor {
                     weight: n.param("weight").unwrap().data().to_vec(),
                     bias: n.param("bias").unwrap().data().to_vec(),
                 },
+                Op::Constant => Prepared::Value(to_candle(n.param("value").unwrap())?),
                 _ => Prepared::None,
             };
             prepared.push(p);
@@ -98,6 +103,7 @@ impl Executor {
         }
         last_use[graph.output] = usize::MAX;
         Ok(Executor {
+            per_sample: graph.runs_per_sample(),
             graph,
             prepared,
             last_use,
@@ -136,9 +142,22 @@ impl Executor {
         Ok(())
     }
 
+    /// Whether the graph runs one image at a time ([`Graph::runs_per_sample`]): `forward`
+    /// splits a batch, `trace` takes one image.
+    pub fn per_sample(&self) -> bool {
+        self.per_sample
+    }
+
     /// `N x ...` input to the output node's value.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
+        let n = x.shape()[0];
+        if self.per_sample && n > 1 {
+            let outs = (0..n)
+                .map(|i| self.forward(&x.sample(i)?))
+                .collect::<Result<Vec<_>>>()?;
+            return Tensor::stack(&outs);
+        }
         let mut vals: Vec<Option<CTensor>> = vec![None; self.graph.nodes.len()];
         vals[0] = Some(to_candle(x)?);
         for id in 1..self.graph.nodes.len() {
@@ -153,9 +172,16 @@ impl Executor {
         from_candle(vals[self.graph.output].as_ref().unwrap())
     }
 
-    /// Every node's output, in graph order (node 0 is the input itself).
+    /// Every node's output, in graph order (node 0 is the input itself). A graph that runs
+    /// one image at a time traces one image.
     pub fn trace_candle(&self, x: &Tensor) -> Result<Vec<CTensor>> {
         self.check_input(x)?;
+        if self.per_sample && x.shape()[0] != 1 {
+            return Err(Error::input(format!(
+                "this model runs one image at a time (its graph moves the batch axis); a trace takes a batch of 1, got {}",
+                x.shape()[0]
+            )));
+        }
         let mut vals: Vec<Option<CTensor>> = vec![None; self.graph.nodes.len()];
         vals[0] = Some(to_candle(x)?);
         for id in 1..self.graph.nodes.len() {
@@ -245,8 +271,8 @@ impl Executor {
                 ops::layer_norm(x, weight, bias, *eps).map_err(&e)
             }
             (Op::ChannelShuffle { groups }, _) => ops::channel_shuffle(x, *groups).map_err(&e),
-            (Op::Narrow { start, len }, _) => x
-                .narrow(1, *start, *len)
+            (Op::Narrow { start, len, axis }, _) => x
+                .narrow(*axis, *start, *len)
                 .and_then(|t| t.contiguous())
                 .map_err(&e),
             (Op::Concat { axis }, _) => {
@@ -254,6 +280,14 @@ impl Executor {
                 CTensor::cat(&parts, *axis).map_err(&e)
             }
             (Op::Dropout, _) => Ok(x.clone()),
+            (Op::Reshape { shape }, _) => x.reshape(shape.as_slice()).map_err(&e),
+            (Op::Transpose { perm }, _) => x
+                .permute(perm.as_slice())
+                .and_then(|t| t.contiguous())
+                .map_err(&e),
+            (Op::MatMul, _) => ops::matmul(x, arg(1)).map_err(&e),
+            (Op::Constant, Prepared::Value(v)) => Ok(v.clone()),
+            (Op::Scale { factor }, _) => x.affine(*factor as f64, 0.0).map_err(&e),
             (Op::Softmax, _) => {
                 let m = x.max_keepdim(1).map_err(&e)?;
                 let ex = x.broadcast_sub(&m).and_then(|d| d.exp()).map_err(&e)?;

@@ -57,6 +57,25 @@ pub enum GateMode {
     Signal,
 }
 
+/// How a value passes the ops of attention: a constant scale, the product of two computed
+/// values ([`Op::MatMul`]) and a softmax inside the graph.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AttentionMode {
+    /// The gradient through all three.
+    Gradient,
+    /// AttnLRP (Achtibat et al., ICML 2024): a scale passes relevance unchanged (the epsilon
+    /// rule on a one-to-one linear map); a product splits it evenly between its two factors,
+    /// each by the epsilon rule (the uniform rule, Proposition 3.3):
+    /// `R_a = a * ((R / 2 stab(z)) b^T)`, `R_b = b * (a^T (R / 2 stab(z)))`; a softmax sends
+    /// `R_x = x * (R - s * sum R)` (Proposition 3.1).
+    AttnLrp { epsilon: f32 },
+    /// CP-LRP (Ali et al., ICML 2022): the attention weights are held constant. A softmax
+    /// sends nothing back, and a product of a softmax's output and a value is a linear map of
+    /// the value: all of `R` goes to the value by the epsilon rule, `R_v = v * (A^T (R /
+    /// stab(z)))`. A product of two other values splits as in AttnLRP; a scale passes.
+    CpLrp { epsilon: f32 },
+}
+
 /// The structural choices of a backward pass.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Structure {
@@ -66,6 +85,7 @@ pub struct Structure {
     pub add: AddMode,
     pub gate: GateMode,
     pub layer_norm: ops::LayerNormBackward,
+    pub attention: AttentionMode,
     /// Whether the walker folds activation masks and the rules' first divisions into the
     /// neighbouring passes (see [`Fused`]). The result is the same either way (a test compares
     /// them value for value); off is slower and serves that test.
@@ -513,9 +533,18 @@ fn step(
             )
         }
         Op::Flatten => to_input(r.reshape(a.shape()).map_err(&e)?),
-        // LRN and softmax on the path are passed through unchanged (they are not linear
-        // layers; the paper's models end in logits, and LRN keeps the sign).
-        Op::Dropout | Op::Lrn { .. } | Op::Softmax => to_input(r),
+        // LRN on the path is passed through unchanged (it is not a linear layer, and it keeps
+        // the sign).
+        Op::Dropout | Op::Lrn { .. } => to_input(r),
+        // A softmax inside the graph (attention; a final one is not walked, see
+        // [`start_node`]).
+        Op::Softmax => match structure.attention {
+            AttentionMode::Gradient => to_input(ops::softmax_t(&acts[id], &r).map_err(&e)?),
+            AttentionMode::AttnLrp { .. } => {
+                to_input(ops::softmax_lrp(a, &acts[id], &r).map_err(&e)?)
+            }
+            AttentionMode::CpLrp { .. } => Ok(vec![]),
+        },
         Op::Add => match structure.add {
             AddMode::Copy => Ok(node.inputs.iter().map(|&i| (i, r.clone())).collect()),
             AddMode::Proportional { epsilon } => {
@@ -555,7 +584,59 @@ fn step(
             let c = a.dims()[1];
             to_input(ops::channel_shuffle(&r, c / groups).map_err(&e)?)
         }
-        Op::Narrow { start, .. } => to_input(ops::narrow_t(&r, *start, a.dims()[1]).map_err(&e)?),
+        Op::Narrow { start, axis, .. } => {
+            to_input(ops::narrow_t(&r, *axis, *start, a.dims()[*axis]).map_err(&e)?)
+        }
+        Op::Reshape { .. } => to_input(r.reshape(a.shape()).map_err(&e)?),
+        Op::Transpose { perm } => {
+            let mut inverse = vec![0; perm.len()];
+            for (k, &p) in perm.iter().enumerate() {
+                inverse[p] = k;
+            }
+            to_input(
+                r.permute(inverse)
+                    .and_then(|t| t.contiguous())
+                    .map_err(&e)?,
+            )
+        }
+        // A learnt tensor keeps what reaches it (as a bias does).
+        Op::Constant => Ok(vec![]),
+        Op::Scale { factor } => to_input(match structure.attention {
+            AttentionMode::Gradient => r.affine(*factor as f64, 0.0).map_err(&e)?,
+            _ => r,
+        }),
+        Op::MatMul => {
+            let (x, y, z) = (input(0), input(1), &acts[id]);
+            let (ix, iy) = (node.inputs[0], node.inputs[1]);
+            let both = |s: CTensor, times| -> Result<Vec<(NodeId, CTensor)>> {
+                let (ra, rb) = ops::matmul_t(x, y, &s, times).map_err(&e)?;
+                Ok(vec![(ix, ra), (iy, rb)])
+            };
+            match structure.attention {
+                AttentionMode::Gradient => both(r, false),
+                AttentionMode::CpLrp { epsilon } => {
+                    let s = ops::sequence::divide(&r, z, epsilon, 1.0).map_err(&e)?;
+                    match (is_attention(graph, ix), is_attention(graph, iy)) {
+                        (true, false) => {
+                            let g = ops::matmul(&ops::sequence::t_last(x).map_err(&e)?, &s);
+                            Ok(vec![(iy, g.and_then(|g| y * g).map_err(&e)?)])
+                        }
+                        (false, true) => {
+                            let g = ops::matmul(&s, &ops::sequence::t_last(y).map_err(&e)?);
+                            Ok(vec![(ix, g.and_then(|g| x * g).map_err(&e)?)])
+                        }
+                        _ => both(
+                            ops::sequence::divide(&r, z, epsilon, 0.5).map_err(&e)?,
+                            true,
+                        ),
+                    }
+                }
+                AttentionMode::AttnLrp { epsilon } => both(
+                    ops::sequence::divide(&r, z, epsilon, 0.5).map_err(&e)?,
+                    true,
+                ),
+            }
+        }
         Op::Concat { axis } => {
             let mut start = 0;
             let mut out = vec![];
@@ -570,6 +651,20 @@ fn step(
                 start += len;
             }
             Ok(out)
+        }
+    }
+}
+
+/// Whether node `id` is attention weights: a softmax's output, possibly through reshapes,
+/// transposes and dropout.
+fn is_attention(graph: &Graph, mut id: NodeId) -> bool {
+    loop {
+        match graph.nodes[id].op {
+            Op::Softmax => return true,
+            Op::Reshape { .. } | Op::Transpose { .. } | Op::Dropout => {
+                id = graph.nodes[id].inputs[0]
+            }
+            _ => return false,
         }
     }
 }

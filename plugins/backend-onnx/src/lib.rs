@@ -358,6 +358,13 @@ impl ModelStage for OnnxModel {
         let path = resolve(&p.path);
         let bytes =
             sr_core::io::read_bounded(&path, sr_core::io::MAX_MODEL_BYTES, "an ONNX model")?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let bytes = match proto::inline_external(&bytes, dir)
+            .map_err(|e| e.context(path.display().to_string()))?
+        {
+            Some(inlined) => inlined,
+            None => bytes,
+        };
         Self::from_bytes(&p, &bytes, &path.display().to_string())
     }
 }

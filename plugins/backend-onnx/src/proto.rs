@@ -249,10 +249,10 @@ fn parse_tensor(b: &[u8]) -> Result<TensorProto> {
     let what = || format!("tensor `{name}`");
     if external {
         return Err(Error::input(format!(
-            "{}: its data is stored in an external file; srhost reads single-file models",
+            "{}: its data is stored in an external file, which srhost reads only when it loads the model from its path",
             what()
         ))
-        .with_help("re-save it with onnx.save(model, path, save_as_external_data=False)"));
+        .with_help("load the .onnx file by path with its data file beside it, or re-save it with onnx.save(model, path, save_as_external_data=False)"));
     }
     if dims.iter().any(|&d| d < 0) {
         return Err(bad(&format!(
@@ -605,6 +605,140 @@ fn put_bytes(out: &mut Vec<u8>, num: u32, b: &[u8]) {
     put_varint(out, (u64::from(num) << 3) | 2);
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);
+}
+
+/// The model with the data of every initializer stored in an external file (what
+/// `torch.onnx.export` writes by default: `model.onnx` and `model.onnx.data`) read into the
+/// model, or `None` when there is none. A location must be a relative path inside `dir`, the
+/// model's folder (no `..`, no absolute path); each file is read once, through the bounded
+/// reader, and the files together may hold at most [`sr_core::io::MAX_MODEL_BYTES`]; every
+/// offset and length is checked against its file.
+pub fn inline_external(bytes: &[u8], dir: &std::path::Path) -> Result<Option<Vec<u8>>> {
+    let mut files: std::collections::HashMap<String, Vec<u8>> = Default::default();
+    let mut total = 0u64;
+    let mut changed = false;
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut r = Reader::new(bytes);
+    while let Some((num, f, raw)) = r.next()? {
+        let (7, Field::Bytes(g)) = (num, f) else {
+            out.extend_from_slice(raw);
+            continue;
+        };
+        let mut graph = Vec::with_capacity(g.len());
+        let mut gr = Reader::new(g);
+        while let Some((gn, gf, graw)) = gr.next()? {
+            match (gn, gf) {
+                (5, Field::Bytes(t)) => match inline_tensor(t, dir, &mut files, &mut total)? {
+                    Some(t) => {
+                        put_bytes(&mut graph, 5, &t);
+                        changed = true;
+                    }
+                    None => graph.extend_from_slice(graw),
+                },
+                _ => graph.extend_from_slice(graw),
+            }
+        }
+        put_bytes(&mut out, 7, &graph);
+    }
+    Ok(changed.then_some(out))
+}
+
+/// One initializer with its external data read in (`raw_data`), or `None` if it has none.
+fn inline_tensor(
+    t: &[u8],
+    dir: &std::path::Path,
+    files: &mut std::collections::HashMap<String, Vec<u8>>,
+    total: &mut u64,
+) -> Result<Option<Vec<u8>>> {
+    let (mut name, mut external) = (String::new(), false);
+    let (mut location, mut offset, mut length) = (None, 0u64, None);
+    let mut r = Reader::new(t);
+    while let Some((num, f, _)) = r.next()? {
+        match (num, f) {
+            (8, f) => name = string(f)?,
+            (14, f) => external = int(f)? == 1,
+            (13, Field::Bytes(entry)) => {
+                let (mut k, mut v) = (String::new(), String::new());
+                let mut er = Reader::new(entry);
+                while let Some((en, ef, _)) = er.next()? {
+                    match en {
+                        1 => k = string(ef)?,
+                        2 => v = string(ef)?,
+                        _ => {}
+                    }
+                }
+                let number = |v: &str| {
+                    v.parse::<u64>().map_err(|_| {
+                        bad(&format!(
+                            "tensor `{name}`: external data `{k}` = {v:?} is not a number"
+                        ))
+                    })
+                };
+                match k.as_str() {
+                    "location" => location = Some(v),
+                    "offset" => offset = number(&v)?,
+                    "length" => length = Some(number(&v)?),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    if !external {
+        return Ok(None);
+    }
+    let what = format!("tensor `{name}`");
+    let loc = location.ok_or_else(|| bad(&format!("{what}: external data without a location")))?;
+    let rel = std::path::Path::new(&loc);
+    let inside = !loc.is_empty()
+        && rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !inside {
+        return Err(Error::input(format!(
+            "{what}: its external data location {loc:?} is not a file name inside the model's folder"
+        )));
+    }
+    if !files.contains_key(&loc) {
+        let path = dir.join(rel);
+        let data = sr_core::io::read_bounded(
+            &path,
+            sr_core::io::MAX_MODEL_BYTES,
+            "the external data of an ONNX model",
+        )?;
+        *total += data.len() as u64;
+        if *total > sr_core::io::MAX_MODEL_BYTES {
+            return Err(Error::input(format!(
+                "{}: the model's external data files hold more than {} bytes together",
+                path.display(),
+                sr_core::io::MAX_MODEL_BYTES
+            )));
+        }
+        files.insert(loc.clone(), data);
+    }
+    let data = &files[&loc];
+    let end = match length {
+        Some(l) => offset.checked_add(l),
+        None => Some(data.len() as u64),
+    };
+    let slice = end
+        .filter(|&e| offset <= e && e <= data.len() as u64)
+        .map(|e| &data[offset as usize..e as usize])
+        .ok_or_else(|| {
+            Error::input(format!(
+                "{what}: external data at offset {offset}, length {length:?} is not within {loc} ({} bytes)",
+                data.len()
+            ))
+        })?;
+    let mut out = Vec::with_capacity(t.len() + slice.len() + 16);
+    let mut r = Reader::new(t);
+    while let Some((num, _, raw)) = r.next()? {
+        if !matches!(num, 9 | 13 | 14) {
+            out.extend_from_slice(raw);
+        }
+    }
+    put_bytes(&mut out, 9, slice);
+    Ok(Some(out))
 }
 
 /// The same model with `name` added to the graph's outputs (ONNX Runtime only returns graph

@@ -16,7 +16,9 @@ use sr_core::{
     Result, StageDef, Tensor,
 };
 use sr_nn::ops::{self, MaxRouting};
-use sr_nn::propagate::{ActivationMode, AddMode, GateMode, LayerRule, PoolMode, Structure};
+use sr_nn::propagate::{
+    ActivationMode, AddMode, AttentionMode, GateMode, LayerRule, PoolMode, Structure,
+};
 use sr_nn::{attribution, Attributor, LayerWeights, Prepared};
 use std::sync::Arc;
 
@@ -28,6 +30,7 @@ pub const GRADIENT: Structure = Structure {
     add: AddMode::Copy,
     gate: GateMode::Gradient,
     layer_norm: ops::LayerNormBackward::Gradient,
+    attention: AttentionMode::Gradient,
     fuse: true,
 };
 

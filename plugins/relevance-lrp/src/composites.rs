@@ -8,6 +8,13 @@
 //! | `epsilon-alpha2-beta1-flat` | flat | alpha2-beta1 | epsilon | pass | norm | pass |
 //! | `epsilon-gamma-box` | z^B | gamma | epsilon | pass | norm | pass |
 //! | `srp` | LRP-0 (+1e-9) | LRP-0 (+1e-9) | z+ on W+, no bias | pass | gradient | pass |
+//! | `attnlrp` | epsilon | epsilon | epsilon | pass (identity) | norm | pass |
+//! | `cp-lrp` | epsilon | epsilon | epsilon | pass (identity) | norm | pass |
+//!
+//! Attention (a constant scale, the product of two computed values, a softmax inside the
+//! graph) follows AttnLRP (Achtibat et al., ICML 2024) in every composite but `cp-lrp`, which
+//! holds the attention weights constant (Ali et al., ICML 2022); LayerNorm holds its
+//! normalising factor constant in both (see [`sr_nn::propagate::AttentionMode`]).
 //!
 //! Max pooling is winner-take-all everywhere (`max_pool` chooses how ties are shared).
 //! BatchNorm is merged into the conv before it by the canonizer unless `canonize = false`.
@@ -17,7 +24,7 @@ use crate::rules::{
     ZPlus, STABILIZER,
 };
 use sr_core::{Error, Result};
-use sr_nn::propagate::{ActivationMode, PoolMode};
+use sr_nn::propagate::{ActivationMode, AttentionMode, PoolMode};
 
 /// A composite's name, as `relevance.lrp.composite` spells it (`_` is accepted for `-`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +34,8 @@ pub enum CompositeName {
     EpsilonAlpha2Beta1Flat,
     EpsilonGammaBox,
     Srp,
+    AttnLrp,
+    CpLrp,
 }
 
 /// Every composite, by name.
@@ -39,6 +48,8 @@ pub const COMPOSITES: &[(&str, CompositeName)] = &[
     ),
     ("epsilon-gamma-box", CompositeName::EpsilonGammaBox),
     ("srp", CompositeName::Srp),
+    ("attnlrp", CompositeName::AttnLrp),
+    ("cp-lrp", CompositeName::CpLrp),
 ];
 
 impl std::str::FromStr for CompositeName {
@@ -71,6 +82,7 @@ pub struct Composite {
     pub batch_norm: Rule,
     pub activation: ActivationMode,
     pub avg_pool: PoolMode,
+    pub attention: AttentionMode,
 }
 
 impl Composite {
@@ -78,6 +90,7 @@ impl Composite {
     /// layers (checked: both `>= 0`).
     pub fn new(name: CompositeName, epsilon: f32, gamma: f32) -> Result<Composite> {
         let eps = Rule::Epsilon(Epsilon::new(epsilon)?);
+        let attnlrp = AttentionMode::AttnLrp { epsilon };
         let preset = |first: Rule, conv: Rule| Composite {
             first: Some(first),
             conv,
@@ -87,6 +100,7 @@ impl Composite {
             avg_pool: PoolMode::Norm {
                 epsilon: STABILIZER,
             },
+            attention: attnlrp,
         };
         Ok(match name {
             CompositeName::Epsilon => Composite {
@@ -96,6 +110,7 @@ impl Composite {
                 batch_norm: Rule::Gradient(Gradient),
                 activation: ActivationMode::Gradient,
                 avg_pool: PoolMode::Gradient,
+                attention: attnlrp,
             },
             CompositeName::EpsilonPlusFlat => preset(Rule::Flat(Flat), Rule::ZPlus(ZPlus)),
             CompositeName::EpsilonAlpha2Beta1Flat => {
@@ -112,6 +127,22 @@ impl Composite {
                 batch_norm: Rule::Pass(Pass),
                 activation: ActivationMode::Pass,
                 avg_pool: PoolMode::Gradient,
+                attention: attnlrp,
+            },
+            CompositeName::AttnLrp | CompositeName::CpLrp => Composite {
+                first: None,
+                conv: eps.clone(),
+                linear: eps.clone(),
+                batch_norm: Rule::Pass(Pass),
+                activation: ActivationMode::Pass,
+                avg_pool: PoolMode::Norm {
+                    epsilon: STABILIZER,
+                },
+                attention: if name == CompositeName::CpLrp {
+                    AttentionMode::CpLrp { epsilon }
+                } else {
+                    attnlrp
+                },
             },
         })
     }
@@ -139,7 +170,11 @@ mod tests {
         );
         let e = "epsilon-flat".parse::<CompositeName>().unwrap_err();
         assert!(e.message.contains("unknown composite `epsilon-flat`"));
-        assert!(e.help.contains("epsilon-gamma-box, srp"), "{}", e.help);
+        assert!(
+            e.help.contains("epsilon-gamma-box, srp, attnlrp, cp-lrp"),
+            "{}",
+            e.help
+        );
     }
 
     #[test]

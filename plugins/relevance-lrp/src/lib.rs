@@ -24,14 +24,15 @@ use sr_core::{
     StageDef,
 };
 use sr_nn::ops::{LayerNormBackward, MaxRouting};
-use sr_nn::propagate::{ActivationMode, AddMode, GateMode, PoolMode, Structure};
+use sr_nn::propagate::{ActivationMode, AddMode, AttentionMode, GateMode, PoolMode, Structure};
 use sr_nn::Attributor;
 use std::sync::Arc;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LrpParams {
-    /// `epsilon`, `epsilon-plus-flat`, `epsilon-alpha2-beta1-flat`, `epsilon-gamma-box`, `srp`.
+    /// `epsilon`, `epsilon-plus-flat`, `epsilon-alpha2-beta1-flat`, `epsilon-gamma-box`, `srp`,
+    /// `attnlrp`, `cp-lrp`.
     pub composite: String,
     /// Epsilon of the epsilon rule (every layer in `epsilon`, dense layers in the presets).
     pub epsilon: f32,
@@ -51,6 +52,8 @@ pub struct LrpParams {
     /// Starting relevance at the target: `logit`, `one` or `prob` (softmax).
     pub start: String,
     /// Per-layer overrides: layer name or kind (`first`, `conv`, `linear`, `batch_norm`) to a rule.
+    /// Attention: `attnlrp`, `cp-lrp` or `gradient` (default: the composite's).
+    pub attention: String,
     pub rules: toml::Table,
 }
 
@@ -66,6 +69,7 @@ impl Default for LrpParams {
             max_pool: "winner".into(),
             avg_pool: String::new(),
             start: "logit".into(),
+            attention: String::new(),
             rules: toml::Table::new(),
         }
     }
@@ -73,7 +77,7 @@ impl Default for LrpParams {
 
 impl Params for LrpParams {
     const DOCS: &'static [(&'static str, &'static str)] = &[
-        ("composite", "epsilon, epsilon-plus-flat, epsilon-alpha2-beta1-flat, epsilon-gamma-box, srp (the paper's code)"),
+        ("composite", "epsilon, epsilon-plus-flat, epsilon-alpha2-beta1-flat, epsilon-gamma-box, srp (the paper's code), attnlrp, cp-lrp (transformers)"),
         ("epsilon", "epsilon of the epsilon rule (all layers in `epsilon`, dense layers in the presets)"),
         ("gamma", "gamma of the gamma rule (epsilon-gamma-box)"),
         ("add", "residual adds: proportional (conservative) or copy (Zennit's behaviour)"),
@@ -82,6 +86,7 @@ impl Params for LrpParams {
         ("max_pool", "winner (ties split evenly) or first (PyTorch's gradient)"),
         ("avg_pool", "average pooling: norm (a linear layer, epsilon rule) or gradient (default: the composite's)"),
         ("start", "relevance at the target: logit, one or prob"),
+        ("attention", "softmax and products in attention: attnlrp, cp-lrp (weights held constant) or gradient (default: the composite's)"),
         ("rules", "per-layer overrides, e.g. { \"features.0\" = \"flat\", linear = \"epsilon(0.25)\" }"),
     ];
 }
@@ -190,6 +195,18 @@ impl RelevanceStage for Lrp {
                 ],
             )?,
         };
+        let attention = match p.attention.as_str() {
+            "" => composite.attention,
+            a => one_of(
+                "attention",
+                a,
+                &[
+                    ("attnlrp", AttentionMode::AttnLrp { epsilon: p.epsilon }),
+                    ("cp-lrp", AttentionMode::CpLrp { epsilon: p.epsilon }),
+                    ("gradient", AttentionMode::Gradient),
+                ],
+            )?,
+        };
         let start = one_of(
             "start",
             &p.start,
@@ -230,6 +247,7 @@ impl RelevanceStage for Lrp {
                 add,
                 gate: GateMode::Signal,
                 layer_norm: LayerNormBackward::Linear { epsilon: p.epsilon },
+                attention,
                 fuse: true,
             },
             composite,

@@ -98,25 +98,11 @@ pub fn channel_shuffle(x: &CTensor, groups: usize) -> Result<CTensor> {
         .reshape((n, c, h, w))
 }
 
-/// The transpose of taking channels `start .. start + r's channels` of a tensor with
-/// `channels` channels: `r` in place, zeros elsewhere.
-pub fn narrow_t(r: &CTensor, start: usize, channels: usize) -> Result<CTensor> {
-    let dims = r.dims();
-    let len = dims[1];
-    let mut parts = vec![];
-    let zeros = |k: usize| {
-        let mut d = dims.to_vec();
-        d[1] = k;
-        CTensor::zeros(d, r.dtype(), r.device())
-    };
-    if start > 0 {
-        parts.push(zeros(start)?);
-    }
-    parts.push(r.clone());
-    if start + len < channels {
-        parts.push(zeros(channels - start - len)?);
-    }
-    CTensor::cat(&parts, 1)
+/// The transpose of taking indices `start .. start + len` of axis `axis` of a tensor whose
+/// axis is `full` long: `r` in place, zeros elsewhere.
+pub fn narrow_t(r: &CTensor, axis: usize, start: usize, full: usize) -> Result<CTensor> {
+    let len = r.dims()[axis];
+    r.pad_with_zeros(axis, start, full - start - len)
 }
 
 /// Per position (sample and pixel) of `[N, C, rest...]`: the mean over the channels and

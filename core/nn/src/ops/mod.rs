@@ -9,6 +9,7 @@
 //!   narrow, the channel LayerNorm and its backward passes;
 //! - [`fused`]: the rules' element-wise steps, fused into one pass or into the last loop of a
 //!   transposed map;
+//! - [`sequence`]: the product of two computed values (attention) and the softmax rules;
 //! - [`buffer`]: views of candle storage and outputs written without a zeroing pass.
 //!
 //! A stride-1 transpose is the forward convolution with the kernel flipped ([`flip_kernel`]);
@@ -23,6 +24,7 @@ pub mod elementwise;
 pub mod fused;
 pub mod norm;
 pub mod pool;
+pub mod sequence;
 
 pub use buffer::{view, View};
 pub use conv::{
@@ -36,6 +38,7 @@ pub use elementwise::{
 pub use fused::{finish, gated, masked, open_mask, stab, zip_map, Act, Finish, Gate, Stab};
 pub use norm::lrn;
 pub use pool::{avg_pool_t, max_pool_t, max_pool_t_fused, pool, MaxRouting, PoolKind};
+pub use sequence::{matmul, matmul_t, softmax_lrp, softmax_t};
 pub use sr_core::geometry::Window;
 
 /// The output size of `win` on an `h x w` input (floor mode), or an error naming `op`.

@@ -141,10 +141,35 @@ fn add(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
         let Val::Const(c) = &vals[consts[0]] else {
             unreachable!()
         };
-        let prev = &imp.graph.nodes[x];
-        let channels = imp.shapes[x][1];
         let alone = imp.uses.get(n.inputs[xi].as_str()).copied() == Some(1);
-        let fits = c.numel() == channels && c.dims.iter().filter(|&&d| d != 1).count() <= 1;
+        let shape = imp.shapes[x].clone();
+        // A dense layer on tokens is Reshape -> Linear -> Reshape: its bias runs along the
+        // last axis, and goes into the Linear behind the reshape.
+        let layer = match &imp.graph.nodes[x].op {
+            Op::Reshape { .. } if shape.len() > 2 && view.is_none() => {
+                let l = imp.graph.nodes[x].inputs[0];
+                let last_only = c.dims.iter().rev().skip(1).all(|&d| d == 1);
+                (matches!(imp.graph.nodes[l].op, Op::Linear)
+                    && imp.shapes[l][1] == shape[shape.len() - 1]
+                    && imp
+                        .graph
+                        .nodes
+                        .iter()
+                        .filter(|m| m.inputs.contains(&l))
+                        .count()
+                        == 1
+                    && last_only)
+                    .then_some(l)
+            }
+            _ => None,
+        };
+        let (target, channels) = match layer {
+            Some(l) => (l, imp.shapes[l][1]),
+            None => (x, shape[1]),
+        };
+        let prev = &imp.graph.nodes[target];
+        let fits = c.numel() == channels
+            && (layer.is_some() || c.dims.iter().filter(|&&d| d != 1).count() <= 1);
         if matches!(prev.op, Op::Linear | Op::Conv2d { .. })
             && prev.param("bias").is_none()
             && alone
@@ -152,10 +177,17 @@ fn add(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
         {
             let bias =
                 Tensor::new(vec![channels], c.floats()).map_err(|e| Importer::err(n, e.message))?;
-            imp.graph.nodes[x].params.push(("bias".into(), bias));
+            imp.graph.nodes[target].params.push(("bias".into(), bias));
             imp.bind_view(n, x, view);
+        } else if view.is_none() && broadcasts(&c.dims, &shape) {
+            // A learnt tensor added to the data (a position embedding): an IR constant of the
+            // data's shape, and a sum.
+            let full = expand_to(n, c, &shape)?;
+            let k = imp.constant_node(n, &full)?;
+            let ids = if xi == 0 { vec![x, k] } else { vec![k, x] };
+            imp.push(n, Op::Add, ids, vec![])?;
         } else {
-            return Err(Importer::err(n, "adding a constant is only supported as the bias of the MatMul, Gemm or Conv right before it"));
+            return Err(Importer::err(n, format!("adding a constant of shape {:?} to a value of shape {shape:?}: srhost adds a layer bias or a constant that broadcasts to the value", c.dims)));
         }
     } else {
         return Err(Importer::err(
@@ -164,6 +196,35 @@ fn add(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Whether a constant of shape `c` broadcasts to `x` (numpy rules, the value's shape kept).
+fn broadcasts(c: &[usize], x: &[usize]) -> bool {
+    c.len() <= x.len()
+        && c.iter()
+            .rev()
+            .zip(x.iter().rev())
+            .all(|(&a, &b)| a == b || a == 1)
+}
+
+/// Constant `c` broadcast to shape `x` (checked by [`broadcasts`]).
+fn expand_to(n: &NodeProto, c: &Const, x: &[usize]) -> Result<Const> {
+    let count = super::element_count(n, x)?;
+    let pad = x.len() - c.dims.len();
+    let a: Vec<usize> = std::iter::repeat_n(1, pad)
+        .chain(c.dims.iter().copied())
+        .collect();
+    let st = super::strides(&a);
+    let mut flat = Vec::with_capacity(count);
+    super::for_each_index(x, |ix| {
+        flat.push(
+            ix.iter()
+                .enumerate()
+                .map(|(k, &i)| if a[k] == 1 { 0 } else { i * st[k] })
+                .sum(),
+        );
+    });
+    Ok(c.pick(x.to_vec(), &flat))
 }
 
 /// Whether IR node `id` is a sigmoid-like gate (Sigmoid or HardSigmoid).
@@ -248,6 +309,12 @@ fn scale(imp: &mut Importer<'_>, n: &NodeProto, ci: usize) -> Result<()> {
     let channels = shape.get(1).copied().unwrap_or(0);
     // The constant's one non-1 axis, aligned to the right of the value's 4 axes, must be the
     // channels: axis 1 of NCHW, axis 3 of a channels-last view.
+    if shape.len() != 4 && view.is_none() && c.numel() == 1 {
+        // One factor on a value of another rank (attention's `q * d^-1/2`).
+        let factor = c.floats()[0];
+        imp.push(n, Op::Scale { factor }, vec![x], vec![])?;
+        return Ok(());
+    }
     let channel_axis = if view.is_some() { 3 } else { 1 };
     let aligned = c.dims.len() <= 4
         && c.dims
@@ -283,6 +350,17 @@ fn scale(imp: &mut Importer<'_>, n: &NodeProto, ci: usize) -> Result<()> {
 fn sub_div(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     if fold(imp, n)? {
         return Ok(());
+    }
+    // A computed value divided by one constant value: a scale.
+    if n.op_type == "Div" && n.inputs.len() == 2 {
+        if let (Val::Node(..), Val::Const(c)) = (imp.val(n, 0)?.clone(), imp.val(n, 1)?.clone()) {
+            if c.numel() == 1 && c.floats()[0] != 0.0 {
+                let x = imp.plain_in(n, 0)?;
+                let factor = 1.0 / c.floats()[0];
+                imp.push(n, Op::Scale { factor }, vec![x], vec![])?;
+                return Ok(());
+            }
+        }
     }
     Err(Importer::err(
         n,

@@ -23,7 +23,168 @@ pub(super) const OPS: &[OpBuilder] = &[
         op: "Cast",
         build: cast,
     },
+    OpBuilder {
+        op: "Sqrt",
+        build: const_elementwise,
+    },
+    OpBuilder {
+        op: "Mod",
+        build: const_elementwise,
+    },
+    OpBuilder {
+        op: "Equal",
+        build: const_elementwise,
+    },
+    OpBuilder {
+        op: "Where",
+        build: const_elementwise,
+    },
 ];
+
+/// The element-wise shape arithmetic torch writes on constants (`Sqrt` of a head size, `Mod`,
+/// `Equal` and `Where` around an `Expand`'s shape), folded: on inputs of equal shapes, or
+/// single values. Image data is refused, naming the op.
+fn const_elementwise(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
+    let arity = if n.op_type == "Sqrt" {
+        1
+    } else if n.op_type == "Where" {
+        3
+    } else {
+        2
+    };
+    if n.inputs.len() != arity {
+        return Err(Importer::err(
+            n,
+            format!("{} takes {arity} inputs, has {}", n.op_type, n.inputs.len()),
+        ));
+    }
+    let cs: Vec<Const> = (0..arity)
+        .map(|i| {
+            imp.konst(n, i).cloned().map_err(|_| {
+                Importer::err(
+                    n,
+                    format!(
+                        "{} of image data is not supported (only on constants)",
+                        n.op_type
+                    ),
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    let big = cs
+        .iter()
+        .max_by_key(|c| c.numel())
+        .expect("one input or more");
+    if cs.iter().any(|c| c.numel() != 1 && c.dims != big.dims) {
+        return Err(Importer::err(
+            n,
+            format!(
+                "inputs of shapes {:?} do not broadcast (srhost folds equal shapes or single values)",
+                cs.iter().map(|c| c.dims.clone()).collect::<Vec<_>>()
+            ),
+        ));
+    }
+    let len = big.numel();
+    imp.charge(n, len)?;
+    let dims = big.dims.clone();
+    let at = |c: &Const, k: usize| if c.numel() == 1 { 0 } else { k };
+    let float = cs.iter().any(|c| matches!(*c.data, Data::F32(_)));
+    let data = match n.op_type.as_str() {
+        "Sqrt" => Data::F32(cs[0].floats().iter().map(|v| v.sqrt()).collect()),
+        "Equal" => {
+            let (a, b) = (cs[0].floats(), cs[1].floats());
+            Data::I64(
+                (0..len)
+                    .map(|k| (a[at(&cs[0], k)] == b[at(&cs[1], k)]) as i64)
+                    .collect(),
+            )
+        }
+        "Where" => {
+            let cond = cs[0].ints();
+            let pick = |k: usize| {
+                if cond[at(&cs[0], k)] != 0 {
+                    (&cs[1], k)
+                } else {
+                    (&cs[2], k)
+                }
+            };
+            if float {
+                let (a, b) = (cs[1].floats(), cs[2].floats());
+                Data::F32(
+                    (0..len)
+                        .map(|k| {
+                            let (c, k) = pick(k);
+                            if std::ptr::eq(c, &cs[1]) {
+                                a[at(c, k)]
+                            } else {
+                                b[at(c, k)]
+                            }
+                        })
+                        .collect(),
+                )
+            } else {
+                let (a, b) = (cs[1].ints(), cs[2].ints());
+                Data::I64(
+                    (0..len)
+                        .map(|k| {
+                            let (c, k) = pick(k);
+                            if std::ptr::eq(c, &cs[1]) {
+                                a[at(c, k)]
+                            } else {
+                                b[at(c, k)]
+                            }
+                        })
+                        .collect(),
+                )
+            }
+        }
+        _ => {
+            // Mod: the sign of the divisor (fmod = 0), or of the dividend (fmod = 1).
+            let fmod = Importer::int_attr(n, "fmod", 0)? != 0;
+            if float {
+                let (a, b) = (cs[0].floats(), cs[1].floats());
+                Data::F32(
+                    (0..len)
+                        .map(|k| {
+                            let (x, y) = (a[at(&cs[0], k)], b[at(&cs[1], k)]);
+                            if fmod {
+                                x % y
+                            } else {
+                                x - y * (x / y).floor()
+                            }
+                        })
+                        .collect(),
+                )
+            } else {
+                let (a, b) = (cs[0].ints(), cs[1].ints());
+                Data::I64(
+                    (0..len)
+                        .map(|k| {
+                            let (x, y) = (a[at(&cs[0], k)], b[at(&cs[1], k)]);
+                            if y == 0 {
+                                return Err(Importer::err(n, "integer Mod by 0"));
+                            }
+                            Ok(if fmod {
+                                x.wrapping_rem(y)
+                            } else {
+                                x.wrapping_rem(y).wrapping_add(y).wrapping_rem(y)
+                            })
+                        })
+                        .collect::<Result<_>>()?,
+                )
+            }
+        }
+    };
+    imp.bind(
+        n,
+        0,
+        Val::Const(Const {
+            dims,
+            data: Arc::new(data),
+        }),
+    );
+    Ok(())
+}
 
 fn constant(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     let c = if let Some(Attr::Tensor(t)) = n.attr("value") {

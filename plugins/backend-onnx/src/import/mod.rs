@@ -256,18 +256,25 @@ impl<'m> Importer<'m> {
         }
     }
 
-    /// A computed input with nothing pending on it.
-    fn plain_in(&self, n: &NodeProto, i: usize) -> Result<NodeId> {
+    /// A computed input with nothing pending on it. A pending transpose becomes an IR
+    /// `Transpose` here (bound in place of the input, so that its other readers share it).
+    fn plain_in(&mut self, n: &NodeProto, i: usize) -> Result<NodeId> {
         let (id, p) = self.node_in(n, i)?;
         match p {
             Pending::None => Ok(id),
+            Pending::Transpose(perm, _) => {
+                let t = self.push_step(n, Op::Transpose { perm }, vec![id], vec![])?;
+                self.vals
+                    .insert(n.inputs[i].clone(), Val::Node(t, Pending::None));
+                Ok(t)
+            }
             Pending::Pad(_, by) => Err(Self::err(
                 n,
                 format!("reads the output of Pad `{by}`; a Pad is only supported right before Conv or AveragePool"),
             )),
-            Pending::Transpose(_, by) | Pending::Flat(_, by) => Err(Self::err(
+            Pending::Flat(_, by) => Err(Self::err(
                 n,
-                format!("reads the output of Transpose `{by}`; a Transpose is only supported before a Flatten/Reshape feeding Gemm or MatMul, or as a channels-last view (perm [0, 2, 3, 1]) read by element-wise ops, LayerNorm and MatMul"),
+                format!("reads the flattened output of Transpose `{by}`; a flattened transpose is only supported before Gemm or MatMul"),
             )),
             Pending::Grouped(_, by) | Pending::Shuffled(_, by) => Err(Self::err(
                 n,
@@ -278,7 +285,7 @@ impl<'m> Importer<'m> {
 
     /// A computed input that is plain or a channels-last view of an NCHW node (returned, to
     /// be bound again to the result of an op that keeps it).
-    fn view_in(&self, n: &NodeProto, i: usize) -> Result<(NodeId, Option<String>)> {
+    fn view_in(&mut self, n: &NodeProto, i: usize) -> Result<(NodeId, Option<String>)> {
         match self.node_in(n, i)? {
             (id, Pending::Transpose(p, by)) if p == CHANNELS_LAST => Ok((id, Some(by))),
             _ => Ok((self.plain_in(n, i)?, None)),
@@ -366,6 +373,19 @@ impl<'m> Importer<'m> {
         inputs: Vec<NodeId>,
         params: Vec<(String, Tensor)>,
     ) -> Result<NodeId> {
+        let id = self.push_step(n, op, inputs, params)?;
+        self.bind(n, 0, Val::Node(id, Pending::None));
+        Ok(id)
+    }
+
+    /// [`Importer::push`] without binding: one step of a file node that takes several.
+    fn push_step(
+        &mut self,
+        n: &NodeProto,
+        op: Op,
+        inputs: Vec<NodeId>,
+        params: Vec<(String, Tensor)>,
+    ) -> Result<NodeId> {
         let name = self.unique_name(n);
         self.graph.nodes.push(Node {
             name,
@@ -383,10 +403,45 @@ impl<'m> Importer<'m> {
             .infer_next_shape(&self.shapes, &mut self.activation_bytes)
             .map_err(|e| Error::input(format!("{}: {}", node_label(n), e.message)))?;
         self.shapes.push(shape);
-        let id = self.graph.output;
         self.value_names.push(n.outputs[0].clone());
-        self.bind(n, 0, Val::Node(id, Pending::None));
-        Ok(id)
+        Ok(self.graph.output)
+    }
+
+    /// `op` applied to every row of `x` (its last axis): on a value of rank 3 or more, between
+    /// two reshapes to `[rows, last]` and back (the IR's dense layer, LayerNorm and softmax
+    /// run along axis 1). `out_last`: the length of the last axis after `op`. Binds output 0.
+    fn on_rows(
+        &mut self,
+        n: &NodeProto,
+        x: NodeId,
+        op: Op,
+        params: Vec<(String, Tensor)>,
+        out_last: usize,
+    ) -> Result<NodeId> {
+        let shape = self.shape_of(x).to_vec();
+        if shape.len() <= 2 {
+            return self.push(n, op, vec![x], params);
+        }
+        let last = shape[shape.len() - 1];
+        let rows = shape[..shape.len() - 1].iter().product::<usize>();
+        let flat = self.push_step(
+            n,
+            Op::Reshape {
+                shape: vec![rows, last],
+            },
+            vec![x],
+            vec![],
+        )?;
+        let y = self.push_step(n, op, vec![flat], params)?;
+        let mut back = shape;
+        *back.last_mut().expect("rank 3 or more") = out_last;
+        self.push(n, Op::Reshape { shape: back }, vec![y], vec![])
+    }
+
+    /// A constant as an IR [`Op::Constant`] node (a class token, a position embedding).
+    fn constant_node(&mut self, n: &NodeProto, c: &Const) -> Result<NodeId> {
+        let value = Self::tensor(n, c, "a constant read as data", c.dims.clone())?;
+        self.push_step(n, Op::Constant, vec![0], vec![("value".into(), value)])
     }
 
     fn bind(&mut self, n: &NodeProto, i: usize, v: Val) {

@@ -161,6 +161,13 @@ fn conv(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
 }
 
 fn dense(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
+    if n.op_type == "MatMul" && matches!(imp.val(n, 1)?, Val::Node(..)) {
+        // Two computed values (attention's products).
+        let a = imp.plain_in(n, 0)?;
+        let b = imp.plain_in(n, 1)?;
+        imp.push(n, Op::MatMul, vec![a, b], vec![])?;
+        return Ok(());
+    }
     let (x, pending) = imp.node_in(n, 0)?;
     let map = match pending {
         Pending::None => None,
@@ -173,7 +180,8 @@ fn dense(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
             None
         }
     };
-    if imp.shape_of(x).len() != 2 {
+    let tokens = n.op_type == "MatMul" && imp.shape_of(x).len() > 2 && map.is_none();
+    if imp.shape_of(x).len() != 2 && !tokens {
         return Err(Importer::err(
             n,
             format!(
@@ -250,6 +258,23 @@ fn dense(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
                 Tensor::new(vec![o], bias).map_err(|e| Importer::err(n, e.message))?,
             ));
         }
+    }
+    if tokens {
+        // A dense layer on the last axis of tokens `[..., features]`.
+        let x = imp.plain_in(n, 0)?;
+        if imp.shape_of(x).last() != Some(&i) {
+            return Err(Importer::err(
+                n,
+                format!(
+                    "weight `{}` has shape {:?}, which does not fit {:?}",
+                    n.inputs[1],
+                    b.dims,
+                    imp.shape_of(x)
+                ),
+            ));
+        }
+        imp.on_rows(n, x, Op::Linear, params, o)?;
+        return Ok(());
     }
     imp.push(n, Op::Linear, vec![x], params)?;
     Ok(())
@@ -337,13 +362,18 @@ fn layer_norm(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
         Some(_) => axis == 3,
         None => rank == 2 && axis == 1,
     };
-    if !over_channels {
+    let over_tokens = view.is_none() && rank > 2 && axis == rank - 1;
+    if !over_channels && !over_tokens {
         return Err(Importer::err(
             n,
             format!("LayerNorm over axis {axis} of {shape:?}; only over the channels (the last axis of a channels-last view, or the features of [batch, features]) is supported"),
         ));
     }
-    let c = shape[1];
+    let c = if over_tokens {
+        shape[rank - 1]
+    } else {
+        shape[1]
+    };
     let param = |k: usize, what: &str, default: f32| -> Result<Tensor> {
         match imp.opt_konst(n, k)? {
             Some(t) if t.numel() == c => Importer::tensor(n, t, what, vec![c]),
@@ -364,6 +394,10 @@ fn layer_norm(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     let eps = Importer::float_attr(n, "epsilon", 1e-5)?;
     if !(eps.is_finite() && eps >= 0.0) {
         return Err(Importer::err(n, format!("`epsilon` = {eps}")));
+    }
+    if over_tokens {
+        imp.on_rows(n, x, Op::LayerNorm { eps }, params, c)?;
+        return Ok(());
     }
     let id = imp.push(n, Op::LayerNorm { eps }, vec![x], params)?;
     imp.bind_view(n, id, view);
@@ -555,6 +589,12 @@ fn softmax(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     } else {
         s[axis] == classes
     };
+    if !ok && opset >= 13 && s.len() > 2 && axis == s.len() - 1 {
+        // Along the last axis of a value of rank 3 or more (attention), row by row.
+        let last = s[axis];
+        imp.on_rows(n, x, Op::Softmax, vec![], last)?;
+        return Ok(());
+    }
     if !ok {
         return Err(Importer::err(
             n,

@@ -1,12 +1,14 @@
 //! Shape arithmetic, folded at load time: on constants (the shape computations exporters
 //! write) the value is computed; on image data, `Transpose` is kept pending until a flatten
 //! feeds a dense layer, `Concat` becomes an IR concatenation and `Reshape`/`Flatten` an IR
-//! flatten; a `Slice` or `Split` of the channels becomes IR narrows, and ShuffleNet's
-//! `Reshape -> Transpose [0, 2, 1, 3, 4] -> Reshape` an IR channel shuffle.
+//! flatten; a `Slice`, `Split` or one-index `Gather` becomes IR narrows, and ShuffleNet's
+//! `Reshape -> Transpose [0, 2, 1, 3, 4] -> Reshape` an IR channel shuffle. What transformers
+//! write besides (a reshape to any shape, a transpose that moves the batch axis, Squeeze and
+//! Unsqueeze of image data) becomes IR `Reshape` and `Transpose` nodes.
 
 use super::{
-    flat_map, for_each_index, node_label, norm_axis, strides, Const, Importer, OpBuilder, Pending,
-    Val,
+    element_count, flat_map, for_each_index, node_label, norm_axis, strides, Const, Importer,
+    OpBuilder, Pending, Val,
 };
 use crate::proto::{Data, NodeProto};
 use sr_core::graph::{NodeId, Op};
@@ -55,42 +57,96 @@ pub(super) const OPS: &[OpBuilder] = &[
         op: "Split",
         build: split,
     },
+    OpBuilder {
+        op: "Expand",
+        build: expand,
+    },
 ];
 
-/// Channels `start .. end` of computed value `x` as an IR narrow bound to output `out` of `n`.
+/// `Expand` (numpy broadcasting to a shape): folded on constants (the class token
+/// `expand(N, -1, -1)`); a computed value may only keep its shape.
+fn expand(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
+    let want = imp.konst(n, 1)?.ints();
+    let dims_in = match imp.val(n, 0)? {
+        Val::Const(c) => c.dims.clone(),
+        Val::Node(id, _) => imp.shape_of(*id).to_vec(),
+    };
+    let rank = want.len().max(dims_in.len());
+    let pad = |d: &[usize]| -> Vec<usize> {
+        std::iter::repeat_n(1, rank - d.len())
+            .chain(d.iter().copied())
+            .collect()
+    };
+    let a = pad(&dims_in);
+    let w: Vec<i64> = std::iter::repeat_n(1, rank - want.len())
+        .chain(want.iter().copied())
+        .collect();
+    let mut out = Vec::with_capacity(rank);
+    for (k, (&d, &t)) in a.iter().zip(&w).enumerate() {
+        out.push(match (d, t) {
+            (d, t) if t == d as i64 || t == 1 => d,
+            (1, t) if t > 1 => t as usize,
+            _ => {
+                return Err(Importer::err(
+                    n,
+                    format!("cannot expand {dims_in:?} to {want:?} (axis {k})"),
+                ))
+            }
+        });
+    }
+    match imp.val(n, 0)?.clone() {
+        Val::Const(c) => {
+            let count = element_count(n, &out)?;
+            imp.charge(n, count.saturating_mul(3))?;
+            let st = strides(&a);
+            let mut flat = Vec::with_capacity(count);
+            for_each_index(&out, |ix| {
+                flat.push(
+                    ix.iter()
+                        .enumerate()
+                        .map(|(k, &i)| if a[k] == 1 { 0 } else { i * st[k] })
+                        .sum(),
+                );
+            });
+            imp.bind(n, 0, Val::Const(c.pick(out, &flat)));
+            Ok(())
+        }
+        Val::Node(..) if out == dims_in => {
+            let x = imp.plain_in(n, 0)?;
+            imp.bind(n, 0, Val::Node(x, Pending::None));
+            Ok(())
+        }
+        Val::Node(..) => Err(Importer::err(
+            n,
+            format!("expanding image data {dims_in:?} to {out:?} is not supported"),
+        )),
+    }
+}
+
+/// Indices `start .. end` of axis `axis` of computed value `x` as an IR narrow bound to output
+/// `out` of `n`.
 fn narrow(
     imp: &mut Importer<'_>,
     n: &NodeProto,
     x: NodeId,
-    start: usize,
-    end: usize,
+    (axis, start, end): (usize, usize, usize),
     out: usize,
-) -> Result<()> {
-    let c = imp.shape_of(x)[1];
+) -> Result<NodeId> {
+    let c = imp.shape_of(x)[axis];
     if start >= end || end > c {
         return Err(Importer::err(
             n,
-            format!("channels {start}..{end} of a value with {c} channels"),
+            format!("indices {start}..{end} of axis {axis}, which has {c}"),
         ));
     }
-    let id = imp.push(
-        n,
-        Op::Narrow {
-            start,
-            len: end - start,
-        },
-        vec![x],
-        vec![],
-    )?;
-    if out != 0 {
-        // `push` binds output 0; a Split's later outputs are bound here instead.
-        let first = imp.vals.remove(&n.outputs[0]);
-        imp.bind(n, out, Val::Node(id, Pending::None));
-        if let Some(v) = first {
-            imp.vals.insert(n.outputs[0].clone(), v);
-        }
-    }
-    Ok(())
+    let op = Op::Narrow {
+        start,
+        len: end - start,
+        axis,
+    };
+    let id = imp.push_step(n, op, vec![x], vec![])?;
+    imp.bind(n, out, Val::Node(id, Pending::None));
+    Ok(id)
 }
 
 /// `Split` of a computed value along the channels (ShuffleNet's `chunk(2, dim=1)`): one narrow
@@ -99,33 +155,35 @@ fn split(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     let x = imp.plain_in(n, 0)?;
     let shape = imp.shape_of(x).to_vec();
     let axis = norm_axis(n, Importer::int_attr(n, "axis", 0)?, shape.len())?;
-    if axis != 1 {
-        return Err(Importer::err(
-            n,
-            format!("Split along axis {axis}; only along the channels (axis 1) is supported"),
-        ));
-    }
     let k = n.outputs.len();
     let sizes: Vec<i64> = match (Importer::ints_attr(n, "split")?, imp.opt_konst(n, 1)?) {
         (Some(s), _) => s,
         (None, Some(c)) => c.ints(),
-        (None, None) if k > 0 && shape[1] % k == 0 => vec![(shape[1] / k) as i64; k],
+        (None, None) if k > 0 && shape[axis] % k == 0 => vec![(shape[axis] / k) as i64; k],
         _ => {
             return Err(Importer::err(
                 n,
-                format!("{} channels do not split evenly into {k} outputs", shape[1]),
+                format!(
+                    "{} values along axis {axis} do not split evenly into {k} outputs",
+                    shape[axis]
+                ),
             ))
         }
     };
     if sizes.len() != k
         || sizes.iter().any(|&v| v <= 0)
-        || sizes.iter().sum::<i64>() != shape[1] as i64
+        || sizes.iter().sum::<i64>() != shape[axis] as i64
     {
+        let what = if axis == 1 {
+            "channels".to_string()
+        } else {
+            format!("values along axis {axis}")
+        };
         return Err(Importer::err(
             n,
             format!(
-                "split sizes {sizes:?} for {k} outputs of {} channels",
-                shape[1]
+                "split sizes {sizes:?} for {k} outputs of {} {what}",
+                shape[axis]
             ),
         ));
     }
@@ -133,31 +191,52 @@ fn split(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     for (o, &len) in sizes.iter().enumerate() {
         let end = start + len as usize;
         if !n.outputs[o].is_empty() {
-            narrow(imp, n, x, start, end, o)?;
+            narrow(imp, n, x, (axis, start, end), o)?;
         }
         start = end;
     }
     Ok(())
 }
 
-/// `Slice` of a computed value: along the channels with step 1.
+/// `Slice` of a computed value: along any axes, with step 1 (a narrow per axis).
 fn slice_node(imp: &mut Importer<'_>, n: &NodeProto, x: NodeId) -> Result<()> {
     let rank = imp.shape_of(x).len();
-    let c = imp.shape_of(x)[1] as i64;
     let konst =
         |i: usize| -> Result<Option<Vec<i64>>> { Ok(imp.opt_konst(n, i)?.map(Const::ints)) };
     let (starts, ends) = (konst(1)?.unwrap_or_default(), konst(2)?.unwrap_or_default());
     let axes = konst(3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
     let steps = konst(4)?.unwrap_or_else(|| vec![1; starts.len()]);
-    let one_axis = [ends.len(), axes.len(), steps.len()] == [1, 1, 1] && starts.len() == 1;
-    if !one_axis || norm_axis(n, axes[0], rank)? != 1 || steps[0] != 1 || imp.m.opset < 10 {
+    let agree = [ends.len(), axes.len(), steps.len()] == [starts.len(); 3] && !starts.is_empty();
+    if !agree || steps.iter().any(|&s| s != 1) || imp.m.opset < 10 {
         return Err(Importer::err(
             n,
-            "a Slice of image data is only supported along the channels (axis 1) with step 1",
+            "a Slice of image data is only supported with step 1 (and from opset 10)",
         ));
     }
-    let fix = |v: i64| (if v < 0 { v.saturating_add(c) } else { v }).clamp(0, c) as usize;
-    narrow(imp, n, x, fix(starts[0]), fix(ends[0]), 0)
+    let mut cur = x;
+    for k in 0..starts.len() {
+        let axis = norm_axis(n, axes[k], rank)?;
+        let c = imp.shape_of(cur)[axis] as i64;
+        let fix = |v: i64| (if v < 0 { v.saturating_add(c) } else { v }).clamp(0, c) as usize;
+        let (s0, e0) = (fix(starts[k]), fix(ends[k]));
+        if (s0, e0) == (0, c as usize) {
+            imp.bind(n, 0, Val::Node(cur, Pending::None));
+            continue;
+        }
+        cur = narrow(imp, n, cur, (axis, s0, e0), 0)?;
+    }
+    Ok(())
+}
+
+/// A computed value under another shape of as many values: an IR `Reshape`, bound to output
+/// 0 of `n` (nothing when the shape is the same).
+fn reshape_node(imp: &mut Importer<'_>, n: &NodeProto, x: NodeId, dims: Vec<usize>) -> Result<()> {
+    if imp.shape_of(x) == dims.as_slice() {
+        imp.bind(n, 0, Val::Node(x, Pending::None));
+        return Ok(());
+    }
+    imp.push(n, Op::Reshape { shape: dims }, vec![x], vec![])?;
+    Ok(())
 }
 
 fn shape(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
@@ -175,6 +254,9 @@ fn shape(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
 }
 
 fn gather(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
+    if let Val::Node(..) = imp.val(n, 0)? {
+        return gather_node(imp, n);
+    }
     let data = imp.konst(n, 0)?.clone();
     let idx = imp.konst(n, 1)?.clone();
     let axis = norm_axis(n, Importer::int_attr(n, "axis", 0)?, data.dims.len())?;
@@ -211,9 +293,62 @@ fn gather(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     Ok(())
 }
 
+/// `Gather` of one index of a computed value (the class token `x[:, 0]`, attention's `q, k, v
+/// = qkv[0], qkv[1], qkv[2]`): a narrow, and a reshape without the axis for a scalar index.
+fn gather_node(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
+    let x = imp.plain_in(n, 0)?;
+    let shape = imp.shape_of(x).to_vec();
+    let axis = norm_axis(n, Importer::int_attr(n, "axis", 0)?, shape.len())?;
+    let idx = imp.konst(n, 1)?.clone();
+    let &[i] = idx.ints().as_slice() else {
+        return Err(Importer::err(
+            n,
+            format!(
+                "a Gather of {} indices from image data; srhost gathers one",
+                idx.numel()
+            ),
+        ));
+    };
+    let len = shape[axis] as i64;
+    let j = if i < 0 { i + len } else { i };
+    if !(0..len).contains(&j) {
+        return Err(Importer::err(
+            n,
+            format!("index {i} is out of range for axis {axis} of {shape:?}"),
+        ));
+    }
+    let j = j as usize;
+    let picked = narrow(imp, n, x, (axis, j, j + 1), 0)?;
+    if idx.dims.is_empty() {
+        let mut dims = shape;
+        dims.remove(axis);
+        if dims.is_empty() {
+            return Err(Importer::err(n, "gathers a single value"));
+        }
+        reshape_node(imp, n, picked, dims)?;
+    }
+    Ok(())
+}
+
 fn unsqueeze_squeeze(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     let opset = imp.m.opset;
+    if let Val::Node(..) = imp.val(n, 0)? {
+        let x = imp.plain_in(n, 0)?;
+        let c = Const {
+            dims: imp.shape_of(x).to_vec(),
+            data: Arc::new(Data::F32(vec![])),
+        };
+        let dims = squeezed_dims(imp, n, &c, opset)?;
+        return reshape_node(imp, n, x, dims);
+    }
     let c = imp.konst(n, 0)?.clone();
+    let dims = squeezed_dims(imp, n, &c, opset)?;
+    imp.bind(n, 0, Val::Const(Const { dims, data: c.data }));
+    Ok(())
+}
+
+/// The dims of `c` after the Squeeze or Unsqueeze `n`.
+fn squeezed_dims(imp: &Importer<'_>, n: &NodeProto, c: &Const, opset: i64) -> Result<Vec<usize>> {
     let axes = if opset >= 13 {
         imp.opt_konst(n, 1)?.map(Const::ints)
     } else {
@@ -236,6 +371,12 @@ fn unsqueeze_squeeze(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
                 format!("`axes` names an axis twice: {drop:?}"),
             ));
         }
+        if let Some(&a) = drop.iter().find(|&&a| dims[a] != 1) {
+            return Err(Importer::err(
+                n,
+                format!("squeezes axis {a} of {dims:?}, which is not 1 long"),
+            ));
+        }
         for &a in drop.iter().rev() {
             dims.remove(a);
         }
@@ -251,8 +392,7 @@ fn unsqueeze_squeeze(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
             dims.insert(x, 1);
         }
     }
-    imp.bind(n, 0, Val::Const(Const { dims, data: c.data }));
-    Ok(())
+    Ok(dims)
 }
 
 fn slice(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
@@ -370,13 +510,19 @@ fn transpose(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
                     .collect::<Result<Vec<_>>>()?,
                 None => (0..rank).rev().collect(),
             };
-            if perm.iter().enumerate().all(|(i, &p)| i == p) {
-                imp.bind(n, 0, Val::Node(id, Pending::None));
-            } else if perm[0] != 0 {
+            let mut seen = vec![false; rank];
+            if perm.len() != rank || perm.iter().any(|&p| std::mem::replace(&mut seen[p], true)) {
                 return Err(Importer::err(
                     n,
-                    "a Transpose that moves the batch axis is not supported",
+                    format!("perm {perm:?} is not a permutation of the {rank} axes"),
                 ));
+            }
+            if perm.iter().enumerate().all(|(i, &p)| i == p) {
+                imp.bind(n, 0, Val::Node(id, Pending::None));
+            } else if perm[0] != 0 || rank != 4 {
+                // Transformers move the batch axis: an IR transpose (the graph then runs one
+                // image at a time). Only 4-D views wait for the op that reads them.
+                imp.push(n, Op::Transpose { perm }, vec![id], vec![])?;
             } else {
                 imp.bind(n, 0, Val::Node(id, Pending::Transpose(perm, node_label(n))));
             }
@@ -410,10 +556,7 @@ fn transpose(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
             if both.iter().enumerate().all(|(i, &p)| i == p) {
                 imp.bind(n, 0, Val::Node(id, Pending::None));
             } else if both[0] != 0 {
-                return Err(Importer::err(
-                    n,
-                    "a Transpose that moves the batch axis is not supported",
-                ));
+                imp.push(n, Op::Transpose { perm: both }, vec![id], vec![])?;
             } else {
                 imp.bind(n, 0, Val::Node(id, Pending::Transpose(both, by)));
             }
@@ -495,7 +638,13 @@ fn concat(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
             }),
         );
     } else {
-        let ids: Vec<NodeId> = (0..k).map(|i| imp.plain_in(n, i)).collect::<Result<_>>()?;
+        // A constant among computed values (a class token) is an IR constant.
+        let ids: Vec<NodeId> = (0..k)
+            .map(|i| match &vals[i] {
+                Val::Const(c) => imp.constant_node(n, c),
+                Val::Node(..) => imp.plain_in(n, i),
+            })
+            .collect::<Result<_>>()?;
         let rank = imp.shape_of(ids[0]).len();
         let axis = norm_axis(n, Importer::int_attr(n, "axis", 0)?, rank)?;
         if ids.len() == 1 {
@@ -618,9 +767,14 @@ fn reshape(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
             // The IR flattens every axis after the batch; the batch is 1 here.
             let flat = dims_out.len() == 2 && dims_out[0] == dims_in[0];
             if !flat {
-                return Err(Importer::err(n, format!(
-                    "reshaping {dims_in:?} to {dims_out:?} is not supported (only flattening to [batch, features])"
-                )));
+                if matches!(pending, Pending::Grouped(..) | Pending::Shuffled(..)) {
+                    return Err(Importer::err(n, format!(
+                        "reshaping the 5-D {dims_in:?} to {dims_out:?} is not supported (only a channel shuffle)"
+                    )));
+                }
+                // Any other shape: an IR reshape of the whole tensor (transformers).
+                let x = imp.plain_in(n, 0)?;
+                return reshape_node(imp, n, x, dims_out);
             }
             let map = match pending {
                 Pending::None => None,

@@ -1,0 +1,183 @@
+"""Small vision transformers for tests/transformers.rs, each exported both ways torch writes
+ONNX, with PyTorch's logits and reference relevance maps.
+
+Models (10 classes, seeded random weights, see fixture_weights.randomise; the class token and
+the position embedding drawn too):
+- `vit`: torchvision's own `VisionTransformer(image_size=224, patch_size=16, num_layers=3,
+  num_heads=3, hidden_dim=48, mlp_dim=96)` (nn.MultiheadAttention inside);
+- `deit`: timm's `VisionTransformer` (the DeiT / ViT class of timm) with embed_dim 48, depth 2,
+  3 heads: qkv as one Linear, `reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4)`, fused attention.
+
+Exports, in tests/fixtures/transformers/:
+- <name>_ts.onnx: `torch.onnx.export(model, (x,), path, opset_version=17, dynamo=False)`;
+- <name>_dynamo.onnx and <name>_dynamo.onnx.data: `torch.onnx.export(model, (x,), path)`, the
+  default call (the dynamo exporter, opset 20, weights in an external data file);
+- <name>/<img>/logits.npy: PyTorch's logits on the golden inputs;
+- <name>/<img>/attnlrp.npy and cplrp.npy: the reference maps for the top class, computed as
+  gradient x input, by float64 autograd, of a functional copy of the model in which (LRP-0 for
+  every linear map, which is what gradient x input is on them):
+  - LayerNorm holds its normalising factor constant: (x - mean) / sqrt(var + eps).detach();
+  - GELU passes relevance unchanged (the identity rule): x * (gelu(x) / x).detach();
+  - attnlrp: a product of two computed values splits the relevance evenly (AttnLRP's uniform
+    rule): (A @ B.detach() + A.detach() @ B) / 2; the softmax is left to autograd, whose
+    gradient x input is AttnLRP's softmax rule x * (R - s sum R);
+  - cplrp: the attention weights are held constant (CP-LRP): softmax(.).detach() @ v;
+- <name>/coffee/gradient.npy: the plain gradient of the top logit (float64 autograd);
+- versions.json.
+
+    pip install torch torchvision timm onnx onnxscript numpy && python scripts/make_transformer_fixtures.py
+"""
+
+import importlib.metadata
+import json
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.vision_transformer import VisionTransformer
+
+from fixture_weights import randomise
+
+OUT = Path("tests/fixtures/transformers")
+IMAGES = ["coffee", "chelsea"]
+
+
+def tv_vit():
+    return VisionTransformer(image_size=224, patch_size=16, num_layers=3, num_heads=3,
+                             hidden_dim=48, mlp_dim=96, num_classes=10)
+
+
+def timm_deit():
+    return timm.models.vision_transformer.VisionTransformer(
+        img_size=224, patch_size=16, embed_dim=48, depth=2, num_heads=3, num_classes=10)
+
+
+MODELS = {"vit": tv_vit, "deit": timm_deit}
+
+
+def ln(mod, x, rule):
+    if rule == "plain":
+        return F.layer_norm(x, mod.normalized_shape, mod.weight, mod.bias, mod.eps)
+    mu = x.mean(-1, keepdim=True)
+    d = x - mu
+    var = (d * d).mean(-1, keepdim=True)
+    return d / torch.sqrt(var + mod.eps).detach() * mod.weight + mod.bias
+
+
+def gelu(x, rule):
+    y = F.gelu(x)
+    if rule == "plain":
+        return y
+    safe = torch.where(x == 0, torch.ones_like(x), x)
+    return x * torch.where(x == 0, torch.full_like(x, 0.5), y / safe).detach()
+
+
+def product(a, b, rule):
+    if rule == "attnlrp":
+        return (a @ b.detach() + a.detach() @ b) / 2
+    return a @ b
+
+
+def attention(q, k, v, rule):
+    """q, k, v: [B, H, T, d]."""
+    scale = q.shape[-1] ** -0.5
+    s = torch.softmax(product(q * scale, k.transpose(-2, -1), rule), dim=-1)
+    if rule == "cplrp":
+        return s.detach() @ v
+    return product(s, v, rule)
+
+
+def tv_forward(m, x, rule):
+    n = x.shape[0]
+    x = m._process_input(x)
+    x = torch.cat([m.class_token.expand(n, -1, -1), x], dim=1)
+    x = x + m.encoder.pos_embedding
+    for blk in m.encoder.layers:
+        y = ln(blk.ln_1, x, rule)
+        sa = blk.self_attention
+        e, h = sa.embed_dim, sa.num_heads
+        qkv = F.linear(y, sa.in_proj_weight, sa.in_proj_bias)
+        q, k, v = (t.reshape(n, -1, h, e // h).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
+        a = attention(q, k, v, rule).transpose(1, 2).reshape(n, -1, e)
+        x = x + sa.out_proj(a)
+        y = ln(blk.ln_2, x, rule)
+        fc1, fc2 = blk.mlp[0], blk.mlp[3]
+        x = x + fc2(gelu(fc1(y), rule))
+    x = ln(m.encoder.ln, x, rule)
+    return m.heads(x[:, 0])
+
+
+def timm_forward(m, x, rule):
+    n = x.shape[0]
+    x = m.patch_embed(x)
+    x = torch.cat([m.cls_token.expand(n, -1, -1), x], dim=1) + m.pos_embed
+    for blk in m.blocks:
+        y = ln(blk.norm1, x, rule)
+        at = blk.attn
+        h = at.num_heads
+        qkv = at.qkv(y).reshape(n, -1, 3, h, at.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        a = attention(q, k, v, rule).transpose(1, 2).reshape(n, -1, h * at.head_dim)
+        x = x + at.proj(a)
+        y = ln(blk.norm2, x, rule)
+        x = x + blk.mlp.fc2(gelu(blk.mlp.fc1(y), rule))
+    x = ln(m.norm, x, rule)
+    return m.head(x[:, 0])
+
+
+FORWARD = {"vit": tv_forward, "deit": timm_forward}
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    for seed, (name, make) in enumerate(MODELS.items()):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        model = make()
+        randomise(model, gen)
+        for pname, p in model.named_parameters():
+            if pname in ("class_token", "cls_token"):
+                p.data = torch.randn(p.shape, generator=gen) * 0.5
+            if pname in ("encoder.pos_embedding", "pos_embed"):
+                p.data = torch.randn(p.shape, generator=gen) * 0.2
+            if pname.endswith("in_proj_weight"):
+                p.data = torch.randn(p.shape, generator=gen) * (2.0 / p.shape[1]) ** 0.5
+        model.eval()
+        x0 = torch.zeros(1, 3, 224, 224)
+        torch.onnx.export(model, (x0,), str(OUT / f"{name}_ts.onnx"), opset_version=17,
+                          dynamo=False, input_names=["input"], output_names=["logits"])
+        torch.onnx.export(model, (x0,), str(OUT / f"{name}_dynamo.onnx"))
+        fwd = FORWARD[name]
+        ref = model.double()
+        for img in IMAGES:
+            x = torch.from_numpy(np.load(f"tests/fixtures/golden/inputs/{img}/input_imagenet.npy"))
+            d = OUT / name / img
+            d.mkdir(parents=True, exist_ok=True)
+            with torch.no_grad():
+                logits = model.float()(x)
+            model.double()
+            np.save(d / "logits.npy", logits.numpy().astype(np.float32))
+            target = int(logits.argmax())
+            for rule, file in [("attnlrp", "attnlrp.npy"), ("cplrp", "cplrp.npy"), ("plain", None)]:
+                xd = x.double().requires_grad_(True)
+                out = fwd(ref, xd, rule)
+                err = abs(float(out[0, target]) - float(logits[0, target]))
+                assert err < 1e-4 * max(1.0, abs(float(logits[0, target]))), (name, rule, err)
+                out[0, target].backward()
+                if file:
+                    r = (xd * xd.grad).detach()
+                    np.save(d / file, r.numpy().astype(np.float32))
+                    print(name, img, rule, "top", target, "logit", float(logits[0, target]),
+                          "sum R", float(r.sum()))
+                elif img == "coffee":
+                    np.save(d / "gradient.npy", xd.grad.numpy().astype(np.float32))
+    versions = {p: importlib.metadata.version(p)
+                for p in ["torch", "torchvision", "timm", "onnx", "onnxscript", "numpy"]}
+    (OUT / "versions.json").write_text(json.dumps(versions, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
