@@ -23,9 +23,16 @@ Exports, in tests/fixtures/transformers/:
     gradient x input is AttnLRP's softmax rule x * (R - s sum R);
   - cplrp: the attention weights are held constant (CP-LRP): softmax(.).detach() @ v;
 - <name>/coffee/gradient.npy: the plain gradient of the top logit (float64 autograd);
+- vit/<img>/lxt_cplrp.npy: LXT's own map for torchvision's ViT (lxt 2.1,
+  `lxt.efficient.models.vit_torch.cp_LRP`: the identity rule on GELU, LayerNorm's factor held,
+  CP-LRP inside attention, gradient x input in float64), the independent reference for
+  srhost's `cp-lrp` (LXT has no AttnLRP map for torchvision's ViT, nor any for timm);
 - versions.json.
 
-    pip install torch torchvision timm onnx onnxscript numpy && python scripts/make_transformer_fixtures.py
+    pip install torch torchvision timm onnx onnxscript lxt==2.1 "transformers<5" numpy
+    python scripts/make_transformer_fixtures.py
+
+(lxt's package init imports its LLM patches, which need a `transformers` older than 5.)
 """
 
 import importlib.metadata
@@ -131,6 +138,27 @@ def timm_forward(m, x, rule):
 FORWARD = {"vit": tv_forward, "deit": timm_forward}
 
 
+def lxt_maps(model, fwd):
+    """LXT's CP-LRP map of torchvision's ViT (patches the classes of this process: last)."""
+    from lxt.efficient import monkey_patch
+    from lxt.efficient.models.vit_torch import cp_LRP
+    from torchvision.models import vision_transformer
+
+    monkey_patch(vision_transformer, cp_LRP)
+    model = model.double().eval()
+    for img in IMAGES:
+        x = torch.from_numpy(np.load(f"tests/fixtures/golden/inputs/{img}/input_imagenet.npy"))
+        xd = x.double().requires_grad_(True)
+        out = model(xd)
+        target = int(out.argmax())
+        out[0, target].backward()
+        r = (xd * xd.grad).detach()
+        ours = np.load(OUT / "vit" / img / "cplrp.npy")
+        print("vit", img, "LXT cp-lrp sum R", float(r.sum()), "Pearson vs the functional copy",
+              np.corrcoef(r.numpy().ravel(), ours.ravel())[0, 1])
+        np.save(OUT / "vit" / img / "lxt_cplrp.npy", r.numpy().astype(np.float32))
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     for seed, (name, make) in enumerate(MODELS.items()):
@@ -174,8 +202,10 @@ def main():
                           "sum R", float(r.sum()))
                 elif img == "coffee":
                     np.save(d / "gradient.npy", xd.grad.numpy().astype(np.float32))
+        if name == "vit":
+            lxt_maps(model, fwd)
     versions = {p: importlib.metadata.version(p)
-                for p in ["torch", "torchvision", "timm", "onnx", "onnxscript", "numpy"]}
+                for p in ["torch", "torchvision", "timm", "onnx", "onnxscript", "lxt", "numpy"]}
     (OUT / "versions.json").write_text(json.dumps(versions, indent=1) + "\n")
 
 
