@@ -23,6 +23,7 @@ fn every_config_validates() {
         ("SRHOST_WEIGHTS", file("vgg16-397923af.pth")),
         ("SRHOST_VGG_FACE", file("vgg_face.safetensors")),
         ("SRHOST_VGG_FACE_NAMES", file("names.txt")),
+        ("SRHOST_VIT", file("vit.onnx")),
     ];
     let mut n = 0;
     for entry in std::fs::read_dir(repo().join("configs")).unwrap() {
@@ -251,6 +252,40 @@ fn the_paper_study_configs_run() {
     let m = json(&dir.join("ab/metrics.json"));
     assert_eq!(m["branches"].as_array().unwrap().len(), 5);
     assert!(dir.join("ab/report.html").is_file());
+}
+
+/// configs/vit.toml on the small exported ViT of tests/fixtures/transformers (the default
+/// dynamo export, its weights in a data file beside it): both branches give a 224 x 224 SR map
+/// and its overlay on the photo's edges.
+#[test]
+fn the_vit_config_runs_attnlrp_and_cp_lrp_on_an_exported_vit() {
+    let dir = scratch("config-vit");
+    let env = [
+        (
+            "SRHOST_VIT",
+            repo()
+                .join("tests/fixtures/transformers/vit_dynamo.onnx")
+                .display()
+                .to_string(),
+        ),
+        ("SRHOST_LABELS", "none".to_string()),
+        ("SRHOST_IMAGES", photo("coffee.png").display().to_string()),
+        ("SRHOST_OUT", dir.join("out").display().to_string()),
+    ];
+    let r = srhost_env(&["--pipeline", "configs/vit.toml"], &env);
+    assert_eq!(r.code, 0, "{r:?}");
+    let d = dir.join("out/coffee");
+    for branch in ["attnlrp", "cp-lrp"] {
+        let m = read_npy(&d.join(format!("sr-{branch}.npy")));
+        assert_eq!(m.shape, vec![224, 224], "{branch}");
+        let rel = read_npy(&d.join(format!("relevance-{branch}.npy")));
+        assert_eq!(rel.shape, vec![3, 224, 224], "{branch}");
+        assert!(rel.data.iter().any(|&v| v != 0.0), "{branch}");
+        assert!(
+            d.join(format!("sr-edges-{branch}.png")).is_file(),
+            "{branch}"
+        );
+    }
 }
 
 #[test]

@@ -347,3 +347,26 @@ def test_every_built_in_stage_is_registered():
         "saliency.context-aware", "saliency.itti", "renderer.heatmap", "renderer.edge-overlay",
         "renderer.panel",
     } <= set(srhost.stages())
+
+
+def test_an_exported_vision_transformer_explains_with_attnlrp():
+    # A small torchvision ViT as torch.onnx.export writes it by default (weights in
+    # vit_dynamo.onnx.data beside it), explained with AttnLRP and CP-LRP: the maps of
+    # scripts/make_transformer_fixtures.py's float64 autograd references (and for cp-lrp, of
+    # LXT itself), on the golden input; a batch gives its images' maps one by one.
+    fx = REPO / "tests/fixtures/transformers"
+    vit = srhost.Model.onnx(str(fx / "vit_dynamo.onnx"), labels="none")
+    x = np.stack([np.load(REPO / f"tests/fixtures/golden/inputs/{p}/input_imagenet.npy")[0]
+                  for p in PHOTOS]).astype(np.float32)
+    logits = vit.predict(x)
+    for i, p in enumerate(PHOTOS):
+        want = np.load(fx / f"vit/{p}/logits.npy")[0]
+        assert max_abs(logits[i], want) <= 1e-5 * np.abs(want).max()
+    for composite, ref in [("attnlrp", "attnlrp"), ("cp-lrp", "lxt_cplrp")]:
+        r = vit.explain(x, composite=composite, epsilon=1e-9)
+        assert r.shape == (2, 3, 224, 224)
+        for i, p in enumerate(PHOTOS):
+            want = np.load(fx / f"vit/{p}/{ref}.npy")[0]
+            assert np.corrcoef(r[i].ravel(), want.ravel())[0, 1] >= 0.99999, (composite, p)
+        one = vit.explain(x[1:], composite=composite, epsilon=1e-9)
+        assert np.array_equal(one[0], r[1])
