@@ -6,7 +6,11 @@ the position embedding drawn too):
 - `vit`: torchvision's own `VisionTransformer(image_size=224, patch_size=16, num_layers=3,
   num_heads=3, hidden_dim=48, mlp_dim=96)` (nn.MultiheadAttention inside);
 - `deit`: timm's `VisionTransformer` (the DeiT / ViT class of timm) with embed_dim 48, depth 2,
-  3 heads: qkv as one Linear, `reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4)`, fused attention.
+  3 heads: qkv as one Linear, `reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4)`, fused attention;
+- `swin`: torchvision's own `SwinTransformer` with one stage (patch 4, embed_dim 24, depth 2,
+  3 heads, 7 x 7 windows): window partition and reverse, the cyclic shift of the second block
+  (`torch.roll`, exported as Slice + Concat), the relative position bias and the shifted
+  windows' attention mask (both constants in the file).
 
 Exports, in tests/fixtures/transformers/:
 - <name>_ts.onnx: `torch.onnx.export(model, (x,), path, opset_version=17, dynamo=False)`;
@@ -62,7 +66,13 @@ def timm_deit():
         img_size=224, patch_size=16, embed_dim=48, depth=2, num_heads=3, num_classes=10)
 
 
-MODELS = {"vit": tv_vit, "deit": timm_deit}
+def tv_swin():
+    from torchvision.models.swin_transformer import SwinTransformer
+    return SwinTransformer(patch_size=[4, 4], embed_dim=24, depths=[2], num_heads=[3],
+                           window_size=[7, 7], num_classes=10)
+
+
+MODELS = {"vit": tv_vit, "deit": timm_deit, "swin": tv_swin}
 
 
 def ln(mod, x, rule):
@@ -135,10 +145,61 @@ def timm_forward(m, x, rule):
     return m.head(x[:, 0])
 
 
-FORWARD = {"vit": tv_forward, "deit": timm_forward}
+def swin_mask(h, w, ws, shift, dtype):
+    """The shifted windows' attention mask: -100 between tokens of different regions."""
+    m = torch.zeros(h, w, dtype=dtype)
+    count = 0
+    for hs in ((0, h - ws[0]), (h - ws[0], h - shift[0]), (h - shift[0], h)):
+        for wsl in ((0, w - ws[1]), (w - ws[1], w - shift[1]), (w - shift[1], w)):
+            m[hs[0]:hs[1], wsl[0]:wsl[1]] = count
+            count += 1
+    m = m.view(h // ws[0], ws[0], w // ws[1], ws[1]).permute(0, 2, 1, 3).reshape(-1, ws[0] * ws[1])
+    d = m.unsqueeze(1) - m.unsqueeze(2)
+    return torch.where(d != 0, torch.full_like(d, -100.0), torch.zeros_like(d))
 
 
-def lxt_maps(model, fwd):
+def swin_attention(mod, x, rule):
+    """torchvision's shifted window attention (no padding: the windows tile the image)."""
+    b, h, w, c = x.shape
+    ws = mod.window_size
+    shift = [0 if ws[i] >= (h, w)[i] else mod.shift_size[i] for i in range(2)]
+    if sum(shift) > 0:
+        x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+    nh, nw = h // ws[0], w // ws[1]
+    x = x.view(b, nh, ws[0], nw, ws[1], c).permute(0, 1, 3, 2, 4, 5).reshape(b * nh * nw, ws[0] * ws[1], c)
+    heads = mod.num_heads
+    qkv = mod.qkv(x).reshape(x.size(0), x.size(1), 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    attn = product(q * (c // heads) ** -0.5, k.transpose(-2, -1), rule)
+    attn = attn + mod.get_relative_position_bias()
+    if sum(shift) > 0:
+        n = ws[0] * ws[1]
+        mask = swin_mask(h, w, ws, shift, attn.dtype)
+        attn = (attn.view(b, nh * nw, heads, n, n) + mask.unsqueeze(1).unsqueeze(0)).view(-1, heads, n, n)
+    s = torch.softmax(attn, dim=-1)
+    y = s.detach() @ v if rule == "cplrp" else product(s, v, rule)
+    y = mod.proj(y.transpose(1, 2).reshape(y.size(0), -1, c))
+    y = y.view(b, nh, nw, ws[0], ws[1], c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+    if sum(shift) > 0:
+        y = torch.roll(y, shifts=(shift[0], shift[1]), dims=(1, 2))
+    return y
+
+
+def swin_forward(m, x, rule):
+    conv, _, norm0 = m.features[0]
+    x = ln(norm0, conv(x).permute(0, 2, 3, 1), rule)
+    for blk in m.features[1]:
+        x = x + swin_attention(blk.attn, ln(blk.norm1, x, rule), rule)
+        fc1, fc2 = blk.mlp[0], blk.mlp[3]
+        x = x + fc2(gelu(fc1(ln(blk.norm2, x, rule)), rule))
+    x = ln(m.norm, x, rule).permute(0, 3, 1, 2)
+    return m.head(x.mean(dim=(2, 3)))
+
+
+FORWARD = {"vit": tv_forward, "deit": timm_forward, "swin": swin_forward}
+
+
+def lxt_maps(model):
     """LXT's CP-LRP map of torchvision's ViT (patches the classes of this process: last)."""
     from lxt.efficient import monkey_patch
     from lxt.efficient.models.vit_torch import cp_LRP
@@ -161,6 +222,7 @@ def lxt_maps(model, fwd):
 
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
+    vit = None
     for seed, (name, make) in enumerate(MODELS.items()):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
@@ -203,7 +265,10 @@ def main():
                 elif img == "coffee":
                     np.save(d / "gradient.npy", xd.grad.numpy().astype(np.float32))
         if name == "vit":
-            lxt_maps(model, fwd)
+            vit = model
+    # LXT patches torch's classes (LayerNorm, GELU, MultiheadAttention) for the rest of the
+    # process: after every export.
+    lxt_maps(vit)
     versions = {p: importlib.metadata.version(p)
                 for p in ["torch", "torchvision", "timm", "onnx", "onnxscript", "lxt", "numpy"]}
     (OUT / "versions.json").write_text(json.dumps(versions, indent=1) + "\n")

@@ -1,5 +1,6 @@
-//! Vision transformers through ONNX (issue 34): a small torchvision ViT and a small timm DeiT
-//! with random weights, each exported both ways torch writes ONNX (TorchScript at opset 17,
+//! Vision transformers through ONNX (issue 34): a small torchvision ViT, a small timm DeiT and
+//! a one-stage torchvision Swin (shifted windows, relative position bias, attention mask) with
+//! random weights, each exported both ways torch writes ONNX (TorchScript at opset 17,
 //! and the default dynamo export at opset 20 with its weights in an external data file), by
 //! scripts/make_transformer_fixtures.py. For each: the imported graph gives PyTorch's logits and
 //! ONNX Runtime's; `attnlrp` and `cp-lrp` equal gradient x input of the functional copies the
@@ -14,18 +15,25 @@ use sr_core::{Model, ModelStage, RelevanceStage, Tensor};
 use sr_relevance_lrp::{Lrp, LrpParams};
 use srhost_tests::*;
 
-const MODELS: &[&str] = &["vit_ts", "vit_dynamo", "deit_ts", "deit_dynamo"];
+const MODELS: &[&str] = &[
+    "vit_ts",
+    "vit_dynamo",
+    "deit_ts",
+    "deit_dynamo",
+    "swin_ts",
+    "swin_dynamo",
+];
 const IMAGES: &[&str] = &["coffee", "chelsea"];
 /// Max abs logit error / max |logit|, srhost's executor against PyTorch and ONNX Runtime.
-/// Measured: at most 7.0e-7.
+/// Measured: at most 8.0e-7.
 const LOGIT_TOL: f64 = 1e-5;
 /// `attnlrp` and `cp-lrp` against the autograd references: Pearson (the issue's target is
 /// 0.999), and max abs error / max |R|. Measured (2026-12-06): Pearson >= 0.9999999, errors
-/// 8.5e-5 to 7.5e-4 (ViT on chelsea).
+/// 8.5e-5 to 7.5e-4 (ViT on chelsea; Swin 8.6e-5 to 3.4e-4).
 const LRP_MIN_PEARSON: f64 = 0.99999;
 const LRP_TOL: f64 = 5e-3;
 /// The gradient against autograd: Pearson, and max abs error / max |gradient|. Measured:
-/// 1.7e-6 and 1.8e-6.
+/// 4.9e-7 to 1.8e-6.
 const GRADIENT_MIN_PEARSON: f64 = 0.9999;
 const GRADIENT_TOL: f64 = 1e-4;
 /// CP-LRP's sum of input relevance / the target logit, with every bias and learnt constant

@@ -38,9 +38,18 @@ fn fold(imp: &mut Importer<'_>, n: &NodeProto) -> Result<bool> {
     if n.inputs.len() != 2 {
         return Ok(false);
     }
-    let (Val::Const(a), Val::Const(b)) = (imp.val(n, 0)?.clone(), imp.val(n, 1)?.clone()) else {
+    let (Val::Const(mut a), Val::Const(mut b)) = (imp.val(n, 0)?.clone(), imp.val(n, 1)?.clone())
+    else {
         return Ok(false);
     };
+    if a.dims != b.dims && a.numel() != 1 && b.numel() != 1 {
+        // Numpy broadcasting of two shapes (Swin's window mask `m[:, None] - m[:, :, None]`).
+        if let Some(d) = broadcast_dims(&a.dims, &b.dims) {
+            imp.charge(n, super::element_count(n, &d)?.saturating_mul(2))?;
+            a = expand_to(n, &a, &d)?;
+            b = expand_to(n, &b, &d)?;
+        }
+    }
     let dims = if a.dims == b.dims || b.numel() == 1 && a.dims.len() >= b.dims.len() {
         a.dims.clone()
     } else if a.numel() == 1 {
@@ -120,14 +129,14 @@ fn add(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     if consts.is_empty() {
         let ins: Vec<(NodeId, Option<String>)> =
             (0..k).map(|i| imp.view_in(n, i)).collect::<Result<_>>()?;
-        let view = ins[0].1.clone();
+        let mut view = ins[0].1.clone();
+        let mut ids: Vec<NodeId> = ins.iter().map(|(id, _)| *id).collect();
         if ins.iter().any(|(_, v)| v.is_some() != view.is_some()) {
-            // One plain, one channels-last: say which is which.
-            for i in 0..k {
-                imp.plain_in(n, i)?;
-            }
+            // One plain, one channels-last view (Swin's residual sums): both as plain values,
+            // the view transposed.
+            ids = (0..k).map(|i| imp.plain_in(n, i)).collect::<Result<_>>()?;
+            view = None;
         }
-        let ids: Vec<NodeId> = ins.into_iter().map(|(id, _)| id).collect();
         if ids.len() == 1 {
             imp.bind_view(n, ids[0], view);
         } else {
@@ -198,6 +207,25 @@ fn add(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     Ok(())
 }
 
+/// The numpy broadcast of two shapes, if they broadcast.
+pub(super) fn broadcast_dims(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let r = a.len().max(b.len());
+    let at = |s: &[usize], k: usize| {
+        if k + s.len() >= r {
+            s[k + s.len() - r]
+        } else {
+            1
+        }
+    };
+    (0..r)
+        .map(|k| match (at(a, k), at(b, k)) {
+            (x, y) if x == y || y == 1 => Some(x),
+            (1, y) => Some(y),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Whether a constant of shape `c` broadcasts to `x` (numpy rules, the value's shape kept).
 fn broadcasts(c: &[usize], x: &[usize]) -> bool {
     c.len() <= x.len()
@@ -208,7 +236,7 @@ fn broadcasts(c: &[usize], x: &[usize]) -> bool {
 }
 
 /// Constant `c` broadcast to shape `x` (checked by [`broadcasts`]).
-fn expand_to(n: &NodeProto, c: &Const, x: &[usize]) -> Result<Const> {
+pub(super) fn expand_to(n: &NodeProto, c: &Const, x: &[usize]) -> Result<Const> {
     let count = super::element_count(n, x)?;
     let pad = x.len() - c.dims.len();
     let a: Vec<usize> = std::iter::repeat_n(1, pad)

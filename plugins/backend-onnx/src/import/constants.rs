@@ -39,18 +39,156 @@ pub(super) const OPS: &[OpBuilder] = &[
         op: "Where",
         build: const_elementwise,
     },
+    OpBuilder {
+        op: "Not",
+        build: const_elementwise,
+    },
+    OpBuilder {
+        op: "Pow",
+        build: const_elementwise,
+    },
+    OpBuilder {
+        op: "ScatterND",
+        build: scatter_nd,
+    },
+    OpBuilder {
+        op: "Range",
+        build: range,
+    },
 ];
 
+/// `Range(start, limit, delta)` on constants (Swin's relative positions, TorchScript export):
+/// folded, at most [`super::MAX_FOLDED_VALUES`] values.
+fn range(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
+    let cs: Vec<Const> = (0..3)
+        .map(|i| imp.konst(n, i).cloned())
+        .collect::<Result<_>>()?;
+    let float = cs.iter().any(|c| matches!(*c.data, Data::F32(_)));
+    let v: Vec<f64> = cs
+        .iter()
+        .map(|c| super::scalar(n, c, "a Range bound").map(f64::from))
+        .collect::<Result<_>>()?;
+    let (start, limit, delta) = (v[0], v[1], v[2]);
+    let steps = ((limit - start) / delta).ceil();
+    if delta == 0.0 || !steps.is_finite() || steps > super::MAX_FOLDED_VALUES as f64 {
+        return Err(Importer::err(
+            n,
+            format!("Range({start}, {limit}, {delta}) is not a range srhost folds"),
+        ));
+    }
+    let count = steps.max(0.0) as usize;
+    imp.charge(n, count)?;
+    let data = if float {
+        Data::F32(
+            (0..count)
+                .map(|k| (start + k as f64 * delta) as f32)
+                .collect(),
+        )
+    } else {
+        let (s, d) = (cs[0].ints()[0], cs[2].ints()[0]);
+        Data::I64((0..count as i64).map(|k| s + k * d).collect())
+    };
+    imp.bind(
+        n,
+        0,
+        Val::Const(Const {
+            dims: vec![count],
+            data: Arc::new(data),
+        }),
+    );
+    Ok(())
+}
+
+/// `ScatterND` on constants (Swin's attention mask, written slice by slice), folded: a copy of
+/// `data` with the slices that `indices` name replaced by `updates`.
+fn scatter_nd(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
+    let cs: Vec<Const> = (0..3)
+        .map(|i| {
+            imp.konst(n, i).cloned().map_err(|_| {
+                Importer::err(
+                    n,
+                    "ScatterND of image data is not supported (only on constants)",
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    let (data, idx, upd) = (&cs[0], &cs[1], &cs[2]);
+    if Importer::str_attr(n, "reduction", "none")? != "none" {
+        return Err(Importer::err(n, "only `reduction` = none is supported"));
+    }
+    let k = idx.dims.last().copied().unwrap_or(0);
+    let rank = data.dims.len();
+    let lead = &idx.dims[..idx.dims.len().saturating_sub(1)];
+    let want: Vec<usize> = lead
+        .iter()
+        .chain(&data.dims[k.min(rank)..])
+        .copied()
+        .collect();
+    if idx.dims.is_empty() || k == 0 || k > rank || upd.dims != want {
+        return Err(Importer::err(
+            n,
+            format!(
+                "indices {:?} and updates {:?} do not fit data {:?}",
+                idx.dims, upd.dims, data.dims
+            ),
+        ));
+    }
+    imp.charge(n, data.numel().saturating_mul(2))?;
+    let slice: usize = data.dims[k..].iter().product();
+    let st = super::strides(&data.dims);
+    let ix = idx.ints();
+    let count = ix.len() / k;
+    let mut at = Vec::with_capacity(count);
+    for t in 0..count {
+        let mut off = 0usize;
+        for (a, &i) in ix[t * k..(t + 1) * k].iter().enumerate() {
+            let len = data.dims[a] as i64;
+            let j = if i < 0 { i + len } else { i };
+            if !(0..len).contains(&j) {
+                return Err(Importer::err(
+                    n,
+                    format!("index {i} is out of range for axis {a} of {:?}", data.dims),
+                ));
+            }
+            off += j as usize * st[a];
+        }
+        at.push(off);
+    }
+    let data = match (data.data.as_ref(), upd.data.as_ref()) {
+        (Data::F32(d), _) => {
+            let (mut d, u) = (d.clone(), upd.floats());
+            for (t, &off) in at.iter().enumerate() {
+                d[off..off + slice].copy_from_slice(&u[t * slice..(t + 1) * slice]);
+            }
+            Data::F32(d)
+        }
+        (Data::I64(d), _) => {
+            let (mut d, u) = (d.clone(), upd.ints());
+            for (t, &off) in at.iter().enumerate() {
+                d[off..off + slice].copy_from_slice(&u[t * slice..(t + 1) * slice]);
+            }
+            Data::I64(d)
+        }
+    };
+    imp.bind(
+        n,
+        0,
+        Val::Const(Const {
+            dims: cs[0].dims.clone(),
+            data: Arc::new(data),
+        }),
+    );
+    Ok(())
+}
+
 /// The element-wise shape arithmetic torch writes on constants (`Sqrt` of a head size, `Mod`,
-/// `Equal` and `Where` around an `Expand`'s shape), folded: on inputs of equal shapes, or
+/// `Equal` and `Where` around an `Expand`'s shape, `Not` in Swin's mask), folded: on inputs of equal shapes, or
 /// single values. Image data is refused, naming the op.
 fn const_elementwise(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
-    let arity = if n.op_type == "Sqrt" {
-        1
-    } else if n.op_type == "Where" {
-        3
-    } else {
-        2
+    let arity = match n.op_type.as_str() {
+        "Sqrt" | "Not" => 1,
+        "Where" => 3,
+        _ => 2,
     };
     if n.inputs.len() != arity {
         return Err(Importer::err(
@@ -71,6 +209,18 @@ fn const_elementwise(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
             })
         })
         .collect::<Result<_>>()?;
+    let mut cs = cs;
+    let full = cs.iter().try_fold(vec![], |d: Vec<usize>, c| {
+        super::arith::broadcast_dims(&d, &c.dims)
+    });
+    if let Some(d) = full.filter(|d| cs.iter().any(|c| c.numel() != 1 && c.dims != *d)) {
+        imp.charge(n, super::element_count(n, &d)?.saturating_mul(cs.len()))?;
+        for c in &mut cs {
+            if c.numel() != 1 {
+                *c = super::arith::expand_to(n, c, &d)?;
+            }
+        }
+    }
     let big = cs
         .iter()
         .max_by_key(|c| c.numel())
@@ -91,6 +241,15 @@ fn const_elementwise(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     let float = cs.iter().any(|c| matches!(*c.data, Data::F32(_)));
     let data = match n.op_type.as_str() {
         "Sqrt" => Data::F32(cs[0].floats().iter().map(|v| v.sqrt()).collect()),
+        "Not" => Data::I64(cs[0].ints().iter().map(|&v| (v == 0) as i64).collect()),
+        "Pow" => {
+            let (a, b) = (cs[0].floats(), cs[1].floats());
+            Data::F32(
+                (0..len)
+                    .map(|k| a[at(&cs[0], k)].powf(b[at(&cs[1], k)]))
+                    .collect(),
+            )
+        }
         "Equal" => {
             let (a, b) = (cs[0].floats(), cs[1].floats());
             Data::I64(

@@ -632,6 +632,12 @@ fn pad(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
             Importer::float_attr(n, "value", 0.0)?,
         )
     };
+    if pads.iter().all(|&p| p == 0) {
+        // Nothing to pad (Swin pads its windows only when they do not tile the image).
+        let (x, view) = imp.view_in(n, 0)?;
+        imp.bind_view(n, x, view);
+        return Ok(());
+    }
     if value != 0.0 {
         return Err(Importer::err(
             n,

@@ -240,8 +240,19 @@ fn reshape_node(imp: &mut Importer<'_>, n: &NodeProto, x: NodeId, dims: Vec<usiz
 }
 
 fn shape(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
-    let (id, _) = imp.node_in(n, 0)?;
-    let s: Vec<i64> = imp.shape_of(id).iter().map(|&d| d as i64).collect();
+    let s: Vec<i64> = match imp.val(n, 0)? {
+        Val::Const(c) => c.dims.iter().map(|&d| d as i64).collect(),
+        Val::Node(..) => {
+            let (id, pending) = imp.node_in(n, 0)?;
+            match pending {
+                // The file's shape of a pending transpose is the permuted one.
+                Pending::Transpose(perm, _) => {
+                    perm.iter().map(|&p| imp.shape_of(id)[p] as i64).collect()
+                }
+                _ => imp.shape_of(id).iter().map(|&d| d as i64).collect(),
+            }
+        }
+    };
     imp.bind(
         n,
         0,
@@ -300,7 +311,14 @@ fn gather_node(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     let shape = imp.shape_of(x).to_vec();
     let axis = norm_axis(n, Importer::int_attr(n, "axis", 0)?, shape.len())?;
     let idx = imp.konst(n, 1)?.clone();
-    let &[i] = idx.ints().as_slice() else {
+    let ints = idx.ints();
+    if ints.len() == shape[axis] && ints.iter().enumerate().all(|(k, &i)| i == k as i64) {
+        // Every index in order (the dynamo export's `as_strided` before Swin's head): the
+        // same values in the gathered shape.
+        let dims = [&shape[..axis], &idx.dims[..], &shape[axis + 1..]].concat();
+        return reshape_node(imp, n, x, dims);
+    }
+    let &[i] = ints.as_slice() else {
         return Err(Importer::err(
             n,
             format!(
