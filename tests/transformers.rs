@@ -336,3 +336,23 @@ fn external_data_is_read_from_the_models_folder_only() {
     let e = proto::parse(&bytes).unwrap_err();
     assert!(e.help.contains("by path"), "{}", e.help);
 }
+
+/// DeepLIFT has no multipliers for attention yet: refused at bind, naming the layer and the
+/// methods that do explain transformers, never a wrong map.
+#[test]
+fn deeplift_refuses_a_transformer_naming_the_layer() {
+    use sr_relevance_gradient::deeplift::{DeepLift, DeepLiftParams};
+    let m = shared(GraphModel(
+        sr_nn::Executor::new(graph("vit_dynamo")).unwrap(),
+    ));
+    let e = DeepLift::build(DeepLiftParams::default())
+        .unwrap()
+        .explain(&m, &input("coffee"), &[0])
+        .unwrap_err();
+    assert!(
+        e.message
+            .contains("DeepLIFT has no multipliers for attention: layer `")
+            && e.help.contains("attnlrp"),
+        "{e}"
+    );
+}

@@ -296,13 +296,26 @@ impl Relevance for DeepLift {
         let rule = Rescale {
             rescale_max_pool: self.rescale_max_pool,
         };
+        let graph = model.graph()?;
+        if let Some(n) = graph
+            .nodes
+            .iter()
+            .find(|n| n.op.runs_per_sample() || matches!(n.op, sr_core::Op::Softmax))
+            .filter(|_| graph.runs_per_sample())
+        {
+            // Its multipliers are defined for activations and pooling only: products of two
+            // computed values and softmax inside the graph (attention) have none yet.
+            return Err(Error::unsupported(format!(
+                "DeepLIFT has no multipliers for attention: layer `{}` ({}) of this transformer",
+                n.name,
+                n.op.name()
+            ))
+            .with_help(
+                "use lrp with composite = \"attnlrp\" or \"cp-lrp\", gradient or gradient-x-input",
+            ));
+        }
         Ok(Box::new(DeepLiftExplainer {
-            attributor: Attributor::new(
-                Prepared::new(model.graph()?)?,
-                crate::GRADIENT,
-                rule,
-                "DeepLIFT",
-            ),
+            attributor: Attributor::new(Prepared::new(graph)?, crate::GRADIENT, rule, "DeepLIFT"),
             baselines,
         }))
     }
