@@ -7,10 +7,11 @@ the position embedding drawn too):
   num_heads=3, hidden_dim=48, mlp_dim=96)` (nn.MultiheadAttention inside);
 - `deit`: timm's `VisionTransformer` (the DeiT / ViT class of timm) with embed_dim 48, depth 2,
   3 heads: qkv as one Linear, `reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4)`, fused attention;
-- `swin`: torchvision's own `SwinTransformer` with one stage (patch 4, embed_dim 24, depth 2,
-  3 heads, 7 x 7 windows): window partition and reverse, the cyclic shift of the second block
-  (`torch.roll`, exported as Slice + Concat), the relative position bias and the shifted
-  windows' attention mask (both constants in the file).
+- `swin`: torchvision's own `SwinTransformer` with two stages (patch 4, embed_dim 24, depths
+  2 and 1, 3 heads, 7 x 7 windows): window partition and reverse, the cyclic shift of the
+  second block (`torch.roll`, exported as Slice + Concat), the relative position bias and the
+  shifted windows' attention mask (both constants in the file), and the patch merging between
+  the stages (strided slices `x[..., 0::2, 1::2, :]`, concatenated, LayerNorm, a dense layer).
 
 Exports, in tests/fixtures/transformers/:
 - <name>_ts.onnx: `torch.onnx.export(model, (x,), path, opset_version=17, dynamo=False)`;
@@ -68,7 +69,7 @@ def timm_deit():
 
 def tv_swin():
     from torchvision.models.swin_transformer import SwinTransformer
-    return SwinTransformer(patch_size=[4, 4], embed_dim=24, depths=[2], num_heads=[3],
+    return SwinTransformer(patch_size=[4, 4], embed_dim=24, depths=[2, 1], num_heads=[3, 3],
                            window_size=[7, 7], num_classes=10)
 
 
@@ -186,12 +187,19 @@ def swin_attention(mod, x, rule):
 
 
 def swin_forward(m, x, rule):
+    from torchvision.models.swin_transformer import PatchMerging
     conv, _, norm0 = m.features[0]
     x = ln(norm0, conv(x).permute(0, 2, 3, 1), rule)
-    for blk in m.features[1]:
-        x = x + swin_attention(blk.attn, ln(blk.norm1, x, rule), rule)
-        fc1, fc2 = blk.mlp[0], blk.mlp[3]
-        x = x + fc2(gelu(fc1(ln(blk.norm2, x, rule)), rule))
+    for stage in m.features[1:]:
+        if isinstance(stage, PatchMerging):
+            x = torch.cat([x[..., 0::2, 0::2, :], x[..., 1::2, 0::2, :],
+                           x[..., 0::2, 1::2, :], x[..., 1::2, 1::2, :]], -1)
+            x = stage.reduction(ln(stage.norm, x, rule))
+            continue
+        for blk in stage:
+            x = x + swin_attention(blk.attn, ln(blk.norm1, x, rule), rule)
+            fc1, fc2 = blk.mlp[0], blk.mlp[3]
+            x = x + fc2(gelu(fc1(ln(blk.norm2, x, rule)), rule))
     x = ln(m.norm, x, rule).permute(0, 3, 1, 2)
     return m.head(x.mean(dim=(2, 3)))
 

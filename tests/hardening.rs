@@ -954,7 +954,9 @@ mod onnx_graphs {
     }
 
     /// Structure-aware generation (not byte mutation): 20,000 valid-looking graphs over an
-    /// image input, each a chain of 1-4 ops drawn from the importer's families with hostile
+    /// image input, each a chain of 1-4 ops drawn from the importer's families (the token ops
+    /// of transformers among them: MatMul, Gather, Squeeze, Split, Softmax, Expand, Add of a
+    /// constant) with hostile
     /// attributes and constant inputs (huge, zero, negative, repeated, out-of-range values
     /// among ordinary ones), then a classifier head. Each must import or be refused with an
     /// error: never a panic, and never a graph over the activation budget (checked by
@@ -1011,7 +1013,7 @@ mod onnx_graphs {
                         .collect()
                 };
                 let name = |s: &str| format!("{s}{case}_{k}");
-                let n = match rng.next() % 9 {
+                let n = match rng.next() % 15 {
                     0 => {
                         let w = name("w");
                         inits.push(tensor(&w, &[3, 3, 3, 3], Data::F32(vec![0.1; 81])));
@@ -1074,12 +1076,55 @@ mod onnx_graphs {
                         inits.push(tensor(&sh, &[1], Data::I64(ints(1, &mut rng))));
                         node("ConstantOfShape", &[&sh], &[&out], vec![])
                     }
-                    _ => node(
+                    8 => node(
                         "Flatten",
                         &[&cur],
                         &[&out],
                         vec![("axis", Attr::Int(rng.pick(hostile)))],
                     ),
+                    // The token ops of transformers.
+                    9 => node("MatMul", &[&cur, &cur], &[&out], vec![]),
+                    10 => {
+                        let i = name("i");
+                        inits.push(tensor(&i, &[], Data::I64(ints(1, &mut rng))));
+                        node(
+                            "Gather",
+                            &[&cur, &i],
+                            &[&out],
+                            vec![("axis", Attr::Int(rng.pick(hostile)))],
+                        )
+                    }
+                    11 => {
+                        let a = name("a");
+                        inits.push(tensor(&a, &[1], Data::I64(ints(1, &mut rng))));
+                        node(
+                            rng.pick(&["Squeeze", "Unsqueeze"]),
+                            &[&cur, &a],
+                            &[&out],
+                            vec![],
+                        )
+                    }
+                    12 => {
+                        let sz = name("sz");
+                        inits.push(tensor(&sz, &[2], Data::I64(ints(2, &mut rng))));
+                        node(
+                            "Split",
+                            &[&cur, &sz],
+                            &[&out, &name("other")],
+                            vec![("axis", Attr::Int(rng.pick(hostile)))],
+                        )
+                    }
+                    13 => node(
+                        "Softmax",
+                        &[&cur],
+                        &[&out],
+                        vec![("axis", Attr::Int(rng.pick(hostile)))],
+                    ),
+                    _ => {
+                        let sh = name("e");
+                        inits.push(tensor(&sh, &[4], Data::I64(ints(4, &mut rng))));
+                        node(rng.pick(&["Expand", "Add"]), &[&cur, &sh], &[&out], vec![])
+                    }
                 };
                 nodes.push(n);
                 cur = out;
@@ -1335,8 +1380,8 @@ mod onnx_graphs {
             e.contains("ReduceMean_node") && e.contains("over axes [1]"),
             "{e}"
         );
-        // A strided Slice of the channels (one with step 1 along any axis is a narrow: the
-        // class token).
+        // A Slice of the channels backwards (one with a positive step along any axis is a
+        // narrow: the class token, Swin's patch merging).
         let e = error(&model(
             vec![node(
                 "Slice",
@@ -1348,11 +1393,11 @@ mod onnx_graphs {
                 i64s("st", &[0]),
                 i64s("en", &[2]),
                 i64s("ax", &[1]),
-                i64s("sp", &[2]),
+                i64s("sp", &[-1]),
             ],
         ));
         assert!(
-            e.contains("Slice_node") && e.contains("only supported with step 1"),
+            e.contains("Slice_node") && e.contains("only supported with positive steps"),
             "{e}"
         );
         // A Slice that leaves no channel.

@@ -105,13 +105,15 @@ pub enum Op {
     ChannelShuffle {
         groups: usize,
     },
-    /// The indices `start .. start + len` of axis `axis` (a Split, Slice or Gather; axis 1,
-    /// the channels, when not given).
+    /// `len` indices of axis `axis` from `start`, `step` apart (a Split, Slice or Gather; axis
+    /// 1, the channels, and step 1 when not given; Swin's patch merging takes every other row).
     Narrow {
         start: usize,
         len: usize,
         #[serde(default = "channel_axis")]
         axis: usize,
+        #[serde(default = "unit_step")]
+        step: usize,
     },
     /// The same values in the shape `shape` (every axis, the batch axis included, at batch 1:
     /// see [`Op::runs_per_sample`]).
@@ -136,6 +138,10 @@ pub enum Op {
 }
 
 fn channel_axis() -> usize {
+    1
+}
+
+fn unit_step() -> usize {
     1
 }
 
@@ -596,14 +602,26 @@ impl Graph {
                 }
                 x.clone()
             }
-            Op::Narrow { start, len, axis } => {
-                if *axis >= x.len()
-                    || *len == 0
-                    || start.checked_add(*len).is_none_or(|e| e > x[*axis])
-                {
+            Op::Narrow {
+                start,
+                len,
+                axis,
+                step,
+            } => {
+                // The last index taken, start + (len - 1) * step, must be on the axis.
+                let last = len
+                    .checked_sub(1)
+                    .and_then(|l| l.checked_mul(*step))
+                    .and_then(|l| l.checked_add(*start));
+                if *axis >= x.len() || *step == 0 || last.is_none_or(|l| l >= x[*axis]) {
+                    let by = if *step == 1 {
+                        String::new()
+                    } else {
+                        format!(" by {step}")
+                    };
                     return Err(err(format!(
-                        "indices {start}..{} of axis {axis} are not within {x:?}",
-                        start.saturating_add(*len),
+                        "indices {start}..{}{by} of axis {axis} are not within {x:?}",
+                        start.saturating_add(len.saturating_mul(*step)),
                     )));
                 }
                 let mut out = x.clone();

@@ -271,10 +271,15 @@ impl Executor {
                 ops::layer_norm(x, weight, bias, *eps).map_err(&e)
             }
             (Op::ChannelShuffle { groups }, _) => ops::channel_shuffle(x, *groups).map_err(&e),
-            (Op::Narrow { start, len, axis }, _) => x
-                .narrow(*axis, *start, *len)
-                .and_then(|t| t.contiguous())
-                .map_err(&e),
+            (
+                Op::Narrow {
+                    start,
+                    len,
+                    axis,
+                    step,
+                },
+                _,
+            ) => ops::narrow(x, *axis, *start, *len, *step).map_err(&e),
             (Op::Concat { axis }, _) => {
                 let parts: Vec<&CTensor> = (0..node.inputs.len()).map(arg).collect();
                 CTensor::cat(&parts, *axis).map_err(&e)

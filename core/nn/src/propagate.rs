@@ -584,9 +584,9 @@ fn step(
             let c = a.dims()[1];
             to_input(ops::channel_shuffle(&r, c / groups).map_err(&e)?)
         }
-        Op::Narrow { start, axis, .. } => {
-            to_input(ops::narrow_t(&r, *axis, *start, a.dims()[*axis]).map_err(&e)?)
-        }
+        Op::Narrow {
+            start, axis, step, ..
+        } => to_input(ops::narrow_t(&r, *axis, *start, *step, a.dims()[*axis]).map_err(&e)?),
         Op::Reshape { .. } => to_input(r.reshape(a.shape()).map_err(&e)?),
         Op::Transpose { perm } => {
             let mut inverse = vec![0; perm.len()];

@@ -98,11 +98,33 @@ pub fn channel_shuffle(x: &CTensor, groups: usize) -> Result<CTensor> {
         .reshape((n, c, h, w))
 }
 
-/// The transpose of taking indices `start .. start + len` of axis `axis` of a tensor whose
-/// axis is `full` long: `r` in place, zeros elsewhere.
-pub fn narrow_t(r: &CTensor, axis: usize, start: usize, full: usize) -> Result<CTensor> {
+/// `len` indices of axis `axis` of `x` from `start`, `step` apart.
+pub fn narrow(x: &CTensor, axis: usize, start: usize, len: usize, step: usize) -> Result<CTensor> {
+    if step == 1 {
+        return x.narrow(axis, start, len)?.contiguous();
+    }
+    let ids: Vec<u32> = (0..len).map(|i| (start + i * step) as u32).collect();
+    let ids = CTensor::from_vec(ids, len, x.device())?;
+    x.contiguous()?.index_select(&ids, axis)
+}
+
+/// The transpose of [`narrow`] on an axis `full` long: `r` back in place, zeros elsewhere.
+pub fn narrow_t(
+    r: &CTensor,
+    axis: usize,
+    start: usize,
+    step: usize,
+    full: usize,
+) -> Result<CTensor> {
     let len = r.dims()[axis];
-    r.pad_with_zeros(axis, start, full - start - len)
+    if step == 1 {
+        return r.pad_with_zeros(axis, start, full - start - len);
+    }
+    let mut dims = r.dims().to_vec();
+    dims[axis] = full;
+    let ids: Vec<u32> = (0..len).map(|i| (start + i * step) as u32).collect();
+    let ids = CTensor::from_vec(ids, len, r.device())?;
+    CTensor::zeros(dims, r.dtype(), r.device())?.index_add(&ids, &r.contiguous()?, axis)
 }
 
 /// Per position (sample and pixel) of `[N, C, rest...]`: the mean over the channels and

@@ -32,8 +32,8 @@ pub use conv::{
 };
 pub use dense::{linear, linear_ratio_t, linear_t, linear_where};
 pub use elementwise::{
-    activation_derivative, activation_value, channel_shuffle, layer_norm, layer_norm_t, narrow_t,
-    unary_map, LayerNormBackward,
+    activation_derivative, activation_value, channel_shuffle, layer_norm, layer_norm_t, narrow,
+    narrow_t, unary_map, LayerNormBackward,
 };
 pub use fused::{finish, gated, masked, open_mask, stab, zip_map, Act, Finish, Gate, Stab};
 pub use norm::lrn;

@@ -143,6 +143,7 @@ fn narrow(
         start,
         len: end - start,
         axis,
+        step: 1,
     };
     let id = imp.push_step(n, op, vec![x], vec![])?;
     imp.bind(n, out, Val::Node(id, Pending::None));
@@ -207,10 +208,10 @@ fn slice_node(imp: &mut Importer<'_>, n: &NodeProto, x: NodeId) -> Result<()> {
     let axes = konst(3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
     let steps = konst(4)?.unwrap_or_else(|| vec![1; starts.len()]);
     let agree = [ends.len(), axes.len(), steps.len()] == [starts.len(); 3] && !starts.is_empty();
-    if !agree || steps.iter().any(|&s| s != 1) || imp.m.opset < 10 {
+    if !agree || steps.iter().any(|&s| s < 1) || imp.m.opset < 10 {
         return Err(Importer::err(
             n,
-            "a Slice of image data is only supported with step 1 (and from opset 10)",
+            "a Slice of image data is only supported with positive steps (and from opset 10)",
         ));
     }
     let mut cur = x;
@@ -219,8 +220,27 @@ fn slice_node(imp: &mut Importer<'_>, n: &NodeProto, x: NodeId) -> Result<()> {
         let c = imp.shape_of(cur)[axis] as i64;
         let fix = |v: i64| (if v < 0 { v.saturating_add(c) } else { v }).clamp(0, c) as usize;
         let (s0, e0) = (fix(starts[k]), fix(ends[k]));
-        if (s0, e0) == (0, c as usize) {
+        let step = steps[k] as usize;
+        if (s0, e0, step) == (0, c as usize, 1) {
             imp.bind(n, 0, Val::Node(cur, Pending::None));
+            continue;
+        }
+        if step > 1 {
+            // Every `step`-th index (Swin's patch merging, `x[..., 0::2, 1::2, :]`).
+            let len = e0.saturating_sub(s0).div_ceil(step);
+            if len == 0 {
+                return Err(Importer::err(
+                    n,
+                    format!("indices {s0}..{e0} by {step} of axis {axis} leave nothing"),
+                ));
+            }
+            let op = Op::Narrow {
+                start: s0,
+                len,
+                axis,
+                step,
+            };
+            cur = imp.push(n, op, vec![cur], vec![])?;
             continue;
         }
         cur = narrow(imp, n, cur, (axis, s0, e0), 0)?;
