@@ -1,5 +1,6 @@
 //! The comparison helpers every parity test goes through fail on values that are not finite
-//! (issue 29): a NaN must never vanish in a `max` or pass a bound.
+//! (issue 29): a NaN must never vanish in a `max` or pass a bound; and `run_measured` measures
+//! the child's own memory.
 
 use srhost_tests::*;
 
@@ -41,4 +42,36 @@ fn pearson_is_nan_on_nan_and_inf_so_a_lower_bound_fails() {
         // How the tests write their bounds: a NaN fails them.
         assert!(!(p >= 0.999), "{bad}");
     }
+}
+
+/// `run_measured` reports the child's own peak memory: a child that touches 200 MiB shows it,
+/// and a small child spawned after this process touched 300 MiB of its own does not inherit
+/// that (`wait4`'s `ru_maxrss` did, through the `CLONE_VM` spawn).
+#[test]
+fn run_measured_reports_the_childs_own_peak() {
+    let big = run_measured({
+        let mut c = std::process::Command::new("python3");
+        c.args([
+            "-c",
+            "b = bytearray(200 << 20); import time; time.sleep(0.1)",
+        ]);
+        c
+    });
+    assert_eq!(big.code, 0, "{big:?}");
+    assert!(
+        (190.0..400.0).contains(&big.peak_mib),
+        "{:.0} MiB",
+        big.peak_mib
+    );
+    let mut mine = vec![1u8; 300 << 20];
+    for i in (0..mine.len()).step_by(4096) {
+        mine[i] = i as u8;
+    }
+    let small = run_measured({
+        let mut c = std::process::Command::new("sleep");
+        c.arg("0.1");
+        c
+    });
+    assert!(mine.iter().step_by(4096).any(|&b| b != 1));
+    assert!(small.peak_mib < 50.0, "{:.0} MiB", small.peak_mib);
 }

@@ -106,10 +106,13 @@ pub fn srhost(cwd: &Path, args: &[&str]) -> Run {
     run_measured(cmd)
 }
 
-/// Run `cmd` to its end with its output captured; its exit code and peak resident memory come
-/// from `wait4`, which reports them for that one child. Linux carries the high-water mark of
-/// the memory the child had before `exec` (the test process's, when it is spawned with
-/// `CLONE_VM`), so the figure can over-state srhost's own peak, never under-state it.
+/// Run `cmd` to its end with its output captured, with its exit code and peak resident memory.
+/// The peak is the child's own: its `VmHWM` (`/proc/<pid>/status`), read every millisecond
+/// once it has exec'd. (`wait4`'s `ru_maxrss` also carries the high-water mark of the memory
+/// the child had before `exec`, which is the test process's when it is spawned with
+/// `CLONE_VM`: a test that allocated 900 MB in-process made every later srhost "take" 900 MB.)
+/// A child that is never seen after its `exec` (it ended within the first millisecond) gets
+/// `ru_maxrss`, which can only over-state.
 pub fn run_measured(mut cmd: Command) -> Run {
     use std::io::Read;
     use std::process::Stdio;
@@ -119,6 +122,32 @@ pub fn run_measured(mut cmd: Command) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("cannot start the command");
+    let pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let me = std::fs::read_link("/proc/self/exe").ok();
+            let mut peak_kb: Option<u64> = None;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+                if exe.is_some() && exe != me {
+                    let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                        .ok()
+                        .and_then(|st| {
+                            st.lines()
+                                .find(|l| l.starts_with("VmHWM:"))
+                                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                        });
+                    if let Some(kb) = hwm {
+                        peak_kb = Some(peak_kb.map_or(kb, |p| p.max(kb)));
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            peak_kb
+        })
+    };
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
@@ -132,7 +161,7 @@ pub fn run_measured(mut cmd: Command) -> Run {
     let mut status = 0i32;
     // SAFETY: rusage is plain data; the pid is our child, not yet waited for.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
+    let pid = pid as libc::pid_t;
     let r = loop {
         let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
         if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
@@ -141,6 +170,8 @@ pub fn run_measured(mut cmd: Command) -> Run {
         break r;
     };
     assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let own_peak_kb = poller.join().unwrap();
     let code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else {
@@ -150,7 +181,7 @@ pub fn run_measured(mut cmd: Command) -> Run {
         code,
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        peak_mib: usage.ru_maxrss as f64 / 1024.0,
+        peak_mib: own_peak_kb.map_or(usage.ru_maxrss as f64, |kb| kb as f64) / 1024.0,
     }
 }
 

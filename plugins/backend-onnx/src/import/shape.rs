@@ -173,7 +173,7 @@ fn split(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     };
     if sizes.len() != k
         || sizes.iter().any(|&v| v <= 0)
-        || sizes.iter().sum::<i64>() != shape[axis] as i64
+        || sizes.iter().try_fold(0i64, |a, &v| a.checked_add(v)) != Some(shape[axis] as i64)
     {
         let what = if axis == 1 {
             "channels".to_string()
