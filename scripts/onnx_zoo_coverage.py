@@ -54,6 +54,7 @@ PARITY = {
     "regnet_y_400mf": "tests/zoo.rs (autograd)", "convnext_tiny": "tests/zoo.rs (autograd)",
     "shufflenet_v2_x1_0": "tests/zoo.rs (autograd)", "mnasnet1_0": "tests/zoo.rs (autograd)",
     "vit_b_16": "tests/transformers.rs (autograd, LXT)",
+    "swin_t": "tests/transformers.rs (autograd)",
     "timm:deit_tiny_patch16_224": "tests/transformers.rs (autograd)",
     "timm:deit_small_patch16_224": "tests/transformers.rs (autograd)",
 }
