@@ -15,7 +15,8 @@ seed() { # target, files...
     mkdir -p "corpus/$t"
     for f in "$@"; do [ -f "$f" ] && cp -n "$f" "corpus/$t/" || true; done
 }
-seed onnx_import $repo/tests/fixtures/onnx/*.onnx $repo/tests/fixtures/zoo/{regnet_y,shufflenet_v2,mobilenet_v3_small,convnext,convnext_opset17}.onnx
+seed onnx_import $repo/tests/fixtures/onnx/*.onnx $repo/tests/fixtures/zoo/{regnet_y,shufflenet_v2,mobilenet_v3_small,convnext,convnext_opset17}.onnx \
+    $repo/tests/fixtures/transformers/{vit,deit,swin}_ts.onnx
 seed safetensors $repo/tests/fixtures/golden/models/*.safetensors
 seed pth $repo/tests/fixtures/pth/*.pth
 seed photo $repo/assets/images/faces/*.png $repo/assets/images/grace_hopper.jpg

@@ -992,7 +992,7 @@ mod onnx_graphs {
             -(1 << 40),
         ];
         let mut rng = Rng(0x5eed_cafe_f00d);
-        let (mut ok, mut refused) = (0, 0);
+        let (mut ok, mut refused, mut ran) = (0, 0, 0);
         for case in 0..20_000 {
             let mut nodes = vec![];
             let mut inits = vec![];
@@ -1151,13 +1151,41 @@ mod onnx_graphs {
                         bytes <= sr_core::graph::DEFAULT_ACTIVATION_BUDGET,
                         "case {case}: {bytes} bytes"
                     );
+                    // On the 8 x 8 input: the executor and AttnLRP's backward pass run it, or
+                    // say why not, without a panic (an error is fine: a zero input can leave
+                    // nothing to explain).
+                    if m.inputs[0]
+                        .shape
+                        .as_ref()
+                        .is_some_and(|s| s[2] == Dim::Fixed(8))
+                    {
+                        let g = imported.graph.clone();
+                        let run = std::panic::catch_unwind(move || -> sr_core::Result<()> {
+                            use sr_core::RelevanceStage;
+                            use srhost_tests::BindExplain;
+                            let x = sr_core::Tensor::zeros(vec![1, 3, 8, 8]);
+                            let exec = sr_nn::Executor::new(g)?;
+                            exec.forward(&x)?;
+                            let m = srhost_tests::shared(srhost_tests::GraphModel(exec));
+                            let lrp = sr_relevance_lrp::Lrp::build(sr_relevance_lrp::LrpParams {
+                                composite: "attnlrp".into(),
+                                ..Default::default()
+                            })?;
+                            lrp.explain(&m, &x, &[0])?;
+                            Ok(())
+                        });
+                        assert!(run.is_ok(), "case {case} panicked running: {:?}", m.nodes);
+                        ran += 1;
+                    }
                     ok += 1;
                 }
                 Ok(Err(_)) => refused += 1,
             }
         }
-        println!("20000 generated graphs: {ok} imported, {refused} refused, none panicked");
-        assert!(ok > 0 && refused > 0, "{ok} {refused}");
+        println!(
+            "20000 generated graphs: {ok} imported ({ran} run on 8 x 8), {refused} refused, none panicked"
+        );
+        assert!(ok > 0 && refused > 0 && ran > 0, "{ok} {refused} {ran}");
     }
 
     /// A chain of 100,000 Relu nodes imports (it took more than 400 s when every node re-ran

@@ -90,11 +90,11 @@ impl Window {
         let start = (o * s) as isize - p0 as isize;
         let end_padded = (start + k as isize).min((len + p1) as isize);
         let extent = (end_padded - start).max(0) as usize;
-        (
-            start.max(0) as usize,
-            end_padded.min(len as isize).max(0) as usize,
-            extent,
-        )
+        // A window entirely in the padding (pads as large as the kernel, which ONNX allows) is
+        // an empty range at the edge, never a start past its end.
+        let lo = start.clamp(0, len as isize) as usize;
+        let hi = end_padded.min(len as isize).max(lo as isize) as usize;
+        (lo, hi, extent)
     }
 }
 
@@ -142,5 +142,12 @@ mod tests {
         // A ceil-mode window past the padded input is clamped to it.
         let c = Window::pool([2, 2], [2, 2], [0; 4]);
         assert_eq!(c.span(1, 3, 7), (6, 7, 1));
+        // A window entirely in a bottom padding of 7 (kernel 3, 8 rows): outputs 8 and 9
+        // start past the input, an empty range at its edge; the extent is what the padding
+        // holds.
+        let p = Window::pool([3, 3], [1, 1], [0, 0, 7, 0]);
+        assert_eq!(p.span(0, 8, 8), (8, 8, 3));
+        assert_eq!(p.span(0, 9, 8), (8, 8, 3));
+        assert_eq!(p.span(0, 7, 8), (7, 8, 3));
     }
 }
