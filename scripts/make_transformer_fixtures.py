@@ -28,6 +28,11 @@ Exports, in tests/fixtures/transformers/:
     gradient x input is AttnLRP's softmax rule x * (R - s sum R);
   - cplrp: the attention weights are held constant (CP-LRP): softmax(.).detach() @ v;
 - <name>/coffee/gradient.npy: the plain gradient of the top logit (float64 autograd);
+- <name>/coffee/deeplift.npy: DeepLIFT against the zero input, `(x - 0) * grad` of a copy whose
+  GELUs apply the rescale rule, `gelu(b) + (x - b) * ((gelu(x) - gelu(b)) / (x - b)).detach()`
+  with `b` each GELU's input on the baseline (recorded by a baseline pass); every other op
+  passes the gradient (products, softmax, LayerNorm: what DeepLIFT's rescale rule leaves to
+  the chain rule, as Captum does for ops it has no rule for);
 - vit/<img>/lxt_cplrp.npy: LXT's own map for torchvision's ViT (lxt 2.1,
   `lxt.efficient.models.vit_torch.cp_LRP`: the identity rule on GELU, LayerNorm's factor held,
   CP-LRP inside attention, gradient x input in float64), the independent reference for
@@ -76,8 +81,13 @@ def tv_swin():
 MODELS = {"vit": tv_vit, "deit": timm_deit, "swin": tv_swin}
 
 
+PLAIN = ("plain", "record", "rescale")
+# The baseline's GELU inputs, in call order (DeepLIFT's reference, below).
+BASELINE_GELU = []
+
+
 def ln(mod, x, rule):
-    if rule == "plain":
+    if rule in PLAIN:
         return F.layer_norm(x, mod.normalized_shape, mod.weight, mod.bias, mod.eps)
     mu = x.mean(-1, keepdim=True)
     d = x - mu
@@ -89,6 +99,19 @@ def gelu(x, rule):
     y = F.gelu(x)
     if rule == "plain":
         return y
+    if rule == "record":
+        BASELINE_GELU.append(x.detach())
+        return y
+    if rule == "rescale":
+        # DeepLIFT's rescale rule: the value gelu(x), the slope (gelu(x) - gelu(b)) / (x - b)
+        # (the derivative where |x - b| < 1e-10).
+        b = BASELINE_GELU.pop(0)
+        d = x - b
+        xd = x.detach().requires_grad_(True)
+        slope_at_x = torch.autograd.grad(F.gelu(xd).sum(), xd)[0]
+        small = d.abs() < 1e-10
+        m = torch.where(small, slope_at_x, (y - F.gelu(b)) / torch.where(small, torch.ones_like(d), d))
+        return F.gelu(b) + d * m.detach()
     safe = torch.where(x == 0, torch.ones_like(x), x)
     return x * torch.where(x == 0, torch.full_like(x, 0.5), y / safe).detach()
 
@@ -272,6 +295,14 @@ def main():
                           "sum R", float(r.sum()))
                 elif img == "coffee":
                     np.save(d / "gradient.npy", xd.grad.numpy().astype(np.float32))
+            if img == "coffee":
+                BASELINE_GELU.clear()
+                fwd(ref, torch.zeros_like(x).double(), "record")
+                xd = x.double().requires_grad_(True)
+                out = fwd(ref, xd, "rescale")
+                assert not BASELINE_GELU
+                out[0, target].backward()
+                np.save(d / "deeplift.npy", (xd * xd.grad).detach().numpy().astype(np.float32))
         if name == "vit":
             vit = model
     # LXT patches torch's classes (LayerNorm, GELU, MultiheadAttention) for the rest of the

@@ -47,6 +47,12 @@ impl<R: LayerRule> Attributor<R> {
         &self.rule
     }
 
+    /// The backward pass planned at bind (for a method that walks it with a rule of its own
+    /// per request, as DeepLIFT does with each baseline's trace).
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
     /// Run the model on `input` and read the values at the start node, after checking that
     /// there is one target per sample and that each is a class.
     pub fn trace(&self, input: &Tensor, targets: &[usize]) -> Result<Trace> {

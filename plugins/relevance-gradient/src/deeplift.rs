@@ -297,23 +297,6 @@ impl Relevance for DeepLift {
             rescale_max_pool: self.rescale_max_pool,
         };
         let graph = model.graph()?;
-        if let Some(n) = graph
-            .nodes
-            .iter()
-            .find(|n| n.op.runs_per_sample() || matches!(n.op, sr_core::Op::Softmax))
-            .filter(|_| graph.runs_per_sample())
-        {
-            // Its multipliers are defined for activations and pooling only: products of two
-            // computed values and softmax inside the graph (attention) have none yet.
-            return Err(Error::unsupported(format!(
-                "DeepLIFT has no multipliers for attention: layer `{}` ({}) of this transformer",
-                n.name,
-                n.op.name()
-            ))
-            .with_help(
-                "use lrp with composite = \"attnlrp\" or \"cp-lrp\", gradient or gradient-x-input",
-            ));
-        }
         Ok(Box::new(DeepLiftExplainer {
             attributor: Attributor::new(Prepared::new(graph)?, crate::GRADIENT, rule, "DeepLIFT"),
             baselines,
@@ -328,8 +311,104 @@ struct DeepLiftExplainer {
     baselines: Vec<Tensor>,
 }
 
+/// The rescale rule for a graph that runs one image at a time (a transformer's: its ops move the
+/// batch axis, so input and baseline cannot share a batch): the value flows back through the
+/// input's trace, the multipliers come from the differences to the baseline's own trace.
+/// Products, softmax and LayerNorm pass the gradient (the rescale rule covers activations; the
+/// chain rule the rest, as in Captum for the ops it has no rule for).
+struct PairedRescale<'a> {
+    baseline: &'a [CTensor],
+}
+
+impl LayerRule for PairedRescale<'_> {
+    fn layer(
+        &self,
+        p: &Prepared,
+        node: NodeId,
+        a: &CTensor,
+        z: &CTensor,
+        r: &CTensor,
+    ) -> Result<CTensor> {
+        Transpose.layer(p, node, a, z, r)
+    }
+
+    fn defines_nonlinear(&self) -> bool {
+        true
+    }
+
+    fn nonlinear(
+        &self,
+        p: &Prepared,
+        acts: &[CTensor],
+        node: NodeId,
+        r: &CTensor,
+    ) -> Result<CTensor> {
+        let n = &p.graph.nodes[node];
+        let ce =
+            |e: candle_core::Error| Error::internal(format!("DeepLIFT at layer `{}`: {e}", n.name));
+        let i = n.inputs[0];
+        if let Op::MaxPool { .. } = n.op {
+            let (win, ceil_mode) = n.op.pool_window().expect("a max pooling");
+            return ops::max_pool_t(&acts[i], r, &win, ceil_mode, ops::MaxRouting::First)
+                .map_err(ce);
+        }
+        let a = &acts[i];
+        let din = (a - &self.baseline[i]).map_err(ce)?;
+        let dout = (&acts[node] - &self.baseline[node]).map_err(ce)?;
+        let grad = (r * activation_derivative(n, a).map_err(ce)?).map_err(ce)?;
+        let small = din.abs().and_then(|d| d.lt(EPS)).map_err(ce)?;
+        let scaled = (r * dout).and_then(|t| t / &din).map_err(ce)?;
+        small.where_cond(&grad, &scaled).map_err(ce)
+    }
+}
+
+impl DeepLiftExplainer {
+    /// DeepLIFT for a graph that runs one image at a time: per image and baseline, two traces
+    /// and a walk back through the image's ([`PairedRescale`]).
+    fn explain_per_sample(&self, req: &Request<'_>) -> Result<Explanation> {
+        let (input, targets) = (req.input, req.targets);
+        let n = input.shape()[0];
+        attribution::check_targets(targets, n, usize::MAX)?;
+        let per = input.numel() / n.max(1);
+        let mut shape1 = input.shape().to_vec();
+        shape1[0] = 1;
+        let ce = |e: candle_core::Error| Error::internal(format!("DeepLIFT: {e}"));
+        let mut total = vec![0f64; input.numel()];
+        let mut scores = vec![0f64; n];
+        let k = self.baselines.len() as f64;
+        for base in &self.baselines {
+            let b = Tensor::new(shape1.clone(), base.data().to_vec())?;
+            for (i, &t) in targets.iter().enumerate() {
+                let x = input.sample(i)?;
+                let tx = self.attributor.trace(&x, &[t])?;
+                let tb = self.attributor.trace(&b, &[t])?;
+                scores[i] += (tx.logits[0][t] - tb.logits[0][t]) as f64 / k;
+                let classes = tx.logits[0].len();
+                let seed = attribution::one_hot(classes, &[t], &[1.0])?;
+                let rule = PairedRescale { baseline: &tb.acts };
+                let p = self.attributor.prepared();
+                let m =
+                    sr_nn::propagate::backward(p, self.attributor.plan(), &rule, &tx.acts, seed)?;
+                let m = from_candle(&m.to_dtype(DType::F32).map_err(ce)?)?;
+                for (j, mv) in m.data().iter().enumerate() {
+                    let d = x.data()[j] - base.data()[j];
+                    total[i * per + j] += (d * mv) as f64 / k;
+                }
+            }
+        }
+        let rel = Tensor::new(
+            input.shape().to_vec(),
+            total.iter().map(|&v| v as f32).collect(),
+        )?;
+        Ok(attribution::explanation(rel, targets, &scores))
+    }
+}
+
 impl Explainer for DeepLiftExplainer {
     fn explain(&self, req: &Request<'_>) -> Result<Explanation> {
+        if self.attributor.prepared().exec.per_sample() {
+            return self.explain_per_sample(req);
+        }
         let (input, targets) = (req.input, req.targets);
         let ce = |e: candle_core::Error| Error::internal(format!("DeepLIFT: {e}"));
         let s = input.shape().to_vec();
