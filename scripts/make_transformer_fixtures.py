@@ -28,6 +28,9 @@ Exports, in tests/fixtures/transformers/:
     gradient x input is AttnLRP's softmax rule x * (R - s sum R);
   - cplrp: the attention weights are held constant (CP-LRP): softmax(.).detach() @ v;
 - <name>/coffee/gradient.npy: the plain gradient of the top logit (float64 autograd);
+- vit/coffee/rollout.npy, deit/coffee/rollout.npy: attention rollout (Abnar and Zuidema 2020,
+  residual 0.5, heads averaged, rows normalised), the class token's row over the patches, each
+  patch's value over its pixels and channels, from the copy's recorded attention weights;
 - <name>/coffee/deeplift.npy: DeepLIFT against the zero input, `(x - 0) * grad` of a copy whose
   GELUs apply the rescale rule, `gelu(b) + (x - b) * ((gelu(x) - gelu(b)) / (x - b)).detach()`
   with `b` each GELU's input on the baseline (recorded by a baseline pass); every other op
@@ -122,10 +125,16 @@ def product(a, b, rule):
     return a @ b
 
 
+# Each attention layer's weights in order, when a list (attention rollout's reference).
+ATTENTION = None
+
+
 def attention(q, k, v, rule):
     """q, k, v: [B, H, T, d]."""
     scale = q.shape[-1] ** -0.5
     s = torch.softmax(product(q * scale, k.transpose(-2, -1), rule), dim=-1)
+    if ATTENTION is not None:
+        ATTENTION.append(s.detach()[0].double())
     if rule == "cplrp":
         return s.detach() @ v
     return product(s, v, rule)
@@ -230,6 +239,26 @@ def swin_forward(m, x, rule):
 FORWARD = {"vit": tv_forward, "deit": timm_forward, "swin": swin_forward}
 
 
+def rollout(model, fwd, x, residual=0.5):
+    """Attention rollout (Abnar and Zuidema 2020) of the class token over the 14 x 14 patches,
+    each patch's value over its 16 x 16 pixels and the 3 channels."""
+    global ATTENTION
+    ATTENTION = []
+    with torch.no_grad():
+        fwd(model, x.double(), "plain")
+    layers, ATTENTION = ATTENTION, None
+    t = layers[0].shape[-1]
+    roll = torch.eye(t, dtype=torch.float64)
+    for a in layers:
+        m = (1 - residual) * a.mean(0) + residual * torch.eye(t, dtype=torch.float64)
+        m = m / m.sum(-1, keepdim=True)
+        roll = m @ roll
+    g = int(round((t - 1) ** 0.5))
+    grid = roll[0, 1:].reshape(g, g).numpy()
+    up = np.kron(grid, np.ones((224 // g, 224 // g)))
+    return np.broadcast_to(up, (1, 3, 224, 224)).astype(np.float32).copy()
+
+
 def lxt_maps(model):
     """LXT's CP-LRP map of torchvision's ViT (patches the classes of this process: last)."""
     from lxt.efficient import monkey_patch
@@ -295,6 +324,8 @@ def main():
                           "sum R", float(r.sum()))
                 elif img == "coffee":
                     np.save(d / "gradient.npy", xd.grad.numpy().astype(np.float32))
+            if img == "coffee" and name in ("vit", "deit"):
+                np.save(d / "rollout.npy", rollout(ref, fwd, x))
             if img == "coffee":
                 BASELINE_GELU.clear()
                 fwd(ref, torch.zeros_like(x).double(), "record")

@@ -41,6 +41,8 @@ const GRADIENT_TOL: f64 = 1e-4;
 /// |R|. Measured: Pearson 1.0000000, errors 1.5e-6 to 8.7e-6.
 const DEEPLIFT_MIN_PEARSON: f64 = 0.99999;
 const DEEPLIFT_TOL: f64 = 1e-4;
+/// Attention rollout against its float64 reference: max abs error / max.
+const ROLLOUT_TOL: f64 = 1e-5;
 /// CP-LRP's sum of input relevance / the target logit, with every bias and learnt constant
 /// zero. Measured: within 2e-6 of 1.
 const CONSERVATION_TOL: f64 = 1e-3;
@@ -375,4 +377,33 @@ fn deeplift_matches_autograd_on_transformers() {
         }
     }
     assert!(bad.is_empty(), "{bad:#?}");
+}
+
+/// Attention rollout (Abnar and Zuidema 2020) against the fixture script's, computed in float64
+/// from the functional copy's attention weights: the same map through both exports of ViT and
+/// DeiT. Swin's attention over windows has no class token row: refused, naming the layer.
+#[test]
+fn attention_rollout_matches_the_reference_and_refuses_windows() {
+    use sr_relevance_gradient::rollout::{Rollout, RolloutParams};
+    let method = Rollout::build(RolloutParams::default()).unwrap();
+    for name in ["vit_ts", "vit_dynamo", "deit_ts", "deit_dynamo"] {
+        let m = shared(GraphModel(sr_nn::Executor::new(graph(name)).unwrap()));
+        let x = input("coffee");
+        let got = method.explain(&m, &x, &[0]).unwrap().relevance;
+        let want = reference(name, "coffee", "rollout.npy");
+        let err = rel_max_err(got.data(), want.data());
+        eprintln!("{name}: rollout vs reference: max abs error / max {err:.2e}");
+        assert!(err <= ROLLOUT_TOL, "{name}: {err}");
+    }
+    let m = shared(GraphModel(
+        sr_nn::Executor::new(graph("swin_dynamo")).unwrap(),
+    ));
+    let e = method.explain(&m, &input("coffee"), &[0]).unwrap_err();
+    assert!(
+        e.message
+            .contains("attention rollout reads a class token's attention")
+            && e.message.contains("layer `"),
+        "{e}"
+    );
+    assert!(Rollout::build(RolloutParams { residual: 1.0 }).is_err());
 }

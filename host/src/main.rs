@@ -107,7 +107,7 @@ enum Command {
         /// Its checkpoint (.pth or .safetensors).
         #[arg(long, value_name = "FILE", requires = "arch")]
         weights: Option<PathBuf>,
-        /// The relevance method: lrp, gradient, gradient-x-input, deeplift.
+        /// The relevance method: lrp, gradient, gradient-x-input, deeplift, rollout (transformers).
         #[arg(long, value_name = "NAME", default_value = "lrp")]
         method: String,
         /// The output folder.

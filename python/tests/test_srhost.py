@@ -343,7 +343,7 @@ def test_every_built_in_stage_is_registered():
     # them); the package registers each built-in crate's stages by name as well.
     assert {
         "model.onnx", "model.torchvision", "model.candle", "relevance.lrp", "relevance.gradient",
-        "relevance.gradient-x-input", "relevance.deeplift", "relevance.file",
+        "relevance.gradient-x-input", "relevance.deeplift", "relevance.file", "relevance.rollout",
         "saliency.context-aware", "saliency.itti", "renderer.heatmap", "renderer.edge-overlay",
         "renderer.panel",
     } <= set(srhost.stages())

@@ -9,6 +9,7 @@
 //! not merged (its gradient is the per-channel scale).
 
 pub mod deeplift;
+pub mod rollout;
 
 use candle_core::Tensor as CTensor;
 use sr_core::{
@@ -162,5 +163,6 @@ sr_core::export_plugin! {
         StageDef::relevance::<Gradient>("gradient", env!("CARGO_PKG_VERSION"), "The plain gradient of the target logit (Simonyan et al. 2014)."),
         StageDef::relevance::<GradientXInput>("gradient-x-input", env!("CARGO_PKG_VERSION"), "Gradient x input."),
         StageDef::relevance::<deeplift::DeepLift>("deeplift", env!("CARGO_PKG_VERSION"), "DeepLIFT's rescale rule against baselines; over background samples, Deep SHAP."),
+        StageDef::relevance::<rollout::Rollout>("rollout", env!("CARGO_PKG_VERSION"), "Attention rollout of a vision transformer (Abnar and Zuidema 2020): the class token's attention through the layers, per patch."),
     ],
 }
