@@ -106,48 +106,53 @@ pub fn srhost(cwd: &Path, args: &[&str]) -> Run {
     run_measured(cmd)
 }
 
+/// Python run as the measured command's parent: it runs the command (argv[2:]) as its child,
+/// writes that child's peak resident memory (`RUSAGE_CHILDREN`: its reaped children only, not
+/// itself) to the file argv[1] in KiB, and exits with the child's code (128 + the signal for a
+/// signal).
+const MEASURE: &str = "import resource, subprocess, sys\n\
+r = subprocess.run(sys.argv[2:]).returncode\n\
+open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n\
+sys.exit(r if r >= 0 else 128 - r)\n";
+
 /// Run `cmd` to its end with its output captured, with its exit code and peak resident memory.
-/// The peak is the child's own: its `VmHWM` (`/proc/<pid>/status`), read every millisecond
-/// once it has exec'd. (`wait4`'s `ru_maxrss` also carries the high-water mark of the memory
-/// the child had before `exec`, which is the test process's when it is spawned with
-/// `CLONE_VM`: a test that allocated 900 MB in-process made every later srhost "take" 900 MB.)
-/// A child that is never seen after its `exec` (it ended within the first millisecond) gets
-/// `ru_maxrss`, which can only over-state.
-pub fn run_measured(mut cmd: Command) -> Run {
+///
+/// The peak is the command's own, measured by a small parent process (`python3`, [`MEASURE`])
+/// that starts it: `wait4`'s `ru_maxrss` of a child of the test process also carries the
+/// test process's own high-water mark, folded in when the child execs after a `CLONE_VM`
+/// spawn (a test that allocated 1.1 GB in-process made every later srhost "take" 1.1 GB, for
+/// an srhost that takes 8 MB); a grandchild forked by a fresh process starts clean. A command
+/// killed by a signal gets code 128 + the signal.
+pub fn run_measured(cmd: Command) -> Run {
     use std::io::Read;
     use std::process::Stdio;
-    let mut child = cmd
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let report = std::env::temp_dir().join(format!(
+        "srhost-tests-peak-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let mut wrapped = Command::new("python3");
+    wrapped
+        .args(["-c", MEASURE])
+        .arg(&report)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(d) = cmd.get_current_dir() {
+        wrapped.current_dir(d);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    let mut child = wrapped
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("cannot start the command");
-    let pid = child.id();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let poller = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let me = std::fs::read_link("/proc/self/exe").ok();
-            let mut peak_kb: Option<u64> = None;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-                if exe.is_some() && exe != me {
-                    let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                        .ok()
-                        .and_then(|st| {
-                            st.lines()
-                                .find(|l| l.starts_with("VmHWM:"))
-                                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                        });
-                    if let Some(kb) = hwm {
-                        peak_kb = Some(peak_kb.map_or(kb, |p| p.max(kb)));
-                    }
-                }
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            peak_kb
-        })
-    };
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
@@ -158,30 +163,23 @@ pub fn run_measured(mut cmd: Command) -> Run {
     let mut stderr = Vec::new();
     let _ = err.read_to_end(&mut stderr);
     let stdout = reader.join().unwrap();
-    let mut status = 0i32;
-    // SAFETY: rusage is plain data; the pid is our child, not yet waited for.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = pid as libc::pid_t;
-    let r = loop {
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        }
-        break r;
-    };
-    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let own_peak_kb = poller.join().unwrap();
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -libc::WTERMSIG(status)
-    };
+    let status = child.wait().expect("wait for the command");
+    let code = status.code().unwrap_or(-1);
+    let peak_kb: f64 = std::fs::read_to_string(&report)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "the measuring parent wrote no peak (exit {code}): {}",
+                String::from_utf8_lossy(&stderr)
+            )
+        });
+    let _ = std::fs::remove_file(&report);
     Run {
         code,
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        peak_mib: own_peak_kb.map_or(usage.ru_maxrss as f64, |kb| kb as f64) / 1024.0,
+        peak_mib: peak_kb / 1024.0,
     }
 }
 
