@@ -208,13 +208,26 @@ impl LayerRule for Rescale {
                 let a = &acts[i];
                 let din = delta2(a).map_err(ce)?;
                 let dout = delta2(&acts[node]).map_err(ce)?;
-                let grad = (r * activation_derivative(n, a).map_err(ce)?).map_err(ce)?;
-                let small = din.abs().and_then(|d| d.lt(EPS)).map_err(ce)?;
-                let scaled = (r * dout).and_then(|t| t / &din).map_err(ce)?;
-                small.where_cond(&grad, &scaled).map_err(ce)
+                rescale(n, a, &din, &dout, r).map_err(ce)
             }
         }
     }
+}
+
+/// The rescale rule at activation `n` with input `a`: `r * dout / din`, `dout` and `din` being
+/// the output's and the input's differences to the baseline, or `r` times the derivative at `a`
+/// where `|din| < EPS`.
+fn rescale(
+    n: &sr_core::graph::Node,
+    a: &CTensor,
+    din: &CTensor,
+    dout: &CTensor,
+    r: &CTensor,
+) -> candle_core::Result<CTensor> {
+    let grad = (r * activation_derivative(n, a)?)?;
+    let small = din.abs()?.lt(EPS)?;
+    let scaled = ((r * dout)? / din)?;
+    small.where_cond(&grad, &scaled)
 }
 
 /// Captum's DeepLIFT max-pool rule on a `[inputs; baselines]` batch: `input`/`output` are
@@ -355,10 +368,7 @@ impl LayerRule for PairedRescale<'_> {
         let a = &acts[i];
         let din = (a - &self.baseline[i]).map_err(ce)?;
         let dout = (&acts[node] - &self.baseline[node]).map_err(ce)?;
-        let grad = (r * activation_derivative(n, a).map_err(ce)?).map_err(ce)?;
-        let small = din.abs().and_then(|d| d.lt(EPS)).map_err(ce)?;
-        let scaled = (r * dout).and_then(|t| t / &din).map_err(ce)?;
-        small.where_cond(&grad, &scaled).map_err(ce)
+        rescale(n, a, &din, &dout, r).map_err(ce)
     }
 }
 
