@@ -160,9 +160,7 @@ fn add(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
                 let last_only = c.dims.iter().rev().skip(1).all(|&d| d == 1);
                 (matches!(imp.graph.nodes[l].op, Op::Linear)
                     && imp.shapes[l][1] == shape[shape.len() - 1]
-                    && imp
-                        .graph
-                        .nodes
+                    && imp.graph.nodes[l + 1..] // its readers come after it
                         .iter()
                         .filter(|m| m.inputs.contains(&l))
                         .count()

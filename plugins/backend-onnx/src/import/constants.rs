@@ -154,21 +154,17 @@ fn scatter_nd(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
         }
         at.push(off);
     }
-    let data = match (data.data.as_ref(), upd.data.as_ref()) {
-        (Data::F32(d), _) => {
-            let (mut d, u) = (d.clone(), upd.floats());
-            for (t, &off) in at.iter().enumerate() {
-                d[off..off + slice].copy_from_slice(&u[t * slice..(t + 1) * slice]);
-            }
-            Data::F32(d)
+    // Each named slice of a copy of `d` replaced by the next slice of `u`.
+    fn scatter<T: Copy>(d: &[T], u: &[T], at: &[usize], slice: usize) -> Vec<T> {
+        let mut d = d.to_vec();
+        for (t, &off) in at.iter().enumerate() {
+            d[off..off + slice].copy_from_slice(&u[t * slice..(t + 1) * slice]);
         }
-        (Data::I64(d), _) => {
-            let (mut d, u) = (d.clone(), upd.ints());
-            for (t, &off) in at.iter().enumerate() {
-                d[off..off + slice].copy_from_slice(&u[t * slice..(t + 1) * slice]);
-            }
-            Data::I64(d)
-        }
+        d
+    }
+    let data = match data.data.as_ref() {
+        Data::F32(d) => Data::F32(scatter(d, &upd.floats(), &at, slice)),
+        Data::I64(d) => Data::I64(scatter(d, &upd.ints(), &at, slice)),
     };
     imp.bind(
         n,
@@ -196,7 +192,7 @@ fn const_elementwise(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
             format!("{} takes {arity} inputs, has {}", n.op_type, n.inputs.len()),
         ));
     }
-    let cs: Vec<Const> = (0..arity)
+    let mut cs: Vec<Const> = (0..arity)
         .map(|i| {
             imp.konst(n, i).cloned().map_err(|_| {
                 Importer::err(
@@ -209,7 +205,6 @@ fn const_elementwise(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
             })
         })
         .collect::<Result<_>>()?;
-    let mut cs = cs;
     let full = cs.iter().try_fold(vec![], |d: Vec<usize>, c| {
         super::arith::broadcast_dims(&d, &c.dims)
     });
@@ -260,41 +255,33 @@ fn const_elementwise(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
         }
         "Where" => {
             let cond = cs[0].ints();
-            let pick = |k: usize| {
+            // Element k of `a` where the condition holds, else of `b` (single values
+            // broadcast).
+            let pick = |a: &Const, b: &Const, k: usize| {
                 if cond[at(&cs[0], k)] != 0 {
-                    (&cs[1], k)
+                    (true, at(a, k))
                 } else {
-                    (&cs[2], k)
+                    (false, at(b, k))
                 }
             };
+            fn select<T: Copy>(
+                len: usize,
+                pick: impl Fn(usize) -> (bool, usize),
+                a: &[T],
+                b: &[T],
+            ) -> Vec<T> {
+                (0..len)
+                    .map(|k| match pick(k) {
+                        (true, i) => a[i],
+                        (false, i) => b[i],
+                    })
+                    .collect()
+            }
+            let pick = |k| pick(&cs[1], &cs[2], k);
             if float {
-                let (a, b) = (cs[1].floats(), cs[2].floats());
-                Data::F32(
-                    (0..len)
-                        .map(|k| {
-                            let (c, k) = pick(k);
-                            if std::ptr::eq(c, &cs[1]) {
-                                a[at(c, k)]
-                            } else {
-                                b[at(c, k)]
-                            }
-                        })
-                        .collect(),
-                )
+                Data::F32(select(len, pick, &cs[1].floats(), &cs[2].floats()))
             } else {
-                let (a, b) = (cs[1].ints(), cs[2].ints());
-                Data::I64(
-                    (0..len)
-                        .map(|k| {
-                            let (c, k) = pick(k);
-                            if std::ptr::eq(c, &cs[1]) {
-                                a[at(c, k)]
-                            } else {
-                                b[at(c, k)]
-                            }
-                        })
-                        .collect(),
-                )
+                Data::I64(select(len, pick, &cs[1].ints(), &cs[2].ints()))
             }
         }
         _ => {

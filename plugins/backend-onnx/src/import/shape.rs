@@ -98,17 +98,8 @@ fn expand(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
         Val::Const(c) => {
             let count = element_count(n, &out)?;
             imp.charge(n, count.saturating_mul(3))?;
-            let st = strides(&a);
-            let mut flat = Vec::with_capacity(count);
-            for_each_index(&out, |ix| {
-                flat.push(
-                    ix.iter()
-                        .enumerate()
-                        .map(|(k, &i)| if a[k] == 1 { 0 } else { i * st[k] })
-                        .sum(),
-                );
-            });
-            imp.bind(n, 0, Val::Const(c.pick(out, &flat)));
+            let full = super::arith::expand_to(n, &c, &out)?;
+            imp.bind(n, 0, Val::Const(full));
             Ok(())
         }
         Val::Node(..) if out == dims_in => {
@@ -123,27 +114,32 @@ fn expand(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     }
 }
 
-/// Indices `start .. end` of axis `axis` of computed value `x` as an IR narrow bound to output
-/// `out` of `n`.
+/// Indices `start .. end` of axis `axis` of computed value `x`, every `step`-th, as an IR narrow
+/// bound to output `out` of `n`.
 fn narrow(
     imp: &mut Importer<'_>,
     n: &NodeProto,
     x: NodeId,
-    (axis, start, end): (usize, usize, usize),
+    (axis, start, end, step): (usize, usize, usize, usize),
     out: usize,
 ) -> Result<NodeId> {
     let c = imp.shape_of(x)[axis];
     if start >= end || end > c {
+        let by = if step == 1 {
+            String::new()
+        } else {
+            format!(" by {step}")
+        };
         return Err(Importer::err(
             n,
-            format!("indices {start}..{end} of axis {axis}, which has {c}"),
+            format!("indices {start}..{end}{by} of axis {axis}, which has {c}"),
         ));
     }
     let op = Op::Narrow {
         start,
-        len: end - start,
+        len: (end - start).div_ceil(step),
         axis,
-        step: 1,
+        step,
     };
     let id = imp.push_step(n, op, vec![x], vec![])?;
     imp.bind(n, out, Val::Node(id, Pending::None));
@@ -192,7 +188,7 @@ fn split(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     for (o, &len) in sizes.iter().enumerate() {
         let end = start + len as usize;
         if !n.outputs[o].is_empty() {
-            narrow(imp, n, x, (axis, start, end), o)?;
+            narrow(imp, n, x, (axis, start, end, 1), o)?;
         }
         start = end;
     }
@@ -225,25 +221,8 @@ fn slice_node(imp: &mut Importer<'_>, n: &NodeProto, x: NodeId) -> Result<()> {
             imp.bind(n, 0, Val::Node(cur, Pending::None));
             continue;
         }
-        if step > 1 {
-            // Every `step`-th index (Swin's patch merging, `x[..., 0::2, 1::2, :]`).
-            let len = e0.saturating_sub(s0).div_ceil(step);
-            if len == 0 {
-                return Err(Importer::err(
-                    n,
-                    format!("indices {s0}..{e0} by {step} of axis {axis} leave nothing"),
-                ));
-            }
-            let op = Op::Narrow {
-                start: s0,
-                len,
-                axis,
-                step,
-            };
-            cur = imp.push(n, op, vec![cur], vec![])?;
-            continue;
-        }
-        cur = narrow(imp, n, cur, (axis, s0, e0), 0)?;
+        // A step above 1 takes every step-th index (Swin's patch merging, `x[..., 0::2, :]`).
+        cur = narrow(imp, n, cur, (axis, s0, e0, step), 0)?;
     }
     Ok(())
 }
@@ -356,7 +335,7 @@ fn gather_node(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
         ));
     }
     let j = j as usize;
-    let picked = narrow(imp, n, x, (axis, j, j + 1), 0)?;
+    let picked = narrow(imp, n, x, (axis, j, j + 1, 1), 0)?;
     if idx.dims.is_empty() {
         let mut dims = shape;
         dims.remove(axis);
