@@ -5,7 +5,7 @@
 //! (autograd, float64), which it is for a ReLU network.
 
 use sr_backend_torchvision::TorchvisionModel;
-use sr_core::{Model, RelevanceStage, Tensor};
+use sr_core::{Model, RelevanceStage};
 use sr_relevance_gradient::Gradient;
 use sr_relevance_lrp::{Lrp, LrpParams};
 use srhost_tests::*;
@@ -28,22 +28,12 @@ fn load(file: &str, arch: &str) -> sr_core::Result<TorchvisionModel> {
     ten_class_checkpoint(arch, &fixture(file))
 }
 
-fn input(img: &str) -> Tensor {
-    npy_tensor(&golden(&format!("inputs/{img}/input_imagenet.npy")))
-}
-
-fn top(t: &Tensor) -> usize {
-    (0..t.numel())
-        .max_by(|&a, &b| t.data()[a].total_cmp(&t.data()[b]))
-        .unwrap()
-}
-
 #[test]
 fn densenet_checkpoints_give_pytorchs_logits_under_either_key_style() {
     for file in ["densenet121_narrow.pth", "densenet121_narrow_hub_keys.pth"] {
         let m = load(file, "densenet121").unwrap_or_else(|e| panic!("{file}: {e}"));
         for img in IMAGES {
-            let got = m.forward(&input(img)).unwrap();
+            let got = m.forward(&golden_input(img)).unwrap();
             let want = npy_tensor(&fixture(&format!("{img}/logits.npy")));
             let err = rel_max_err(got.data(), want.data());
             eprintln!("{file} {img}: logits max abs error / max |logit| = {err:.2e}");
@@ -68,8 +58,8 @@ fn densenet_gradient_and_lrp0_match_autograd() {
     })
     .unwrap();
     for img in IMAGES {
-        let x = input(img);
-        let t = top(&npy_tensor(&fixture(&format!("{img}/logits.npy"))));
+        let x = golden_input(img);
+        let t = top_class(&npy_tensor(&fixture(&format!("{img}/logits.npy"))));
         let r = lrp.explain(&m, &x, &[t]).unwrap().relevance;
         let want = npy_tensor(&fixture(&format!("{img}/lrp0.npy")));
         let (p, err) = (
@@ -81,8 +71,8 @@ fn densenet_gradient_and_lrp0_match_autograd() {
         );
         assert!(p >= LRP0_MIN_PEARSON && err <= LRP0_TOL, "{img}: {p} {err}");
     }
-    let x = input("coffee");
-    let t = top(&npy_tensor(&fixture("coffee/logits.npy")));
+    let x = golden_input("coffee");
+    let t = top_class(&npy_tensor(&fixture("coffee/logits.npy")));
     let g = Gradient::build(sr_core::NoParams {})
         .unwrap()
         .explain(&m, &x, &[t])

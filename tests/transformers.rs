@@ -72,16 +72,6 @@ fn graph(name: &str) -> sr_core::Graph {
         .graph
 }
 
-fn input(img: &str) -> Tensor {
-    npy_tensor(&golden(&format!("inputs/{img}/input_imagenet.npy")))
-}
-
-fn top(logits: &Tensor) -> usize {
-    (0..logits.numel())
-        .max_by(|&a, &b| logits.data()[a].total_cmp(&logits.data()[b]))
-        .unwrap()
-}
-
 fn lrp(composite: &str) -> Lrp {
     Lrp::build(LrpParams {
         composite: composite.into(),
@@ -112,7 +102,7 @@ fn transformers_import_with_token_ops_and_give_pytorchs_logits() {
         assert!(g.runs_per_sample(), "{name}");
         let m = GraphModel(sr_nn::Executor::new(g).unwrap());
         for img in IMAGES {
-            let got = m.forward(&input(img)).unwrap();
+            let got = m.forward(&golden_input(img)).unwrap();
             let want = reference(name, img, "logits.npy");
             let err = rel_max_err(got.data(), want.data());
             eprintln!("{name} {img}: executor vs PyTorch logits {err:.2e}");
@@ -134,7 +124,7 @@ fn transformers_agree_with_onnx_runtime() {
         })
         .unwrap_or_else(|e| panic!("{name}: {e}"))
     };
-    let (a, b) = (input("coffee"), input("chelsea"));
+    let (a, b) = (golden_input("coffee"), golden_input("chelsea"));
     let x = Tensor::stack(&[a, b]).unwrap();
     for name in MODELS {
         let (ort, ours) = (load(name, "onnxruntime"), load(name, "srhost"));
@@ -154,8 +144,8 @@ fn attnlrp_and_cp_lrp_match_autograd_references() {
         for name in MODELS {
             let m = shared(GraphModel(sr_nn::Executor::new(graph(name)).unwrap()));
             for img in IMAGES {
-                let x = input(img);
-                let t = top(&reference(name, img, "logits.npy"));
+                let x = golden_input(img);
+                let t = top_class(&reference(name, img, "logits.npy"));
                 let got = method.explain(&m, &x, &[t]).unwrap().relevance;
                 let want = reference(name, img, file);
                 let (p, err) = (
@@ -184,8 +174,8 @@ fn cp_lrp_matches_lxt_on_torchvisions_vit() {
     for name in ["vit_ts", "vit_dynamo"] {
         let m = shared(GraphModel(sr_nn::Executor::new(graph(name)).unwrap()));
         for img in IMAGES {
-            let x = input(img);
-            let t = top(&reference(name, img, "logits.npy"));
+            let x = golden_input(img);
+            let t = top_class(&reference(name, img, "logits.npy"));
             let got = method.explain(&m, &x, &[t]).unwrap().relevance;
             let want = reference(name, img, "lxt_cplrp.npy");
             let (p, err) = (
@@ -210,8 +200,8 @@ fn transformer_gradient_matches_autograd() {
     let mut bad = vec![];
     for name in MODELS {
         let m = shared(GraphModel(sr_nn::Executor::new(graph(name)).unwrap()));
-        let x = input("coffee");
-        let t = top(&reference(name, "coffee", "logits.npy"));
+        let x = golden_input("coffee");
+        let t = top_class(&reference(name, "coffee", "logits.npy"));
         let got = grad.explain(&m, &x, &[t]).unwrap().relevance;
         let want = reference(name, "coffee", "gradient.npy");
         let (p, err) = (
@@ -236,7 +226,7 @@ fn transformer_batches_equal_their_images_one_by_one() {
     let m = shared(GraphModel(
         sr_nn::Executor::new(graph("deit_dynamo")).unwrap(),
     ));
-    let (a, b) = (input("coffee"), input("chelsea"));
+    let (a, b) = (golden_input("coffee"), golden_input("chelsea"));
     let x = Tensor::stack(&[a.clone(), b.clone()]).unwrap();
     use sr_relevance_gradient::deeplift::{DeepLift, DeepLiftParams};
     let methods: Vec<Box<dyn sr_core::Relevance>> = vec![
@@ -276,9 +266,9 @@ fn cp_lrp_conserves_relevance_without_biases() {
         let g = without_biases(graph(name));
         assert!(g.nodes.iter().any(|n| matches!(n.op, Op::Constant)));
         let m = shared(GraphModel(sr_nn::Executor::new(g).unwrap()));
-        let x = input("coffee");
+        let x = golden_input("coffee");
         let logits = m.forward(&x).unwrap();
-        let t = top(&logits);
+        let t = top_class(&logits);
         for composite in ["cp-lrp", "attnlrp"] {
             let r = lrp(composite).explain(&m, &x, &[t]).unwrap().relevance;
             let sum: f64 = r.data().iter().map(|&v| v as f64).sum();
@@ -358,8 +348,8 @@ fn deeplift_matches_autograd_on_transformers() {
     let mut bad = vec![];
     for name in MODELS {
         let m = shared(GraphModel(sr_nn::Executor::new(graph(name)).unwrap()));
-        let x = input("coffee");
-        let t = top(&reference(name, "coffee", "logits.npy"));
+        let x = golden_input("coffee");
+        let t = top_class(&reference(name, "coffee", "logits.npy"));
         let e = method.explain(&m, &x, &[t]).unwrap();
         let want = reference(name, "coffee", "deeplift.npy");
         let got = e.relevance;
@@ -388,7 +378,7 @@ fn attention_rollout_matches_the_reference_and_refuses_windows() {
     let method = Rollout::build(RolloutParams::default()).unwrap();
     for name in ["vit_ts", "vit_dynamo", "deit_ts", "deit_dynamo"] {
         let m = shared(GraphModel(sr_nn::Executor::new(graph(name)).unwrap()));
-        let x = input("coffee");
+        let x = golden_input("coffee");
         let got = method.explain(&m, &x, &[0]).unwrap().relevance;
         let want = reference(name, "coffee", "rollout.npy");
         let err = rel_max_err(got.data(), want.data());
@@ -398,7 +388,9 @@ fn attention_rollout_matches_the_reference_and_refuses_windows() {
     let m = shared(GraphModel(
         sr_nn::Executor::new(graph("swin_dynamo")).unwrap(),
     ));
-    let e = method.explain(&m, &input("coffee"), &[0]).unwrap_err();
+    let e = method
+        .explain(&m, &golden_input("coffee"), &[0])
+        .unwrap_err();
     assert!(
         e.message
             .contains("attention rollout reads a class token's attention")

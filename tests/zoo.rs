@@ -58,16 +58,6 @@ fn graph(name: &str) -> sr_core::Graph {
         .graph
 }
 
-fn input(img: &str) -> Tensor {
-    npy_tensor(&golden(&format!("inputs/{img}/input_imagenet.npy")))
-}
-
-fn top(logits: &Tensor) -> usize {
-    (0..logits.numel())
-        .max_by(|&a, &b| logits.data()[a].total_cmp(&logits.data()[b]))
-        .unwrap()
-}
-
 /// LRP-0 with the rules the reference implements: epsilon (-> 0) on every layer, activations
 /// passing relevance, average pooling as a linear layer, max pooling to the first maximum.
 fn lrp0() -> Lrp {
@@ -94,7 +84,7 @@ fn zoo_models_import_with_their_new_ops_and_give_pytorchs_logits() {
         }
         let m = GraphModel(sr_nn::Executor::new(g).unwrap());
         for img in IMAGES {
-            let got = m.forward(&input(img)).unwrap();
+            let got = m.forward(&golden_input(img)).unwrap();
             let want = reference(name, img, "logits.npy");
             let err = rel_max_err(got.data(), want.data());
             eprintln!("{name} {img}: executor vs PyTorch logits {err:.2e}");
@@ -120,7 +110,7 @@ fn zoo_models_agree_with_onnx_runtime() {
         let (ort, ours) = (load(name, "onnxruntime"), load(name, "srhost"));
         let exec = GraphModel(sr_nn::Executor::new(graph(name)).unwrap());
         for img in IMAGES {
-            let x = input(img);
+            let x = golden_input(img);
             let (a, b) = (ort.forward(&x).unwrap(), ours.forward(&x).unwrap());
             assert_eq!(b.data(), exec.forward(&x).unwrap().data(), "{name} {img}");
             let err = rel_max_err(b.data(), a.data());
@@ -137,8 +127,8 @@ fn zoo_lrp0_matches_gradient_times_input_of_the_modified_model() {
     for (name, _) in MODELS {
         let m = shared(GraphModel(sr_nn::Executor::new(graph(name)).unwrap()));
         for img in IMAGES {
-            let x = input(img);
-            let t = top(&reference(name, img, "logits.npy"));
+            let x = golden_input(img);
+            let t = top_class(&reference(name, img, "logits.npy"));
             let got = lrp.explain(&m, &x, &[t]).unwrap().relevance;
             let want = reference(name, img, "lrp0.npy");
             let (p, err) = (
@@ -178,9 +168,9 @@ fn zoo_relevance_is_conserved_without_biases() {
         let g = without_biases(graph(name));
         assert!(g.nodes.iter().any(|n| !matches!(n.op, Op::Input { .. })));
         let m = shared(GraphModel(sr_nn::Executor::new(g).unwrap()));
-        let x = input("coffee");
+        let x = golden_input("coffee");
         let logits = m.forward(&x).unwrap();
-        let t = top(&logits);
+        let t = top_class(&logits);
         let r = lrp.explain(&m, &x, &[t]).unwrap().relevance;
         let sum: f64 = r.data().iter().map(|&v| v as f64).sum();
         let ratio = sum / logits.data()[t] as f64;
@@ -201,8 +191,8 @@ fn zoo_gradient_matches_autograd() {
     let mut bad = vec![];
     for (name, _) in MODELS {
         let m = shared(GraphModel(sr_nn::Executor::new(graph(name)).unwrap()));
-        let x = input("coffee");
-        let t = top(&reference(name, "coffee", "logits.npy"));
+        let x = golden_input("coffee");
+        let t = top_class(&reference(name, "coffee", "logits.npy"));
         let got = grad.explain(&m, &x, &[t]).unwrap().relevance;
         let want = reference(name, "coffee", "gradient.npy");
         let (p, err) = (
@@ -251,10 +241,10 @@ fn every_method_runs_on_the_zoo_and_deeplift_sums_to_delta_on_mnasnet() {
         "deeplift".into(),
         Box::new(DeepLift::build(DeepLiftParams::default()).unwrap()),
     ));
-    let x = input("coffee");
+    let x = golden_input("coffee");
     for (name, _) in MODELS {
         let m = shared(GraphModel(sr_nn::Executor::new(graph(name)).unwrap()));
-        let t = top(&m.forward(&x).unwrap());
+        let t = top_class(&m.forward(&x).unwrap());
         for (label, method) in &methods {
             let r = method
                 .explain(&m, &x, &[t])
@@ -269,7 +259,7 @@ fn every_method_runs_on_the_zoo_and_deeplift_sums_to_delta_on_mnasnet() {
     }
     // Summation to delta: the zero baseline (the mean image).
     let m = shared(GraphModel(sr_nn::Executor::new(graph("mnasnet")).unwrap()));
-    let t = top(&m.forward(&x).unwrap());
+    let t = top_class(&m.forward(&x).unwrap());
     let zero = Tensor::new(x.shape().to_vec(), vec![0.0; x.numel()]).unwrap();
     let delta = (m.forward(&x).unwrap().data()[t] - m.forward(&zero).unwrap().data()[t]) as f64;
     let r = DeepLift::build(DeepLiftParams {

@@ -222,6 +222,19 @@ pub fn npy_tensor(path: &Path) -> sr_core::Tensor {
     sr_core::Tensor::new(a.shape, a.data.iter().map(|&v| v as f32).collect()).unwrap()
 }
 
+/// The golden set's ImageNet-normalised input of photo `img` (`coffee`, `chelsea`, ...), `1 x 3 x
+/// 224 x 224`.
+pub fn golden_input(img: &str) -> sr_core::Tensor {
+    npy_tensor(&golden(&format!("inputs/{img}/input_imagenet.npy")))
+}
+
+/// The index of the largest value (the top class of a logits row; the first of equal maxima).
+pub fn top_class(logits: &sr_core::Tensor) -> usize {
+    (0..logits.numel())
+        .max_by(|&a, &b| logits.data()[a].total_cmp(&logits.data()[b]))
+        .unwrap()
+}
+
 /// `max |a - b| / max |b|`: the relative error used by the parity tests. Infinite when either
 /// side holds a value that is not finite (a NaN must fail a bound, never vanish in a `max`).
 pub fn rel_max_err(a: &[f32], b: &[f32]) -> f64 {
