@@ -68,10 +68,7 @@ impl Executor {
                     bias: n.param("bias").map(to_candle).transpose()?,
                 },
                 Op::Linear => Prepared::Linear {
-                    weight_t: to_candle(n.param("weight").unwrap())?
-                        .t()
-                        .and_then(|t| t.contiguous())
-                        .map_err(&e)?,
+                    weight_t: transposed(n.param("weight").unwrap()).map_err(&e)?,
                     bias: n.param("bias").map(to_candle).transpose()?,
                 },
                 Op::BatchNorm { .. } => {
@@ -315,4 +312,24 @@ impl Executor {
             ))),
         }
     }
+}
+
+/// The `[out, in]` weight `w` as a contiguous `[in, out]` candle tensor, made in one
+/// allocation (a transposed view made contiguous held three copies at once).
+fn transposed(w: &Tensor) -> candle_core::Result<CTensor> {
+    let (o, i) = (w.shape()[0], w.shape()[1]);
+    let d = w.data();
+    let mut t = vec![0f32; o * i];
+    // In 64 x 64 tiles: a column at a time would read the whole weight once per column.
+    const B: usize = 64;
+    for r0 in (0..o).step_by(B) {
+        for c0 in (0..i).step_by(B) {
+            for r in r0..(r0 + B).min(o) {
+                for c in c0..(c0 + B).min(i) {
+                    t[c * o + r] = d[r * i + c];
+                }
+            }
+        }
+    }
+    CTensor::from_vec(t, (i, o), &Device::Cpu)
 }

@@ -217,6 +217,15 @@ impl OnnxModel {
         let ctx = |e: Error| e.context(source);
         let m = proto::parse(bytes).map_err(ctx)?;
         let imp = import::import(&m, p.output.as_deref(), p.input_size).map_err(ctx)?;
+        // Checked before the executor holds the weights.
+        if p.runtime == "onnxruntime" && imp.generated_values > import::MAX_GENERATED_FOR_ORT {
+            return Err(Error::params(format!(
+                "{source}: its constant folds make {} values the file does not store (ConstantOfShape fills, ranges, broadcasts); ONNX Runtime would hold a second copy, so it runs at most {} of them",
+                imp.generated_values,
+                import::MAX_GENERATED_FOR_ORT
+            ))
+            .with_help("set runtime = \"srhost\" in the [model] table: srhost's executor holds them once"));
+        }
         let shapes = imp.graph.infer_shapes().map_err(ctx)?;
         let classes: usize = shapes[imp.graph.output][1..].iter().product();
         let input_shape = match &imp.graph.nodes[0].op {

@@ -398,7 +398,7 @@ fn cast(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
         Val::Const(c) => {
             imp.charge(n, c.numel().saturating_mul(2))?;
             let data = if is_float_type(to) {
-                Data::F32(c.floats())
+                Data::F32(c.floats().into_owned())
             } else {
                 Data::I64(c.ints())
             };

@@ -66,10 +66,22 @@ impl Const {
             Data::F32(v) => v.iter().map(|&x| x as i64).collect(),
         }
     }
-    fn floats(&self) -> Vec<f32> {
+    fn floats(&self) -> std::borrow::Cow<'_, [f32]> {
         match self.data.as_ref() {
-            Data::F32(v) => v.clone(),
+            Data::F32(v) => std::borrow::Cow::Borrowed(v),
             Data::I64(v) => v.iter().map(|&x| x as f32).collect(),
+        }
+    }
+    /// The values as float32, moved out when nothing else holds them (see
+    /// [`Importer::take_const`]), else copied.
+    fn into_floats(self) -> Vec<f32> {
+        match Arc::try_unwrap(self.data) {
+            Ok(Data::F32(v)) => v,
+            Ok(Data::I64(v)) => v.iter().map(|&x| x as f32).collect(),
+            Err(shared) => match shared.as_ref() {
+                Data::F32(v) => v.clone(),
+                Data::I64(v) => v.iter().map(|&x| x as f32).collect(),
+            },
         }
     }
     fn numel(&self) -> usize {
@@ -159,6 +171,9 @@ pub struct Imported {
     pub logits_name: String,
     /// Whether `logits_name` is one of the file's graph outputs.
     pub logits_is_output: bool,
+    /// The constant values the file does not store but its folds make (a ConstantOfShape
+    /// fill, a Range, a broadcast): ONNX Runtime would hold its own copy of them.
+    pub generated_values: usize,
 }
 
 struct Importer<'m> {
@@ -171,9 +186,14 @@ struct Importer<'m> {
     value_names: Vec<String>,
     vals: HashMap<String, Val>,
     uses: HashMap<&'m str, usize>,
+    /// Per value, the reads by nodes not yet imported: a constant is dropped after its last
+    /// read, so a weight made from it need not be a second copy.
+    left: HashMap<&'m str, usize>,
     used_names: HashMap<String, usize>,
     /// Values of constants computed so far ([`MAX_FOLDED_VALUES`] in all).
     folded: usize,
+    /// Of those, the values that folds made beyond their inputs' (fills, ranges, broadcasts).
+    generated: usize,
 }
 
 fn node_label(n: &NodeProto) -> String {
@@ -338,13 +358,34 @@ impl<'m> Importer<'m> {
     }
 
     fn tensor(n: &NodeProto, c: &Const, what: &str, shape: Vec<usize>) -> Result<Tensor> {
+        Self::tensor_of(n, c.clone(), what, shape)
+    }
+
+    /// [`Importer::tensor`] of a constant owned: its values are moved, not copied, when
+    /// nothing else holds them.
+    fn tensor_of(n: &NodeProto, c: Const, what: &str, shape: Vec<usize>) -> Result<Tensor> {
         if !matches!(*c.data, Data::F32(_)) {
             return Err(Self::err(
                 n,
                 format!("{what} must be floating point, found integers"),
             ));
         }
-        Tensor::new(shape, c.floats()).map_err(|e| Self::err(n, format!("{what}: {}", e.message)))
+        Tensor::new(shape, c.into_floats())
+            .map_err(|e| Self::err(n, format!("{what}: {}", e.message)))
+    }
+
+    /// Input `i` of `n` as a constant, taken out of the import when `n` is its last reader
+    /// (and it is no graph output), so that its values can be moved into a weight.
+    fn take_const(&mut self, n: &NodeProto, i: usize) -> Result<Const> {
+        let c = self.konst(n, i)?.clone();
+        let name = n.inputs[i].as_str();
+        let last = self.left.get(name).copied() == Some(1)
+            && n.inputs.iter().filter(|s| s.as_str() == name).count() == 1
+            && !self.m.outputs.iter().any(|o| o.name == name);
+        if last {
+            self.vals.remove(name);
+        }
+        Ok(c)
     }
 
     fn unique_name(&mut self, n: &NodeProto) -> String {
@@ -548,15 +589,50 @@ impl<'m> Importer<'m> {
         if n.outputs.first().is_none_or(|o| o.is_empty()) {
             return Err(Self::err(n, "the node has no output"));
         }
+        // The values a fold makes beyond its largest constant input.
+        let biggest_in = n
+            .inputs
+            .iter()
+            .filter_map(|i| match self.vals.get(i) {
+                Some(Val::Const(c)) => Some(c.numel()),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
         match ops().find(|b| b.op == n.op_type) {
-            Some(b) => (b.build)(self, n),
-            None => Err(Error::unsupported(format!(
-                "{}: unsupported ONNX op `{}`",
-                node_label(n),
-                n.op_type
-            ))
-            .with_help(format!("supported ops: {}", supported().join(", ")))),
+            Some(b) => (b.build)(self, n)?,
+            None => {
+                return Err(Error::unsupported(format!(
+                    "{}: unsupported ONNX op `{}`",
+                    node_label(n),
+                    n.op_type
+                ))
+                .with_help(format!("supported ops: {}", supported().join(", "))))
+            }
         }
+        let made: usize = n
+            .outputs
+            .iter()
+            .filter_map(|o| match self.vals.get(o) {
+                Some(Val::Const(c)) => Some(c.numel().saturating_sub(biggest_in)),
+                _ => None,
+            })
+            .sum();
+        self.generated = self.generated.saturating_add(made);
+        // Constants read for the last time are dropped (what was folded from them, or made
+        // into a weight, is all that stays).
+        for name in n.inputs.iter().filter(|s| !s.is_empty()) {
+            if let Some(l) = self.left.get_mut(name.as_str()) {
+                *l = l.saturating_sub(1);
+                if *l == 0
+                    && matches!(self.vals.get(name), Some(Val::Const(_)))
+                    && !self.m.outputs.iter().any(|o| &o.name == name)
+                {
+                    self.vals.remove(name);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -599,9 +675,17 @@ fn dims_of(n: &NodeProto, c: &Const) -> Result<Vec<usize>> {
 }
 
 /// The most values the constants computed at load time may hold, all together, counted in
-/// f32s with their index vectors (2^28, 1 GiB): shape arithmetic makes a few, weights filled by ConstantOfShape (weight-stripped test
-/// models) up to VGG-19's 144 M. A small file cannot make the importer allocate more.
-pub const MAX_FOLDED_VALUES: usize = 1 << 28;
+/// f32s with their index vectors (3 x 2^26, 768 MiB): shape arithmetic makes a few, weights
+/// filled by ConstantOfShape (weight-stripped test models) up to VGG-19's 144 M. A small file
+/// cannot make the importer allocate more.
+pub const MAX_FOLDED_VALUES: usize = 3 << 26;
+
+/// The most constant values a file may have its folds make (fills, ranges, broadcasts:
+/// [`Imported::generated_values`]) when ONNX Runtime runs it (2^24, 64 MiB): the runtime
+/// folds them again into its own copy. The dynamo exports of the torchvision classifiers and
+/// transformers make a few thousand; a weight-stripped model whose weights are fills runs with
+/// `runtime = "srhost"`, which holds them once.
+pub const MAX_GENERATED_FOR_ORT: usize = 1 << 24;
 
 /// The element count of `dims`, checked: no overflow, at most [`MAX_FOLDED_VALUES`].
 fn element_count(n: &NodeProto, dims: &[usize]) -> Result<usize> {
@@ -764,9 +848,11 @@ pub fn import(
         activation_bytes: 0,
         value_names: vec![input.name.clone()],
         vals: HashMap::new(),
+        left: uses.clone(),
         uses,
         used_names: HashMap::new(),
         folded: 0,
+        generated: 0,
     };
     imp.used_names.insert(input.name.clone(), 1);
     for t in &m.initializers {
@@ -830,6 +916,7 @@ pub fn import(
         out
     };
     let logits_name = imp.value_names[logits].clone();
+    let generated_values = imp.generated;
 
     // Keep only what the chosen output depends on (ONet's other heads go).
     let mut keep = vec![false; imp.graph.nodes.len()];
@@ -863,6 +950,7 @@ pub fn import(
         input_dims: dims,
         logits_is_output: m.outputs.iter().any(|o| o.name == logits_name),
         logits_name,
+        generated_values,
     })
 }
 

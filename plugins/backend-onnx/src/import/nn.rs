@@ -3,7 +3,7 @@
 //! reads it.
 
 use super::{node_label, norm_axis, scalar, Importer, OpBuilder, Pending, Val, CHANNELS_LAST};
-use crate::proto::NodeProto;
+use crate::proto::{Data, NodeProto};
 use sr_core::graph::{NodeId, Op};
 use sr_core::{Result, Tensor};
 
@@ -101,7 +101,7 @@ fn conv(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
             [0; 4]
         }
     };
-    let w = imp.konst(n, 1)?.clone();
+    let w = imp.take_const(n, 1)?;
     if w.dims.len() != 4 {
         return Err(Importer::err(
             n,
@@ -138,7 +138,10 @@ fn conv(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     }
     let mut params = vec![(
         "weight".to_string(),
-        Importer::tensor(n, &w, "weight", w.dims.clone())?,
+        {
+            let dims = w.dims.clone();
+            Importer::tensor_of(n, w, "weight", dims)?
+        },
     )];
     if let Some(b) = imp.opt_konst(n, 2)? {
         params.push((
@@ -190,7 +193,7 @@ fn dense(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
             ),
         ));
     }
-    let b = imp.konst(n, 1)?.clone();
+    let b = imp.take_const(n, 1)?;
     if b.dims.len() != 2 {
         return Err(Importer::err(
             n,
@@ -220,19 +223,37 @@ fn dense(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     } else {
         (b.dims[1], b.dims[0])
     };
-    let bv = b.floats();
-    let mut w = vec![0f32; o * i];
-    for r in 0..o {
-        for c in 0..i {
-            let src = map.as_ref().map_or(c, |m| m[c]);
-            let v = if trans_b {
-                bv[r * i + src]
-            } else {
-                bv[src * o + r]
-            };
-            w[r * i + c] = alpha * v;
+    let b_dims = b.dims.clone();
+    let w = match &map {
+        // Moved (or transposed in place) when nothing else holds it: a weight the file
+        // does not store (a fill) is held once.
+        None if matches!(*b.data, Data::F32(_)) => {
+            let mut w = b.into_floats();
+            if !trans_b {
+                transpose_in_place(&mut w, i, o);
+            }
+            if alpha != 1.0 {
+                w.iter_mut().for_each(|v| *v *= alpha);
+            }
+            w
         }
-    }
+        _ => {
+            let bv = b.floats();
+            let mut w = vec![0f32; o * i];
+            for r in 0..o {
+                for c in 0..i {
+                    let src = map.as_ref().map_or(c, |m| m[c]);
+                    let v = if trans_b {
+                        bv[r * i + src]
+                    } else {
+                        bv[src * o + r]
+                    };
+                    w[r * i + c] = alpha * v;
+                }
+            }
+            w
+        }
+    };
     let mut params = vec![(
         "weight".to_string(),
         Tensor::new(vec![o, i], w).map_err(|e| Importer::err(n, e.message))?,
@@ -268,7 +289,7 @@ fn dense(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
                 format!(
                     "weight `{}` has shape {:?}, which does not fit {:?}",
                     n.inputs[1],
-                    b.dims,
+                    b_dims,
                     imp.shape_of(x)
                 ),
             ));
@@ -672,4 +693,46 @@ fn pad(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     }
     imp.bind(n, 0, Val::Node(x, Pending::Pad(p, node_label(n))));
     Ok(())
+}
+
+/// Transpose the `rows x cols` row-major matrix `v` in place: the element at `r cols + c`
+/// moves to `c rows + r`, cycle by cycle, with a bit per element marking those moved.
+fn transpose_in_place(v: &mut [f32], rows: usize, cols: usize) {
+    let n = v.len();
+    if rows <= 1 || cols <= 1 {
+        return;
+    }
+    let mut moved = vec![0u64; n.div_ceil(64)];
+    for start in 0..n {
+        if moved[start / 64] >> (start % 64) & 1 == 1 {
+            continue;
+        }
+        let (mut at, mut carry) = (start, v[start]);
+        loop {
+            let to = (at % cols) * rows + at / cols;
+            std::mem::swap(&mut v[to], &mut carry);
+            moved[to / 64] |= 1 << (to % 64);
+            at = to;
+            if at == start {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transpose_in_place_matches_a_copy() {
+        for (rows, cols) in [(1, 5), (5, 1), (2, 3), (3, 2), (4, 4), (7, 13), (64, 3)] {
+            let v: Vec<f32> = (0..rows * cols).map(|x| x as f32).collect();
+            let mut t = v.clone();
+            super::transpose_in_place(&mut t, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(t[c * rows + r], v[r * cols + c], "{rows} x {cols}");
+                }
+            }
+        }
+    }
 }

@@ -614,7 +614,7 @@ fn concat(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
             .iter()
             .map(|c| {
                 if float {
-                    (c.floats(), vec![])
+                    (c.floats().into_owned(), vec![])
                 } else {
                     (vec![], c.ints())
                 }
