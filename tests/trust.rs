@@ -215,6 +215,67 @@ fn a_double_star_glob_through_a_symlink_loop_ends() {
     assert!(r.stdout.contains("ok (1 images"), "{r:?}");
 }
 
+/// An unreadable subfolder (a disk's `lost+found`) is skipped with a warning naming it, and the
+/// photos beside it are still run. It refused the whole run, naming the wrong folder.
+///
+/// Permissions do not stop root, which CI runs as: there `srhost` runs as `nobody` through
+/// `setpriv` (util-linux), from a copy of the binary outside root's home.
+#[cfg(unix)]
+#[test]
+fn an_unreadable_subfolder_is_skipped_with_a_warning_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("trust-lost-found");
+    let ph = photos(&dir, &["coffee.png"]);
+    let sub = ph.join("birds");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::copy(photo("chelsea.png"), sub.join("chelsea.png")).unwrap();
+    let lost = ph.join("lost+found");
+    std::fs::create_dir(&lost).unwrap();
+    std::fs::copy(photo("astronaut.png"), lost.join("astronaut.png")).unwrap();
+    std::fs::set_permissions(&lost, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let cfg = write(
+        &dir,
+        "p.toml",
+        &format!(
+            "[run]\nimages = [{}]\nrecursive = true\noutput = {}\n\n[model]\nuse = \"torchvision\"\n\n\
+             [relevance.grad]\nuse = \"gradient\"\n\n[saliency]\nuse = \"itti\"\nmax_dim = 128\n",
+            lit(&ph),
+            lit(&dir.join("out"))
+        ),
+    );
+    let root = unsafe { geteuid() } == 0;
+    let mut cmd = if root {
+        let bin = dir.join("srhost");
+        std::fs::copy(srhost_bin(), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin);
+        c
+    } else {
+        Command::new(srhost_bin())
+    };
+    cmd.current_dir(&dir)
+        .args(["check", &cfg])
+        .env_remove("RUST_BACKTRACE");
+    // Scratch folders are 0755 and files 0644 under /tmp: `nobody` reads all but `lost+found`.
+    let r = run_measured(cmd);
+    std::fs::set_permissions(&lost, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("ok (2 images"), "{r:?}");
+    assert!(
+        r.stderr.contains("warning: `run.images`: skipped the folder")
+            && r.stderr.contains("lost+found (cannot read it: Permission denied"),
+        "{r:?}"
+    );
+    assert!(!r.stderr.contains("birds"), "{r:?}");
+}
+
+#[cfg(unix)]
+extern "C" {
+    fn geteuid() -> u32;
+}
+
 #[cfg(unix)]
 #[test]
 fn fifos_devices_and_oversized_files_are_refused_without_hanging() {
