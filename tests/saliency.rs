@@ -4,7 +4,17 @@
 
 use sr_saliency_context_aware::ca::{self, Config};
 use sr_saliency_context_aware::imresize::Img;
+use sr_saliency_context_aware::search::{Kernel, Search};
 use srhost_tests::*;
+
+/// Every search this CPU can run, forced: the pruned search, and the screened brute force with
+/// each kernel (the portable one on every CPU, AVX2 and AVX-512 where present). The automatic
+/// choice is one of these.
+fn every_search() -> Vec<Search> {
+    let mut v = vec![Search::Pruned];
+    v.extend(Kernel::supported_here().into_iter().map(Search::Brute));
+    v
+}
 
 /// The bounds against the Matlab reference maps, at most ten times what was measured
 /// (2026-12-06: SSIM >= 0.999996, mean abs diff <= 2.1e-5, max abs diff <= 4.3e-4 and 6.4e-4
@@ -67,6 +77,22 @@ fn reference_variant_matches_the_matlab_reference_maps() {
         let t = std::time::Instant::now();
         let s = ca::saliency(&img, &cfg);
         println!("{name}: {:.2} s", t.elapsed().as_secs_f64());
+        // Every search path gives the same bits (the finest scale has 147-value patches, which
+        // a forced brute force takes).
+        for search in every_search() {
+            let forced = ca::saliency(
+                &img,
+                &Config {
+                    search,
+                    ..cfg.clone()
+                },
+            );
+            if forced.data != s.data {
+                failures.push(format!(
+                    "{name}: {search:?} differs from the automatic choice"
+                ));
+            }
+        }
         let (ssim, mean, max) = compare(name, &s);
         if !(ssim >= SSIM_MIN && mean <= MEAN_ABS_MAX && max <= MAX_ABS_MAX) {
             failures.push(format!("{name}: SSIM {ssim}, mean {mean}, max {max}"));
@@ -122,20 +148,26 @@ fn the_fast_search_agrees_with_a_naive_brute_force() {
     // Every scale, without the reference's buffer quirk, and with a buffer a little larger
     // than the candidate count (156 at scale 1 here), so a few zeros enter the mean.
     let img = small_image(36, 44);
-    for buffer in [0, 165] {
+    for (buffer, search) in [0, 165]
+        .into_iter()
+        .flat_map(|b| every_search().into_iter().map(move |s| (b, s)))
+    {
         let cfg = Config {
             buffer,
             k: 16,
+            search,
             ..Config::reference()
         };
         for (i, &r) in cfg.scales.iter().enumerate() {
             let (err, top) = search_against_brute_force(&img, &cfg, i);
-            println!("buffer {buffer}, scale {r}: max abs diff {err:.2e} (max S {top:.3})");
+            println!(
+                "{search:?}, buffer {buffer}, scale {r}: max abs diff {err:.2e} (max S {top:.3})"
+            );
             // (With the buffer, the tiny coarse scales have only zeros in their K nearest.)
             if buffer == 0 || r == 1.0 {
                 assert!(top > 0.05, "a trivial map proves nothing");
             }
-            assert!(err <= 1e-5, "buffer {buffer}, scale {r}: {err}");
+            assert!(err <= 1e-5, "{search:?}, buffer {buffer}, scale {r}: {err}");
         }
     }
 }
@@ -178,19 +210,26 @@ fn the_search_is_exact_on_a_noisy_relevance_map() {
         buffer: 0,
         ..Config::reference()
     };
-    for (i, &r) in cfg.scales.iter().enumerate().take(2) {
-        let (err, top) = search_against_brute_force(&img, &cfg, i);
-        println!("scale {r}: max abs diff {err:.2e} (max S {top:.3})");
-        assert!(top > 0.05, "a trivial map proves nothing");
-        // The same K distances, summed in another order: round-off only.
-        assert!(err <= 1e-12, "scale {r}: {err}");
+    for search in every_search() {
+        let cfg = Config {
+            search,
+            ..cfg.clone()
+        };
+        for (i, &r) in cfg.scales.iter().enumerate().take(2) {
+            let (err, top) = search_against_brute_force(&img, &cfg, i);
+            println!("{search:?}, scale {r}: max abs diff {err:.2e} (max S {top:.3})");
+            assert!(top > 0.05, "a trivial map proves nothing");
+            // The same K distances, summed in another order: round-off only.
+            assert!(err <= 1e-12, "{search:?}, scale {r}: {err}");
+        }
     }
 }
 
 #[test]
 fn the_thread_count_does_not_change_the_map() {
     // A photo-like image, and a noisy relevance map (on a CPU with AVX-512 its finest scale
-    // goes to the screened brute force instead of the pruned search).
+    // goes to the screened brute force instead of the pruned search), with every search path
+    // forced too.
     let path = repo().join("benches/inputs/astronaut-srp.npy");
     let a = sr_core::npy::decode(&std::fs::read(&path).unwrap(), "bench input").unwrap();
     let map = Img {
@@ -204,16 +243,24 @@ fn the_thread_count_does_not_change_the_map() {
             max_dim: size,
             ..Config::reference()
         };
-        let run = |n: usize| {
+        let run = |n: usize, search: Search| {
+            let cfg = Config {
+                search,
+                ..cfg.clone()
+            };
             rayon::ThreadPoolBuilder::new()
                 .num_threads(n)
                 .build()
                 .unwrap()
                 .install(|| ca::saliency(&img, &cfg))
         };
-        let one = run(1).data;
-        assert_eq!(one, run(2).data, "{size} px");
-        assert_eq!(one, run(3).data, "{size} px");
+        let one = run(1, Search::Auto).data;
+        assert_eq!(one, run(2, Search::Auto).data, "{size} px");
+        assert_eq!(one, run(3, Search::Auto).data, "{size} px");
+        for search in every_search() {
+            assert_eq!(one, run(1, search).data, "{size} px, {search:?}, 1 thread");
+            assert_eq!(one, run(3, search).data, "{size} px, {search:?}, 3 threads");
+        }
     }
 }
 

@@ -1,25 +1,32 @@
 //! The exact search for the K most similar patches by a screened brute force: for inputs
-//! whose patches are close to noise (the `srp` relevance maps), on CPUs with AVX-512.
+//! whose patches are close to noise (the `srp` relevance maps), chosen on CPUs with AVX-512
+//! ([`worth_it`]; its AVX2 and portable kernels run when asked, and in the tests on every CPU).
 //!
 //! On such inputs the pruned search of [`crate::search`] lets 700-1500 candidates per query
 //! through its 12-coordinate screen at the finest scale, and evaluates a bound of 48
 //! coordinates on each; the bound then costs a good part of what the whole distance costs.
-//! Here every pair gets a float32 distance instead, computed as a matrix product in tiles of
-//! [`R_WIDE`] queries by [`NC`] candidates held in registers, and only the pairs that can still
-//! be among a query's K nearest get their exact float64 distance. The candidates are the
-//! pruned search's blocks (a chunk is a block), and a tile skips a block when the block's
-//! bound (the pruned search's, per query) exceeds the `T` of all its queries.
+//! Here every pair gets a 16-bit integer distance instead, computed as a matrix product in
+//! tiles of `R` queries by [`NC`] candidates held in registers (`vpmaddwd`, or VNNI's
+//! `vpdpwssd`: two 16-bit products summed into each 32-bit lane, twice the multiply-adds of a
+//! float32 FMA per instruction), and only the pairs that can still be among a query's K
+//! nearest get their exact float64 distance. The candidates are the pruned search's blocks (a
+//! chunk is a block), and a tile skips a block when the block's bound (the pruned search's,
+//! per query) exceeds the `T` of all its queries.
 //!
-//! **The screen.** Patches are centred on the candidates' mean and rounded to float32
-//! (`q'`, `p'`). A tile computes `c2 = (|q'|^2 + |p'|^2) - 2 q'.p'`, which differs from
-//! `|q' - p'|^2` by at most `(dim + 6) u S` with `S = |q'|^2 + |p'|^2` and `u = 2^-24` (the
-//! dot product's `gamma_dim` bound on `sum |q'_i p'_i| <= S / 2`, doubled, plus the roundings
-//! of the norms and the two additions); [`G`] takes four times that. Rounding the patches
-//! moves `|q - p|` by at most `u (|q| + |p|) < 2e-6`, which the absolute margin [`ABS`]
-//! covers fifty times over. So a pair with `d <= T` always has
-//! `c2 - G S <= ((T (1 + REL) (1 + c rho) + ABS) (1 + 3 REL))^2 (1 + 2 REL)` (`rho` the
-//! position distance in float32), the test of [`screen`]. A pair that passes gets float64
-//! lower and upper bounds on its `d` from the same margins ([`Ctx::bounds`]).
+//! **The screen.** Patches are centred on the candidates' mean (`q`, `p`, float64) and
+//! quantised: `q^ = round(s q)` with one scale `s` for the search, the largest that keeps
+//! every `|q^|^2` within 2^29 ([`Quant`]). The integer distance `D = |q^|^2 + |p^|^2 - 2 q^.p^`
+//! is then exact: the dot product's partial sums are at most `|q^| |p^| <= 2^29` in 32-bit
+//! lanes, and `D < 2^31`. Each patch keeps the norm of its rounding error,
+//! `E_q = |s q - q^|` (at most `sqrt(dim) / 2`, about `sqrt(dim / 12)` on average), so by the
+//! triangle inequality `|sqrt(D) - s |q - p|| <= E_q + E_p`: a rigorous bound, whatever the
+//! patches. Centring in float64 moves `|q - p|` by far less than the absolute margin [`ABS`].
+//! So a pair with `d <= T` always has
+//! `sqrt(D) <= (s (T (1 + REL) (1 + c rho) + ABS) + E_q + E_p) (1 + 3 REL) (1 + 2 REL)^(1/2)`
+//! (`rho` the position distance in float32; the float32 evaluation of the test and of `D`
+//! itself round far below REL), the test of [`screen`]. A pair that passes gets float64 lower
+//! and upper bounds on its `d` from the same margins ([`Ctx::bounds`]). Without `E_q + E_p` the
+//! screen drops true neighbours: `the_screen_allows_for_its_rounding` plants such a case.
 //!
 //! **T.** A query's `T` is an upper bound on its K-th distance `T*`: the K-th smallest upper
 //! bound over K or more distinct candidates. It starts from the K nearest of the three
@@ -31,7 +38,8 @@
 //!
 //! Bands of [`BAND`] rows run in parallel; their size does not depend on the thread count,
 //! and the K distances are summed by [`crate::index::sum_exactly`], whose result does not
-//! depend on their order. So this search and the pruned one give the same bits.
+//! depend on their order. So this search and the pruned one give the same bits, with every
+//! kernel: the kernels compute the same integers.
 
 use rayon::prelude::*;
 
@@ -42,38 +50,182 @@ use crate::index::{
 /// Candidates per chunk (the lanes of a tile): a block of the pruned search.
 const NC: usize = L;
 /// Queries per tile with AVX-512 (24 of the 32 vector registers hold the tile).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const R_WIDE: usize = 12;
-/// Queries per tile without it.
+/// Queries per tile with AVX2 (12 of the 16 vector registers hold the tile) and without SIMD.
 const R_NARROW: usize = 3;
 /// Chunks per pass over a row of queries: a row's tiles share them while they are in cache.
 const SUPER: usize = 8;
 /// Rows of queries per band.
 const BAND: usize = 4;
-/// The screen's margin for the expanded float32 distance, per unit of `dim + 6`: four times
-/// the round-off bound of the module doc.
-const G: f32 = 4.0 / (1u32 << 24) as f32;
 
-/// Whether this search is faster than the pruned one on noise-like inputs here: it needs
-/// AVX-512 (with 256-bit vectors its tiles are half as wide, and it loses: 1.44 s against
-/// 1.20 s on astronaut's `srp` map at the finest scale).
-pub(crate) fn worth_it() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
+/// The instruction set of the screen's integer products. Every kernel computes the same
+/// integers, so the search gives the same bits with each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kernel {
+    /// Plain Rust, any CPU: the brute force is never chosen with it (the pruned search is
+    /// faster), but it runs when asked, and on every CPU in the tests.
+    Portable,
+    /// x86-64 AVX2: `vpmaddwd` and `vpaddd` on 256-bit vectors, tiles of 3 queries.
+    Avx2,
+    /// AVX-512BW: the same on 512-bit vectors, tiles of 12 queries.
+    Avx512,
+    /// AVX-512 VNNI: `vpdpwssd` (the product and the sum in one instruction).
+    Avx512Vnni,
+}
+
+impl Kernel {
+    /// Every kernel, slowest first.
+    pub const ALL: [Kernel; 4] = [
+        Kernel::Portable,
+        Kernel::Avx2,
+        Kernel::Avx512,
+        Kernel::Avx512Vnni,
+    ];
+
+    /// Its name, as `SRHOST_CA_KERNEL` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Portable => "portable",
+            Kernel::Avx2 => "avx2",
+            Kernel::Avx512 => "avx512",
+            Kernel::Avx512Vnni => "avx512vnni",
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+
+    /// Whether this CPU runs it.
+    pub fn supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            match self {
+                Kernel::Portable => true,
+                Kernel::Avx2 => has!("avx2"),
+                Kernel::Avx512 => has!("avx2") && has!("avx512f") && has!("avx512bw"),
+                Kernel::Avx512Vnni => {
+                    has!("avx2") && has!("avx512f") && has!("avx512bw") && has!("avx512vnni")
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Kernel::Portable
+        }
+    }
+
+    /// The kernels this CPU runs, slowest first.
+    pub fn supported_here() -> Vec<Kernel> {
+        Kernel::ALL.into_iter().filter(|k| k.supported()).collect()
+    }
+
+    /// The fastest kernel this CPU runs, at most the one `SRHOST_CA_KERNEL` names (`portable`,
+    /// `avx2`, `avx512` or `avx512vnni`: benches measure the AVX2 path on an AVX-512 CPU this
+    /// way; a name it does not know is ignored with a warning). Read once per process.
+    pub fn best() -> Kernel {
+        static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            let cap = match std::env::var("SRHOST_CA_KERNEL") {
+                Ok(v) => Kernel::ALL
+                    .into_iter()
+                    .find(|k| k.name() == v)
+                    .unwrap_or_else(|| {
+                        eprintln!(
+                            "warning: SRHOST_CA_KERNEL={v} is none of portable, avx2, avx512, avx512vnni; ignored"
+                        );
+                        Kernel::Avx512Vnni
+                    }),
+                Err(_) => Kernel::Avx512Vnni,
+            };
+            Kernel::supported_here()
+                .into_iter()
+                .filter(|&k| k <= cap)
+                .max()
+                .unwrap_or(Kernel::Portable)
+        })
+    }
+
+    /// `self` where this CPU runs it, else the fastest kernel below it that it runs.
+    pub(crate) fn or_below(self) -> Kernel {
+        Kernel::supported_here()
+            .into_iter()
+            .filter(|&k| k <= self)
+            .max()
+            .unwrap_or(Kernel::Portable)
     }
 }
 
-/// The candidates, centred and rounded to float32, in chunks of [`NC`]: per chunk, `dim` rows
-/// of NC lanes, then per slot its squared norm and position.
+/// Whether the screened brute force can be faster than the pruned search on noise-like inputs
+/// with `kernel`: with AVX-512 only. With AVX2 it is slower (measured with the AVX2 kernel
+/// forced on an AVX-512 machine, benches/README.md: coffee's `srp` map 2.00 s against the
+/// pruned search's 1.85 s, astronaut's 2.35 s against 2.18 s), so it runs only when asked.
+pub(crate) fn worth_it(kernel: Kernel) -> bool {
+    kernel >= Kernel::Avx512
+}
+
+/// The quantisation of the module doc: `q^ = round(s (x - mean))`.
+struct Quant<'a> {
+    mean: &'a [f64],
+    s: f64,
+}
+
+impl Quant<'_> {
+    /// The largest integer a coordinate may become, for patches of `dim` values: `dim` of them
+    /// squared stay within 2^29, and a 16-bit lane holds one.
+    fn max_int(dim: usize) -> f64 {
+        ((((1u64 << 29) as f64) / dim.max(1) as f64).sqrt().floor() - 1.0).clamp(1.0, 16383.0)
+    }
+
+    /// The scale for these patches: the largest `|x - mean|` becomes at most
+    /// [`Quant::max_int`] after rounding (1 for patches all at the mean, or holding NaN).
+    fn of<'a>(mean: &'a [f64], sets: &[&[f64]]) -> Quant<'a> {
+        let dim = mean.len();
+        let mut big = 0f64;
+        for data in sets {
+            for row in data.chunks_exact(dim) {
+                for (x, m) in row.iter().zip(mean) {
+                    big = big.max((x - m).abs());
+                }
+            }
+        }
+        let s = if big > 0.0 && big.is_finite() {
+            (Quant::max_int(dim) - 0.5) / big
+        } else {
+            1.0
+        };
+        Quant { mean, s }
+    }
+
+    /// `x` quantised into `out` (coordinate pairs packed into 32 bits, the first in the low
+    /// half; an odd last coordinate pairs with 0). Returns `|x^|^2` and `E_x`, rounded up.
+    fn quantise(&self, x: &[f64], out: &mut [i32]) -> (i32, f32) {
+        let (mut norm, mut err) = (0i64, 0f64);
+        let mut ints = x.iter().zip(self.mean).map(|(v, m)| {
+            let t = (v - m) * self.s;
+            // NaN becomes 0 here, and its error NaN: the pair's bounds are NaN.
+            let r = t.round();
+            err += (t - r) * (t - r);
+            let i = r as i16;
+            norm += i as i64 * i as i64;
+            i
+        });
+        for o in out.iter_mut() {
+            let lo = ints.next().unwrap_or(0);
+            let hi = ints.next().unwrap_or(0);
+            *o = (lo as u16 as u32 | (hi as u16 as u32) << 16) as i32;
+        }
+        // The error norm in float64 is off by far less than this relative margin.
+        (norm as i32, (err.sqrt() * (1.0 + 1e-6) + 1e-6) as f32)
+    }
+}
+
+/// The candidates, quantised, in chunks of [`NC`]: per chunk, `pairs` rows of NC lanes, then
+/// per slot its squared norm, error norm and position.
 struct Chunks {
     /// Per chunk: its real lanes (the pruned search pads its last block).
     valid: Vec<u32>,
-    p: Vec<f32>,
-    norm: Vec<f32>,
+    p: Vec<i32>,
+    norm: Vec<i32>,
+    err: Vec<f32>,
     x: Vec<f32>,
     y: Vec<f32>,
 }
@@ -84,13 +236,14 @@ struct Ctx<'a> {
     /// The candidates in the pruned search's blocks: a candidate is a slot.
     idx: &'a Index,
     basis: &'a Basis,
-    /// The candidates the same way, slot by slot (for the seeds).
+    quant: Quant<'a>,
+    /// Coordinate pairs per patch.
+    pairs: usize,
+    /// The candidates centred and rounded to float32, slot by slot (for the seeds).
     cf: Vec<f32>,
     chunks: Chunks,
     c: f64,
     k: usize,
-    /// `G (dim + 6)`.
-    g: f32,
 }
 
 /// `sum (a_i - b_i)^2` in float32, in sixteen partial sums.
@@ -112,29 +265,26 @@ fn sum16(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `x - mean` rounded to float32 into `out`; returns its squared norm.
-fn centred(x: &[f64], mean: &[f64], out: &mut [f32]) -> f32 {
-    let mut n = 0f64;
+/// `x - mean` rounded to float32 into `out`.
+fn centred(x: &[f64], mean: &[f64], out: &mut [f32]) {
     for ((o, v), m) in out.iter_mut().zip(x).zip(mean) {
         *o = (v - m) as f32;
-        n += *o as f64 * *o as f64;
     }
-    n as f32
 }
 
 impl Ctx<'_> {
-    /// Float64 lower and upper bounds on `d` for a pair that passed the screen (its `c2` and
-    /// position distance in float32): `|q - p|^2` is within `g S` of c2, `|q - p|` within
-    /// ABS of the rounded patches' distance, the position term within REL of its value.
+    /// Float64 lower and upper bounds on `d` for a pair that passed the screen (its integer
+    /// `D`, position distance in float32 and slot; `qe` the query's `E_q`): `s |q - p|` is
+    /// within `E_q + E_p` of `sqrt(D)`, `|q - p|` within ABS of the centred patches' distance,
+    /// the position term within REL of its value.
     #[inline(always)]
-    fn bounds(&self, qn: f32, (c2, rho, j): (f32, f32, u32)) -> (f64, f64) {
-        let (c2, e) = (
-            c2 as f64,
-            self.g as f64 * (qn + self.chunks.norm[j as usize]) as f64,
-        );
+    fn bounds(&self, qe: f32, (d2, rho, j): (u32, f32, u32)) -> (f64, f64) {
+        let r = (d2 as f64).sqrt();
+        let e = qe as f64 + self.chunks.err[j as usize] as f64;
+        let s = self.quant.s;
         let den = 1.0 + self.c * rho as f64;
-        let lo = ((c2 - e).max(0.0).sqrt() - ABS) / (den * (1.0 + REL)) * (1.0 - REL);
-        let hi = ((c2 + e).sqrt() + ABS) / (den * (1.0 - REL)) * (1.0 + REL);
+        let lo = ((r - e).max(0.0) / s - ABS).max(0.0) / (den * (1.0 + REL)) * (1.0 - REL);
+        let hi = ((r + e) / s + ABS) / (den * (1.0 - REL)) * (1.0 + REL);
         (lo, hi)
     }
 
@@ -190,39 +340,147 @@ impl Ctx<'_> {
     }
 }
 
-/// The dot products of `R` queries (`qt`: `dim` rows of R, transposed) with one chunk.
+/// The dot products of `R` queries with one chunk (`qt`: `pairs` rows of R packed coordinate
+/// pairs, transposed; `p`: `pairs` rows of NC), as one kernel computes them.
+trait Tile<const R: usize> {
+    /// # Safety
+    /// The CPU runs the kernel (`Kernel::supported`).
+    unsafe fn dots(qt: &[i32], p: &[i32]) -> [[i32; NC]; R];
+}
+
+/// The two 16-bit halves of a packed pair.
 #[inline(always)]
-fn tile<const FMA: bool, const R: usize>(qt: &[f32], p: &[f32]) -> [[f32; NC]; R] {
-    let mut acc = [[0f32; NC]; R];
-    for (pv, qv) in p.chunks_exact(NC).zip(qt.chunks_exact(R)) {
-        let pv: &[f32; NC] = pv.try_into().unwrap();
-        for r in 0..R {
-            let s = qv[r];
-            for l in 0..NC {
-                acc[r][l] = if FMA {
-                    s.mul_add(pv[l], acc[r][l])
-                } else {
-                    acc[r][l] + s * pv[l]
-                };
+fn halves(v: i32) -> (i32, i32) {
+    (v as i16 as i32, (v >> 16) as i16 as i32)
+}
+
+struct Portable;
+
+impl<const R: usize> Tile<R> for Portable {
+    #[inline(always)]
+    unsafe fn dots(qt: &[i32], p: &[i32]) -> [[i32; NC]; R] {
+        let mut acc = [[0i32; NC]; R];
+        for (pv, qv) in p.chunks_exact(NC).zip(qt.chunks_exact(R)) {
+            for r in 0..R {
+                let (q0, q1) = halves(qv[r]);
+                for l in 0..NC {
+                    let (p0, p1) = halves(pv[l]);
+                    acc[r][l] += q0 * p0 + q1 * p1;
+                }
             }
         }
+        acc
     }
-    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Tile, NC};
+    use std::arch::x86_64::*;
+
+    pub(super) struct Avx2;
+    pub(super) struct Avx512;
+    pub(super) struct Avx512Vnni;
+
+    impl<const R: usize> Tile<R> for Avx2 {
+        #[inline(always)]
+        unsafe fn dots(qt: &[i32], p: &[i32]) -> [[i32; NC]; R] {
+            unsafe { avx2::<R>(qt, p) }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2<const R: usize>(qt: &[i32], p: &[i32]) -> [[i32; NC]; R] {
+        let mut acc = [[_mm256_setzero_si256(); NC / 8]; R];
+        for (pv, qv) in p.chunks_exact(NC).zip(qt.chunks_exact(R)) {
+            for (r, a) in acc.iter_mut().enumerate() {
+                let b = _mm256_set1_epi32(qv[r]);
+                for (v, a) in a.iter_mut().enumerate() {
+                    // SAFETY: pv holds NC = 32 values, 8 per vector.
+                    let x = unsafe { _mm256_loadu_si256(pv.as_ptr().add(8 * v).cast()) };
+                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(b, x));
+                }
+            }
+        }
+        let mut out = [[0i32; NC]; R];
+        for (o, a) in out.iter_mut().zip(&acc) {
+            for (v, a) in a.iter().enumerate() {
+                // SAFETY: o holds NC = 32 values, 8 per vector.
+                unsafe { _mm256_storeu_si256(o.as_mut_ptr().add(8 * v).cast(), *a) };
+            }
+        }
+        out
+    }
+
+    /// The AVX-512 tile: `$fma` adds the pairwise products of `b` and `x`.
+    macro_rules! avx512_tile {
+        ($kernel:ident, $func:ident, $features:literal, |$a:ident, $b:ident, $x:ident| $fma:expr) => {
+            impl<const R: usize> Tile<R> for $kernel {
+                #[inline(always)]
+                unsafe fn dots(qt: &[i32], p: &[i32]) -> [[i32; NC]; R] {
+                    unsafe { $func::<R>(qt, p) }
+                }
+            }
+
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn $func<const R: usize>(qt: &[i32], p: &[i32]) -> [[i32; NC]; R] {
+                let mut acc = [[_mm512_setzero_si512(); NC / 16]; R];
+                for (pv, qv) in p.chunks_exact(NC).zip(qt.chunks_exact(R)) {
+                    // SAFETY: pv holds NC = 32 values, 16 per vector.
+                    let x = unsafe {
+                        [
+                            _mm512_loadu_si512(pv.as_ptr().cast()),
+                            _mm512_loadu_si512(pv.as_ptr().add(16).cast()),
+                        ]
+                    };
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let b = _mm512_set1_epi32(qv[r]);
+                        for (acc, &$x) in a.iter_mut().zip(&x) {
+                            let ($a, $b) = (*acc, b);
+                            *acc = $fma;
+                        }
+                    }
+                }
+                let mut out = [[0i32; NC]; R];
+                for (o, a) in out.iter_mut().zip(&acc) {
+                    for (v, a) in a.iter().enumerate() {
+                        // SAFETY: o holds NC = 32 values, 16 per vector.
+                        unsafe { _mm512_storeu_si512(o.as_mut_ptr().add(16 * v).cast(), *a) };
+                    }
+                }
+                out
+            }
+        };
+    }
+
+    avx512_tile!(Avx512, avx512, "avx2,avx512f,avx512bw", |a, b, x| {
+        _mm512_add_epi32(a, _mm512_madd_epi16(b, x))
+    });
+    avx512_tile!(
+        Avx512Vnni,
+        avx512_vnni,
+        "avx2,avx512f,avx512bw,avx512vnni",
+        |a, b, x| _mm512_dpwssd_epi32(a, b, x)
+    );
 }
 
 /// One query of a row.
 struct Query {
     qi: usize,
-    /// Its squared norm, centred and rounded as the candidates are.
-    qn: f32,
+    /// Its quantised squared norm `|q^|^2` and error norm `E_q`.
+    qn: i32,
+    qe: f32,
     /// The seeds' bound (infinite without seeds, 0 when there is nothing to find).
     bound: f64,
     /// Its K nearest are its seeds, all at distance 0.
     zero: bool,
     /// The upper bounds on `d` of the pairs that passed the screen.
     up: KthBound,
-    /// The pairs that passed the screen: their float32 `c2`, position distance and slot.
-    list: Vec<(f32, f32, u32)>,
+    /// The pairs that passed the screen: their integer distance `D`, position distance and
+    /// slot.
+    list: Vec<(u32, f32, u32)>,
 }
 
 impl Query {
@@ -278,43 +536,51 @@ impl KthBound {
 /// The screen of the module doc for query `q` against chunk `ci` (`dots`: the tile's dot
 /// products for it). A pair that passes is listed, and its upper bound tightens `T`.
 #[inline(always)]
-fn screen(ctx: &Ctx, q: &mut Query, ci: usize, dots: &[f32; NC]) {
+fn screen(ctx: &Ctx, q: &mut Query, ci: usize, dots: &[i32; NC]) {
     let ch = &ctx.chunks;
     let base = ci * NC;
-    let (qn, qx, qy) = (q.qn, ctx.q.pos[q.qi].0 as f32, ctx.q.pos[q.qi].1 as f32);
-    let (rel, abs, c, g) = (REL as f32, ABS as f32, ctx.c as f32, ctx.g);
+    let (qn, qe, qx, qy) = (
+        q.qn,
+        q.qe,
+        ctx.q.pos[q.qi].0 as f32,
+        ctx.q.pos[q.qi].1 as f32,
+    );
+    let (rel, abs, c, s) = (REL as f32, ABS as f32, ctx.c as f32, ctx.quant.s as f32);
     let tf = q.t() as f32 * (1.0 + rel);
-    // The test with its constants folded: keep iff c2 - g S <= (a + b rho)^2.
+    // The test with its constants folded: keep iff D <= (a + b rho + w (E_q + E_p))^2.
     let widen = (1.0 + 3.0 * rel) * (1.0 + 2.0 * rel).sqrt() * (1.0 + rel);
-    let (a, b) = if tf.is_finite() {
-        ((tf + abs) * widen, tf * c * widen)
+    let (a, b, w) = if tf.is_finite() {
+        (s * (tf + abs) * widen, s * tf * c * widen, widen)
     } else {
         // No bound yet: keep everything (and no infinity times a zero distance).
-        (f32::INFINITY, 0.0)
+        (f32::INFINITY, 0.0, 0.0)
     };
-    let norm: &[f32; NC] = ch.norm[base..base + NC].try_into().unwrap();
+    let norm: &[i32; NC] = ch.norm[base..base + NC].try_into().unwrap();
+    let err: &[f32; NC] = ch.err[base..base + NC].try_into().unwrap();
     let xs: &[f32; NC] = ch.x[base..base + NC].try_into().unwrap();
     let ys: &[f32; NC] = ch.y[base..base + NC].try_into().unwrap();
     let mut mask = 0u32;
-    let mut c2s = [0f32; NC];
+    let mut d2s = [0u32; NC];
     let mut rhos = [0f32; NC];
     for l in 0..NC {
-        let s = qn + norm[l];
-        let c2 = s - 2.0 * dots[l];
+        // Exact: the true D is in [0, 2^31], so the wrapped difference read unsigned is it.
+        let d2 = qn
+            .wrapping_add(norm[l])
+            .wrapping_sub(dots[l].wrapping_mul(2)) as u32;
         let (dx, dy) = (qx - xs[l], qy - ys[l]);
         let rho = (dx * dx + dy * dy).sqrt();
-        let v = a + b * rho;
-        mask |= ((c2 - g * s <= v * v) as u32) << l;
-        c2s[l] = c2;
+        let v = a + b * rho + w * (qe + err[l]);
+        mask |= ((d2 as f32 <= v * v) as u32) << l;
+        d2s[l] = d2;
         rhos[l] = rho;
     }
     mask &= ch.valid[ci];
     while mask != 0 {
         let l = mask.trailing_zeros() as usize;
         mask &= mask - 1;
-        let e = (c2s[l], rhos[l], (base + l) as u32);
+        let e = (d2s[l], rhos[l], (base + l) as u32);
         q.list.push(e);
-        q.up.push(ctx.bounds(qn, e).1);
+        q.up.push(ctx.bounds(qe, e).1);
     }
 }
 
@@ -322,25 +588,21 @@ fn screen(ctx: &Ctx, q: &mut Query, ci: usize, dots: &[f32; NC]) {
 /// through the candidates [`SUPER`] chunks at a time, tile by tile (`R` neighbours each).
 /// `out` holds the band's sums.
 #[inline(always)]
-fn band_body<const FMA: bool, const R: usize>(
-    ctx: &Ctx,
-    q0: usize,
-    row_len: usize,
-    out: &mut [f64],
-) {
-    let (dim, k, nb) = (ctx.q.dim, ctx.k, ctx.idx.blocks);
+fn band_body<T: Tile<R>, const R: usize>(ctx: &Ctx, q0: usize, row_len: usize, out: &mut [f64]) {
+    let (dim, pairs, k, nb) = (ctx.q.dim, ctx.pairs, ctx.k, ctx.idx.blocks);
     let rows = out.len().div_ceil(row_len);
     let tiles = row_len.div_ceil(R);
     // The K nearest of every query of the previous row and of this one.
     let mut above: Vec<u32> = vec![];
     let mut here: Vec<u32> = vec![0; row_len * k];
-    // The row's queries, tile by tile, transposed (`dim` rows of R), and their block bounds.
-    let mut qt = vec![0f32; tiles * dim * R];
+    // The row's queries, tile by tile, transposed (`pairs` rows of R), and their block bounds.
+    let mut qt = vec![0i32; tiles * pairs * R];
     let mut bounds = vec![0f32; tiles * R * nb];
     let mut row_q: Vec<Query> = (0..tiles * R)
         .map(|_| Query {
             qi: 0,
-            qn: 0.0,
+            qn: 0,
+            qe: 0.0,
             bound: f64::INFINITY,
             zero: false,
             up: KthBound::new(k),
@@ -352,6 +614,7 @@ fn band_body<const FMA: bool, const R: usize>(
     let mut stamp = vec![u32::MAX; nb * L];
     let mut a = [0f32; M + 1];
     let mut qf = vec![0f32; dim];
+    let mut qi = vec![0i32; pairs];
     for row in 0..rows {
         let len = row_len.min(out.len() - row * row_len);
         for (i, q) in row_q.iter_mut().enumerate() {
@@ -363,7 +626,8 @@ fn band_body<const FMA: bool, const R: usize>(
             q.zero = false;
             q.bound = if i < len { f64::INFINITY } else { 0.0 };
             let x = &ctx.q.data[q.qi * dim..(q.qi + 1) * dim];
-            q.qn = centred(x, &ctx.basis.mean, &mut qf);
+            centred(x, &ctx.basis.mean, &mut qf);
+            (q.qn, q.qe) = ctx.quant.quantise(x, &mut qi);
             if row > 0 && i < len {
                 // The K nearest of the queries above, above left and above right.
                 let set = |at: usize| &above[at * k..(at + 1) * k];
@@ -386,13 +650,13 @@ fn band_body<const FMA: bool, const R: usize>(
                 ctx.q.pos[q.qi],
             );
             let (t, r) = (i / R, i % R);
-            for (d, &v) in qf.iter().enumerate() {
-                qt[(t * dim + d) * R + r] = v;
+            for (d, &v) in qi.iter().enumerate() {
+                qt[(t * pairs + d) * R + r] = v;
             }
         }
         for sc in (0..nb).step_by(SUPER) {
             for (t, qs) in row_q.chunks_exact_mut(R).enumerate() {
-                let qt = &qt[t * dim * R..(t + 1) * dim * R];
+                let qt = &qt[t * pairs * R..(t + 1) * pairs * R];
                 let tb = &bounds[t * R * nb..(t + 1) * R * nb];
                 for ci in sc..(sc + SUPER).min(nb) {
                     // A query scans a block whose bound does not exceed its T (and is not 0).
@@ -403,8 +667,9 @@ fn band_body<const FMA: bool, const R: usize>(
                     if !qs.iter().enumerate().any(wants) {
                         continue;
                     }
-                    let dots =
-                        tile::<FMA, R>(qt, &ctx.chunks.p[ci * dim * NC..(ci + 1) * dim * NC]);
+                    let p = &ctx.chunks.p[ci * pairs * NC..(ci + 1) * pairs * NC];
+                    // SAFETY: `band` calls this with a kernel the CPU runs.
+                    let dots = unsafe { T::dots(qt, p) };
                     for (r, (q, dots)) in qs.iter_mut().zip(&dots).enumerate() {
                         if wants((r, q)) {
                             screen(ctx, q, ci, dots);
@@ -423,10 +688,10 @@ fn band_body<const FMA: bool, const R: usize>(
             }
             // Every pair with d <= T* is listed, with a lower bound at most T.
             q.up.cut();
-            let (t, qn) = (q.t(), q.qn);
+            let (t, qe) = (q.t(), q.qe);
             found.clear();
             for &e in &q.list {
-                if ctx.bounds(qn, e).0 <= t {
+                if ctx.bounds(qe, e).0 <= t {
                     found.push((ctx.exact(q.qi, e.2 as usize), e.2));
                 }
             }
@@ -449,22 +714,40 @@ fn band_body<const FMA: bool, const R: usize>(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn band_avx512(ctx: &Ctx, q0: usize, row_len: usize, out: &mut [f64]) {
-    band_body::<true, R_WIDE>(ctx, q0, row_len, out)
+#[target_feature(enable = "avx2")]
+unsafe fn band_avx2(ctx: &Ctx, q0: usize, row_len: usize, out: &mut [f64]) {
+    band_body::<x86::Avx2, R_NARROW>(ctx, q0, row_len, out)
 }
 
-fn band(ctx: &Ctx, q0: usize, row_len: usize, out: &mut [f64]) {
-    #[cfg(target_arch = "x86_64")]
-    if worth_it() {
-        // SAFETY: the CPU supports the features the function was compiled for.
-        return unsafe { band_avx512(ctx, q0, row_len, out) };
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+unsafe fn band_avx512(ctx: &Ctx, q0: usize, row_len: usize, out: &mut [f64]) {
+    band_body::<x86::Avx512, R_WIDE>(ctx, q0, row_len, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni")]
+unsafe fn band_avx512_vnni(ctx: &Ctx, q0: usize, row_len: usize, out: &mut [f64]) {
+    band_body::<x86::Avx512Vnni, R_WIDE>(ctx, q0, row_len, out)
+}
+
+/// One band with `kernel` (one this CPU runs: [`k_smallest_sums`] checks).
+fn band(ctx: &Ctx, kernel: Kernel, q0: usize, row_len: usize, out: &mut [f64]) {
+    // SAFETY (each arm): the CPU supports the features the function was compiled for.
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => unsafe { band_avx2(ctx, q0, row_len, out) },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => unsafe { band_avx512(ctx, q0, row_len, out) },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512Vnni => unsafe { band_avx512_vnni(ctx, q0, row_len, out) },
+        _ => band_body::<Portable, R_NARROW>(ctx, q0, row_len, out),
     }
-    band_body::<false, R_NARROW>(ctx, q0, row_len, out)
 }
 
 /// For every query, the sum of its `k` smallest dissimilarities to the candidates of `idx`
-/// (exact), as [`crate::search::k_smallest_sums`] gives it. Queries come in rows of `row_len`
+/// (exact), as [`crate::search::k_smallest_sums`] gives it, with the tile products of
+/// `kernel` (or the fastest below it that this CPU runs). Queries come in rows of `row_len`
 /// neighbours; `k` is at most the number of candidates.
 pub(crate) fn k_smallest_sums(
     q: &Patches,
@@ -473,19 +756,25 @@ pub(crate) fn k_smallest_sums(
     k: usize,
     c: f64,
     row_len: usize,
+    kernel: Kernel,
 ) -> Vec<f64> {
+    let kernel = kernel.or_below();
     let mut out = vec![0f64; q.n];
     let dim = q.dim;
+    let pairs = dim.div_ceil(2);
     let mean = &basis.mean;
+    let quant = Quant::of(mean, &[&q.data, &idx.data]);
     let slots = idx.blocks * L;
     let mut chunks = Chunks {
         valid: vec![0; idx.blocks],
-        p: vec![0f32; slots * dim],
-        norm: vec![0f32; slots],
+        p: vec![0; slots * pairs],
+        norm: vec![0; slots],
+        err: vec![0.0; slots],
         x: vec![0f32; slots],
         y: vec![0f32; slots],
     };
     let mut cf = vec![0f32; slots * dim];
+    let mut ints = vec![0i32; pairs];
     for (j, (x, row)) in idx
         .data
         .chunks_exact(dim)
@@ -497,9 +786,10 @@ pub(crate) fn k_smallest_sums(
         }
         let (ci, l) = (j / NC, j % NC);
         chunks.valid[ci] |= 1 << l;
-        chunks.norm[j] = centred(x, mean, row);
-        for (d, &v) in row.iter().enumerate() {
-            chunks.p[ci * dim * NC + d * NC + l] = v;
+        centred(x, mean, row);
+        (chunks.norm[j], chunks.err[j]) = quant.quantise(x, &mut ints);
+        for (d, &v) in ints.iter().enumerate() {
+            chunks.p[ci * pairs * NC + d * NC + l] = v;
         }
         chunks.x[j] = idx.pos[j].0 as f32;
         chunks.y[j] = idx.pos[j].1 as f32;
@@ -508,16 +798,17 @@ pub(crate) fn k_smallest_sums(
         q,
         idx,
         basis,
+        quant,
+        pairs,
         cf,
         chunks,
         c,
         k,
-        g: G * (dim + 6) as f32,
     };
     let row_len = row_len.max(1);
     out.par_chunks_mut(row_len * BAND)
         .enumerate()
-        .for_each(|(b, out)| band(&ctx, b * row_len * BAND, row_len, out));
+        .for_each(|(b, out)| band(&ctx, kernel, b * row_len * BAND, row_len, out));
     out
 }
 
@@ -527,11 +818,109 @@ mod tests {
     use crate::search::sums_in_bands;
     use crate::search::tests::{brute_force, case, Rng};
 
-    /// The brute force alone on `q` and `c`, as [`crate::search::k_smallest_sums`] calls it.
+    /// The brute force alone on `q` and `c`, as [`crate::search::k_smallest_sums`] calls it,
+    /// with each kernel this CPU runs: their results, which must be the same bits.
     fn sums(q: &Patches, c: &Patches, k: usize, pc: f64, row_len: usize) -> Vec<f64> {
         let basis = Basis::of(c);
         let idx = Index::build(c, &basis);
-        k_smallest_sums(q, &idx, &basis, k.min(c.n), pc, row_len)
+        let mut first: Option<Vec<f64>> = None;
+        for kernel in Kernel::supported_here() {
+            let got = k_smallest_sums(q, &idx, &basis, k.min(c.n), pc, row_len, kernel);
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert!(
+                    f.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{kernel:?} differs from the portable kernel"
+                ),
+            }
+        }
+        first.unwrap()
+    }
+
+    #[test]
+    fn every_kernel_computes_the_same_integer_products() {
+        // Extreme pairs: the largest magnitudes of both signs, and odd `pairs` counts.
+        let mut rng = Rng(11);
+        for pairs in [1, 5, 74] {
+            let r = 3;
+            let qt: Vec<i32> = (0..pairs * R_WIDE)
+                .map(|i| {
+                    let (a, b) = match i % 3 {
+                        0 => (16383i16, -16383i16),
+                        1 => (-16383, -16383),
+                        _ => (
+                            (rng.next() * 3e4 - 1.5e4) as i16,
+                            (rng.next() * 3e4 - 1.5e4) as i16,
+                        ),
+                    };
+                    (a as u16 as u32 | (b as u16 as u32) << 16) as i32
+                })
+                .collect();
+            let p: Vec<i32> = (0..pairs * NC)
+                .map(|i| {
+                    let (a, b) = if i % 2 == 0 {
+                        (16383i16, 16383i16)
+                    } else {
+                        ((rng.next() * 3e4 - 1.5e4) as i16, -9000)
+                    };
+                    (a as u16 as u32 | (b as u16 as u32) << 16) as i32
+                })
+                .collect();
+            // Dot products small enough not to wrap: the first `pairs` at most 4 here.
+            let n = pairs.min(4);
+            let want = |q: &[i32], rr: usize| -> [[i64; NC]; R_WIDE] {
+                let mut w = [[0i64; NC]; R_WIDE];
+                for r in 0..rr {
+                    for l in 0..NC {
+                        for d in 0..n {
+                            let (q0, q1) = halves(q[d * rr + r]);
+                            let (p0, p1) = halves(p[d * NC + l]);
+                            w[r][l] += (q0 * p0) as i64 + (q1 * p1) as i64;
+                        }
+                    }
+                }
+                w
+            };
+            let q3 = &qt[..n * r];
+            let q12 = &qt[..n * R_WIDE];
+            let (w3, w12) = (want(q3, r), want(q12, R_WIDE));
+            let check = |got: &[[i32; NC]], w: &[[i64; NC]; R_WIDE], name: &str| {
+                for (r, row) in got.iter().enumerate() {
+                    for l in 0..NC {
+                        assert_eq!(
+                            row[l] as i64, w[r][l],
+                            "{name}, pairs {n}, query {r}, lane {l}"
+                        );
+                    }
+                }
+            };
+            // SAFETY: each kernel runs only where the CPU supports it.
+            check(
+                &unsafe { <Portable as Tile<3>>::dots(q3, &p[..n * NC]) },
+                &w3,
+                "portable",
+            );
+            #[cfg(target_arch = "x86_64")]
+            for kernel in Kernel::supported_here() {
+                let p = &p[..n * NC];
+                match kernel {
+                    Kernel::Avx2 => {
+                        check(&unsafe { <x86::Avx2 as Tile<3>>::dots(q3, p) }, &w3, "avx2")
+                    }
+                    Kernel::Avx512 => check(
+                        &unsafe { <x86::Avx512 as Tile<R_WIDE>>::dots(q12, p) },
+                        &w12,
+                        "avx512",
+                    ),
+                    Kernel::Avx512Vnni => check(
+                        &unsafe { <x86::Avx512Vnni as Tile<R_WIDE>>::dots(q12, p) },
+                        &w12,
+                        "avx512vnni",
+                    ),
+                    Kernel::Portable => {}
+                }
+            }
+        }
     }
 
     #[test]
@@ -573,10 +962,10 @@ mod tests {
     }
 
     #[test]
-    fn the_screen_allows_for_its_round_off() {
-        // Near-copies of one bright patch, far from the candidates' mean (a crowd of dark
-        // patches): the expanded float32 distance is off by about 1e-3, ten times the squared
-        // distances between the copies, so a screen without its margin drops true neighbours.
+    fn the_screen_allows_for_its_rounding() {
+        // Near-copies of one bright patch among a crowd of dark ones: the copies differ by
+        // about as much as quantising moves a patch (`E_q + E_p`, some 2e-3 here), so a screen
+        // without that margin drops true neighbours.
         let mut rng = Rng(3);
         let dim = 147;
         let bright: Vec<f64> = (0..dim).map(|_| 0.9 + 0.05 * rng.next()).collect();
@@ -591,29 +980,31 @@ mod tests {
                 .collect()
         };
         let dark = vec![0.05; dim];
-        let mut data = near(&mut rng, 200, &bright, 0.004);
-        data.extend(near(&mut rng, 600, &dark, 0.1));
-        let pos = |rng: &mut Rng, n: usize| (0..n).map(|_| (rng.next(), rng.next())).collect();
-        let c = Patches {
-            n: 800,
-            dim,
-            data,
-            pos: pos(&mut rng, 800),
-        };
-        let q = Patches {
-            n: 120,
-            dim,
-            data: near(&mut rng, 120, &bright, 0.004),
-            pos: pos(&mut rng, 120),
-        };
-        let want = brute_force(&q, &c, 64, 3.0);
-        for row_len in [10, 120] {
-            let got = sums(&q, &c, 64, 3.0, row_len);
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - w).abs() <= 1e-12 * w,
-                    "rows of {row_len}, query {i}: {g} vs {w}"
-                );
+        for noise in [4e-3, 5e-4, 1e-4] {
+            let mut data = near(&mut rng, 200, &bright, noise);
+            data.extend(near(&mut rng, 600, &dark, 0.1));
+            let pos = |rng: &mut Rng, n: usize| (0..n).map(|_| (rng.next(), rng.next())).collect();
+            let c = Patches {
+                n: 800,
+                dim,
+                data,
+                pos: pos(&mut rng, 800),
+            };
+            let q = Patches {
+                n: 120,
+                dim,
+                data: near(&mut rng, 120, &bright, noise),
+                pos: pos(&mut rng, 120),
+            };
+            let want = brute_force(&q, &c, 64, 3.0);
+            for row_len in [10, 120] {
+                let got = sums(&q, &c, 64, 3.0, row_len);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-12 * w,
+                        "noise {noise}, rows of {row_len}, query {i}: {g} vs {w}"
+                    );
+                }
             }
         }
     }

@@ -40,6 +40,9 @@ pub struct Config {
     /// The reference keeps distances in a 500-column buffer initialised to zero: with fewer
     /// candidates than that, zeros enter the top-K mean. 0 turns the quirk off.
     pub buffer: usize,
+    /// Steps 8-9: which exact search finds the K nearest (the same bits with each; not a
+    /// pipeline key: the tests run every path).
+    pub search: search::Search,
 }
 
 impl Config {
@@ -61,6 +64,7 @@ impl Config {
             c: 3.0,
             foci_threshold: 0.8,
             buffer: 500,
+            search: search::Search::Auto,
         }
     }
 }
@@ -140,7 +144,7 @@ pub fn single_scale(
     // The reference's zero-initialised 500-column buffer: zeros among the top K.
     let zeros = cfg.buffer.saturating_sub(cand.n).min(cfg.k);
     let k_real = (cfg.k - zeros).min(cand.n);
-    let sums = search::k_smallest_sums(&q, &cand, k_real, cfg.c, qw);
+    let sums = search::k_smallest_sums(&q, &cand, k_real, cfg.c, qw, cfg.search);
     for (i, sum) in sums.into_iter().enumerate() {
         let mean = sum / (k_real + zeros) as f64;
         s[(i / qw + h) * img.w + i % qw + h] = 1.0 - (-mean * factor).exp();

@@ -189,6 +189,7 @@ impl CaParams {
             c: self.c,
             foci_threshold: self.foci_threshold,
             buffer: self.buffer,
+            search: crate::search::Search::Auto,
         };
         // The patches of one scale are held at once, as float64: bounded like a model's
         // activations, before any photo is read.

@@ -12,12 +12,14 @@
 //!   from the principal directions, and a block bound), and the exact dissimilarity;
 //! - [`crate::pruned`]: the pruned search: each query scans the blocks, with a fine bound
 //!   before each exact distance;
-//! - [`crate::brute`]: the screened brute force, faster on noise-like inputs with AVX-512;
+//! - [`crate::brute`]: the screened brute force, faster on noise-like inputs with AVX-512
+//!   (its kernels, [`Kernel`], run on every CPU when asked);
 //! - this module: [`k_smallest_sums`], which samples the pruned search and chooses.
 //!
 //! Both searches find the exact K nearest and sum them with [`crate::index::sum_exactly`], so
 //! they give the same bits.
 
+pub use crate::brute::Kernel;
 use crate::index::{Basis, Index, Patches};
 use crate::pruned::{band_rows, new_lanes, pruned, search_band, Ctx};
 use rayon::prelude::*;
@@ -37,22 +39,52 @@ const SAMPLE_DIM: usize = 100;
 /// on `srp` maps (pruned 0.90-1.47 s, brute force 0.82-0.95 s).
 const FINES_ABOVE: f64 = 400.0;
 
+/// Which exact search runs. Every choice gives the same bits; the choice is for speed, and
+/// for the tests, which run each path on every CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Search {
+    /// The screened brute force with [`Kernel::best`] where a sample says it pays (see
+    /// [`k_smallest_sums`]), else the pruned search.
+    #[default]
+    Auto,
+    /// The pruned search, always.
+    Pruned,
+    /// The screened brute force with this kernel (or the fastest below it that the CPU runs)
+    /// wherever the patches have at least [`SAMPLE_DIM`] values, the pruned search below.
+    Brute(Kernel),
+}
+
 /// For every query, the sum of its `k` smallest dissimilarities to the candidates (exact).
 /// Queries come in rows of `row_len` (a row's queries are neighbours, left to right, and so
 /// are the rows' first queries, top to bottom).
 ///
 /// Two exact searches share the candidates' index: the pruned search of this module, and the
 /// screened brute force of [`crate::brute`] for inputs whose patches are close to noise. With
-/// AVX-512 (which the brute force needs to be faster) and patches of at least [`SAMPLE_DIM`]
-/// values, the pruned search first runs on [`SAMPLE_ROWS`] rows spread over the queries; if
-/// it evaluates more than [`FINES_ABOVE`] fine bounds per query there, the brute force does
-/// all the queries. The choice depends on the input and the CPU, not on the thread count, and
-/// both searches give the same bits (the exact K nearest, summed by [`sum_exactly`]).
-pub fn k_smallest_sums(q: &Patches, cand: &Patches, k: usize, c: f64, row_len: usize) -> Vec<f64> {
+/// [`Search::Auto`], AVX-512 (which the brute force needs to be faster) and patches of at
+/// least [`SAMPLE_DIM`] values, the pruned search first runs on [`SAMPLE_ROWS`] rows spread
+/// over the queries; if it evaluates more than [`FINES_ABOVE`] fine bounds per query there,
+/// the brute force does all the queries. The choice depends on the input and the CPU, not on
+/// the thread count, and every search gives the same bits (the exact K nearest, summed by
+/// [`sum_exactly`]).
+pub fn k_smallest_sums(
+    q: &Patches,
+    cand: &Patches,
+    k: usize,
+    c: f64,
+    row_len: usize,
+    search: Search,
+) -> Vec<f64> {
     let row_len = row_len.max(1);
     indexed(q, cand, k, c, |ctx, k| {
-        if brute_force_pays(ctx, k, row_len) {
-            return crate::brute::k_smallest_sums(q, ctx.idx, ctx.basis, k, c, row_len);
+        let brute = match search {
+            Search::Auto => {
+                Some(Kernel::best()).filter(|&kernel| brute_force_pays(ctx, k, row_len, kernel))
+            }
+            Search::Pruned => None,
+            Search::Brute(kernel) => Some(kernel).filter(|_| ctx.q.dim >= SAMPLE_DIM),
+        };
+        if let Some(kernel) = brute {
+            return crate::brute::k_smallest_sums(q, ctx.idx, ctx.basis, k, c, row_len, kernel);
         }
         let band_len = band_rows(q.n.div_ceil(row_len), rayon::current_num_threads());
         pruned(ctx, k, row_len, band_len)
@@ -82,10 +114,11 @@ fn indexed(
     search(&ctx, k.min(cand.n))
 }
 
-/// Whether [`crate::brute`] is the faster search for these queries (see [`k_smallest_sums`]).
-fn brute_force_pays(ctx: &Ctx, k: usize, row_len: usize) -> bool {
+/// Whether [`crate::brute`] with `kernel` is the faster search for these queries (see
+/// [`k_smallest_sums`]).
+fn brute_force_pays(ctx: &Ctx, k: usize, row_len: usize, kernel: Kernel) -> bool {
     ctx.q.dim >= SAMPLE_DIM
-        && crate::brute::worth_it()
+        && crate::brute::worth_it(kernel)
         && fines_per_query(ctx, k, row_len) > FINES_ABOVE
 }
 
@@ -269,19 +302,32 @@ pub(crate) mod tests {
                 q,
                 c: 3.0,
             };
-            assert_eq!(
-                brute_force_pays(&ctx, 64, row_len),
-                is_noise && crate::brute::worth_it(),
-                "noise: {is_noise}, fine bounds per query {}",
-                fines_per_query(&ctx, 64, row_len)
-            );
-            // Whichever search runs, the result is the brute force's.
+            for kernel in Kernel::ALL {
+                assert_eq!(
+                    brute_force_pays(&ctx, 64, row_len, kernel),
+                    is_noise && kernel >= Kernel::Avx512,
+                    "{kernel:?}, noise: {is_noise}, fine bounds per query {}",
+                    fines_per_query(&ctx, 64, row_len)
+                );
+            }
+            // Whichever search runs, the result is the brute force's, with the same bits.
             let want = brute_force(q, c, 64, 3.0);
-            let got = k_smallest_sums(q, c, 64, 3.0, row_len);
+            let got = k_smallest_sums(q, c, 64, 3.0, row_len, Search::Auto);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (g - w).abs() <= 1e-12 * w,
                     "noise: {is_noise}, query {i}: {g} vs {w}"
+                );
+            }
+            let mut paths = vec![Search::Pruned];
+            paths.extend(Kernel::supported_here().into_iter().map(Search::Brute));
+            for path in paths {
+                let other = k_smallest_sums(q, c, 64, 3.0, row_len, path);
+                assert!(
+                    got.iter()
+                        .zip(&other)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{path:?}, noise: {is_noise}"
                 );
             }
         }
