@@ -264,8 +264,10 @@ fn an_unreadable_subfolder_is_skipped_with_a_warning_naming_it() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("ok (2 images"), "{r:?}");
     assert!(
-        r.stderr.contains("warning: `run.images`: skipped the folder")
-            && r.stderr.contains("lost+found (cannot read it: Permission denied"),
+        r.stderr
+            .contains("warning: `run.images`: skipped the folder")
+            && r.stderr
+                .contains("lost+found (cannot read it: Permission denied"),
         "{r:?}"
     );
     assert!(!r.stderr.contains("birds"), "{r:?}");

@@ -182,8 +182,8 @@ fn add(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
             && alone
             && fits
         {
-            let bias =
-                Tensor::new(vec![channels], c.floats().into_owned()).map_err(|e| Importer::err(n, e.message))?;
+            let bias = Tensor::new(vec![channels], c.floats().into_owned())
+                .map_err(|e| Importer::err(n, e.message))?;
             imp.graph.nodes[target].params.push(("bias".into(), bias));
             imp.bind_view(n, x, view);
         } else if view.is_none() && broadcasts(&c.dims, &shape) {

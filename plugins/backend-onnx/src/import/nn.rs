@@ -136,13 +136,10 @@ fn conv(imp: &mut Importer<'_>, n: &NodeProto) -> Result<()> {
     if groups < 1 {
         return Err(Importer::err(n, format!("`group` = {groups}")));
     }
-    let mut params = vec![(
-        "weight".to_string(),
-        {
-            let dims = w.dims.clone();
-            Importer::tensor_of(n, w, "weight", dims)?
-        },
-    )];
+    let mut params = vec![("weight".to_string(), {
+        let dims = w.dims.clone();
+        Importer::tensor_of(n, w, "weight", dims)?
+    })];
     if let Some(b) = imp.opt_konst(n, 2)? {
         params.push((
             "bias".into(),
