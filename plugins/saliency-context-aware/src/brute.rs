@@ -52,7 +52,10 @@ const NC: usize = L;
 /// Queries per tile with AVX-512 (24 of the 32 vector registers hold the tile).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const R_WIDE: usize = 12;
-/// Queries per tile with AVX2 (12 of the 16 vector registers hold the tile) and without SIMD.
+/// Queries per tile with AVX2 (12 of the 16 vector registers hold half a tile).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const R_AVX2: usize = 6;
+/// Queries per tile without SIMD.
 const R_NARROW: usize = 3;
 /// Chunks per pass over a row of queries: a row's tiles share them while they are in cache.
 const SUPER: usize = 8;
@@ -155,9 +158,9 @@ impl Kernel {
 }
 
 /// Whether the screened brute force can be faster than the pruned search on noise-like inputs
-/// with `kernel`: with AVX-512 only. With AVX2 it is slower (measured with the AVX2 kernel
-/// forced on an AVX-512 machine, benches/README.md: coffee's `srp` map 2.00 s against the
-/// pruned search's 1.85 s, astronaut's 2.35 s against 2.18 s), so it runs only when asked.
+/// with `kernel`: with AVX-512 only. With AVX2 it is no faster (measured with the AVX2 kernel
+/// forced on an AVX-512 machine, benches/README.md: coffee's `srp` map 1.86 s against the
+/// pruned search's 1.78 s, astronaut's 2.20 s against 2.25 s), so it runs only when asked.
 pub(crate) fn worth_it(kernel: Kernel) -> bool {
     kernel >= Kernel::Avx512
 }
@@ -389,25 +392,37 @@ mod x86 {
         }
     }
 
+    /// Half a chunk (16 lanes, two vectors) at a time: `2 R` accumulators, the two candidate
+    /// vectors, a broadcast query pair and the product fit the 16 registers for R <= 6 (the
+    /// whole chunk at once spilled three registers to the stack at R = 3).
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn avx2<const R: usize>(qt: &[i32], p: &[i32]) -> [[i32; NC]; R] {
-        let mut acc = [[_mm256_setzero_si256(); NC / 8]; R];
-        for (pv, qv) in p.chunks_exact(NC).zip(qt.chunks_exact(R)) {
-            for (r, a) in acc.iter_mut().enumerate() {
-                let b = _mm256_set1_epi32(qv[r]);
-                for (v, a) in a.iter_mut().enumerate() {
-                    // SAFETY: pv holds NC = 32 values, 8 per vector.
-                    let x = unsafe { _mm256_loadu_si256(pv.as_ptr().add(8 * v).cast()) };
-                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(b, x));
+        let mut out = [[0i32; NC]; R];
+        for half in 0..2 {
+            let mut acc = [[_mm256_setzero_si256(); 2]; R];
+            for (pv, qv) in p.chunks_exact(NC).zip(qt.chunks_exact(R)) {
+                // SAFETY: pv holds NC = 32 values: this half's 16, 8 per vector.
+                let x = unsafe {
+                    [
+                        _mm256_loadu_si256(pv.as_ptr().add(16 * half).cast()),
+                        _mm256_loadu_si256(pv.as_ptr().add(16 * half + 8).cast()),
+                    ]
+                };
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let b = _mm256_set1_epi32(qv[r]);
+                    for (a, &x) in a.iter_mut().zip(&x) {
+                        *a = _mm256_add_epi32(*a, _mm256_madd_epi16(b, x));
+                    }
                 }
             }
-        }
-        let mut out = [[0i32; NC]; R];
-        for (o, a) in out.iter_mut().zip(&acc) {
-            for (v, a) in a.iter().enumerate() {
-                // SAFETY: o holds NC = 32 values, 8 per vector.
-                unsafe { _mm256_storeu_si256(o.as_mut_ptr().add(8 * v).cast(), *a) };
+            for (o, a) in out.iter_mut().zip(&acc) {
+                for (v, a) in a.iter().enumerate() {
+                    // SAFETY: o holds NC = 32 values: this half's 16, 8 per vector.
+                    unsafe {
+                        _mm256_storeu_si256(o.as_mut_ptr().add(16 * half + 8 * v).cast(), *a)
+                    };
+                }
             }
         }
         out
@@ -716,7 +731,7 @@ fn band_body<T: Tile<R>, const R: usize>(ctx: &Ctx, q0: usize, row_len: usize, o
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn band_avx2(ctx: &Ctx, q0: usize, row_len: usize, out: &mut [f64]) {
-    band_body::<x86::Avx2, R_NARROW>(ctx, q0, row_len, out)
+    band_body::<x86::Avx2, R_AVX2>(ctx, q0, row_len, out)
 }
 
 #[cfg(target_arch = "x86_64")]
