@@ -713,28 +713,29 @@ mod onnx_graphs {
         o
     }
 
-    /// A 300-byte file whose ConstantOfShape fills a dense layer's weight with as many values
-    /// as srhost folds (3 x 2^26): it took 3.3 GB with either runtime (the fill, a copy of it,
-    /// the weight, and the executor's two), and ONNX Runtime's own copy on top.
+    /// A 300-byte file whose ConstantOfShape fills a dense layer's weight: it took 3.3 GB with
+    /// either runtime at the old folding limit (2^28: the fill, a copy of it, the weight, and
+    /// the executor's two), and ONNX Runtime's copy on top. Now a fill within the limits runs,
+    /// and one beyond is refused before the executor is built, under the memory bound.
     #[test]
-    fn a_weight_filled_at_the_folding_limit_is_held_once_per_copy_the_runtime_needs() {
-        let classes = sr_backend_onnx::import::MAX_FOLDED_VALUES / 192;
-        let mut m = model(
-            vec![
-                node("Flatten", &["x"], &["f"], vec![]),
-                node("ConstantOfShape", &["s"], &["w"], vec![]),
-                node("MatMul", &["f", "w"], &["y"], vec![]),
-            ],
-            vec![tensor("s", &[2], Data::I64(vec![192, classes as i64]))],
-        );
-        m.outputs = vec![value("y", &[1, classes as i64])];
+    fn a_weight_filled_from_nothing_is_bounded_for_each_runtime() {
         let dir = super::scratch("hard-onnx-fill");
-        let f = dir.join("fill.onnx");
-        std::fs::write(&f, encode(&m)).unwrap();
-        assert!(std::fs::metadata(&f).unwrap().len() < 400);
         let coffee = super::photo("coffee.png").display().to_string();
-        let run = |runtime: &str| {
-            super::srhost(
+        let run = |values: usize, runtime: &str| {
+            let classes = values / 192;
+            let mut m = model(
+                vec![
+                    node("Flatten", &["x"], &["f"], vec![]),
+                    node("ConstantOfShape", &["s"], &["w"], vec![]),
+                    node("MatMul", &["f", "w"], &["y"], vec![]),
+                ],
+                vec![tensor("s", &[2], Data::I64(vec![192, classes as i64]))],
+            );
+            m.outputs = vec![value("y", &[1, classes as i64])];
+            let f = dir.join(format!("fill-{values}.onnx"));
+            std::fs::write(&f, encode(&m)).unwrap();
+            assert!(std::fs::metadata(&f).unwrap().len() < 400);
+            let r = super::bounded(
                 &dir,
                 &[
                     "classify",
@@ -748,26 +749,37 @@ mod onnx_graphs {
                     "model.labels=\"none\"",
                     &coffee,
                 ],
-            )
+            );
+            println!(
+                "{values} values, {runtime}: exit {}, peak {:.0} MiB",
+                r.code, r.peak_mib
+            );
+            r
         };
-        // ONNX Runtime would fold the fill again: refused before the executor is built.
-        let r = run("onnxruntime");
-        println!("onnxruntime: peak {:.0} MiB", r.peak_mib);
-        assert_eq!(r.code, 2, "{r:?}");
-        assert!(
-            r.stderr.contains("fill.onnx")
-                && r.stderr.contains("ONNX Runtime would hold a second copy")
-                && r.stderr.contains("runtime = \"srhost\""),
-            "{r:?}"
-        );
-        assert!(r.peak_mib < super::MEMORY_BOUND_MIB, "{r:?}");
-        // srhost's executor runs it: the fill becomes the weight in place (768 MiB), and the
-        // executor keeps its transposed copy beside the graph's, so the 1 GiB is not
-        // met here; the bound is those two copies (1.5 GiB) and a little.
-        let r = run("srhost");
-        println!("srhost: peak {:.0} MiB", r.peak_mib);
+        use sr_backend_onnx::import::{MAX_FOLDED_VALUES, MAX_GENERATED, MAX_GENERATED_FOR_ORT};
+        // At the folding limit: refused by both runtimes, naming the file.
+        for (runtime, says) in [
+            (
+                "onnxruntime",
+                "ONNX Runtime would hold another copy of them",
+            ),
+            ("srhost", "srhost holds them twice"),
+        ] {
+            let r = run(MAX_FOLDED_VALUES, runtime);
+            assert_eq!(r.code, 2, "{r:?}");
+            assert!(
+                r.stderr.contains(&format!("fill-{MAX_FOLDED_VALUES}.onnx"))
+                    && r.stderr.contains(says),
+                "{r:?}"
+            );
+        }
+        // Within srhost's limit it runs (the logits of a zero weight), beyond ONNX Runtime's.
+        let r = run(MAX_GENERATED, "srhost");
         assert_eq!(r.code, 0, "{r:?}");
-        assert!(r.peak_mib < 1800.0, "{r:?}");
+        let r = run(MAX_GENERATED, "onnxruntime");
+        assert_eq!(r.code, 2, "{r:?}");
+        assert!(r.stderr.contains("runtime = \"srhost\""), "{r:?}");
+        assert!(MAX_GENERATED_FOR_ORT < MAX_GENERATED && MAX_GENERATED < MAX_FOLDED_VALUES);
     }
 
     #[test]

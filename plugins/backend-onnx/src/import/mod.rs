@@ -684,8 +684,14 @@ pub const MAX_FOLDED_VALUES: usize = 3 << 26;
 /// [`Imported::generated_values`]) when ONNX Runtime runs it (2^24, 64 MiB): the runtime
 /// folds them again into its own copy. The dynamo exports of the torchvision classifiers and
 /// transformers make a few thousand; a weight-stripped model whose weights are fills runs with
-/// `runtime = "srhost"`, which holds them once.
+/// `runtime = "srhost"` (up to [`MAX_GENERATED`]).
 pub const MAX_GENERATED_FOR_ORT: usize = 1 << 24;
+
+/// The most such values a file may have its folds make when srhost's executor runs it
+/// (3 x 2^25, 384 MiB): the graph keeps a weight and the executor its prepared copy, so they
+/// take at most 768 MiB. The `onnx` package's weight-stripped VGG-19 (144 M) imports, but does
+/// not run.
+pub const MAX_GENERATED: usize = 3 << 25;
 
 /// The element count of `dims`, checked: no overflow, at most [`MAX_FOLDED_VALUES`].
 fn element_count(n: &NodeProto, dims: &[usize]) -> Result<usize> {
