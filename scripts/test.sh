@@ -33,22 +33,35 @@ fi
 cargo build --workspace --locked
 cargo test --workspace --locked
 
-# The Python package (python/, docs/python.md): a venv under the cache with maturin, numpy,
-# pytest and kubernetes-validate (it checks the Job manifest of docs/scale-out.md) from PyPI,
-# the wheel built by maturin and installed into it, then pytest on python/tests and on the
-# examples of docs/python.md. The tests compare with the srhost binary and load the example
-# plugin built above.
+# The Python package (python/, docs/python.md): a venv under the cache with maturin, ziglang
+# and auditwheel from PyPI builds one abi3 wheel (CPython 3.9 and newer) linked by zig against
+# glibc 2.28 (manylinux_2_28: RHEL 8 and newer cluster nodes), and auditwheel checks that tag.
+# The wheel is installed into a fresh venv with numpy, pytest and kubernetes-validate (it checks
+# the Job manifest of docs/scale-out.md), then pytest runs python/tests and the examples of
+# docs/python.md there. The tests compare with the srhost binary and load the example plugin
+# built above.
 cache="${SRHOST_CACHE:-$HOME/.cache/srhost}"
 venv="$cache/pyenv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "maturin==1.16.0" "numpy==2.4.6" "pytest==9.2.0" "kubernetes-validate==1.37.0"
+    "maturin==1.16.0" "ziglang==0.17.0" "auditwheel==6.8.2"
 rm -rf "$cache/wheels"
-"$venv/bin/maturin" build --release --locked -m python/Cargo.toml -o "$cache/wheels"
-"$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps \
-    "$cache"/wheels/srhost-*.whl
+PATH="$venv/bin:$PATH" "$venv/bin/maturin" build --release --locked -m python/Cargo.toml \
+    -o "$cache/wheels" --zig --compatibility manylinux_2_28
+# The name carries the tags: a wheel of another tag is not found, and the script stops.
+wheel=$(ls "$cache"/wheels/srhost-*-cp39-abi3-manylinux_2_28_x86_64.whl)
+shown=$("$venv/bin/auditwheel" show "$wheel")
+case "$(echo $shown)" in
+    *'is consistent with the following platform tag: "manylinux_2_28_x86_64"'*) ;;
+    *) echo "auditwheel: $wheel is not manylinux_2_28:"; echo "$shown"; exit 1 ;;
+esac
+fresh="$cache/wheel-venv"
+rm -rf "$fresh"
+python3 -m venv "$fresh"
+"$fresh/bin/pip" install --quiet --disable-pip-version-check \
+    "numpy==2.4.6" "pytest==9.2.0" "kubernetes-validate==1.37.0" "$wheel"
 target="${CARGO_TARGET_DIR:-target}"
 SRHOST_REQUIRE=1 SRHOST_BIN="$target/debug/srhost" \
     SRHOST_PLUGIN_SO="$target/debug/libsr_plugin_example.so" \
-    "$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests docs/python.md \
+    "$fresh/bin/python" -m pytest -q -p no:cacheprovider python/tests docs/python.md \
     --doctest-glob='*.md'
