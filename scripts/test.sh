@@ -31,6 +31,12 @@ fi
 
 # Every CI step builds the same package selection (--workspace), so dependencies compile once.
 cargo build --workspace --locked
+# A one-node Slurm cluster (munge and slurm-wlm from Debian) for tests/slurm.rs, stopped when
+# this script ends; if it cannot start, this script stops here with the daemons' logs.
+slurm_dir="$(mktemp -d)"
+bash scripts/slurm-cluster.sh start "$slurm_dir"
+trap 'bash scripts/slurm-cluster.sh stop "$slurm_dir"' EXIT
+export SLURM_CONF="$slurm_dir/slurm.conf" SRHOST_REQUIRE_SLURM=1
 cargo test --workspace --locked
 
 # The Python package (python/, docs/python.md): a venv under the cache with maturin, ziglang
