@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A one-node Slurm cluster for the tests (tests/slurm.rs, issue 31): munged, slurmctld and
 # slurmd from Debian's packages (slurm-wlm, munge; installed when missing, which needs root),
-# configured in DIR on this host with its CPUs, no accounting database.
+# configured in DIR on this host with its CPUs, no accounting database, on ports 16817 and 16818
+# (not Slurm's own 6817 and 6818, so a machine's real Slurm keeps them).
 #
 #   bash scripts/slurm-cluster.sh start DIR   # writes DIR/slurm.conf, starts the daemons
 #   SLURM_CONF=DIR/slurm.conf sbatch ...
@@ -55,8 +56,8 @@ ReturnToService=2
 JobRequeue=1
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
-SlurmctldPort=6817
-SlurmdPort=6818
+SlurmctldPort=16817
+SlurmdPort=16818
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$(nproc) State=UNKNOWN
 PartitionName=tests Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
