@@ -219,23 +219,28 @@ impl OnnxModel {
         let imp = import::import(&m, p.output.as_deref(), p.input_size).map_err(ctx)?;
         // Checked before the executor holds the weights: what a small file makes its folds
         // create is held once more by the executor, and once more again by ONNX Runtime.
+        let (limit, holder, help) = if p.runtime == "onnxruntime" {
+            (
+                import::MAX_GENERATED_FOR_ORT,
+                "ONNX Runtime would hold another copy of them",
+                format!(
+                    "set runtime = \"srhost\" in the [model] table: srhost's executor runs up to {} such values",
+                    import::MAX_GENERATED
+                ),
+            )
+        } else {
+            (
+                import::MAX_GENERATED,
+                "srhost holds them twice (the graph and its executor)",
+                "store the weights in the file (a weight-stripped test model is for import checks only)".into(),
+            )
+        };
         let made = imp.generated_values;
-        if p.runtime == "onnxruntime" && made > import::MAX_GENERATED_FOR_ORT {
+        if made > limit {
             return Err(Error::params(format!(
-                "{source}: its constant folds make {made} values the file does not store (ConstantOfShape fills, ranges, broadcasts); ONNX Runtime would hold another copy of them, so it runs at most {}",
-                import::MAX_GENERATED_FOR_ORT
+                "{source}: its constant folds make {made} values the file does not store (ConstantOfShape fills, ranges, broadcasts); {holder}, so it runs at most {limit}"
             ))
-            .with_help(format!(
-                "set runtime = \"srhost\" in the [model] table: srhost's executor runs up to {} such values",
-                import::MAX_GENERATED
-            )));
-        }
-        if made > import::MAX_GENERATED {
-            return Err(Error::params(format!(
-                "{source}: its constant folds make {made} values the file does not store (ConstantOfShape fills, ranges, broadcasts); srhost holds them twice (the graph and its executor), so it runs at most {}",
-                import::MAX_GENERATED
-            ))
-            .with_help("store the weights in the file (a weight-stripped test model is for import checks only)"));
+            .with_help(help));
         }
         let shapes = imp.graph.infer_shapes().map_err(ctx)?;
         let classes: usize = shapes[imp.graph.output][1..].iter().product();

@@ -381,7 +381,7 @@ impl<'m> Importer<'m> {
         let name = n.inputs[i].as_str();
         let last = self.left.get(name).copied() == Some(1)
             && n.inputs.iter().filter(|s| s.as_str() == name).count() == 1
-            && !self.m.outputs.iter().any(|o| o.name == name);
+            && !self.is_output(name);
         if last {
             self.vals.remove(name);
         }
@@ -491,9 +491,13 @@ impl<'m> Importer<'m> {
         }
     }
 
+    /// Whether `name` is one of the file's graph outputs.
+    fn is_output(&self, name: &str) -> bool {
+        self.m.outputs.iter().any(|o| o.name == name)
+    }
+
     fn used(&self, name: &str) -> bool {
-        self.uses.get(name).copied().unwrap_or(0) > 0
-            || self.m.outputs.iter().any(|o| o.name == name)
+        self.uses.get(name).copied().unwrap_or(0) > 0 || self.is_output(name)
     }
 
     fn shape_of(&self, id: NodeId) -> &[usize] {
@@ -626,7 +630,7 @@ impl<'m> Importer<'m> {
                 *l = l.saturating_sub(1);
                 if *l == 0
                     && matches!(self.vals.get(name), Some(Val::Const(_)))
-                    && !self.m.outputs.iter().any(|o| &o.name == name)
+                    && !self.is_output(name)
                 {
                     self.vals.remove(name);
                 }
