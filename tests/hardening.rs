@@ -557,6 +557,19 @@ mod onnx_graphs {
         }
     }
 
+    /// `srhost classify` of coffee.png with the `.onnx` file `f` (and `sets`, more `--set`
+    /// overrides) in `dir`, held to the memory bound.
+    fn classify(dir: &super::Path, f: &super::Path, sets: &[&str]) -> super::Run {
+        let path = format!("model.path={}", super::lit(f));
+        let coffee = super::photo("coffee.png").display().to_string();
+        let mut args = vec!["classify", "--set", "model.use=\"onnx\"", "--set", &path];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        args.push(&coffee);
+        super::bounded(dir, &args)
+    }
+
     /// The importer's error for `m`; and the same model written as an `.onnx` file and given to
     /// `srhost classify`: exit 2, the same message naming the file, under the memory bound.
     fn error(m: &ModelProto) -> String {
@@ -570,19 +583,7 @@ mod onnx_graphs {
         let dir = super::scratch(&format!("hard-onnx-{n}"));
         let f = dir.join(format!("case-{n}.onnx"));
         std::fs::write(&f, encode(m)).unwrap();
-        let path = format!("model.path={}", super::lit(&f));
-        let coffee = super::photo("coffee.png").display().to_string();
-        let r = super::bounded(
-            &dir,
-            &[
-                "classify",
-                "--set",
-                "model.use=\"onnx\"",
-                "--set",
-                &path,
-                &coffee,
-            ],
-        );
+        let r = classify(&dir, &f, &[]);
         assert_eq!(r.code, 2, "{r:?}");
         // The same message, naming the node or tensor. (Dims that wrap when multiplied are
         // refused by the wire-format reader already, before the importer: "tensor `w` declares
@@ -720,7 +721,6 @@ mod onnx_graphs {
     #[test]
     fn a_weight_filled_from_nothing_is_bounded_for_each_runtime() {
         let dir = super::scratch("hard-onnx-fill");
-        let coffee = super::photo("coffee.png").display().to_string();
         let run = |values: usize, runtime: &str| {
             let classes = values / 192;
             let mut m = model(
@@ -735,21 +735,8 @@ mod onnx_graphs {
             let f = dir.join(format!("fill-{values}.onnx"));
             std::fs::write(&f, encode(&m)).unwrap();
             assert!(std::fs::metadata(&f).unwrap().len() < 400);
-            let r = super::bounded(
-                &dir,
-                &[
-                    "classify",
-                    "--set",
-                    "model.use=\"onnx\"",
-                    "--set",
-                    &format!("model.path={}", super::lit(&f)),
-                    "--set",
-                    &format!("model.runtime=\"{runtime}\""),
-                    "--set",
-                    "model.labels=\"none\"",
-                    &coffee,
-                ],
-            );
+            let rt = format!("model.runtime=\"{runtime}\"");
+            let r = classify(&dir, &f, &[&rt, "model.labels=\"none\""]);
             println!(
                 "{values} values, {runtime}: exit {}, peak {:.0} MiB",
                 r.code, r.peak_mib

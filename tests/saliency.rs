@@ -51,14 +51,7 @@ fn blobs_input() -> Img {
 fn compare(name: &str, got: &Img) -> (f64, f64, f64) {
     let want = read_npy(&golden(&format!("ca/{name}.npy")));
     assert_eq!(want.shape, vec![got.h, got.w], "{name}");
-    let n = want.data.len() as f64;
-    let mean = got
-        .data
-        .iter()
-        .zip(&want.data)
-        .map(|(a, b)| (a - b).abs())
-        .sum::<f64>()
-        / n;
+    let mean = mean_abs_diff(&got.data, &want.data);
     let max = max_abs_diff(&got.data, &want.data);
     let s = sr_core::metrics::ssim(&got.data, &want.data, got.h, got.w);
     println!("{name}: SSIM {s:.6}, mean abs {mean:.2e}, max abs {max:.2e}");
@@ -339,13 +332,7 @@ fn the_fast_variant_stays_as_close_to_the_reference_as_documented() {
         let f = ca::saliency(&img, &fast);
         assert_eq!((r.h, r.w), (f.h, f.w), "{name}");
         let ssim = sr_core::metrics::ssim(&r.data, &f.data, r.h, r.w);
-        let mean = r
-            .data
-            .iter()
-            .zip(&f.data)
-            .map(|(a, b)| (a - b).abs())
-            .sum::<f64>()
-            / r.data.len() as f64;
+        let mean = mean_abs_diff(&r.data, &f.data);
         println!("{name}: SSIM {ssim:.4}, mean abs {mean:.4}");
         lines.push((name, ssim, ssim_doc, mean));
     }

@@ -20,12 +20,15 @@ fn rel_max_err_is_infinite_on_nan_and_inf_on_either_side() {
 }
 
 #[test]
-fn max_abs_diff_and_max_abs_are_infinite_on_nan_and_inf() {
+fn max_abs_diff_mean_abs_diff_and_max_abs_are_infinite_on_nan_and_inf() {
     assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.5, 2.0]), 0.5);
+    assert_eq!(mean_abs_diff(&[1.0, 2.0], &[1.5, 3.5]), 1.0);
     assert_eq!(max_abs(&[-3.0, 2.0]), 3.0);
     for bad in [f64::NAN, f64::INFINITY] {
         assert_eq!(max_abs_diff(&[bad, 2.0], &[1.0, 2.0]), f64::INFINITY);
         assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.0, bad]), f64::INFINITY);
+        assert_eq!(mean_abs_diff(&[bad, 2.0], &[1.0, 2.0]), f64::INFINITY);
+        assert_eq!(mean_abs_diff(&[1.0, 2.0], &[1.0, bad]), f64::INFINITY);
         assert_eq!(max_abs(&[1.0, bad]), f64::INFINITY);
     }
 }

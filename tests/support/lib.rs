@@ -266,6 +266,15 @@ pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs()))
 }
 
+/// The mean of `|a - b|`, infinite when either side holds a value that is not finite.
+pub fn mean_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    if a.iter().chain(b).any(|x| !x.is_finite()) {
+        return f64::INFINITY;
+    }
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f64>() / a.len() as f64
+}
+
 /// Pearson correlation of two maps, in f64: NaN when either holds a value that is not finite
 /// (or is constant), so a bound written `!(p >= MIN)` fails on it.
 pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
