@@ -139,11 +139,7 @@ impl Kernel {
                     }),
                 Err(_) => Kernel::Avx512Vnni,
             };
-            Kernel::supported_here()
-                .into_iter()
-                .filter(|&k| k <= cap)
-                .max()
-                .unwrap_or(Kernel::Portable)
+            cap.or_below()
         })
     }
 
