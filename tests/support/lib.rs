@@ -185,9 +185,13 @@ pub fn run_measured(cmd: Command) -> Run {
 
 /// A fresh scratch folder under the target directory, removed first if it exists.
 pub fn scratch(name: &str) -> PathBuf {
+    // Numbered per call: tests in one binary run in parallel, and two that ask for the same
+    // name (two DenseNet tests loading one architecture's labels) must not clear each other's.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let d = std::env::temp_dir()
         .join(format!("srhost-tests-{}", std::process::id()))
-        .join(name);
+        .join(format!("{name}-{n}"));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
