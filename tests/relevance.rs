@@ -2,19 +2,18 @@
 //! reference implementation of the paper's `srp` rule set, on every model, image and method of
 //! the golden set (tests/fixtures/golden, made by PyTorch + Zennit; see SOURCE-README.md).
 //!
-//! Tolerances: Pearson correlation >= 0.999 and max abs error <= 1e-3 of the map's max abs
-//! value. Files the golden set marks `sensitive` (a few ReLU or max-pool winners flip between
-//! float32 and float64) are held to their suggested relative L2 tolerance instead, with the
-//! same Pearson bound.
-//!
-//! A map cannot be pinned down more precisely than float32 round-off allows, so the max-abs
-//! bound is widened to twice the map's own round-off sensitivity when that is larger:
-//! - the golden set's own float32-vs-float64 difference (`fp64_reference`);
-//! - measured here, only for a map that misses the strict bound: our map for the input
-//!   perturbed by at most 3e-6 relative (a few ulps; the larger of two perturbations).
-//!   Example: EfficientNet-Lite0 on coffee with epsilon-gamma-box moves by up to 4.5e-3 of its
-//!   max under such noise, and our map differs from Zennit's by 2.7e-3 (with candle's
-//!   convolution it was 4.5e-3; the summation order alone moves it this much).
+//! Tolerances, none of them taken from srhost's own output:
+//! - a map the golden set marks `ok`: Pearson >= 0.99999 and max abs error <= 1e-4 of the
+//!   map's max abs value (the README quotes a median of 1.3e-6), or twice the reference's own
+//!   float32-vs-float64 difference (`fp64_reference` in its `relevance_stats.json`) where that
+//!   is larger: a map cannot be pinned down more precisely than its own round-off.
+//! - a map marked `sensitive` (a few ReLU or max-pool winners flip between float32 and
+//!   float64): Pearson >= 0.999 and the relative L2 tolerance the golden set suggests.
+//! - [`OUTLIERS`]: `ok` maps where one ReLU or max-pool unit decides the other way than in
+//!   PyTorch, because the two sums round differently. Each names the window of the map it
+//!   moves, with a bound there of about three times the error measured; outside the window
+//!   the map is held to the bounds above. An outlier that is compared no more, or whose
+//!   error falls to 1e-4, fails the test: the table must be kept true.
 
 use sr_backend_torchvision::{TorchvisionModel, TorchvisionParams};
 use sr_core::{Model, RelevanceStage, Tensor};
@@ -22,8 +21,95 @@ use sr_relevance_lrp::{Lrp, LrpParams};
 use srhost_tests::*;
 use std::sync::Arc;
 
-const PEARSON_MIN: f64 = 0.999;
-const MAX_ABS_REL: f64 = 1e-3;
+const PEARSON_MIN: f64 = 0.99999;
+const PEARSON_MIN_SENSITIVE: f64 = 0.999;
+const MAX_ABS_REL: f64 = 1e-4;
+
+/// An `ok` map that differs from the reference in one window only (see the module docs).
+struct Outlier {
+    map: &'static str,
+    /// Rows and columns of the window, inclusive.
+    rows: (usize, usize),
+    cols: (usize, usize),
+    /// Max abs error / max abs value inside the window, and the measured value it is set from.
+    bound: f64,
+    measured: f64,
+}
+
+/// Measured 2026-12-06 on x86-64 with AVX-512; under `qemu-x86_64 -cpu Haswell` (AVX2 only)
+/// srhost's maps of these cases are the same bits. Outside its window each map is within
+/// 1.2e-6 of the max (the gradients and vgg16_narrow's alpha-beta), 4.1e-6 (Lite0), 8.1e-5
+/// (vgg16_bn on coffee) and 2.9e-4 (vgg16_narrow's epsilon 1e-6, whose bound is 8.5e-3).
+const OUTLIERS: &[Outlier] = &[
+    // VGG-16 (narrow) on coffee: ReLU or max-pool decisions over rows 186-196, columns
+    // 108-141 fall the other way (a near tie that round-off decides), in the gradient and in
+    // the maps that share its masks. The reference is itself sensitive there (its float32
+    // and float64 maps differ by 4e-3 of the max).
+    Outlier {
+        map: "vgg16_narrow/coffee/gradient.npy",
+        rows: (186, 196),
+        cols: (108, 141),
+        bound: 1e-1,
+        measured: 3.49e-2,
+    },
+    Outlier {
+        map: "vgg16_narrow/coffee/grad_x_input.npy",
+        rows: (186, 196),
+        cols: (108, 141),
+        bound: 1e-1,
+        measured: 3.71e-2,
+    },
+    Outlier {
+        map: "vgg16_narrow/coffee/eps_1e-6.npy",
+        rows: (186, 196),
+        cols: (108, 141),
+        bound: 1e-1,
+        measured: 3.73e-2,
+    },
+    Outlier {
+        map: "vgg16_narrow/coffee/epsilon_alpha2_beta1_flat.npy",
+        rows: (186, 196),
+        cols: (108, 141),
+        bound: 1.2e-2,
+        measured: 4.01e-3,
+    },
+    // VGG-16-BN (narrow) on astronaut: the same over rows 80-93, columns 142-157. The
+    // reference's float32 and float64 gradients agree to 5.6e-7 there: only our float32
+    // sums decide the near tie the other way.
+    Outlier {
+        map: "vgg16_bn_narrow/astronaut/gradient.npy",
+        rows: (80, 93),
+        cols: (142, 157),
+        bound: 1e-1,
+        measured: 3.36e-2,
+    },
+    Outlier {
+        map: "vgg16_bn_narrow/astronaut/grad_x_input.npy",
+        rows: (80, 93),
+        cols: (142, 157),
+        bound: 1e-1,
+        measured: 3.23e-2,
+    },
+    // VGG-16-BN on coffee with epsilon 1e-6: no single unit; round-off amplified by near-zero
+    // denominators over the upper third of the map (one pixel, at row 58, column 63, beyond
+    // 1e-3). The reference's own float32 and float64 maps differ by 2.3e-4 of the max.
+    Outlier {
+        map: "vgg16_bn_narrow/coffee/eps_1e-6.npy",
+        rows: (9, 81),
+        cols: (33, 206),
+        bound: 3.5e-3,
+        measured: 1.16e-3,
+    },
+    // EfficientNet-Lite0 on coffee with epsilon-gamma-box: the same over rows 26-36,
+    // columns 94-104.
+    Outlier {
+        map: "efficientnet_lite0/coffee/epsilon_gamma_box.npy",
+        rows: (26, 36),
+        cols: (94, 104),
+        bound: 8e-3,
+        measured: 2.73e-3,
+    },
+];
 
 fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     let num: f64 = a
@@ -35,65 +121,93 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     (num / den).sqrt()
 }
 
-/// Compare `got` with the golden map `dir/file`; returns a one-line report. `perturbed`
-/// recomputes our map on a slightly perturbed input (see the module docs).
+/// Max abs error / max abs value of `want`, inside and outside the window (rows, cols) of a
+/// `1 x C x H x W` map; infinite when a value is not finite.
+fn windowed_err(got: &Tensor, want: &Tensor, o: &Outlier) -> (f64, f64) {
+    let s = want.shape();
+    let (h, w) = (s[s.len() - 2], s[s.len() - 1]);
+    let scale = max_abs(&want.data().iter().map(|&v| v as f64).collect::<Vec<_>>());
+    let (mut inside, mut outside) = (0f64, 0f64);
+    for (i, (a, b)) in got.data().iter().zip(want.data()).enumerate() {
+        let d = (*a as f64 - *b as f64).abs();
+        let d = if d.is_finite() { d } else { f64::INFINITY };
+        let (y, x) = ((i / w) % h, i % w);
+        let here = (o.rows.0..=o.rows.1).contains(&y) && (o.cols.0..=o.cols.1).contains(&x);
+        let slot = if here { &mut inside } else { &mut outside };
+        *slot = slot.max(d);
+    }
+    (inside / scale, outside / scale)
+}
+
+/// The reference's own float32-vs-float64 difference for `model/img/file`, as a fraction of
+/// the map's max (`fp64_reference` in the golden set's `relevance_stats.json`).
+fn reference_round_off(model: &str, img: &str, file: &str) -> f64 {
+    stats(&format!("{model}/{img}"))[file]["fp64_reference"]["max_abs_diff_over_max_abs"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{model}/{img}/{file}: no fp64_reference"))
+}
+
+fn stats(dir: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(golden(&format!("{dir}/relevance_stats.json"))).unwrap())
+        .unwrap()
+}
+
+/// Compare `got` with the golden map `dir/file`; returns a one-line report. `seen` collects
+/// the outliers compared, for [`all_outliers_compared`].
 fn compare(
     got: &Tensor,
     dir: &str,
     file: &str,
-    perturbed: &dyn Fn(usize) -> Tensor,
+    seen: &mut Vec<&'static str>,
 ) -> Result<String, String> {
     let want = npy_tensor(&golden(&format!("{dir}/{file}")));
     assert_eq!(got.shape(), want.shape(), "{dir}/{file}");
-    let stats: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(golden(&format!("{dir}/relevance_stats.json"))).unwrap(),
-    )
-    .unwrap();
+    let stats = stats(dir);
     let s = &stats[file];
     let conditioning = s["conditioning"].as_str().unwrap_or("ok");
     let p = pearson(got.data(), want.data());
     let max_rel = rel_max_err(got.data(), want.data());
     let l2 = rel_l2(got.data(), want.data());
-    let intrinsic = s["fp64_reference"]["max_abs_diff_over_max_abs"]
-        .as_f64()
-        .unwrap_or(0.0);
-    let mut bound = MAX_ABS_REL.max(2.0 * intrinsic);
-    let mut line = format!("{dir}/{file}: pearson {p:.6}, max abs err / max abs {max_rel:.2e}, rel L2 {l2:.2e} ({conditioning})");
-    let pass = |bound: f64| {
-        p >= PEARSON_MIN
-            && match conditioning {
-                "ok" => max_rel <= bound,
-                _ => l2 <= s["suggested_rel_l2_tolerance"].as_f64().unwrap(),
-            }
+    let (model, img) = dir.split_once('/').unwrap();
+    let bound = MAX_ABS_REL.max(2.0 * reference_round_off(model, img, file));
+    let map = format!("{dir}/{file}");
+    let mut line = format!("{map}: pearson {p:.6}, max abs err / max abs {max_rel:.2e}, rel L2 {l2:.2e} ({conditioning}, bound {bound:.1e})");
+    let pass = match (conditioning, OUTLIERS.iter().find(|o| o.map == map)) {
+        ("ok", None) => p >= PEARSON_MIN && max_rel <= bound,
+        ("ok", Some(o)) => {
+            seen.push(o.map);
+            let (inside, outside) = windowed_err(got, &want, o);
+            line += &format!(
+                "; outlier: {inside:.2e} in rows {:?} cols {:?} (bound {:.1e}, measured {:.2e}), {outside:.2e} outside",
+                o.rows, o.cols, o.bound, o.measured
+            );
+            // Still an outlier (else the table is stale), within its window's bound, and
+            // held to the map's own bound everywhere else.
+            p >= PEARSON_MIN_SENSITIVE
+                && inside > MAX_ABS_REL
+                && inside <= o.bound
+                && outside <= bound
+        }
+        _ => p >= PEARSON_MIN_SENSITIVE && l2 <= s["suggested_rel_l2_tolerance"].as_f64().unwrap(),
     };
-    if !pass(bound) && conditioning == "ok" {
-        // Two independent perturbations: one draw can miss how far round-off moves the map.
-        let sensitivity = (0..2)
-            .map(|k| rel_max_err(perturbed(k).data(), got.data()))
-            .fold(0f64, f64::max);
-        bound = bound.max(2.0 * sensitivity);
-        line += &format!(", round-off sensitivity {sensitivity:.2e}");
-    }
-    if pass(bound) {
+    if pass {
         Ok(line)
     } else {
         Err(line)
     }
 }
 
-/// `x` with every value scaled by 1 + j * 1e-6, j in -3..=3 (pattern 0: by index mod 7;
-/// pattern 1: mod 5, shifted): at most 3e-6 relative, a few ulps of float32.
-fn perturb(x: &Tensor, pattern: usize) -> Tensor {
-    let (m, shift) = if pattern == 0 { (7, 3.0) } else { (5, 2.0) };
-    Tensor::new(
-        x.shape().to_vec(),
-        x.data()
-            .iter()
-            .enumerate()
-            .map(|(i, v)| v * (1.0 + 1e-6 * (((i + pattern) % m) as f32 - shift)))
-            .collect(),
-    )
-    .unwrap()
+/// Every outlier of the maps under `prefixes` was compared.
+fn all_outliers_compared(prefixes: &[&str], files: &[&str], seen: &[&str]) {
+    for o in OUTLIERS {
+        let ours = prefixes.iter().any(|p| o.map.starts_with(p))
+            && files.iter().any(|f| o.map.ends_with(f));
+        assert!(
+            !ours || seen.contains(&o.map),
+            "{}: a named outlier that was not compared",
+            o.map
+        );
+    }
 }
 
 fn load(arch: &str, weights: &str, labels: Option<String>) -> Arc<dyn Model> {
@@ -140,6 +254,7 @@ fn run_model(
 ) {
     let mut failures = vec![];
     let mut compared = 0;
+    let mut seen = vec![];
     for img in ["coffee", "chelsea", "astronaut"] {
         let x = npy_tensor(&golden(&format!("inputs/{img}/{input_file}")));
         let logits = model.forward(&x).unwrap();
@@ -162,12 +277,7 @@ fn run_model(
             compared += 1;
             let method = lrp(composite, *eps, add);
             let e = method.explain(model, &x, &[target]).unwrap();
-            match compare(&e.relevance, &dir, file, &|k| {
-                method
-                    .explain(model, &perturb(&x, k), &[target])
-                    .unwrap()
-                    .relevance
-            }) {
+            match compare(&e.relevance, &dir, file, &mut seen) {
                 Ok(l) => println!("{l}"),
                 Err(l) => {
                     println!("FAIL {l}");
@@ -177,6 +287,8 @@ fn run_model(
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+    let files: Vec<&str> = LRP_FILES.iter().chain(extra).map(|f| f.0).collect();
+    all_outliers_compared(&[name], &files, &seen);
     let left_out = NOT_IN_THE_GOLDEN_SET
         .iter()
         .filter(|(m, _)| *m == name)
@@ -257,7 +369,7 @@ fn lrp_matches_zennit_on_efficientnet_lite0_with_copied_adds() {
 #[test]
 fn lrp_matches_zennit_on_onet() {
     let m = load("mtcnn_onet", "assets/models/mtcnn-onet.safetensors", None);
-    let mut failures = vec![];
+    let (mut failures, mut seen, mut compared) = (vec![], vec![], 0);
     for crop in ["astronaut_face", "coffee_center"] {
         let x = npy_tensor(&golden(&format!("mtcnn_onet/{crop}/input.npy")));
         let dir = format!("mtcnn_onet/{crop}");
@@ -265,9 +377,8 @@ fn lrp_matches_zennit_on_onet() {
             // The face class (index 1), as in the golden set.
             let method = lrp(composite, *eps, "proportional");
             let e = method.explain(&m, &x, &[1]).unwrap();
-            match compare(&e.relevance, &dir, file, &|k| {
-                method.explain(&m, &perturb(&x, k), &[1]).unwrap().relevance
-            }) {
+            compared += 1;
+            match compare(&e.relevance, &dir, file, &mut seen) {
                 Ok(l) => println!("{l}"),
                 Err(l) => {
                     println!("FAIL {l}");
@@ -277,6 +388,7 @@ fn lrp_matches_zennit_on_onet() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(compared, 2 * LRP_FILES.len(), "ONet: maps compared");
 }
 
 #[test]
@@ -330,12 +442,15 @@ fn gradient_and_gradient_x_input_match_pytorch() {
         Gradient::build(Default::default()).unwrap(),
         GradientXInput::build(Default::default()).unwrap(),
     );
-    let mut failures = vec![];
-    let mut check = |r: Result<String, String>| match r {
-        Ok(l) => println!("{l}"),
-        Err(l) => {
-            println!("FAIL {l}");
-            failures.push(l)
+    let (mut failures, mut seen, mut compared) = (vec![], vec![], 0);
+    let mut check = |r: Result<String, String>| {
+        compared += 1;
+        match r {
+            Ok(l) => println!("{l}"),
+            Err(l) => {
+                println!("FAIL {l}");
+                failures.push(l)
+            }
         }
     };
     for (m, name, input) in &models {
@@ -350,13 +465,13 @@ fn gradient_and_gradient_x_input_match_pytorch() {
                 &g.explain(m, &x, &[t]).unwrap().relevance,
                 &dir,
                 "gradient.npy",
-                &|k| g.explain(m, &perturb(&x, k), &[t]).unwrap().relevance,
+                &mut seen,
             ));
             check(compare(
                 &gx.explain(m, &x, &[t]).unwrap().relevance,
                 &dir,
                 "grad_x_input.npy",
-                &|k| gx.explain(m, &perturb(&x, k), &[t]).unwrap().relevance,
+                &mut seen,
             ));
         }
     }
@@ -368,16 +483,28 @@ fn gradient_and_gradient_x_input_match_pytorch() {
             &g.explain(&onet, &x, &[1]).unwrap().relevance,
             &dir,
             "gradient.npy",
-            &|k| g.explain(&onet, &perturb(&x, k), &[1]).unwrap().relevance,
+            &mut seen,
         ));
         check(compare(
             &gx.explain(&onet, &x, &[1]).unwrap().relevance,
             &dir,
             "grad_x_input.npy",
-            &|k| gx.explain(&onet, &perturb(&x, k), &[1]).unwrap().relevance,
+            &mut seen,
         ));
     }
     assert!(failures.is_empty(), "{failures:#?}");
+    // Four classifiers on three images and ONet on two crops, two maps each.
+    assert_eq!(compared, 2 * (4 * 3 + 2), "gradient maps compared");
+    all_outliers_compared(
+        &[
+            "efficientnet_lite0",
+            "vgg16_narrow",
+            "vgg16_bn_narrow",
+            "alexnet_narrow",
+        ],
+        &["gradient.npy", "grad_x_input.npy"],
+        &seen,
+    );
 }
 
 #[test]
@@ -592,7 +719,8 @@ fn a_batch_gives_the_per_sample_maps_and_threads_do_not_matter() {
             .to_string(),
         Some(labels10()),
     );
-    let xs: Vec<Tensor> = ["coffee", "chelsea", "astronaut"]
+    const IMAGES: [&str; 3] = ["coffee", "chelsea", "astronaut"];
+    let xs: Vec<Tensor> = IMAGES
         .iter()
         .map(|i| npy_tensor(&golden(&format!("inputs/{i}/input_imagenet.npy"))))
         .collect();
@@ -612,7 +740,10 @@ fn a_batch_gives_the_per_sample_maps_and_threads_do_not_matter() {
                 .unwrap()
         })
         .collect();
-    for composite in ["epsilon-plus-flat", "srp"] {
+    for (composite, file) in [
+        ("epsilon-plus-flat", "epsilon_plus_flat.npy"),
+        ("srp", "srp.npy"),
+    ] {
         let l = Lrp::build(LrpParams {
             composite: composite.into(),
             ..Default::default()
@@ -627,10 +758,15 @@ fn a_batch_gives_the_per_sample_maps_and_threads_do_not_matter() {
                 single.relevance.data(),
             );
             // A batched matrix product sums in another order than a single one; the map moves
-            // by that round-off times its sensitivity (chelsea on vgg16_bn_narrow: 2.7e-4,
-            // the level at which it also differs from Zennit). Within the parity tolerance.
-            println!("{composite} sample {i}: batch vs single max err {err:.2e}");
-            assert!(err <= MAX_ABS_REL, "{composite} sample {i}: {err:.3e}");
+            // by that round-off times its sensitivity, which the reference's own float32 vs
+            // float64 difference measures (chelsea: 6.5e-4 of the max; we measured 1.0e-4).
+            // The parity bound of the map.
+            let bound =
+                MAX_ABS_REL.max(2.0 * reference_round_off("vgg16_bn_narrow", IMAGES[i], file));
+            println!(
+                "{composite} sample {i}: batch vs single max err {err:.2e} (bound {bound:.1e})"
+            );
+            assert!(err <= bound, "{composite} sample {i}: {err:.3e}");
             assert!(
                 (e.stats[i].relevance_sum - single.stats[0].relevance_sum).abs()
                     <= 1e-4 * single.stats[0].relevance_sum.abs().max(1.0)
