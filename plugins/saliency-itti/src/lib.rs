@@ -418,6 +418,53 @@ mod tests {
         )
     }
 
+    fn map(w: usize, h: usize, d: Vec<f32>) -> Map {
+        Map { w, h, d }
+    }
+
+    // Hand-derived values for the building blocks (no independent Itti implementation runs
+    // here: SMILER's IKN is GBVS's Matlab code with Matlab-only mex binaries).
+
+    #[test]
+    fn reduce_blurs_with_the_binomial_kernel_and_mirrors_at_the_border() {
+        // [0, 16, 0, 0] -> output 0 reads taps -2..=2, mirrored to [16, 0, 0, 16, 0]:
+        // (16 * 1 + 16 * 4) / 16 = 5; output 1 reads taps 0..=4 = [0, 16, 0, 0, 0]: 16 * 4 / 16 = 4.
+        // A single row mirrors onto itself: the vertical pass keeps the values.
+        let r = reduce(&map(4, 1, vec![0.0, 16.0, 0.0, 0.0]));
+        assert_eq!((r.w, r.h, r.d), (2, 1, vec![5.0, 4.0]));
+    }
+
+    #[test]
+    fn resize_aligns_pixel_centres() {
+        // 2 -> 4 samples at source positions -0.25 (clamped to 0), 0.25, 0.75, 1.25 (clamped).
+        let r = resize(&map(2, 1, vec![0.0, 1.0]), 4, 1);
+        assert_eq!(r.d, vec![0.0, 0.25, 0.75, 1.0]);
+    }
+
+    #[test]
+    fn normalise_promotes_a_map_with_one_strong_peak() {
+        // Peaks 10 and 4 on zeros: scaled to 1 and 0.4; the mean of the other local maxima is
+        // 0.4, the weight (1 - 0.4)^2 = 0.36: outputs 0.36 and 0.144.
+        let mut d = vec![0.0; 25];
+        d[5 + 1] = 10.0;
+        d[3 * 5 + 3] = 4.0;
+        let n = normalise(&map(5, 5, d));
+        let mut want = vec![0.0; 25];
+        want[5 + 1] = 0.36;
+        want[3 * 5 + 3] = 0.144;
+        for (i, (g, w)) in n.d.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-6, "{i}: {g} against {w}");
+        }
+        // One peak alone keeps its full weight; a flat map becomes zeros.
+        let mut one = vec![0.0; 25];
+        one[12] = 3.0;
+        assert_eq!(normalise(&map(5, 5, one)).d[12], 1.0);
+        assert!(normalise(&map(5, 5, vec![2.0; 25]))
+            .d
+            .iter()
+            .all(|&v| v == 0.0));
+    }
+
     fn peak(s: &Image) -> (usize, usize) {
         let i = s
             .data()
