@@ -1,5 +1,7 @@
 //! Image comparison metrics.
 
+pub mod saliency;
+
 /// SSIM (Wang et al. 2004) with Wang's parameters: an 11 x 11 Gaussian window with sigma 1.5,
 /// K1 = 0.01, K2 = 0.03, data range 1, population covariances, averaged over the pixels whose
 /// window lies inside the image (as scikit-image's `structural_similarity(gaussian_weights=True,

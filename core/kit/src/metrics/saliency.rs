@@ -1,0 +1,216 @@
+//! The saliency benchmark's map-comparison metrics (the MIT/Tübingen saliency benchmark, with
+//! pysaliency's definitions, against which tests/saliency_metrics.rs checks them on fixtures):
+//! between two maps CC, SIM and KL; against fixations NSS, AUC-Judd, AUC-Borji and the
+//! shuffled AUC.
+//!
+//! Maps are row-major `f64` slices of one size; fixations are `(x, y)` pixel positions. A map
+//! with a negative value is shifted to a minimum of 0 where a metric reads it as a density
+//! (SIM, KL), as pysaliency does. Every function returns NaN when a value is not finite, so a
+//! bound written `!(x >= MIN)` fails on it.
+
+/// `true` when every value is finite.
+fn finite(v: &[f64]) -> bool {
+    v.iter().all(|x| x.is_finite())
+}
+
+/// Mean and population standard deviation.
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
+    (m, var.sqrt())
+}
+
+/// The map as a probability density: shifted to a minimum of 0 if it has a negative value,
+/// `floor` added, divided by its sum (uniform when the sum is 0).
+fn density(v: &[f64], floor: f64) -> Vec<f64> {
+    let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let shift = if lo < 0.0 { -lo } else { 0.0 };
+    let d: Vec<f64> = v.iter().map(|x| x + shift + floor).collect();
+    let s: f64 = d.iter().sum();
+    if s > 0.0 {
+        d.iter().map(|x| x / s).collect()
+    } else {
+        vec![1.0 / v.len() as f64; v.len()]
+    }
+}
+
+/// Pearson's linear correlation coefficient of two maps; 0 when either is constant (it
+/// predicts nothing).
+pub fn cc(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "cc: maps of different sizes");
+    if !finite(a) || !finite(b) {
+        return f64::NAN;
+    }
+    let ((ma, sa), (mb, sb)) = (mean_std(a), mean_std(b));
+    if sa == 0.0 || sb == 0.0 {
+        return 0.0;
+    }
+    let cov = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - ma) * (y - mb))
+        .sum::<f64>()
+        / a.len() as f64;
+    cov / (sa * sb)
+}
+
+/// Similarity (histogram intersection): the sum of the pixelwise minimum of the two maps, each
+/// normalised to sum 1. 1 for equal maps, 0 for disjoint ones.
+pub fn sim(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "sim: maps of different sizes");
+    if !finite(a) || !finite(b) {
+        return f64::NAN;
+    }
+    let (pa, pb) = (density(a, 0.0), density(b, 0.0));
+    pa.iter().zip(&pb).map(|(x, y)| x.min(*y)).sum()
+}
+
+/// The benchmark's image-based KL divergence of `truth` from `pred` (not symmetric):
+/// `sum q log(eps + q / (p + eps))` with p and q the maps as densities and eps = 2.2204e-16
+/// (Matlab's `eps`), as the MIT benchmark's code and pysaliency's `MIT_KLDiv` compute it.
+/// 0 for equal maps; lower is better.
+pub fn kl(pred: &[f64], truth: &[f64]) -> f64 {
+    assert_eq!(pred.len(), truth.len(), "kl: maps of different sizes");
+    if !finite(pred) || !finite(truth) {
+        return f64::NAN;
+    }
+    const EPS: f64 = 2.2204e-16;
+    let (p, q) = (density(pred, 0.0), density(truth, 0.0));
+    p.iter()
+        .zip(&q)
+        .map(|(p, q)| q * (EPS + q / (p + EPS)).ln())
+        .sum()
+}
+
+/// The values of `map` (`w` wide) at the fixations.
+fn at(map: &[f64], w: usize, fixations: &[(usize, usize)]) -> Vec<f64> {
+    fixations
+        .iter()
+        .map(|&(x, y)| {
+            assert!(
+                x < w && y * w + x < map.len(),
+                "fixation ({x}, {y}) outside the map"
+            );
+            map[y * w + x]
+        })
+        .collect()
+}
+
+/// Normalised scanpath saliency: the mean over the fixations of the map standardised to mean
+/// 0 and (population) standard deviation 1 (only centred when the map is constant).
+pub fn nss(map: &[f64], w: usize, fixations: &[(usize, usize)]) -> f64 {
+    if !finite(map) || fixations.is_empty() {
+        return f64::NAN;
+    }
+    let (m, s) = mean_std(map);
+    let s = if s > 0.0 { s } else { 1.0 };
+    at(map, w, fixations)
+        .iter()
+        .map(|v| (v - m) / s)
+        .sum::<f64>()
+        / fixations.len() as f64
+}
+
+/// The area under the ROC curve of the map as a classifier of `positives` against
+/// `negatives` (pysaliency's `general_roc`): with `judd`, thresholds only at the positives'
+/// values (the AUC-Judd convention), else at every value (the exact Mann-Whitney AUC, ties
+/// counted half). Trapezoids between the points, from (0, 0) to (1, 1).
+pub fn roc_auc(positives: &[f64], negatives: &[f64], judd: bool) -> f64 {
+    if positives.is_empty() || negatives.is_empty() || !finite(positives) || !finite(negatives) {
+        return f64::NAN;
+    }
+    let desc = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(|a, b| b.total_cmp(a));
+        s
+    };
+    let (pos, neg) = (desc(positives), desc(negatives));
+    let thresholds = if judd {
+        let hi = pos[0].max(neg[0]) + 1.0;
+        let lo = pos[pos.len() - 1].min(neg[neg.len() - 1]);
+        let mut t = pos.clone();
+        t.push(hi);
+        t.push(lo);
+        desc(&t)
+    } else {
+        let mut t = pos.clone();
+        t.extend_from_slice(&neg);
+        desc(&t)
+    };
+    let (np, nn) = (pos.len() as f64, neg.len() as f64);
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let (mut auc, mut last) = (0.0, (0.0f64, 0.0f64));
+    for theta in thresholds {
+        while tp < pos.len() && pos[tp] >= theta {
+            tp += 1;
+        }
+        while fp < neg.len() && neg[fp] >= theta {
+            fp += 1;
+        }
+        let point = (fp as f64 / nn, tp as f64 / np);
+        auc += (point.0 - last.0) * (point.1 + last.1) / 2.0;
+        last = point;
+    }
+    auc
+}
+
+/// AUC-Judd: the fixated values against every pixel of the map, thresholds at the fixated
+/// values.
+pub fn auc_judd(map: &[f64], w: usize, fixations: &[(usize, usize)]) -> f64 {
+    roc_auc(&at(map, w, fixations), map, true)
+}
+
+/// AUC-Borji: the fixated values against uniformly drawn pixels. Computed exactly, against
+/// every pixel (the expectation of Borji's 100 random draws of as many pixels as fixations),
+/// so it needs no seed: pysaliency's `AUC` with uniform nonfixations.
+pub fn auc_borji(map: &[f64], w: usize, fixations: &[(usize, usize)]) -> f64 {
+    roc_auc(&at(map, w, fixations), map, false)
+}
+
+/// Shuffled AUC: the fixated values against the map's values at `other` fixations (those of
+/// the other images of the set), which discounts a centre bias shared by the fixations.
+pub fn auc_shuffled(
+    map: &[f64],
+    w: usize,
+    fixations: &[(usize, usize)],
+    other: &[(usize, usize)],
+) -> f64 {
+    roc_auc(&at(map, w, fixations), &at(map, w, other), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_derived_values() {
+        // CC of a map with itself, its negative, and a constant.
+        let a = [1.0, 2.0, 3.0, 4.0];
+        assert!((cc(&a, &a) - 1.0).abs() < 1e-15);
+        assert!((cc(&a, &[4.0, 3.0, 2.0, 1.0]) + 1.0).abs() < 1e-15);
+        assert_eq!(cc(&a, &[2.0; 4]), 0.0);
+        // SIM: densities [0.1 0.2 0.3 0.4] and [0.25 0.25 0.25 0.25]: mins 0.1 0.2 0.25 0.25.
+        assert!((sim(&a, &[1.0; 4]) - 0.8).abs() < 1e-15);
+        // KL of equal maps is 0 (up to eps).
+        assert!(kl(&a, &a).abs() < 1e-12);
+        // NSS: mean 2.5, std sqrt(1.25); the fixation on 4: 1.5 / sqrt(1.25).
+        assert!((nss(&a, 2, &[(1, 1)]) - 1.5 / 1.25f64.sqrt()).abs() < 1e-15);
+        // AUC: 4 against [1 2 3 4]: 3 below, 1 tie -> (3 + 0.5) / 4.
+        assert!((auc_borji(&a, 2, &[(1, 1)]) - 0.875).abs() < 1e-15);
+        // Judd: thresholds 5, 4, 1 -> points (0, 0), (0.25, 1), (1, 1): area 0.75 + ... = 0.875.
+        assert!((auc_judd(&a, 2, &[(1, 1)]) - 0.875).abs() < 1e-15);
+        assert!((auc_shuffled(&a, 2, &[(1, 1)], &[(0, 0), (1, 0)]) - 1.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn non_finite_values_give_nan() {
+        let bad = [1.0, f64::NAN, 0.0, 2.0];
+        let good = [1.0, 2.0, 3.0, 4.0];
+        assert!(cc(&bad, &good).is_nan() && cc(&good, &[f64::INFINITY; 4]).is_nan());
+        assert!(sim(&bad, &good).is_nan() && kl(&good, &bad).is_nan());
+        assert!(nss(&bad, 2, &[(0, 0)]).is_nan() && auc_judd(&bad, 2, &[(0, 0)]).is_nan());
+        assert!(auc_borji(&bad, 2, &[(0, 0)]).is_nan());
+        assert!(nss(&good, 2, &[]).is_nan(), "no fixations");
+    }
+}

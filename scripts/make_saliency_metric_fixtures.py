@@ -1,0 +1,103 @@
+"""Reference values of the saliency benchmark's metrics from pysaliency, for srhost's
+sr_core::metrics::saliency (tests/saliency_metrics.rs).
+
+Three cases on small maps (20 x 30): two smooth maps (sums of Gaussian blobs, one with negative
+values), a map quantised to 8 levels (many ties, which the AUCs count half), each with a
+prediction, a second map, fixations on the first image and fixations of other images (the
+shuffled AUC's negatives). pysaliency computes:
+- CC: `pysaliency.metrics.CC`; SIM: `metrics.SIM`; KL: `metrics.MIT_KLDiv(pred, truth)`;
+- NSS: the mean of `metrics.NSS` over the fixations;
+- AUC-Judd, AUC-Borji (every pixel as a negative) and the shuffled AUC: pysaliency's
+  `SaliencyMapModel.AUC_per_image` with thresholds 'fixations' / nonfixations 'uniform',
+  thresholds 'all' / 'uniform', and thresholds 'all' / the other images' fixations.
+
+    pip install pysaliency==0.2.22 "setuptools<81" torch numpy && \
+        python3 scripts/make_saliency_metric_fixtures.py
+"""
+
+import json
+import warnings
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+warnings.filterwarnings("ignore")
+if not hasattr(np, "trapz"):
+    np.trapz = np.trapezoid  # removed in numpy 2.4; pysaliency 0.2.22 still calls it (same function)
+import pysaliency  # noqa: E402
+from pysaliency import metrics  # noqa: E402
+
+OUT = Path("tests/fixtures/saliency_metrics/cases.json")
+H, W = 20, 30
+
+
+def blobs(rng, n):
+    yy, xx = np.mgrid[0:H, 0:W]
+    m = np.zeros((H, W))
+    for _ in range(n):
+        cy, cx, s, a = rng.uniform(0, H), rng.uniform(0, W), rng.uniform(2, 6), rng.uniform(0.2, 1)
+        m += a * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+    return m
+
+
+class Fixed(pysaliency.SaliencyMapModel):
+    def __init__(self, m):
+        super().__init__(caching=False)
+        self.m = m
+
+    def _saliency_map(self, stimulus):
+        return self.m
+
+
+def aucs(pred, fix, other):
+    stimuli = pysaliency.Stimuli([np.zeros((H, W, 3), dtype=np.uint8)])
+    xs, ys = zip(*fix)
+    f = pysaliency.Fixations.FixationsWithoutHistory(
+        np.array(xs, float), np.array(ys, float), np.zeros(len(xs)), np.zeros(len(xs), int), np.zeros(len(xs), int))
+    ox, oy = zip(*other)
+    o = pysaliency.Fixations.FixationsWithoutHistory(
+        np.array(ox, float), np.array(oy, float), np.zeros(len(ox)), np.zeros(len(ox), int), np.zeros(len(ox), int))
+    model = Fixed(pred)
+    return {
+        "auc_judd": model.AUC_per_image(stimuli, f, nonfixations="uniform", thresholds="fixations")[0],
+        "auc_borji": model.AUC_per_image(stimuli, f, nonfixations="uniform", thresholds="all")[0],
+        "auc_shuffled": model.AUC_per_image(stimuli, f, nonfixations=o, thresholds="all")[0],
+    }
+
+
+def main():
+    rng = np.random.default_rng(7)
+    cases = []
+    for name in ["smooth", "negative", "ties"]:
+        pred, truth = blobs(rng, 4), blobs(rng, 3)
+        if name == "negative":
+            pred = pred - 0.3
+        if name == "ties":
+            pred = np.floor(pred / pred.max() * 7.999)
+        # Fixations drawn from the truth map as a density; other images' near the centre.
+        p = (truth / truth.sum()).ravel()
+        idx = rng.choice(H * W, size=15, p=p)
+        fix = [(int(i % W), int(i // W)) for i in idx]
+        other = [(int(np.clip(rng.normal(W / 2, 5), 0, W - 1)), int(np.clip(rng.normal(H / 2, 4), 0, H - 1)))
+                 for _ in range(25)]
+        xs, ys = zip(*fix)
+        want = {
+            "cc": metrics.CC(pred, truth),
+            "sim": metrics.SIM(pred, truth),
+            "kl": metrics.MIT_KLDiv(pred, truth),
+            "nss": float(np.mean(metrics.NSS(pred, xs, ys))),
+        }
+        want.update(aucs(pred, fix, other))
+        cases.append({"name": name, "h": H, "w": W, "pred": pred.ravel().tolist(), "truth": truth.ravel().tolist(),
+                      "fixations": fix, "other_fixations": other,
+                      "pysaliency": {k: float(v) for k, v in want.items()}})
+        print(name, {k: round(float(v), 6) for k, v in want.items()})
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({"made_by": f"scripts/make_saliency_metric_fixtures.py, pysaliency "
+                                          f"{version('pysaliency')}, numpy {np.__version__}",
+                               "cases": cases}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
