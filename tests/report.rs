@@ -79,6 +79,40 @@ fn metrics_ground_truth_panel_and_compare() {
             assert!(aopc.is_finite() && random.is_finite());
         }
     }
+    // The saliency benchmark's metrics against the photo saliency: CC2 is the correlation of
+    // the written SR map with the written photo saliency (the support library's Pearson),
+    // SIM in [0, 1], KL finite and >= 0.
+    let folders = m["folders"].as_array().unwrap();
+    for (img, folder) in images.iter().zip(folders) {
+        let folder = dir.join("out").join(folder.as_str().unwrap());
+        let f32s = |name: &str| -> Vec<f32> {
+            read_npy(&folder.join(name))
+                .data
+                .iter()
+                .map(|&v| v as f32)
+                .collect()
+        };
+        let photo_saliency = f32s("saliency-photo.npy");
+        for b in img["branches"].as_array().unwrap() {
+            let branch = b["branch"].as_str().unwrap();
+            let want = pearson(&f32s(&format!("sr-{branch}.npy")), &photo_saliency);
+            let cc2 = b["cc2"].as_f64().unwrap();
+            assert!(
+                (cc2 - want).abs() < 1e-6,
+                "{branch}: cc2 {cc2}, Pearson {want}"
+            );
+            for k in ["cc1", "cc2"] {
+                assert!((-1.0..=1.0).contains(&b[k].as_f64().unwrap()), "{k}: {b}");
+            }
+            for k in ["sim1", "sim2"] {
+                assert!((0.0..=1.0).contains(&b[k].as_f64().unwrap()), "{k}: {b}");
+            }
+            for k in ["kl1", "kl2"] {
+                let v = b[k].as_f64().unwrap();
+                assert!(v.is_finite() && v >= 0.0, "{k}: {b}");
+            }
+        }
+    }
     // Means per branch, and the best marked.
     let lrp = m["branches"]
         .as_array()
@@ -113,6 +147,12 @@ fn metrics_ground_truth_panel_and_compare() {
         "ssim1",
         "ssim2",
         "ssim_ratio",
+        "cc1",
+        "cc2",
+        "sim1",
+        "sim2",
+        "kl1",
+        "kl2",
         "aopc",
         "aopc_random",
         "seconds_relevance",

@@ -282,13 +282,8 @@ impl<'a> Job<'a> {
                     relevance_sum: s.relevance_sum,
                     target_score: s.target_score,
                     ratio: s.relevance_sum / s.target_score,
-                    ssim1: None,
-                    ssim2: None,
-                    ssim_ratio: None,
-                    aopc: None,
-                    aopc_curve: vec![],
                     seconds_relevance,
-                    seconds_sr: None,
+                    ..Default::default()
                 });
                 self.branches.push(BranchMaps {
                     branch: name,
@@ -368,11 +363,16 @@ impl<'a> Job<'a> {
                     };
                     let rel = relevance_to_image(&b.relevance, RelevanceInput::AbsSum)?;
                     if (rel.height, rel.width) == (h, w) && (sr.height, sr.width) == (h, w) {
-                        let s1 = metrics::ssim(&f64s(&rel), &sal, h, w);
-                        let s2 = metrics::ssim(&f64s(sr), &sal, h, w);
+                        let (rel, sr) = (f64s(&rel), f64s(sr));
+                        let s1 = metrics::ssim(&rel, &sal, h, w);
+                        let s2 = metrics::ssim(&sr, &sal, h, w);
                         row.ssim1 = Some(s1);
                         row.ssim2 = Some(s2);
                         row.ssim_ratio = Some(s2 / s1);
+                        use metrics::saliency::{cc, kl, sim};
+                        (row.cc1, row.cc2) = (Some(cc(&rel, &sal)), Some(cc(&sr, &sal)));
+                        (row.sim1, row.sim2) = (Some(sim(&rel, &sal)), Some(sim(&sr, &sal)));
+                        (row.kl1, row.kl2) = (Some(kl(&rel, &sal)), Some(kl(&sr, &sal)));
                     }
                 }
             }
@@ -483,7 +483,18 @@ impl<'a> Job<'a> {
                 b.aopc_curve.clear();
                 b.aopc = None;
             }
-            for m in [&mut b.ssim1, &mut b.ssim2, &mut b.ssim_ratio, &mut b.aopc] {
+            for m in [
+                &mut b.ssim1,
+                &mut b.ssim2,
+                &mut b.ssim_ratio,
+                &mut b.cc1,
+                &mut b.cc2,
+                &mut b.sim1,
+                &mut b.sim2,
+                &mut b.kl1,
+                &mut b.kl2,
+                &mut b.aopc,
+            ] {
                 *m = m.filter(|v| v.is_finite());
             }
         }

@@ -51,7 +51,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
 pub struct BranchResult {
     pub branch: String,
     pub target: usize,
@@ -67,6 +67,21 @@ pub struct BranchResult {
     /// SSIM2 / SSIM1 (Table 1).
     #[serde(default)]
     pub ssim_ratio: Option<f64>,
+    /// The saliency benchmark's metrics against the photo's saliency (sr_core::metrics::saliency),
+    /// `1` for the relevance map (as SSIM1 reads it), `2` for the SR map: Pearson's CC, SIM
+    /// (histogram intersection) and the KL divergence of the photo saliency from the map.
+    #[serde(default)]
+    pub cc1: Option<f64>,
+    #[serde(default)]
+    pub cc2: Option<f64>,
+    #[serde(default)]
+    pub sim1: Option<f64>,
+    #[serde(default)]
+    pub sim2: Option<f64>,
+    #[serde(default)]
+    pub kl1: Option<f64>,
+    #[serde(default)]
+    pub kl2: Option<f64>,
     /// Region perturbation, most relevant first: AOPC and its curve.
     #[serde(default)]
     pub aopc: Option<f64>,

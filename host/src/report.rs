@@ -21,6 +21,20 @@ pub struct BranchSummary {
     pub ssim2: Option<f64>,
     /// Mean of SSIM2 / SSIM1 (the paper's Table 1 figure).
     pub ssim_ratio: Option<f64>,
+    /// Means of the saliency benchmark's metrics against the photo saliency (relevance map:
+    /// `1`, SR map: `2`; see [`BranchResult`]).
+    #[serde(default)]
+    pub cc1: Option<f64>,
+    #[serde(default)]
+    pub cc2: Option<f64>,
+    #[serde(default)]
+    pub sim1: Option<f64>,
+    #[serde(default)]
+    pub sim2: Option<f64>,
+    #[serde(default)]
+    pub kl1: Option<f64>,
+    #[serde(default)]
+    pub kl2: Option<f64>,
     pub aopc: Option<f64>,
     /// Mean AOPC of the random order, over the same images.
     pub aopc_random: Option<f64>,
@@ -91,6 +105,12 @@ pub fn summarise(rows: &[ImageResult]) -> Metrics {
                 ssim1: mean(of.iter().map(|(_, b)| b.ssim1)),
                 ssim2: mean(of.iter().map(|(_, b)| b.ssim2)),
                 ssim_ratio: mean(of.iter().map(|(_, b)| b.ssim_ratio)),
+                cc1: mean(of.iter().map(|(_, b)| b.cc1)),
+                cc2: mean(of.iter().map(|(_, b)| b.cc2)),
+                sim1: mean(of.iter().map(|(_, b)| b.sim1)),
+                sim2: mean(of.iter().map(|(_, b)| b.sim2)),
+                kl1: mean(of.iter().map(|(_, b)| b.kl1)),
+                kl2: mean(of.iter().map(|(_, b)| b.kl2)),
                 aopc: mean(of.iter().map(|(_, b)| b.aopc)),
                 aopc_random: mean(
                     of.iter()
@@ -161,12 +181,12 @@ fn opt(v: Option<f64>) -> String {
 /// `metrics.csv`: one row per image and branch (`folders[i]`: the output folder of `rows[i]`).
 pub fn csv(rows: &[ImageResult], folders: &[String]) -> String {
     let mut out = String::from(
-        "image,label,branch,target,relevance_sum,target_score,ratio,truth,correct,ssim1,ssim2,ssim_ratio,aopc,aopc_random,seconds_relevance,seconds_sr,folder\n",
+        "image,label,branch,target,relevance_sum,target_score,ratio,truth,correct,ssim1,ssim2,ssim_ratio,cc1,cc2,sim1,sim2,kl1,kl2,aopc,aopc_random,seconds_relevance,seconds_sr,folder\n",
     );
     for (r, folder) in rows.iter().zip(folders) {
         for b in &r.branches {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 csv_field(&r.image),
                 csv_field(r.label.as_deref().unwrap_or("")),
                 csv_field(&b.branch),
@@ -179,6 +199,12 @@ pub fn csv(rows: &[ImageResult], folders: &[String]) -> String {
                 opt(b.ssim1),
                 opt(b.ssim2),
                 opt(b.ssim_ratio),
+                opt(b.cc1),
+                opt(b.cc2),
+                opt(b.sim1),
+                opt(b.sim2),
+                opt(b.kl1),
+                opt(b.kl2),
                 opt(b.aopc),
                 opt(b.aopc.and(r.aopc_random)),
                 b.seconds_relevance,
@@ -205,6 +231,12 @@ pub fn table(m: &Metrics) -> String {
         "SSIM1",
         "SSIM2",
         "SSIM2/SSIM1",
+        "CC1",
+        "CC2",
+        "SIM1",
+        "SIM2",
+        "KL1",
+        "KL2",
         "AOPC",
         "AOPC random",
         "R sum/score",
@@ -226,6 +258,12 @@ pub fn table(m: &Metrics) -> String {
             fmt(b.ssim1, 4),
             fmt(b.ssim2, 4),
             format!("{}{}", fmt(b.ssim_ratio, 4), mark(&m.best_ssim_ratio)),
+            fmt(b.cc1, 3),
+            fmt(b.cc2, 3),
+            fmt(b.sim1, 3),
+            fmt(b.sim2, 3),
+            fmt(b.kl1, 3),
+            fmt(b.kl2, 3),
             format!("{}{}", fmt(b.aopc, 4), mark(&m.best_aopc)),
             fmt(b.aopc_random, 4),
             fmt(Some(b.ratio), 4),
@@ -297,7 +335,7 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
         esc(title)
     ));
     h.push_str(&format!("<p>{} images.</p>\n", m.images.len()));
-    h.push_str("<h2>Mean metrics per branch</h2>\n<table id=\"summary\">\n<tr><th>branch</th><th>images</th><th>SSIM1</th><th>SSIM2</th><th>SSIM2/SSIM1</th><th>AOPC</th><th>AOPC random</th><th>R sum / score</th><th>s relevance</th><th>s SR</th></tr>\n");
+    h.push_str("<h2>Mean metrics per branch</h2>\n<table id=\"summary\">\n<tr><th>branch</th><th>images</th><th>SSIM1</th><th>SSIM2</th><th>SSIM2/SSIM1</th><th>CC1</th><th>CC2</th><th>SIM1</th><th>SIM2</th><th>KL1</th><th>KL2</th><th>AOPC</th><th>AOPC random</th><th>R sum / score</th><th>s relevance</th><th>s SR</th></tr>\n");
     for b in &m.branches {
         let cell = |v: Option<f64>, best: &Option<String>| {
             let cls = if best.as_ref() == Some(&b.branch) {
@@ -308,12 +346,18 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
             format!("<td{cls}>{}</td>", fmt(v, 4))
         };
         h.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             esc(&b.branch),
             b.images,
             fmt(b.ssim1, 4),
             fmt(b.ssim2, 4),
             cell(b.ssim_ratio, &m.best_ssim_ratio),
+            fmt(b.cc1, 3),
+            fmt(b.cc2, 3),
+            fmt(b.sim1, 3),
+            fmt(b.sim2, 3),
+            fmt(b.kl1, 3),
+            fmt(b.kl2, 3),
             cell(b.aopc, &m.best_aopc),
             fmt(b.aopc_random, 4),
             fmt(Some(b.ratio), 4),
@@ -321,7 +365,7 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
             fmt(b.seconds_sr, 3),
         ));
     }
-    h.push_str("</table>\n<p>Highlighted: the best branch (highest mean). SSIM1 = SSIM(relevance, photo saliency), SSIM2 = SSIM(SR map, photo saliency) (the paper's Table 1); AOPC: region perturbation, most relevant patches first, against a random order (Samek et al. 2017).</p>\n");
+    h.push_str("</table>\n<p>Highlighted: the best branch (highest mean). SSIM1 = SSIM(relevance, photo saliency), SSIM2 = SSIM(SR map, photo saliency) (the paper's Table 1); CC, SIM and KL: the saliency benchmark's linear correlation, histogram intersection and KL divergence of the photo saliency from the relevance map (1) and from the SR map (2) (higher CC and SIM, lower KL: closer); AOPC: region perturbation, most relevant patches first, against a random order (Samek et al. 2017).</p>\n");
     if let Some((c, n)) = m.correct {
         h.push_str(&format!(
             "<p>Predictions matching the ground truth: {c} of {n} ({:.1}%).</p>\n",
