@@ -210,6 +210,18 @@ fn bad_values_are_refused_at_check_with_their_key() {
             "from 1 to 10000",
         ),
         (
+            "metrics.insertion_deletion_steps=0",
+            "`metrics.insertion_deletion_steps`",
+            "from 1 to 10000",
+        ),
+        ("metrics.blur_sigma=nan", "`metrics.blur_sigma`", "above 0"),
+        (
+            "metrics.blur_sigma=1e9",
+            "`metrics.blur_sigma`",
+            "at most 100",
+        ),
+        ("metrics.insertion_baseline=\"noise\"", "metrics", "blur"),
+        (
             "model.weights=\"no-such.pth\"",
             "`model.weights`",
             "no such file",

@@ -14,7 +14,8 @@ fn spec(dir: &Path, images: &[&str], extra: &str) -> String {
             "[run]\nimages = [{}]\noutput = {}\n{extra}\n\n[model]\nuse = \"candle\"\n\n\
              [relevance.lrp]\nuse = \"lrp\"\ncomposite = \"epsilon-plus-flat\"\n\n\
              [relevance.grad]\nuse = \"gradient\"\n\n[saliency]\nuse = \"itti\"\n\n\
-             [metrics]\naopc = true\naopc_steps = 6\n\n[render]\nuse = [\"panel\"]\n",
+             [metrics]\naopc = true\naopc_steps = 6\ninsertion_deletion = true\n\
+             insertion_deletion_steps = 4\n\n[render]\nuse = [\"panel\"]\n",
             imgs.join(", "),
             lit(&dir.join("out"))
         ),
@@ -77,6 +78,26 @@ fn metrics_ground_truth_panel_and_compare() {
             let aopc = b["aopc"].as_f64().unwrap();
             assert!((aopc - curve.iter().sum::<f64>() / 7.0).abs() < 1e-9, "{b}");
             assert!(aopc.is_finite() && random.is_finite());
+            // Insertion and deletion: 4 steps, 5 probabilities each. With every pixel
+            // inserted the input is the photo again, as before the first deletion: the same
+            // probability. Each area is the trapezoid rule over the curve.
+            let curve = |k: &str| -> Vec<f64> {
+                b[k].as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect()
+            };
+            let (ins, del) = (curve("insertion_curve"), curve("deletion_curve"));
+            assert_eq!((ins.len(), del.len()), (5, 5), "{b}");
+            assert!(
+                ins.iter().chain(&del).all(|p| (0.0..=1.0).contains(p)),
+                "{b}"
+            );
+            assert_eq!(ins[4], del[0], "{b}");
+            let trapezoids = |c: &[f64]| (c.iter().sum::<f64>() - (c[0] + c[4]) / 2.0) / 4.0;
+            assert!((b["insertion"].as_f64().unwrap() - trapezoids(&ins)).abs() < 1e-12);
+            assert!((b["deletion"].as_f64().unwrap() - trapezoids(&del)).abs() < 1e-12);
         }
     }
     // The saliency benchmark's metrics against the photo saliency: CC2 is the correlation of
@@ -155,6 +176,8 @@ fn metrics_ground_truth_panel_and_compare() {
         "kl2",
         "aopc",
         "aopc_random",
+        "insertion",
+        "deletion",
         "seconds_relevance",
         "seconds_sr",
     ] {

@@ -343,6 +343,42 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
+    /// `[metrics] insertion_deletion`: each branch's insertion and deletion curves.
+    fn insertion_deletion(&mut self) -> Result<()> {
+        let m = &self.p.metrics;
+        let (true, Some(model), Some((input, _))) =
+            (m.insertion_deletion, &self.stages.model, &self.input)
+        else {
+            return Ok(());
+        };
+        let p = m.insertion_deletion();
+        for b in &self.branches {
+            let t = Instant::now();
+            let Some(row) = self
+                .result
+                .branches
+                .iter_mut()
+                .find(|r| r.branch == b.branch)
+            else {
+                continue;
+            };
+            let (ins, del) = sr_core::sr::insertion_deletion(
+                model.as_ref(),
+                input,
+                &channel_sum(&b.relevance)?,
+                row.target,
+                &p,
+            )?;
+            (row.insertion, row.deletion) = (Some(ins.auc()), Some(del.auc()));
+            (row.insertion_curve, row.deletion_curve) = (ins.scores, del.scores);
+            self.seconds.insert(
+                format!("insertion_deletion.{}", b.branch),
+                t.elapsed().as_secs_f64(),
+            );
+        }
+        Ok(())
+    }
+
     /// `[metrics]`: SSIM1/SSIM2 of each branch against the photo's saliency, and AOPC of each
     /// branch's patch order against a random one.
     fn metrics(&mut self) -> Result<()> {
@@ -377,6 +413,8 @@ impl<'a> Job<'a> {
                 }
             }
         }
+        self.insertion_deletion()?;
+        let m = &self.p.metrics;
         let (true, Some(model), Some((input, _))) = (m.aopc, &self.stages.model, &self.input)
         else {
             return Ok(());
@@ -483,6 +521,14 @@ impl<'a> Job<'a> {
                 b.aopc_curve.clear();
                 b.aopc = None;
             }
+            if b.insertion_curve.iter().any(|v| !v.is_finite()) {
+                b.insertion_curve.clear();
+                b.insertion = None;
+            }
+            if b.deletion_curve.iter().any(|v| !v.is_finite()) {
+                b.deletion_curve.clear();
+                b.deletion = None;
+            }
             for m in [
                 &mut b.ssim1,
                 &mut b.ssim2,
@@ -494,6 +540,8 @@ impl<'a> Job<'a> {
                 &mut b.kl1,
                 &mut b.kl2,
                 &mut b.aopc,
+                &mut b.insertion,
+                &mut b.deletion,
             ] {
                 *m = m.filter(|v| v.is_finite());
             }

@@ -87,6 +87,17 @@ pub struct BranchResult {
     pub aopc: Option<f64>,
     #[serde(default)]
     pub aopc_curve: Vec<f64>,
+    /// Insertion and deletion (Petsiuk et al. 2018): the areas under the target's softmax
+    /// probability over the share of pixels inserted / deleted, most relevant first (insertion:
+    /// higher is better, deletion: lower), and the curves.
+    #[serde(default)]
+    pub insertion: Option<f64>,
+    #[serde(default)]
+    pub deletion: Option<f64>,
+    #[serde(default)]
+    pub insertion_curve: Vec<f64>,
+    #[serde(default)]
+    pub deletion_curve: Vec<f64>,
     #[serde(default)]
     pub seconds_relevance: f64,
     #[serde(default)]

@@ -38,6 +38,11 @@ pub struct BranchSummary {
     pub aopc: Option<f64>,
     /// Mean AOPC of the random order, over the same images.
     pub aopc_random: Option<f64>,
+    /// Mean insertion and deletion areas (Petsiuk et al. 2018).
+    #[serde(default)]
+    pub insertion: Option<f64>,
+    #[serde(default)]
+    pub deletion: Option<f64>,
     pub seconds_relevance: f64,
     pub seconds_sr: Option<f64>,
 }
@@ -117,6 +122,8 @@ pub fn summarise(rows: &[ImageResult]) -> Metrics {
                         .filter(|(_, b)| b.aopc.is_some())
                         .map(|(r, _)| r.aopc_random),
                 ),
+                insertion: mean(of.iter().map(|(_, b)| b.insertion)),
+                deletion: mean(of.iter().map(|(_, b)| b.deletion)),
                 seconds_relevance: mean(of.iter().map(|(_, b)| Some(b.seconds_relevance)))
                     .unwrap_or(0.0),
                 seconds_sr: mean(of.iter().map(|(_, b)| b.seconds_sr)),
@@ -181,12 +188,12 @@ fn opt(v: Option<f64>) -> String {
 /// `metrics.csv`: one row per image and branch (`folders[i]`: the output folder of `rows[i]`).
 pub fn csv(rows: &[ImageResult], folders: &[String]) -> String {
     let mut out = String::from(
-        "image,label,branch,target,relevance_sum,target_score,ratio,truth,correct,ssim1,ssim2,ssim_ratio,cc1,cc2,sim1,sim2,kl1,kl2,aopc,aopc_random,seconds_relevance,seconds_sr,folder\n",
+        "image,label,branch,target,relevance_sum,target_score,ratio,truth,correct,ssim1,ssim2,ssim_ratio,cc1,cc2,sim1,sim2,kl1,kl2,aopc,aopc_random,insertion,deletion,seconds_relevance,seconds_sr,folder\n",
     );
     for (r, folder) in rows.iter().zip(folders) {
         for b in &r.branches {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 csv_field(&r.image),
                 csv_field(r.label.as_deref().unwrap_or("")),
                 csv_field(&b.branch),
@@ -207,6 +214,8 @@ pub fn csv(rows: &[ImageResult], folders: &[String]) -> String {
                 opt(b.kl2),
                 opt(b.aopc),
                 opt(b.aopc.and(r.aopc_random)),
+                opt(b.insertion),
+                opt(b.deletion),
                 b.seconds_relevance,
                 opt(b.seconds_sr),
                 csv_field(folder),
@@ -239,6 +248,8 @@ pub fn table(m: &Metrics) -> String {
         "KL2",
         "AOPC",
         "AOPC random",
+        "Insertion",
+        "Deletion",
         "R sum/score",
         "s relevance",
         "s SR",
@@ -266,6 +277,8 @@ pub fn table(m: &Metrics) -> String {
             fmt(b.kl2, 3),
             format!("{}{}", fmt(b.aopc, 4), mark(&m.best_aopc)),
             fmt(b.aopc_random, 4),
+            fmt(b.insertion, 4),
+            fmt(b.deletion, 4),
             fmt(Some(b.ratio), 4),
             fmt(Some(b.seconds_relevance), 3),
             fmt(b.seconds_sr, 3),
@@ -335,7 +348,7 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
         esc(title)
     ));
     h.push_str(&format!("<p>{} images.</p>\n", m.images.len()));
-    h.push_str("<h2>Mean metrics per branch</h2>\n<table id=\"summary\">\n<tr><th>branch</th><th>images</th><th>SSIM1</th><th>SSIM2</th><th>SSIM2/SSIM1</th><th>CC1</th><th>CC2</th><th>SIM1</th><th>SIM2</th><th>KL1</th><th>KL2</th><th>AOPC</th><th>AOPC random</th><th>R sum / score</th><th>s relevance</th><th>s SR</th></tr>\n");
+    h.push_str("<h2>Mean metrics per branch</h2>\n<table id=\"summary\">\n<tr><th>branch</th><th>images</th><th>SSIM1</th><th>SSIM2</th><th>SSIM2/SSIM1</th><th>CC1</th><th>CC2</th><th>SIM1</th><th>SIM2</th><th>KL1</th><th>KL2</th><th>AOPC</th><th>AOPC random</th><th>Insertion</th><th>Deletion</th><th>R sum / score</th><th>s relevance</th><th>s SR</th></tr>\n");
     for b in &m.branches {
         let cell = |v: Option<f64>, best: &Option<String>| {
             let cls = if best.as_ref() == Some(&b.branch) {
@@ -346,7 +359,7 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
             format!("<td{cls}>{}</td>", fmt(v, 4))
         };
         h.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             esc(&b.branch),
             b.images,
             fmt(b.ssim1, 4),
@@ -360,12 +373,14 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
             fmt(b.kl2, 3),
             cell(b.aopc, &m.best_aopc),
             fmt(b.aopc_random, 4),
+            fmt(b.insertion, 4),
+            fmt(b.deletion, 4),
             fmt(Some(b.ratio), 4),
             fmt(Some(b.seconds_relevance), 3),
             fmt(b.seconds_sr, 3),
         ));
     }
-    h.push_str("</table>\n<p>Highlighted: the best branch (highest mean). SSIM1 = SSIM(relevance, photo saliency), SSIM2 = SSIM(SR map, photo saliency) (the paper's Table 1); CC, SIM and KL: the saliency benchmark's linear correlation, histogram intersection and KL divergence of the photo saliency from the relevance map (1) and from the SR map (2) (higher CC and SIM, lower KL: closer); AOPC: region perturbation, most relevant patches first, against a random order (Samek et al. 2017).</p>\n");
+    h.push_str("</table>\n<p>Highlighted: the best branch (highest mean). SSIM1 = SSIM(relevance, photo saliency), SSIM2 = SSIM(SR map, photo saliency) (the paper's Table 1); CC, SIM and KL: the saliency benchmark's linear correlation, histogram intersection and KL divergence of the photo saliency from the relevance map (1) and from the SR map (2) (higher CC and SIM, lower KL: closer); AOPC: region perturbation, most relevant patches first, against a random order (Samek et al. 2017); insertion and deletion: the area under the target's probability as the most relevant pixels are inserted into a baseline or deleted from the photo (Petsiuk et al. 2018; insertion higher, deletion lower is better).</p>\n");
     if let Some((c, n)) = m.correct {
         h.push_str(&format!(
             "<p>Predictions matching the ground truth: {c} of {n} ({:.1}%).</p>\n",

@@ -93,6 +93,12 @@ pub struct MetricsSpec {
     pub aopc_steps: usize,
     pub aopc_patch: usize,
     pub aopc_fill: sr_core::metrics::Fill,
+    /// Insertion and deletion curves (Petsiuk et al. 2018) per branch.
+    pub insertion_deletion: bool,
+    pub insertion_deletion_steps: usize,
+    pub insertion_baseline: sr_core::metrics::Baseline,
+    pub deletion_baseline: sr_core::metrics::Baseline,
+    pub blur_sigma: f32,
     pub seed: u64,
 }
 
@@ -106,6 +112,16 @@ impl MetricsSpec {
             seed: self.seed,
         }
     }
+
+    /// The insertion/deletion keys as sr_core takes them.
+    pub fn insertion_deletion(&self) -> sr_core::sr::InsDel {
+        sr_core::sr::InsDel {
+            steps: self.insertion_deletion_steps,
+            insertion_baseline: self.insertion_baseline,
+            deletion_baseline: self.deletion_baseline,
+            blur_sigma: self.blur_sigma,
+        }
+    }
 }
 
 impl Default for MetricsSpec {
@@ -116,6 +132,11 @@ impl Default for MetricsSpec {
             aopc_steps: 50,
             aopc_patch: 8,
             aopc_fill: sr_core::metrics::Fill::Uniform,
+            insertion_deletion: false,
+            insertion_deletion_steps: 32,
+            insertion_baseline: sr_core::metrics::Baseline::Blur,
+            deletion_baseline: sr_core::metrics::Baseline::Zeros,
+            blur_sigma: 5.0,
             seed: 0,
         }
     }
@@ -127,6 +148,11 @@ pub fn check_metrics(m: &MetricsSpec) -> Result<(), (&'static str, String)> {
     for (key, value, max) in [
         ("aopc_steps", m.aopc_steps, MAX_AOPC_STEPS),
         ("aopc_patch", m.aopc_patch, MAX_AOPC_PATCH),
+        (
+            "insertion_deletion_steps",
+            m.insertion_deletion_steps,
+            MAX_AOPC_STEPS,
+        ),
     ] {
         if !(1..=max).contains(&value) {
             return Err((
@@ -135,8 +161,20 @@ pub fn check_metrics(m: &MetricsSpec) -> Result<(), (&'static str, String)> {
             ));
         }
     }
+    if !(m.blur_sigma > 0.0 && m.blur_sigma <= MAX_BLUR_SIGMA) {
+        return Err((
+            "blur_sigma",
+            format!(
+                "expected a number of pixels above 0 and at most {MAX_BLUR_SIGMA}, got {}",
+                m.blur_sigma
+            ),
+        ));
+    }
     Ok(())
 }
+
+/// A blur wider than this flattens any model input; the kernel's radius is 3 sigma.
+const MAX_BLUR_SIGMA: f32 = 100.0;
 
 /// `[run]` as the file gives it.
 #[derive(Deserialize)]

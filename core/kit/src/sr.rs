@@ -225,6 +225,77 @@ pub fn perturb(
     )
 }
 
+/// Insertion and deletion (Petsiuk et al. 2018) as the host runs them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InsDel {
+    /// Curve points after the first; each costs a forward pass (in batches of 8).
+    pub steps: usize,
+    /// What insertion starts from, and what deletion turns pixels into.
+    pub insertion_baseline: metrics::Baseline,
+    pub deletion_baseline: metrics::Baseline,
+    /// Sigma in pixels of a `blur` baseline.
+    pub blur_sigma: f32,
+}
+
+/// Insertion and deletion curves of one image (`input`: `1 x C x H x W`) for a pixel
+/// `relevance` map (`H x W`, most relevant inserted or deleted first), scored by the softmax
+/// probability of `target`, as Petsiuk et al. score them.
+pub fn insertion_deletion(
+    model: &dyn Model,
+    input: &Tensor,
+    relevance: &[f32],
+    target: usize,
+    p: &InsDel,
+) -> Result<(metrics::Curve, metrics::Curve)> {
+    let s = input.shape();
+    let info = model.info();
+    let shape = [s[1], s[2], s[3]];
+    let order = metrics::pixels_by_relevance(relevance);
+    let mut score = |batch: &[f32], n: usize| -> Result<Vec<f64>> {
+        let x = Tensor::new(vec![n, shape[0], shape[1], shape[2]], batch.to_vec())?;
+        let y = model.forward(&x)?;
+        let classes = y.numel() / n;
+        Ok((0..n)
+            .map(|i| {
+                let row = &y.data()[i * classes..(i + 1) * classes];
+                let top = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let sum: f64 = row.iter().map(|&v| (v as f64 - top).exp()).sum();
+                (row[target] as f64 - top).exp() / sum
+            })
+            .collect())
+    };
+    let base = |kind| {
+        metrics::baseline(
+            input.data(),
+            shape,
+            kind,
+            p.blur_sigma,
+            (&info.mean, &info.std),
+        )
+    };
+    let ins = metrics::insertion_deletion(
+        input.data(),
+        &base(p.insertion_baseline),
+        shape,
+        &order,
+        p.steps,
+        true,
+        8,
+        &mut score,
+    )?;
+    let del = metrics::insertion_deletion(
+        input.data(),
+        &base(p.deletion_baseline),
+        shape,
+        &order,
+        p.steps,
+        false,
+        8,
+        &mut score,
+    )?;
+    Ok((ins, del))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
