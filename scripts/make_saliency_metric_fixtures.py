@@ -7,11 +7,15 @@ prediction, a second map, fixations on the first image and fixations of other im
 shuffled AUC's negatives). pysaliency computes:
 - CC: `pysaliency.metrics.CC`; SIM: `metrics.SIM`; KL: `metrics.MIT_KLDiv(pred, truth)`;
 - NSS: the mean of `metrics.NSS` over the fixations;
+- EMD: POT's exact `ot.emd2` between the two maps averaged over k x k cells (k = ceil(longer
+  side / cells), cells 8 and 16; numpy block means of the pixels each cell has, shifted to a
+  minimum of 0 and divided by the sum), the ground distance the Euclidean distance between
+  cell centres (`ot.dist(..., metric="euclidean")`);
 - AUC-Judd, AUC-Borji (every pixel as a negative) and the shuffled AUC: pysaliency's
   `SaliencyMapModel.AUC_per_image` with thresholds 'fixations' / nonfixations 'uniform',
   thresholds 'all' / 'uniform', and thresholds 'all' / the other images' fixations.
 
-    pip install pysaliency==0.2.22 "setuptools<81" torch numpy && \
+    pip install pysaliency==0.2.22 "setuptools<81" torch numpy pot==0.9.7.post1 && \
         python3 scripts/make_saliency_metric_fixtures.py
 """
 
@@ -48,6 +52,24 @@ class Fixed(pysaliency.SaliencyMapModel):
 
     def _saliency_map(self, stimulus):
         return self.m
+
+
+def grid(m, cells):
+    h, w = m.shape
+    k = -(-max(h, w) // cells)
+    gh, gw = -(-h // k), -(-w // k)
+    g = np.array([[m[y * k:(y + 1) * k, x * k:(x + 1) * k].mean() for x in range(gw)] for y in range(gh)])
+    if g.min() < 0:
+        g = g - g.min()
+    return g / g.sum()
+
+
+def emd(a, b, cells):
+    import ot
+    p, q = grid(a, cells), grid(b, cells)
+    yy, xx = np.mgrid[0:p.shape[0], 0:p.shape[1]]
+    centres = np.stack([yy.ravel(), xx.ravel()], 1).astype(float)
+    return ot.emd2(p.ravel(), q.ravel(), ot.dist(centres, centres, metric="euclidean"))
 
 
 def aucs(pred, fix, other):
@@ -87,15 +109,17 @@ def main():
             "sim": metrics.SIM(pred, truth),
             "kl": metrics.MIT_KLDiv(pred, truth),
             "nss": float(np.mean(metrics.NSS(pred, xs, ys))),
+            "emd_8": emd(pred, truth, 8),
+            "emd_16": emd(pred, truth, 16),
         }
         want.update(aucs(pred, fix, other))
         cases.append({"name": name, "h": H, "w": W, "pred": pred.ravel().tolist(), "truth": truth.ravel().tolist(),
                       "fixations": fix, "other_fixations": other,
-                      "pysaliency": {k: float(v) for k, v in want.items()}})
+                      "reference": {k: float(v) for k, v in want.items()}})
         print(name, {k: round(float(v), 6) for k, v in want.items()})
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"made_by": f"scripts/make_saliency_metric_fixtures.py, pysaliency "
-                                          f"{version('pysaliency')}, numpy {np.__version__}",
+                                          f"{version('pysaliency')}, POT {version('pot')}, numpy {np.__version__}",
                                "cases": cases}) + "\n")
 
 

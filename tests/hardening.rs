@@ -216,6 +216,11 @@ fn bad_values_are_refused_at_check_with_their_key() {
         ),
         ("metrics.blur_sigma=nan", "`metrics.blur_sigma`", "above 0"),
         (
+            "metrics.emd_cells=1000",
+            "`metrics.emd_cells`",
+            "from 1 to 64",
+        ),
+        (
             "metrics.blur_sigma=1e9",
             "`metrics.blur_sigma`",
             "at most 100",

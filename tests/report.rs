@@ -15,7 +15,7 @@ fn spec(dir: &Path, images: &[&str], extra: &str) -> String {
              [relevance.lrp]\nuse = \"lrp\"\ncomposite = \"epsilon-plus-flat\"\n\n\
              [relevance.grad]\nuse = \"gradient\"\n\n[saliency]\nuse = \"itti\"\n\n\
              [metrics]\naopc = true\naopc_steps = 6\ninsertion_deletion = true\n\
-             insertion_deletion_steps = 4\n\n[render]\nuse = [\"panel\"]\n",
+             insertion_deletion_steps = 4\nemd = true\n\n[render]\nuse = [\"panel\"]\n",
             imgs.join(", "),
             lit(&dir.join("out"))
         ),
@@ -122,6 +122,14 @@ fn metrics_ground_truth_panel_and_compare() {
                 (cc2 - want).abs() < 1e-6,
                 "{branch}: cc2 {cc2}, Pearson {want}"
             );
+            // EMD of the written maps (the function itself is checked against POT).
+            let sr = read_npy(&folder.join(format!("sr-{branch}.npy")));
+            let sal = read_npy(&folder.join("saliency-photo.npy")).data;
+            let want =
+                sr_core::metrics::saliency::emd(&sr.data, &sal, sr.shape[0], sr.shape[1], 16);
+            let emd2 = b["emd2"].as_f64().unwrap();
+            assert!((emd2 - want).abs() < 1e-9, "{branch}: emd2 {emd2}, {want}");
+            assert!(b["emd1"].as_f64().unwrap() >= 0.0, "{b}");
             for k in ["cc1", "cc2"] {
                 assert!((-1.0..=1.0).contains(&b[k].as_f64().unwrap()), "{k}: {b}");
             }
@@ -174,6 +182,8 @@ fn metrics_ground_truth_panel_and_compare() {
         "sim2",
         "kl1",
         "kl2",
+        "emd1",
+        "emd2",
         "aopc",
         "aopc_random",
         "insertion",

@@ -409,6 +409,11 @@ impl<'a> Job<'a> {
                         (row.cc1, row.cc2) = (Some(cc(&rel, &sal)), Some(cc(&sr, &sal)));
                         (row.sim1, row.sim2) = (Some(sim(&rel, &sal)), Some(sim(&sr, &sal)));
                         (row.kl1, row.kl2) = (Some(kl(&rel, &sal)), Some(kl(&sr, &sal)));
+                        if m.emd {
+                            let emd =
+                                |a: &[f64]| metrics::saliency::emd(a, &sal, h, w, m.emd_cells);
+                            (row.emd1, row.emd2) = (Some(emd(&rel)), Some(emd(&sr)));
+                        }
                     }
                 }
             }
@@ -539,6 +544,8 @@ impl<'a> Job<'a> {
                 &mut b.sim2,
                 &mut b.kl1,
                 &mut b.kl2,
+                &mut b.emd1,
+                &mut b.emd2,
                 &mut b.aopc,
                 &mut b.insertion,
                 &mut b.deletion,

@@ -82,6 +82,11 @@ pub struct BranchResult {
     pub kl1: Option<f64>,
     #[serde(default)]
     pub kl2: Option<f64>,
+    /// The earth mover's distance to the photo saliency (`[metrics] emd`).
+    #[serde(default)]
+    pub emd1: Option<f64>,
+    #[serde(default)]
+    pub emd2: Option<f64>,
     /// Region perturbation, most relevant first: AOPC and its curve.
     #[serde(default)]
     pub aopc: Option<f64>,

@@ -35,6 +35,10 @@ pub struct BranchSummary {
     pub kl1: Option<f64>,
     #[serde(default)]
     pub kl2: Option<f64>,
+    #[serde(default)]
+    pub emd1: Option<f64>,
+    #[serde(default)]
+    pub emd2: Option<f64>,
     pub aopc: Option<f64>,
     /// Mean AOPC of the random order, over the same images.
     pub aopc_random: Option<f64>,
@@ -116,6 +120,8 @@ pub fn summarise(rows: &[ImageResult]) -> Metrics {
                 sim2: mean(of.iter().map(|(_, b)| b.sim2)),
                 kl1: mean(of.iter().map(|(_, b)| b.kl1)),
                 kl2: mean(of.iter().map(|(_, b)| b.kl2)),
+                emd1: mean(of.iter().map(|(_, b)| b.emd1)),
+                emd2: mean(of.iter().map(|(_, b)| b.emd2)),
                 aopc: mean(of.iter().map(|(_, b)| b.aopc)),
                 aopc_random: mean(
                     of.iter()
@@ -188,12 +194,12 @@ fn opt(v: Option<f64>) -> String {
 /// `metrics.csv`: one row per image and branch (`folders[i]`: the output folder of `rows[i]`).
 pub fn csv(rows: &[ImageResult], folders: &[String]) -> String {
     let mut out = String::from(
-        "image,label,branch,target,relevance_sum,target_score,ratio,truth,correct,ssim1,ssim2,ssim_ratio,cc1,cc2,sim1,sim2,kl1,kl2,aopc,aopc_random,insertion,deletion,seconds_relevance,seconds_sr,folder\n",
+        "image,label,branch,target,relevance_sum,target_score,ratio,truth,correct,ssim1,ssim2,ssim_ratio,cc1,cc2,sim1,sim2,kl1,kl2,emd1,emd2,aopc,aopc_random,insertion,deletion,seconds_relevance,seconds_sr,folder\n",
     );
     for (r, folder) in rows.iter().zip(folders) {
         for b in &r.branches {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 csv_field(&r.image),
                 csv_field(r.label.as_deref().unwrap_or("")),
                 csv_field(&b.branch),
@@ -212,6 +218,8 @@ pub fn csv(rows: &[ImageResult], folders: &[String]) -> String {
                 opt(b.sim2),
                 opt(b.kl1),
                 opt(b.kl2),
+                opt(b.emd1),
+                opt(b.emd2),
                 opt(b.aopc),
                 opt(b.aopc.and(r.aopc_random)),
                 opt(b.insertion),
@@ -246,6 +254,8 @@ pub fn table(m: &Metrics) -> String {
         "SIM2",
         "KL1",
         "KL2",
+        "EMD1",
+        "EMD2",
         "AOPC",
         "AOPC random",
         "Insertion",
@@ -275,6 +285,8 @@ pub fn table(m: &Metrics) -> String {
             fmt(b.sim2, 3),
             fmt(b.kl1, 3),
             fmt(b.kl2, 3),
+            fmt(b.emd1, 3),
+            fmt(b.emd2, 3),
             format!("{}{}", fmt(b.aopc, 4), mark(&m.best_aopc)),
             fmt(b.aopc_random, 4),
             fmt(b.insertion, 4),
@@ -348,7 +360,7 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
         esc(title)
     ));
     h.push_str(&format!("<p>{} images.</p>\n", m.images.len()));
-    h.push_str("<h2>Mean metrics per branch</h2>\n<table id=\"summary\">\n<tr><th>branch</th><th>images</th><th>SSIM1</th><th>SSIM2</th><th>SSIM2/SSIM1</th><th>CC1</th><th>CC2</th><th>SIM1</th><th>SIM2</th><th>KL1</th><th>KL2</th><th>AOPC</th><th>AOPC random</th><th>Insertion</th><th>Deletion</th><th>R sum / score</th><th>s relevance</th><th>s SR</th></tr>\n");
+    h.push_str("<h2>Mean metrics per branch</h2>\n<table id=\"summary\">\n<tr><th>branch</th><th>images</th><th>SSIM1</th><th>SSIM2</th><th>SSIM2/SSIM1</th><th>CC1</th><th>CC2</th><th>SIM1</th><th>SIM2</th><th>KL1</th><th>KL2</th><th>EMD1</th><th>EMD2</th><th>AOPC</th><th>AOPC random</th><th>Insertion</th><th>Deletion</th><th>R sum / score</th><th>s relevance</th><th>s SR</th></tr>\n");
     for b in &m.branches {
         let cell = |v: Option<f64>, best: &Option<String>| {
             let cls = if best.as_ref() == Some(&b.branch) {
@@ -359,7 +371,7 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
             format!("<td{cls}>{}</td>", fmt(v, 4))
         };
         h.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             esc(&b.branch),
             b.images,
             fmt(b.ssim1, 4),
@@ -371,6 +383,8 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
             fmt(b.sim2, 3),
             fmt(b.kl1, 3),
             fmt(b.kl2, 3),
+            fmt(b.emd1, 3),
+            fmt(b.emd2, 3),
             cell(b.aopc, &m.best_aopc),
             fmt(b.aopc_random, 4),
             fmt(b.insertion, 4),
@@ -380,7 +394,7 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
             fmt(b.seconds_sr, 3),
         ));
     }
-    h.push_str("</table>\n<p>Highlighted: the best branch (highest mean). SSIM1 = SSIM(relevance, photo saliency), SSIM2 = SSIM(SR map, photo saliency) (the paper's Table 1); CC, SIM and KL: the saliency benchmark's linear correlation, histogram intersection and KL divergence of the photo saliency from the relevance map (1) and from the SR map (2) (higher CC and SIM, lower KL: closer); AOPC: region perturbation, most relevant patches first, against a random order (Samek et al. 2017); insertion and deletion: the area under the target's probability as the most relevant pixels are inserted into a baseline or deleted from the photo (Petsiuk et al. 2018; insertion higher, deletion lower is better).</p>\n");
+    h.push_str("</table>\n<p>Highlighted: the best branch (highest mean). SSIM1 = SSIM(relevance, photo saliency), SSIM2 = SSIM(SR map, photo saliency) (the paper's Table 1); CC, SIM, KL and EMD: the saliency benchmark's linear correlation, histogram intersection, KL divergence of the photo saliency from the map and earth mover's distance, for the relevance map (1) and the SR map (2) (higher CC and SIM, lower KL and EMD: closer); AOPC: region perturbation, most relevant patches first, against a random order (Samek et al. 2017); insertion and deletion: the area under the target's probability as the most relevant pixels are inserted into a baseline or deleted from the photo (Petsiuk et al. 2018; insertion higher, deletion lower is better).</p>\n");
     if let Some((c, n)) = m.correct {
         h.push_str(&format!(
             "<p>Predictions matching the ground truth: {c} of {n} ({:.1}%).</p>\n",

@@ -86,8 +86,12 @@ pub struct Pipeline {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsSpec {
-    /// SSIM of the relevance map and of the SR map against the photo's saliency (Table 1).
+    /// SSIM of the relevance map and of the SR map against the photo's saliency (Table 1),
+    /// with CC, SIM and KL.
     pub ssim: bool,
+    /// The earth mover's distance too (with `ssim`), on a grid of `emd_cells` cells.
+    pub emd: bool,
+    pub emd_cells: usize,
     /// Region perturbation (Samek et al. 2017): AOPC of most-relevant-first vs random order.
     pub aopc: bool,
     pub aopc_steps: usize,
@@ -128,6 +132,8 @@ impl Default for MetricsSpec {
     fn default() -> Self {
         MetricsSpec {
             ssim: true,
+            emd: false,
+            emd_cells: 16,
             aopc: false,
             aopc_steps: 50,
             aopc_patch: 8,
@@ -153,6 +159,7 @@ pub fn check_metrics(m: &MetricsSpec) -> Result<(), (&'static str, String)> {
             m.insertion_deletion_steps,
             MAX_AOPC_STEPS,
         ),
+        ("emd_cells", m.emd_cells, MAX_EMD_CELLS),
     ] {
         if !(1..=max).contains(&value) {
             return Err((
@@ -172,6 +179,9 @@ pub fn check_metrics(m: &MetricsSpec) -> Result<(), (&'static str, String)> {
     }
     Ok(())
 }
+
+/// The EMD's cost grows as cells^6 (64 cells: minutes per map).
+const MAX_EMD_CELLS: usize = 64;
 
 /// A blur wider than this flattens any model input; the kernel's radius is 3 sigma.
 const MAX_BLUR_SIGMA: f32 = 100.0;
