@@ -7,6 +7,7 @@ prediction, a second map, fixations on the first image and fixations of other im
 shuffled AUC's negatives). pysaliency computes:
 - CC: `pysaliency.metrics.CC`; SIM: `metrics.SIM`; KL: `metrics.MIT_KLDiv(pred, truth)`;
 - NSS: the mean of `metrics.NSS` over the fixations;
+- Spearman: `scipy.stats.spearmanr` (ties: mean ranks; the "ties" case has many);
 - EMD: POT's exact `ot.emd2` between the two maps averaged over k x k cells (k = ceil(longer
   side / cells), cells 8 and 16; numpy block means of the pixels each cell has, shifted to a
   minimum of 0 and divided by the sum), the ground distance the Euclidean distance between
@@ -25,6 +26,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import spearmanr
 
 warnings.filterwarnings("ignore")
 if not hasattr(np, "trapz"):
@@ -111,6 +113,7 @@ def main():
             "nss": float(np.mean(metrics.NSS(pred, xs, ys))),
             "emd_8": emd(pred, truth, 8),
             "emd_16": emd(pred, truth, 16),
+            "spearman": float(spearmanr(pred.ravel(), truth.ravel()).statistic),
         }
         want.update(aucs(pred, fix, other))
         cases.append({"name": name, "h": H, "w": W, "pred": pred.ravel().tolist(), "truth": truth.ravel().tolist(),
@@ -119,7 +122,7 @@ def main():
         print(name, {k: round(float(v), 6) for k, v in want.items()})
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"made_by": f"scripts/make_saliency_metric_fixtures.py, pysaliency "
-                                          f"{version('pysaliency')}, POT {version('pot')}, numpy {np.__version__}",
+                                          f"{version('pysaliency')}, POT {version('pot')}, numpy {np.__version__}, scipy {version('scipy')}",
                                "cases": cases}) + "\n")
 
 

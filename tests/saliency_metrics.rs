@@ -1,5 +1,5 @@
 //! The saliency benchmark's metrics (sr_core::metrics::saliency) against pysaliency 0.2.22 (and
-//! EMD against POT 0.9.7's exact `ot.emd2`) on
+//! EMD against POT 0.9.7's exact `ot.emd2`, Spearman against scipy's `spearmanr`) on
 //! three cases: smooth maps, a map with negative values and a quantised map full of ties
 //! (tests/fixtures/saliency_metrics, made by scripts/make_saliency_metric_fixtures.py).
 
@@ -47,6 +47,7 @@ fn saliency_metrics_match_pysaliency() {
             ("nss", nss(&pred, w, &fix)),
             ("emd_8", emd(&pred, &truth, h, w, 8)),
             ("emd_16", emd(&pred, &truth, h, w, 16)),
+            ("spearman", spearman(&pred, &truth)),
             ("auc_judd", auc_judd(&pred, w, &fix)),
             ("auc_borji", auc_borji(&pred, w, &fix)),
             ("auc_shuffled", auc_shuffled(&pred, w, &fix, &other)),
@@ -61,5 +62,5 @@ fn saliency_metrics_match_pysaliency() {
             compared += 1;
         }
     }
-    assert_eq!(compared, 3 * 9, "cases x metrics compared");
+    assert_eq!(compared, 3 * 10, "cases x metrics compared");
 }

@@ -1,6 +1,6 @@
 //! The saliency benchmark's map-comparison metrics (the MIT/Tübingen saliency benchmark, with
 //! pysaliency's definitions, against which tests/saliency_metrics.rs checks them on fixtures):
-//! between two maps CC, SIM, KL and EMD; against fixations NSS, AUC-Judd, AUC-Borji and the
+//! between two maps CC, SIM, KL, EMD (and Spearman's rank correlation); against fixations NSS, AUC-Judd, AUC-Borji and the
 //! shuffled AUC.
 //!
 //! Maps are row-major `f64` slices of one size; fixations are `(x, y)` pixel positions. A map
@@ -53,6 +53,36 @@ pub fn cc(a: &[f64], b: &[f64]) -> f64 {
         .sum::<f64>()
         / a.len() as f64;
     cov / (sa * sb)
+}
+
+/// Ranks from 1, ties given their mean rank.
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+            j += 1;
+        }
+        let mean = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            r[k] = mean;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Spearman's rank correlation: [`cc`] of the ranks (ties: mean ranks), as
+/// `scipy.stats.spearmanr`. The randomization checks (Adebayo et al. 2018) use it on |R|.
+pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "spearman: maps of different sizes");
+    if !finite(a) || !finite(b) {
+        return f64::NAN;
+    }
+    cc(&ranks(a), &ranks(b))
 }
 
 /// Similarity (histogram intersection): the sum of the pixelwise minimum of the two maps, each
