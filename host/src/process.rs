@@ -7,7 +7,7 @@
 //! last.
 
 use crate::dataset::{Entry, Truth};
-use crate::records::{self, BranchResult, ImageResult};
+use crate::records::{self, BranchResult, ImageResult, RandomizationResult};
 use crate::spec::Pipeline;
 use crate::stages::Stages;
 use sr_core::sr::{channel_sum, perturb, relevance_to_image, resolve_targets, RelevanceInput};
@@ -71,6 +71,7 @@ pub fn process(
         job.explain()?;
         job.saliency()?;
         job.metrics()?;
+        job.randomization()?;
         job.render()?;
     }
     job.finish()
@@ -340,6 +341,130 @@ impl<'a> Job<'a> {
             self.write(&format!("sr-{name}.png"), &map_png(&sr)?)?;
             self.branches[i].sr = Some(sr);
         }
+        Ok(())
+    }
+
+    /// `[metrics] randomization`: each branch's maps under models whose learned layers are
+    /// randomized step by step, against the trained model's (Adebayo et al. 2018).
+    fn randomization(&mut self) -> Result<()> {
+        use crate::spec::Randomization;
+        use sr_nn::randomize;
+        let m = self.p.metrics.clone();
+        let (Some(model), Some((input, _))) = (&self.stages.model, &self.input) else {
+            return Ok(());
+        };
+        if m.randomization == Randomization::None || self.branches.is_empty() {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let input = input.clone();
+        let graph = model.graph()?;
+        let info = model.info();
+        let groups = randomize::steps(&randomize::layers_top_down(&graph), m.randomization_steps);
+        if groups.is_empty() {
+            return Err(Error::unsupported(format!(
+                "`metrics.randomization`: the model `{}` has no layer with learned weights to randomize",
+                info.name
+            )));
+        }
+        let names: Vec<Vec<String>> = groups
+            .iter()
+            .map(|g| g.iter().map(|&i| graph.nodes[i].name.clone()).collect())
+            .collect();
+        let abs = |r: &sr_core::Tensor| -> Result<(Vec<f64>, usize, usize)> {
+            let im = relevance_to_image(r, RelevanceInput::AbsSum)?;
+            Ok((f64s(&im), im.height, im.width))
+        };
+        let mut results: Vec<RandomizationResult> = self
+            .branches
+            .iter()
+            .map(|_| RandomizationResult {
+                order: format!("{:?}", m.randomization).to_lowercase(),
+                seed: m.seed,
+                steps: names.clone(),
+                ..Default::default()
+            })
+            .collect();
+        let images = [self.id.clone()];
+        for k in 0..groups.len() {
+            let nodes: Vec<usize> = match m.randomization {
+                Randomization::Cascading => groups[..=k].concat(),
+                _ => groups[k].clone(),
+            };
+            let what = format!("randomization step {} of {}", k + 1, groups.len());
+            let rm: std::sync::Arc<dyn sr_core::Model> = std::sync::Arc::new(
+                randomize::GraphModel::new(
+                    info.clone(),
+                    randomize::randomized(&graph, &nodes, m.seed)?,
+                )
+                .map_err(|e| e.context(&what))?,
+            );
+            let last = m.randomization == Randomization::Cascading && k + 1 == groups.len();
+            for (bi, b) in self.branches.iter().enumerate() {
+                let Some(row) = self.result.branches.iter().find(|r| r.branch == b.branch) else {
+                    continue;
+                };
+                // The branch's method: the name before a per-target suffix.
+                let Some((mname, method)) = self
+                    .stages
+                    .methods
+                    .iter()
+                    .filter(|(n, _)| b.branch == *n || b.branch.starts_with(&format!("{n}-")))
+                    .max_by_key(|(n, _)| n.len())
+                else {
+                    continue;
+                };
+                let what = format!("relevance.{mname}, {what}");
+                let e = catch_panic("the relevance method", || {
+                    method.bind(rm.clone())?.explain(&Request {
+                        input: &input,
+                        targets: &[row.target],
+                        logits: None,
+                        images: &images,
+                    })
+                })
+                .map_err(|e| e.context(&what))?;
+                contract::explanation(&e, input.shape(), &[row.target], &what)?;
+                let ((a, h, w), (r, _, _)) = (abs(&b.relevance)?, abs(&e.relevance)?);
+                let res = &mut results[bi];
+                res.ssim_relevance.push(metrics::ssim(&a, &r, h, w));
+                res.spearman.push(metrics::saliency::spearman(&a, &r));
+                let (Some(sal), Some(sr)) = (&self.stages.saliency, &b.sr) else {
+                    continue;
+                };
+                let map = relevance_to_image(&e.relevance, self.p.relevance_input)?;
+                let rsr = catch_panic("the saliency stage", || sal.saliency(&map))
+                    .map_err(|e| e.context(format!("SR map of {}, {what}", b.branch)))?;
+                contract::saliency_of(&rsr, &map, &what)?;
+                let (sh, sw) = (sr.height, sr.width);
+                if (rsr.height, rsr.width) == (sh, sw) {
+                    res.ssim_sr
+                        .push(metrics::ssim(&f64s(sr), &f64s(&rsr), sh, sw));
+                }
+                if let (true, Some(photo)) = (last, &self.photo_saliency) {
+                    if (photo.height, photo.width) == (h, w) && (sh, sw) == (h, w) {
+                        let ps = f64s(photo);
+                        let (s1, s2) = (
+                            metrics::ssim(&r, &ps, h, w),
+                            metrics::ssim(&f64s(&rsr), &ps, h, w),
+                        );
+                        (res.ssim1, res.ssim2, res.ssim_ratio) =
+                            (Some(s1), Some(s2), Some(s2 / s1));
+                    }
+                }
+            }
+        }
+        for (b, res) in self.branches.iter().zip(results) {
+            if let Some(row) = self
+                .result
+                .branches
+                .iter_mut()
+                .find(|r| r.branch == b.branch)
+            {
+                row.randomization = Some(res);
+            }
+        }
+        self.time("randomization", t0);
         Ok(())
     }
 

@@ -103,10 +103,40 @@ pub struct BranchResult {
     pub insertion_curve: Vec<f64>,
     #[serde(default)]
     pub deletion_curve: Vec<f64>,
+    /// Model-parameter randomization (`[metrics] randomization`).
+    #[serde(default)]
+    pub randomization: Option<RandomizationResult>,
     #[serde(default)]
     pub seconds_relevance: f64,
     #[serde(default)]
     pub seconds_sr: Option<f64>,
+}
+
+/// One branch under model-parameter randomization (Adebayo et al. 2018): per step, how like the
+/// trained model's map the randomized model's map is.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct RandomizationResult {
+    /// `cascading` or `independent`.
+    pub order: String,
+    pub seed: u64,
+    /// The layers each step randomizes (its own group; a cascading step keeps the earlier ones
+    /// randomized too), top first.
+    pub steps: Vec<Vec<String>>,
+    /// SSIM of the relevance images (|R| summed over channels, min-maxed), trained vs
+    /// randomized.
+    pub ssim_relevance: Vec<f64>,
+    /// Spearman's rank correlation of |R| summed over channels.
+    pub spearman: Vec<f64>,
+    /// SSIM of the SR maps (with a saliency stage).
+    #[serde(default)]
+    pub ssim_sr: Vec<f64>,
+    /// The Table-1 figures under the fully randomized model (the last cascading step).
+    #[serde(default)]
+    pub ssim1: Option<f64>,
+    #[serde(default)]
+    pub ssim2: Option<f64>,
+    #[serde(default)]
+    pub ssim_ratio: Option<f64>,
 }
 
 pub const RESULT_FILE: &str = "result.json";

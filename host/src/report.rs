@@ -42,13 +42,156 @@ pub struct BranchSummary {
     pub aopc: Option<f64>,
     /// Mean AOPC of the random order, over the same images.
     pub aopc_random: Option<f64>,
-    /// Mean insertion and deletion areas (Petsiuk et al. 2018).
+    /// Model-parameter randomization: per step, the mean SSIM of the relevance images, the mean
+    /// Spearman correlation of |R| and the mean SSIM of the SR maps (trained vs randomized),
+    /// with the steps' layers; and the mean Table-1 figures under the fully randomized model.
+    #[serde(default)]
+    pub randomization: Option<RandomizationSummary>,
+    /// Mean insertion and deletion areas (Petsiuk et al. 2018), and the mean curves (over the
+    /// images whose curves have the first image's length).
     #[serde(default)]
     pub insertion: Option<f64>,
     #[serde(default)]
     pub deletion: Option<f64>,
+    #[serde(default)]
+    pub insertion_curve: Vec<Option<f64>>,
+    #[serde(default)]
+    pub deletion_curve: Vec<Option<f64>>,
     pub seconds_relevance: f64,
     pub seconds_sr: Option<f64>,
+}
+
+/// The means of a branch's randomization results over the images that have them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RandomizationSummary {
+    pub order: String,
+    pub steps: Vec<Vec<String>>,
+    pub images: usize,
+    pub ssim_relevance: Vec<Option<f64>>,
+    pub spearman: Vec<Option<f64>>,
+    pub ssim_sr: Vec<Option<f64>>,
+    pub ssim1: Option<f64>,
+    pub ssim2: Option<f64>,
+    pub ssim_ratio: Option<f64>,
+}
+
+fn randomization_summary(of: &[(&ImageResult, &BranchResult)]) -> Option<RandomizationSummary> {
+    let rs: Vec<&crate::records::RandomizationResult> = of
+        .iter()
+        .filter_map(|(_, b)| b.randomization.as_ref())
+        .collect();
+    let first = rs.first()?;
+    // Only the images randomized as the first was (the same order and steps) are averaged.
+    let rs: Vec<_> = rs
+        .iter()
+        .filter(|r| r.order == first.order && r.steps == first.steps)
+        .collect();
+    let curve = |f: fn(&crate::records::RandomizationResult) -> &Vec<f64>| -> Vec<Option<f64>> {
+        (0..first.steps.len())
+            .map(|k| mean(rs.iter().map(|r| f(r).get(k).copied())))
+            .collect()
+    };
+    Some(RandomizationSummary {
+        order: first.order.clone(),
+        steps: first.steps.clone(),
+        images: rs.len(),
+        ssim_relevance: curve(|r| &r.ssim_relevance),
+        spearman: curve(|r| &r.spearman),
+        ssim_sr: curve(|r| &r.ssim_sr),
+        ssim1: mean(rs.iter().map(|r| r.ssim1)),
+        ssim2: mean(rs.iter().map(|r| r.ssim2)),
+        ssim_ratio: mean(rs.iter().map(|r| r.ssim_ratio)),
+    })
+}
+
+/// The pointwise mean of the non-empty curves of the first one's length.
+fn mean_curve<'a>(curves: impl Iterator<Item = &'a Vec<f64>>) -> Vec<Option<f64>> {
+    let curves: Vec<&Vec<f64>> = curves.filter(|c| !c.is_empty()).collect();
+    let Some(n) = curves.first().map(|c| c.len()) else {
+        return vec![];
+    };
+    (0..n)
+        .map(|k| mean(curves.iter().filter(|c| c.len() == n).map(|c| Some(c[k]))))
+        .collect()
+}
+
+/// A line chart as inline SVG (no script, no network): one polyline per series over the
+/// points `0..n`, y from `lo` to `hi`, a legend, and `x_labels` under the first and last point.
+fn svg_lines(
+    id: &str,
+    title: &str,
+    y_label: &str,
+    x_labels: (&str, &str),
+    (lo, hi): (f64, f64),
+    series: &[(String, Vec<Option<f64>>)],
+) -> String {
+    const COLOURS: [&str; 8] = [
+        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+    ];
+    let (w, h, left, top, right, bottom) = (520.0, 260.0, 50.0, 28.0, 150.0, 36.0);
+    let (pw, ph) = (w - left - right, h - top - bottom);
+    let n = series.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+    let x = |k: usize| {
+        left + if n > 1 {
+            pw * k as f64 / (n - 1) as f64
+        } else {
+            pw / 2.0
+        }
+    };
+    let y = |v: f64| top + ph * (1.0 - ((v - lo) / (hi - lo)).clamp(0.0, 1.0));
+    let mut o = format!(
+        "<svg id=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{}\">\n\
+<text x=\"{left}\" y=\"16\" font-size=\"13\">{}</text>\n\
+<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#999\"/>\n",
+        esc(id),
+        esc(title),
+        esc(title)
+    );
+    for v in [lo, (lo + hi) / 2.0, hi] {
+        o.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{v:.2}</text>\n",
+            left - 4.0,
+            y(v) + 3.0
+        ));
+    }
+    o.push_str(&format!(
+        "<text x=\"12\" y=\"{}\" font-size=\"10\" transform=\"rotate(-90 12 {})\" text-anchor=\"middle\">{}</text>\n\
+<text x=\"{left}\" y=\"{}\" font-size=\"10\">{}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{}</text>\n",
+        top + ph / 2.0,
+        top + ph / 2.0,
+        esc(y_label),
+        h - bottom + 14.0,
+        esc(x_labels.0),
+        left + pw,
+        h - bottom + 14.0,
+        esc(x_labels.1)
+    ));
+    for (i, (name, v)) in series.iter().enumerate() {
+        let c = COLOURS[i % COLOURS.len()];
+        let pts: Vec<String> = v
+            .iter()
+            .enumerate()
+            .filter_map(|(k, p)| {
+                p.filter(|p| p.is_finite())
+                    .map(|p| format!("{:.1},{:.1}", x(k), y(p)))
+            })
+            .collect();
+        o.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>\n\
+<text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"{c}\">{}</text>\n",
+            pts.join(" "),
+            left + pw + 8.0,
+            top + 12.0 + 14.0 * i as f64,
+            esc(name)
+        ));
+    }
+    o.push_str("</svg>\n");
+    o
+}
+
+/// The last step's value of a randomization curve.
+fn last(v: &[f64]) -> Option<f64> {
+    v.last().copied()
 }
 
 /// `metrics.json`.
@@ -128,8 +271,11 @@ pub fn summarise(rows: &[ImageResult]) -> Metrics {
                         .filter(|(_, b)| b.aopc.is_some())
                         .map(|(r, _)| r.aopc_random),
                 ),
+                randomization: randomization_summary(&of),
                 insertion: mean(of.iter().map(|(_, b)| b.insertion)),
                 deletion: mean(of.iter().map(|(_, b)| b.deletion)),
+                insertion_curve: mean_curve(of.iter().map(|(_, b)| &b.insertion_curve)),
+                deletion_curve: mean_curve(of.iter().map(|(_, b)| &b.deletion_curve)),
                 seconds_relevance: mean(of.iter().map(|(_, b)| Some(b.seconds_relevance)))
                     .unwrap_or(0.0),
                 seconds_sr: mean(of.iter().map(|(_, b)| b.seconds_sr)),
@@ -194,12 +340,12 @@ fn opt(v: Option<f64>) -> String {
 /// `metrics.csv`: one row per image and branch (`folders[i]`: the output folder of `rows[i]`).
 pub fn csv(rows: &[ImageResult], folders: &[String]) -> String {
     let mut out = String::from(
-        "image,label,branch,target,relevance_sum,target_score,ratio,truth,correct,ssim1,ssim2,ssim_ratio,cc1,cc2,sim1,sim2,kl1,kl2,emd1,emd2,aopc,aopc_random,insertion,deletion,seconds_relevance,seconds_sr,folder\n",
+        "image,label,branch,target,relevance_sum,target_score,ratio,truth,correct,ssim1,ssim2,ssim_ratio,cc1,cc2,sim1,sim2,kl1,kl2,emd1,emd2,aopc,aopc_random,insertion,deletion,random_ssim_relevance,random_spearman,random_ssim_sr,random_ssim1,random_ssim2,random_ssim_ratio,seconds_relevance,seconds_sr,folder\n",
     );
     for (r, folder) in rows.iter().zip(folders) {
         for b in &r.branches {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 csv_field(&r.image),
                 csv_field(r.label.as_deref().unwrap_or("")),
                 csv_field(&b.branch),
@@ -224,6 +370,12 @@ pub fn csv(rows: &[ImageResult], folders: &[String]) -> String {
                 opt(b.aopc.and(r.aopc_random)),
                 opt(b.insertion),
                 opt(b.deletion),
+                opt(b.randomization.as_ref().and_then(|r| last(&r.ssim_relevance))),
+                opt(b.randomization.as_ref().and_then(|r| last(&r.spearman))),
+                opt(b.randomization.as_ref().and_then(|r| last(&r.ssim_sr))),
+                opt(b.randomization.as_ref().and_then(|r| r.ssim1)),
+                opt(b.randomization.as_ref().and_then(|r| r.ssim2)),
+                opt(b.randomization.as_ref().and_then(|r| r.ssim_ratio)),
                 b.seconds_relevance,
                 opt(b.seconds_sr),
                 csv_field(folder),
@@ -260,6 +412,8 @@ pub fn table(m: &Metrics) -> String {
         "AOPC random",
         "Insertion",
         "Deletion",
+        "Rand. Spearman",
+        "Rand. SSIM2/SSIM1",
         "R sum/score",
         "s relevance",
         "s SR",
@@ -291,6 +445,13 @@ pub fn table(m: &Metrics) -> String {
             fmt(b.aopc_random, 4),
             fmt(b.insertion, 4),
             fmt(b.deletion, 4),
+            fmt(
+                b.randomization
+                    .as_ref()
+                    .and_then(|r| r.spearman.last().copied().flatten()),
+                3,
+            ),
+            fmt(b.randomization.as_ref().and_then(|r| r.ssim_ratio), 4),
             fmt(Some(b.ratio), 4),
             fmt(Some(b.seconds_relevance), 3),
             fmt(b.seconds_sr, 3),
@@ -330,6 +491,138 @@ pub fn table(m: &Metrics) -> String {
         out.push_str(&format!("predictions matching labels: {c} of {n}\n"));
     }
     out
+}
+
+/// The randomization section: per branch the similarity of the randomized model's maps to the
+/// trained model's, step by step (Adebayo et al. 2018, Fig. 2), and the Table-1 figures under
+/// the fully randomized model.
+fn randomization_html(h: &mut String, m: &Metrics) {
+    let rs: Vec<(&BranchSummary, &RandomizationSummary)> = m
+        .branches
+        .iter()
+        .filter_map(|b| b.randomization.as_ref().map(|r| (b, r)))
+        .collect();
+    let Some((_, first)) = rs.first() else {
+        return;
+    };
+    h.push_str(&format!(
+        "<h2>Model-parameter randomization ({})</h2>\n<p>Each step randomizes the learned layers listed (their weights and biases permuted, seeded){}; the curves show how like the trained model's map each branch's map stays (1: the same). A method that explains the model should fall away as the layers it learned are destroyed.</p>\n<div id=\"randomization\">\n",
+        esc(&first.order),
+        if first.order == "cascading" {
+            ", keeping the layers above randomized"
+        } else {
+            ", the others as trained"
+        }
+    ));
+    let first_step = first
+        .steps
+        .first()
+        .map(|s| s.join(", "))
+        .unwrap_or_default();
+    let last_step = first.steps.last().map(|s| s.join(", ")).unwrap_or_default();
+    let short = |s: &str| s.chars().take(40).collect::<String>();
+    for (key, title) in [
+        ("spearman", "Spearman rank correlation of |R|"),
+        ("ssim_relevance", "SSIM of the relevance maps"),
+        ("ssim_sr", "SSIM of the SR maps"),
+    ] {
+        let series: Vec<(String, Vec<Option<f64>>)> = rs
+            .iter()
+            .map(|(b, r)| {
+                let v = match key {
+                    "spearman" => &r.spearman,
+                    "ssim_relevance" => &r.ssim_relevance,
+                    _ => &r.ssim_sr,
+                };
+                (b.branch.clone(), v.clone())
+            })
+            .filter(|(_, v)| v.iter().any(|x| x.is_some()))
+            .collect();
+        if series.is_empty() {
+            continue;
+        }
+        h.push_str(&svg_lines(
+            &format!("randomization-{key}"),
+            title,
+            "similarity",
+            (&short(&first_step), &short(&last_step)),
+            (-0.2, 1.0),
+            &series,
+        ));
+    }
+    h.push_str("</div>\n<table id=\"randomization-table\">\n<tr><th>branch</th><th>images</th><th>step</th><th>layers</th><th>SSIM relevance</th><th>Spearman |R|</th><th>SSIM SR</th></tr>\n");
+    for (b, r) in &rs {
+        for (k, layers) in r.steps.iter().enumerate() {
+            let at = |v: &Vec<Option<f64>>| fmt(v.get(k).copied().flatten(), 3);
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                esc(&b.branch),
+                r.images,
+                k + 1,
+                esc(&layers.join(", ")),
+                at(&r.ssim_relevance),
+                at(&r.spearman),
+                at(&r.ssim_sr)
+            ));
+        }
+    }
+    h.push_str("</table>\n");
+    if rs.iter().any(|(_, r)| r.ssim_ratio.is_some()) {
+        h.push_str("<table id=\"randomization-table1\">\n<tr><th>branch</th><th>SSIM1 trained</th><th>SSIM2 trained</th><th>SSIM2/SSIM1 trained</th><th>SSIM1 randomized</th><th>SSIM2 randomized</th><th>SSIM2/SSIM1 randomized</th></tr>\n");
+        for (b, r) in &rs {
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                esc(&b.branch),
+                fmt(b.ssim1, 4),
+                fmt(b.ssim2, 4),
+                fmt(b.ssim_ratio, 4),
+                fmt(r.ssim1, 4),
+                fmt(r.ssim2, 4),
+                fmt(r.ssim_ratio, 4)
+            ));
+        }
+        h.push_str("</table>\n<p>The paper's Table-1 figures for the trained model and for the fully randomized one: a ratio that stays high without the learned weights measures the maps' form, not the model.</p>\n");
+    }
+}
+
+/// The mean insertion and deletion curves per branch.
+fn insertion_deletion_html(h: &mut String, m: &Metrics) {
+    let with = |f: fn(&BranchSummary) -> &Vec<Option<f64>>| -> Vec<(String, Vec<Option<f64>>)> {
+        m.branches
+            .iter()
+            .filter(|b| !f(b).is_empty())
+            .map(|b| (b.branch.clone(), f(b).clone()))
+            .collect()
+    };
+    let (ins, del) = (with(|b| &b.insertion_curve), with(|b| &b.deletion_curve));
+    if ins.is_empty() && del.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Insertion and deletion</h2>\n<div id=\"insertion-deletion\">\n");
+    for (id, title, s) in [
+        (
+            "insertion",
+            "Insertion: target probability (higher: better)",
+            &ins,
+        ),
+        (
+            "deletion",
+            "Deletion: target probability (lower: better)",
+            &del,
+        ),
+    ] {
+        if !s.is_empty() {
+            h.push_str(&svg_lines(
+                id,
+                title,
+                "probability",
+                ("0%", "100% of pixels"),
+                (0.0, 1.0),
+                s,
+            ));
+        }
+    }
+    h.push_str("</div>\n");
 }
 
 fn esc(s: &str) -> String {
@@ -395,6 +688,8 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
         ));
     }
     h.push_str("</table>\n<p>Highlighted: the best branch (highest mean). SSIM1 = SSIM(relevance, photo saliency), SSIM2 = SSIM(SR map, photo saliency) (the paper's Table 1); CC, SIM, KL and EMD: the saliency benchmark's linear correlation, histogram intersection, KL divergence of the photo saliency from the map and earth mover's distance, for the relevance map (1) and the SR map (2) (higher CC and SIM, lower KL and EMD: closer); AOPC: region perturbation, most relevant patches first, against a random order (Samek et al. 2017); insertion and deletion: the area under the target's probability as the most relevant pixels are inserted into a baseline or deleted from the photo (Petsiuk et al. 2018; insertion higher, deletion lower is better).</p>\n");
+    randomization_html(&mut h, m);
+    insertion_deletion_html(&mut h, m);
     if let Some((c, n)) = m.correct {
         h.push_str(&format!(
             "<p>Predictions matching the ground truth: {c} of {n} ({:.1}%).</p>\n",

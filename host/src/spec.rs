@@ -103,7 +103,22 @@ pub struct MetricsSpec {
     pub insertion_baseline: sr_core::metrics::Baseline,
     pub deletion_baseline: sr_core::metrics::Baseline,
     pub blur_sigma: f32,
+    /// Model-parameter randomization (Adebayo et al. 2018): `"none"`, `"cascading"` or
+    /// `"independent"`, in `randomization_steps` groups of layers (0: every layer a step).
+    pub randomization: Randomization,
+    pub randomization_steps: usize,
     pub seed: u64,
+}
+
+/// The order of a model-parameter randomization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Randomization {
+    None,
+    /// From the output down, each step adding the next group of layers.
+    Cascading,
+    /// One group at a time, the rest as trained.
+    Independent,
 }
 
 impl MetricsSpec {
@@ -143,6 +158,8 @@ impl Default for MetricsSpec {
             insertion_baseline: sr_core::metrics::Baseline::Blur,
             deletion_baseline: sr_core::metrics::Baseline::Zeros,
             blur_sigma: 5.0,
+            randomization: Randomization::None,
+            randomization_steps: 4,
             seed: 0,
         }
     }
@@ -168,6 +185,15 @@ pub fn check_metrics(m: &MetricsSpec) -> Result<(), (&'static str, String)> {
             ));
         }
     }
+    if m.randomization_steps > MAX_RANDOMIZATION_STEPS {
+        return Err((
+            "randomization_steps",
+            format!(
+                "expected 0 (every layer a step) to {MAX_RANDOMIZATION_STEPS}, got {}",
+                m.randomization_steps
+            ),
+        ));
+    }
     if !(m.blur_sigma > 0.0 && m.blur_sigma <= MAX_BLUR_SIGMA) {
         return Err((
             "blur_sigma",
@@ -179,6 +205,9 @@ pub fn check_metrics(m: &MetricsSpec) -> Result<(), (&'static str, String)> {
     }
     Ok(())
 }
+
+/// Each randomization step costs a relevance pass and a saliency map per branch.
+const MAX_RANDOMIZATION_STEPS: usize = 1000;
 
 /// The EMD's cost grows as cells^6 (64 cells: minutes per map).
 const MAX_EMD_CELLS: usize = 64;

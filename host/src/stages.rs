@@ -1,7 +1,7 @@
 //! The stages of a pipeline, built once from the registry and shared by every image.
 
 use crate::spec::Pipeline;
-use sr_core::{Explainer, Model, Registry, Renderer, Result, Saliency};
+use sr_core::{Explainer, Model, Registry, Relevance, Renderer, Result, Saliency};
 use std::sync::Arc;
 
 /// The stages of a pipeline, built once and shared by every image.
@@ -9,6 +9,8 @@ pub struct Stages {
     pub model: Option<Arc<dyn Model>>,
     /// Each relevance branch, bound to the model once.
     pub relevance: Vec<(String, Box<dyn Explainer>)>,
+    /// The same methods unbound, for the randomized models (`[metrics] randomization`).
+    pub methods: Vec<(String, Box<dyn Relevance>)>,
     pub saliency: Option<Box<dyn Saliency>>,
     /// The renderer of the relevance pictures every relevance branch gets
     /// (`relevance-<branch>.png`, see [`RELEVANCE_PNG`]).
@@ -33,20 +35,21 @@ pub fn build_stages(p: &Pipeline, reg: &Registry) -> Result<Stages> {
         )),
         None => None,
     };
-    let relevance: Vec<(String, Box<dyn Explainer>)> = match &model {
-        // (The spec refuses relevance branches without a model.)
-        None => vec![],
-        Some(m) => p
-            .relevance
-            .iter()
-            .map(|(b, s)| {
-                reg.create_relevance(&s.name, &s.params_toml)
-                    .and_then(|r| r.bind(m.clone()))
-                    .map(|e| (b.clone(), e))
-                    .map_err(|e| e.context(format!("[{}]", s.table)))
-            })
-            .collect::<Result<_>>()?,
-    };
+    let mut methods: Vec<(String, Box<dyn Relevance>)> = vec![];
+    let mut relevance: Vec<(String, Box<dyn Explainer>)> = vec![];
+    // (The spec refuses relevance branches without a model.)
+    if let Some(m) = &model {
+        for (b, s) in &p.relevance {
+            let r = reg
+                .create_relevance(&s.name, &s.params_toml)
+                .map_err(|e| e.context(format!("[{}]", s.table)))?;
+            let e = r
+                .bind(m.clone())
+                .map_err(|e| e.context(format!("[{}]", s.table)))?;
+            relevance.push((b.clone(), e));
+            methods.push((b.clone(), r));
+        }
+    }
     let saliency = match &p.saliency {
         Some(s) => Some(
             reg.create_saliency(&s.name, &s.params_toml)
@@ -75,6 +78,7 @@ pub fn build_stages(p: &Pipeline, reg: &Registry) -> Result<Stages> {
     Ok(Stages {
         model,
         relevance,
+        methods,
         saliency,
         relevance_png,
         renderers,

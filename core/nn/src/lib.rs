@@ -19,6 +19,7 @@ pub mod exec;
 pub mod ops;
 pub mod prepared;
 pub mod propagate;
+pub mod randomize;
 
 pub use attribution::Attributor;
 pub use exec::Executor;
