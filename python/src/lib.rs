@@ -348,6 +348,127 @@ fn ssim(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<
     Ok(py.detach(|| sr_core::metrics::ssim(&fa, &fb, h, w)))
 }
 
+/// Two `H x W` maps of one shape as float64 (from float32 values), with H and W.
+fn two_maps(
+    a: &Bound<'_, PyAny>,
+    b: &Bound<'_, PyAny>,
+    what: &str,
+) -> PyResult<(Vec<f64>, Vec<f64>, usize, usize)> {
+    let (a, b) = (array(a, "a")?, array(b, "b")?);
+    check_finite(&a, "a")?;
+    check_finite(&b, "b")?;
+    if a.shape.len() != 2 || a.shape != b.shape || a.data.is_empty() {
+        return Err(value_err(format!(
+            "{what}: expected two non-empty H x W arrays of one shape, got {:?} and {:?}",
+            a.shape, b.shape
+        )));
+    }
+    let f = |x: &Array| -> Vec<f64> { x.data.iter().map(|&v| v as f64).collect() };
+    Ok((f(&a), f(&b), a.shape[0], a.shape[1]))
+}
+
+/// An `H x W` map and fixations `(x, y)` inside it, as float64 and pixel positions.
+fn map_and_fixations(
+    map: &Bound<'_, PyAny>,
+    fixations: Vec<(usize, usize)>,
+    what: &str,
+) -> PyResult<(Vec<f64>, usize, Vec<(usize, usize)>)> {
+    let m = array(map, "map")?;
+    check_finite(&m, "map")?;
+    if m.shape.len() != 2 || m.data.is_empty() {
+        return Err(value_err(format!(
+            "{what}: expected a non-empty H x W map, got shape {:?}",
+            m.shape
+        )));
+    }
+    let (h, w) = (m.shape[0], m.shape[1]);
+    if fixations.is_empty() {
+        return Err(value_err(format!("{what}: no fixations")));
+    }
+    if let Some((x, y)) = fixations.iter().find(|(x, y)| *x >= w || *y >= h) {
+        return Err(value_err(format!(
+            "{what}: fixation (x {x}, y {y}) outside the {h} x {w} map"
+        )));
+    }
+    Ok((m.data.iter().map(|&v| v as f64).collect(), w, fixations))
+}
+
+/// Pearson's linear correlation of two `H x W` maps (the saliency benchmark's CC; 0 when one
+/// is constant).
+#[pyfunction]
+fn cc(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let (a, b, _, _) = two_maps(a, b, "cc")?;
+    Ok(sr_core::metrics::saliency::cc(&a, &b))
+}
+
+/// SIM: the sum of the pixelwise minimum of two `H x W` maps, each as a density.
+#[pyfunction]
+fn sim(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let (a, b, _, _) = two_maps(a, b, "sim")?;
+    Ok(sr_core::metrics::saliency::sim(&a, &b))
+}
+
+/// The MIT benchmark's KL divergence of `truth` from `pred` (two `H x W` maps as densities).
+#[pyfunction]
+fn kl(pred: &Bound<'_, PyAny>, truth: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let (p, t, _, _) = two_maps(pred, truth, "kl")?;
+    Ok(sr_core::metrics::saliency::kl(&p, &t))
+}
+
+/// Spearman's rank correlation of two `H x W` maps (ties: mean ranks).
+#[pyfunction]
+fn spearman(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let (a, b, _, _) = two_maps(a, b, "spearman")?;
+    Ok(sr_core::metrics::saliency::spearman(&a, &b))
+}
+
+/// The earth mover's distance of two `H x W` maps, averaged to at most `cells` cells on the
+/// longer side (1 to 64), exact.
+#[pyfunction]
+#[pyo3(signature = (a, b, cells = 16))]
+fn emd(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, cells: usize) -> PyResult<f64> {
+    if !(1..=64).contains(&cells) {
+        return Err(value_err(format!(
+            "emd: `cells` must be 1 to 64, got {cells}"
+        )));
+    }
+    let (a, b, h, w) = two_maps(a, b, "emd")?;
+    Ok(py.detach(|| sr_core::metrics::saliency::emd(&a, &b, h, w, cells)))
+}
+
+/// Normalised scanpath saliency of an `H x W` map at fixations, a list of `(x, y)` pixels.
+#[pyfunction]
+fn nss(map: &Bound<'_, PyAny>, fixations: Vec<(usize, usize)>) -> PyResult<f64> {
+    let (m, w, f) = map_and_fixations(map, fixations, "nss")?;
+    Ok(sr_core::metrics::saliency::nss(&m, w, &f))
+}
+
+/// AUC-Judd of an `H x W` map at fixations (`(x, y)` pixels) against every pixel.
+#[pyfunction]
+fn auc_judd(map: &Bound<'_, PyAny>, fixations: Vec<(usize, usize)>) -> PyResult<f64> {
+    let (m, w, f) = map_and_fixations(map, fixations, "auc_judd")?;
+    Ok(sr_core::metrics::saliency::auc_judd(&m, w, &f))
+}
+
+/// AUC-Borji (exact: every pixel as a negative) of an `H x W` map at fixations.
+#[pyfunction]
+fn auc_borji(map: &Bound<'_, PyAny>, fixations: Vec<(usize, usize)>) -> PyResult<f64> {
+    let (m, w, f) = map_and_fixations(map, fixations, "auc_borji")?;
+    Ok(sr_core::metrics::saliency::auc_borji(&m, w, &f))
+}
+
+/// Shuffled AUC: the map at `fixations` against the map at `other` (other images' fixations).
+#[pyfunction]
+fn auc_shuffled(
+    map: &Bound<'_, PyAny>,
+    fixations: Vec<(usize, usize)>,
+    other: Vec<(usize, usize)>,
+) -> PyResult<f64> {
+    let (m, w, f) = map_and_fixations(map, fixations, "auc_shuffled")?;
+    let (_, _, o) = map_and_fixations(map, other, "auc_shuffled (other)")?;
+    Ok(sr_core::metrics::saliency::auc_shuffled(&m, w, &f, &o))
+}
+
 /// A classifier: ONNX (`Model.onnx`) or a torchvision checkpoint (`Model.torchvision`).
 #[pyclass(frozen, name = "Model", module = "srhost")]
 struct PyModel {
@@ -912,6 +1033,19 @@ fn srhost_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(saliency, m)?)?;
     m.add_function(wrap_pyfunction!(sr_map, m)?)?;
     m.add_function(wrap_pyfunction!(ssim, m)?)?;
+    for f in [
+        wrap_pyfunction!(cc, m)?,
+        wrap_pyfunction!(sim, m)?,
+        wrap_pyfunction!(kl, m)?,
+        wrap_pyfunction!(spearman, m)?,
+        wrap_pyfunction!(emd, m)?,
+        wrap_pyfunction!(nss, m)?,
+        wrap_pyfunction!(auc_judd, m)?,
+        wrap_pyfunction!(auc_borji, m)?,
+        wrap_pyfunction!(auc_shuffled, m)?,
+    ] {
+        m.add_function(f)?;
+    }
     m.add_function(wrap_pyfunction!(aopc, m)?)?;
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add_function(wrap_pyfunction!(render, m)?)?;

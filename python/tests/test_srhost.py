@@ -370,3 +370,52 @@ def test_an_exported_vision_transformer_explains_with_attnlrp():
             assert np.corrcoef(r[i].ravel(), want.ravel())[0, 1] >= 0.99999, (composite, p)
         one = vit.explain(x[1:], composite=composite, epsilon=1e-9)
         assert np.array_equal(one[0], r[1])
+
+
+# The saliency benchmark's metrics against pysaliency / POT / scipy reference values
+# (tests/fixtures/saliency_metrics, scripts/make_saliency_metric_fixtures.py). The maps reach
+# srhost as float32 (the package's array type), the references were computed in float64 on the
+# float64 maps: 1e-5 relative covers that rounding (the Rust tests match to 1e-12 in float64).
+METRIC_REL_TOL = 1e-5
+
+
+def test_saliency_metrics_match_the_references():
+    cases = json.loads((REPO / "tests/fixtures/saliency_metrics/cases.json").read_text())["cases"]
+    n = 0
+    for case in cases:
+        h, w = case["h"], case["w"]
+        pred = np.array(case["pred"], dtype=np.float32).reshape(h, w)
+        truth = np.array(case["truth"], dtype=np.float32).reshape(h, w)
+        fix = [tuple(p) for p in case["fixations"]]
+        other = [tuple(p) for p in case["other_fixations"]]
+        got = {
+            "cc": srhost.cc(pred, truth),
+            "sim": srhost.sim(pred, truth),
+            "kl": srhost.kl(pred, truth),
+            "spearman": srhost.spearman(pred, truth),
+            "emd_8": srhost.emd(pred, truth, cells=8),
+            "emd_16": srhost.emd(pred, truth),
+            "nss": srhost.nss(pred, fix),
+            "auc_judd": srhost.auc_judd(pred, fix),
+            "auc_borji": srhost.auc_borji(pred, fix),
+            "auc_shuffled": srhost.auc_shuffled(pred, fix, other),
+        }
+        for k, v in got.items():
+            want = case["reference"][k]
+            assert v == pytest.approx(want, rel=METRIC_REL_TOL, abs=1e-6), (case["name"], k, v, want)
+            n += 1
+    assert n == 30
+
+
+def test_saliency_metrics_reject_bad_input():
+    a = np.zeros((4, 5), dtype=np.float32)
+    with pytest.raises(ValueError, match="one shape"):
+        srhost.cc(a, np.zeros((4, 6), dtype=np.float32))
+    with pytest.raises(ValueError, match="outside the 4 x 5 map"):
+        srhost.nss(a, [(5, 0)])
+    with pytest.raises(ValueError, match="no fixations"):
+        srhost.auc_judd(a, [])
+    with pytest.raises(ValueError, match="cells"):
+        srhost.emd(a, a, cells=0)
+    with pytest.raises(ValueError):
+        srhost.sim(np.full((4, 5), np.nan, dtype=np.float32), a)
