@@ -107,6 +107,26 @@ fn cascading_randomization_is_top_down_seeded_and_reported() {
             "{id} missing from the report"
         );
     }
+    // Headless Chromium loads the report and keeps the curves: a line per branch with a
+    // point per step.
+    let url = format!("file://{}", dir.join("a/report.html").display());
+    let dom = headless(
+        &dir.join("profile"),
+        &["--virtual-time-budget=10000", "--dump-dom", &url],
+    );
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let chart = dom
+        .split("id=\"randomization-spearman\"")
+        .nth(1)
+        .and_then(|c| c.split("</svg>").next())
+        .unwrap_or_else(|| panic!("no Spearman chart in the loaded page: {dom}"));
+    let lines: Vec<&str> = chart
+        .split("points=\"")
+        .skip(1)
+        .map(|p| p.split('"').next().unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{chart}");
+    assert!(lines.iter().all(|p| p.split(' ').count() == 3), "{chart}");
 }
 
 #[test]
