@@ -280,7 +280,19 @@ fn report_html_opens_in_headless_chromium_with_every_picture() {
     );
     for b in ["lrp", "grad"] {
         assert!(dom.contains(&format!("<td>{b}</td>")), "no row for {b}");
+        // The spread: a point per image in the SSIM1-vs-SSIM2 scatter, the insertion curve.
+        let scatter = dom
+            .split(&format!("id=\"scatter-{b}\""))
+            .nth(1)
+            .and_then(|c| c.split("</svg>").next())
+            .unwrap_or_else(|| panic!("no scatter for {b}"));
+        assert_eq!(scatter.matches("<circle").count(), 2, "{scatter}");
+        assert!(
+            dom.contains(&format!("id=\"ratio-{b}\"")),
+            "no histogram for {b}"
+        );
     }
+    assert!(dom.contains("id=\"insertion\"") && dom.contains("id=\"deletion\""));
     // A screenshot, kept as a test artifact.
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-artifacts");
     std::fs::create_dir_all(&shots).unwrap();

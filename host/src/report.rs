@@ -155,17 +155,28 @@ fn svg_lines(
         ));
     }
     o.push_str(&format!(
-        "<text x=\"12\" y=\"{}\" font-size=\"10\" transform=\"rotate(-90 12 {})\" text-anchor=\"middle\">{}</text>\n\
-<text x=\"{left}\" y=\"{}\" font-size=\"10\">{}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{}</text>\n",
+        "<text x=\"12\" y=\"{}\" font-size=\"10\" transform=\"rotate(-90 12 {})\" text-anchor=\"middle\">{}</text>\n",
         top + ph / 2.0,
         top + ph / 2.0,
         esc(y_label),
-        h - bottom + 14.0,
-        esc(x_labels.0),
-        left + pw,
-        h - bottom + 14.0,
-        esc(x_labels.1)
     ));
+    if n > 1 {
+        o.push_str(&format!(
+            "<text x=\"{left}\" y=\"{}\" font-size=\"10\">{}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{}</text>\n",
+            h - bottom + 14.0,
+            esc(x_labels.0),
+            left + pw,
+            h - bottom + 14.0,
+            esc(x_labels.1)
+        ));
+    } else {
+        o.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{}</text>\n",
+            left + pw / 2.0,
+            h - bottom + 14.0,
+            esc(x_labels.0)
+        ));
+    }
     for (i, (name, v)) in series.iter().enumerate() {
         let c = COLOURS[i % COLOURS.len()];
         let pts: Vec<String> = v
@@ -176,8 +187,16 @@ fn svg_lines(
                     .map(|p| format!("{:.1},{:.1}", x(k), y(p)))
             })
             .collect();
+        // A marker per point as well: a one-step curve is a point.
+        let marks: String = pts
+            .iter()
+            .map(|p| {
+                let (cx, cy) = p.split_once(',').unwrap();
+                format!("<circle cx=\"{cx}\" cy=\"{cy}\" r=\"3\" fill=\"{c}\"/>")
+            })
+            .collect();
         o.push_str(&format!(
-            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>\n\
+            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>{marks}\n\
 <text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"{c}\">{}</text>\n",
             pts.join(" "),
             left + pw + 8.0,
@@ -517,9 +536,13 @@ fn randomization_html(h: &mut String, m: &Metrics) {
     let first_step = first
         .steps
         .first()
-        .map(|s| s.join(", "))
+        .map(|s| layer_list(s))
         .unwrap_or_default();
-    let last_step = first.steps.last().map(|s| s.join(", ")).unwrap_or_default();
+    let last_step = first
+        .steps
+        .last()
+        .map(|s| layer_list(s))
+        .unwrap_or_default();
     let short = |s: &str| s.chars().take(40).collect::<String>();
     for (key, title) in [
         ("spearman", "Spearman rank correlation of |R|"),
@@ -559,7 +582,7 @@ fn randomization_html(h: &mut String, m: &Metrics) {
                 esc(&b.branch),
                 r.images,
                 k + 1,
-                esc(&layers.join(", ")),
+                esc(&layer_list(layers)),
                 at(&r.ssim_relevance),
                 at(&r.spearman),
                 at(&r.ssim_sr)
@@ -582,6 +605,157 @@ fn randomization_html(h: &mut String, m: &Metrics) {
             ));
         }
         h.push_str("</table>\n<p>The paper's Table-1 figures for the trained model and for the fully randomized one: a ratio that stays high without the learned weights measures the maps' form, not the model.</p>\n");
+    }
+}
+
+/// The most points a scatter plot draws (every k-th image beyond that, in order).
+const MAX_SCATTER_POINTS: usize = 2000;
+
+/// The spread behind the means: per branch, each image's SSIM1 against its SSIM2 (above the
+/// diagonal: the SR map is closer to the photo's saliency than the relevance is), and a
+/// histogram of the images' SSIM2 / SSIM1.
+fn spread_html(h: &mut String, m: &Metrics) {
+    let per_branch: Vec<(&str, Vec<(f64, f64)>)> = m
+        .branches
+        .iter()
+        .map(|b| {
+            let pts: Vec<(f64, f64)> = m
+                .images
+                .iter()
+                .flat_map(|r| r.branches.iter().filter(|x| x.branch == b.branch))
+                .filter_map(|x| Some((x.ssim1?, x.ssim2?)))
+                .filter(|(a, b)| a.is_finite() && b.is_finite())
+                .collect();
+            (b.branch.as_str(), pts)
+        })
+        .filter(|(_, p)| !p.is_empty())
+        .collect();
+    if per_branch.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Per image: SSIM1 against SSIM2, and the spread of the ratio</h2>\n<p>One point per image (at most 2000 per branch: every k-th image beyond that); above the diagonal the SR map is closer to the photo's saliency than the relevance map is. The histograms count the images' SSIM2 / SSIM1 (ratios above 10 in the last bin).</p>\n<div id=\"spread\">\n");
+    for (branch, pts) in &per_branch {
+        let step = pts.len().div_ceil(MAX_SCATTER_POINTS).max(1);
+        let shown: Vec<(f64, f64)> = pts.iter().step_by(step).copied().collect();
+        let hi = shown
+            .iter()
+            .flat_map(|(a, b)| [*a, *b])
+            .fold(0.1f64, f64::max)
+            .min(1.0);
+        h.push_str(&svg_scatter(
+            &format!("scatter-{branch}"),
+            branch,
+            &shown,
+            hi,
+        ));
+        let ratios: Vec<f64> = pts
+            .iter()
+            .map(|(a, b)| b / a)
+            .filter(|r| r.is_finite())
+            .collect();
+        h.push_str(&svg_histogram(
+            &format!("ratio-{branch}"),
+            branch,
+            &ratios,
+            0.0,
+            10.0,
+            20,
+        ));
+    }
+    h.push_str("</div>\n");
+}
+
+/// A scatter plot as inline SVG: `(x, y)` points in `[0, hi]^2` with the diagonal.
+fn svg_scatter(id: &str, title: &str, pts: &[(f64, f64)], hi: f64) -> String {
+    let (size, pad) = (240.0, 36.0);
+    let p = size - 2.0 * pad;
+    let x = |v: f64| pad + p * (v / hi).clamp(0.0, 1.0);
+    let y = |v: f64| size - pad - p * (v / hi).clamp(0.0, 1.0);
+    let mut o = format!(
+        "<svg id=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{size}\" height=\"{size}\" role=\"img\" aria-label=\"{}: SSIM1 against SSIM2\">\n\
+<text x=\"{pad}\" y=\"16\" font-size=\"12\">{}: SSIM2 (up) vs SSIM1</text>\n\
+<rect x=\"{pad}\" y=\"{pad}\" width=\"{p}\" height=\"{p}\" fill=\"none\" stroke=\"#999\"/>\n\
+<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#bbb\" stroke-dasharray=\"4 3\"/>\n\
+<text x=\"{pad}\" y=\"{}\" font-size=\"10\">0</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{hi:.2}</text>\n",
+        esc(id),
+        esc(title),
+        esc(title),
+        x(0.0),
+        y(0.0),
+        x(hi),
+        y(hi),
+        size - pad + 12.0,
+        size - pad,
+        size - pad + 12.0
+    );
+    for (a, b) in pts {
+        o.push_str(&format!(
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2\" fill=\"#1f77b4\" fill-opacity=\"0.6\"/>",
+            x(*a),
+            y(*b)
+        ));
+    }
+    o.push_str("\n</svg>\n");
+    o
+}
+
+/// A histogram as inline SVG: `bins` equal bins over `[lo, hi]`, values beyond in the end bins.
+fn svg_histogram(id: &str, title: &str, v: &[f64], lo: f64, hi: f64, bins: usize) -> String {
+    let mut counts = vec![0usize; bins];
+    for &x in v {
+        let k = (((x - lo) / (hi - lo)) * bins as f64).floor();
+        counts[(k.max(0.0) as usize).min(bins - 1)] += 1;
+    }
+    let (w, h, pad) = (300.0, 240.0, 36.0);
+    let (pw, ph) = (w - 2.0 * pad, h - 2.0 * pad);
+    let top = counts.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let bw = pw / bins as f64;
+    let mut o = format!(
+        "<svg id=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{}: SSIM2 / SSIM1 per image\">\n\
+<text x=\"{pad}\" y=\"16\" font-size=\"12\">{}: SSIM2 / SSIM1, {} images</text>\n\
+<text x=\"{pad}\" y=\"{}\" font-size=\"10\">{lo}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{hi}+</text>\n\
+<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{}</text>\n",
+        esc(id),
+        esc(title),
+        esc(title),
+        v.len(),
+        h - pad + 12.0,
+        w - pad,
+        h - pad + 12.0,
+        pad - 4.0,
+        pad + 8.0,
+        top as usize
+    );
+    for (k, &c) in counts.iter().enumerate() {
+        let bh = ph * c as f64 / top;
+        o.push_str(&format!(
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#2ca02c\"><title>{c}</title></rect>",
+            pad + bw * k as f64,
+            pad + ph - bh,
+            (bw - 1.0).max(0.5),
+            bh
+        ));
+    }
+    // Ratio 1: where the SR map and the relevance map are equally close.
+    let one = pad + pw * ((1.0 - lo) / (hi - lo)).clamp(0.0, 1.0);
+    o.push_str(&format!(
+        "\n<line x1=\"{one:.1}\" y1=\"{pad}\" x2=\"{one:.1}\" y2=\"{}\" stroke=\"#d62728\" stroke-dasharray=\"4 3\"/>\n</svg>\n",
+        pad + ph
+    ));
+    o
+}
+
+/// A step's layers for a table cell: all of them up to 6, else the first three, how many, the last.
+fn layer_list(layers: &[String]) -> String {
+    if layers.len() <= 6 {
+        layers.join(", ")
+    } else {
+        format!(
+            "{}, ... ({} layers) ..., {}",
+            layers[..3].join(", "),
+            layers.len(),
+            layers[layers.len() - 1]
+        )
     }
 }
 
@@ -690,6 +864,7 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
     h.push_str("</table>\n<p>Highlighted: the best branch (highest mean). SSIM1 = SSIM(relevance, photo saliency), SSIM2 = SSIM(SR map, photo saliency) (the paper's Table 1); CC, SIM, KL and EMD: the saliency benchmark's linear correlation, histogram intersection, KL divergence of the photo saliency from the map and earth mover's distance, for the relevance map (1) and the SR map (2) (higher CC and SIM, lower KL and EMD: closer); AOPC: region perturbation, most relevant patches first, against a random order (Samek et al. 2017); insertion and deletion: the area under the target's probability as the most relevant pixels are inserted into a baseline or deleted from the photo (Petsiuk et al. 2018; insertion higher, deletion lower is better).</p>\n");
     randomization_html(&mut h, m);
     insertion_deletion_html(&mut h, m);
+    spread_html(&mut h, m);
     if let Some((c, n)) = m.correct {
         h.push_str(&format!(
             "<p>Predictions matching the ground truth: {c} of {n} ({:.1}%).</p>\n",
@@ -1072,4 +1247,34 @@ fn resample(v: &[f64], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f64> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_histogram_counts_into_equal_bins_with_the_ends_open() {
+        // Bins of 0.5 over [0, 10]: 0.5 -> bin 1, 1.5 and 1.6 -> bin 3, 25 -> the last,
+        // -3 -> the first.
+        let svg = svg_histogram("h", "t", &[0.5, 1.5, 1.6, 25.0, -3.0], 0.0, 10.0, 20);
+        let counts: Vec<&str> = svg
+            .split("<title>")
+            .skip(1)
+            .map(|c| c.split('<').next().unwrap())
+            .collect();
+        let mut want = vec!["0"; 20];
+        (want[0], want[1], want[3], want[19]) = ("1", "1", "2", "1");
+        assert_eq!(counts, want);
+    }
+
+    #[test]
+    fn the_scatter_draws_a_point_per_pair_in_the_box() {
+        let svg = svg_scatter("s", "t", &[(0.0, 0.0), (0.5, 0.25)], 0.5);
+        assert_eq!(svg.matches("<circle").count(), 2);
+        // (0, 0) at the lower left corner of the 168 px box from 36 px; (0.5, 0.25) at the
+        // right edge, half way up.
+        assert!(svg.contains("cx=\"36.0\" cy=\"204.0\""), "{svg}");
+        assert!(svg.contains("cx=\"204.0\" cy=\"120.0\""), "{svg}");
+    }
 }

@@ -2,6 +2,9 @@
 
 pub mod saliency;
 
+/// Scores a batch of perturbed inputs: `(n x C x H x W values, n)` to one score per sample.
+pub type BatchScore<'a> = dyn FnMut(&[f32], usize) -> crate::Result<Vec<f64>> + 'a;
+
 /// SSIM (Wang et al. 2004) with Wang's parameters: an 11 x 11 Gaussian window with sigma 1.5,
 /// K1 = 0.01, K2 = 0.03, data range 1, population covariances, averaged over the pixels whose
 /// window lies inside the image (as scikit-image's `structural_similarity(gaussian_weights=True,
@@ -201,7 +204,7 @@ pub fn region_perturbation(
     mean_std: (&[f32], &[f32]),
     seed: u64,
     batch: usize,
-    score: &mut dyn FnMut(&[f32], usize) -> crate::Result<Vec<f64>>,
+    score: &mut BatchScore<'_>,
 ) -> crate::Result<Perturbation> {
     let [c, h, w] = shape;
     let plane = h * w;
@@ -374,7 +377,7 @@ pub fn insertion_deletion(
     steps: usize,
     insert: bool,
     batch: usize,
-    score: &mut dyn FnMut(&[f32], usize) -> crate::Result<Vec<f64>>,
+    score: &mut BatchScore<'_>,
 ) -> crate::Result<Curve> {
     let plane = h * w;
     if input.len() != c * plane || base.len() != input.len() || order.len() != plane {
@@ -533,8 +536,7 @@ mod perturbation_tests {
         };
         let morf = patches_by_relevance(&rel, h, w, p);
         assert_eq!(morf[0], (1, 2));
-        let run = |order: &[(usize, usize)],
-                   f: &mut dyn FnMut(&[f32], usize) -> crate::Result<Vec<f64>>| {
+        let run = |order: &[(usize, usize)], f: &mut BatchScore<'_>| {
             region_perturbation(
                 &x,
                 [c, h, w],
