@@ -218,7 +218,7 @@ fn bad_values_are_refused_at_check_with_their_key() {
         (
             "metrics.emd_cells=1000",
             "`metrics.emd_cells`",
-            "from 1 to 64",
+            "from 1 to 32",
         ),
         (
             "metrics.blur_sigma=1e9",

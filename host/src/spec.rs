@@ -209,8 +209,8 @@ pub fn check_metrics(m: &MetricsSpec) -> Result<(), (&'static str, String)> {
 /// Each randomization step costs a relevance pass and a saliency map per branch.
 const MAX_RANDOMIZATION_STEPS: usize = 1000;
 
-/// The EMD's cost grows as cells^6 (64 cells: minutes per map).
-const MAX_EMD_CELLS: usize = 64;
+/// The EMD's cost grows faster than cells^6 (32 cells: about 30 s per map).
+const MAX_EMD_CELLS: usize = 32;
 
 /// A blur wider than this flattens any model input; the kernel's radius is 3 sigma.
 const MAX_BLUR_SIGMA: f32 = 100.0;

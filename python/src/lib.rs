@@ -423,13 +423,13 @@ fn spearman(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<f64> {
 }
 
 /// The earth mover's distance of two `H x W` maps, averaged to at most `cells` cells on the
-/// longer side (1 to 64), exact.
+/// longer side (1 to 32), exact.
 #[pyfunction]
 #[pyo3(signature = (a, b, cells = 16))]
 fn emd(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, cells: usize) -> PyResult<f64> {
-    if !(1..=64).contains(&cells) {
+    if !(1..=32).contains(&cells) {
         return Err(value_err(format!(
-            "emd: `cells` must be 1 to 64, got {cells}"
+            "emd: `cells` must be 1 to 32, got {cells}"
         )));
     }
     let (a, b, h, w) = two_maps(a, b, "emd")?;
