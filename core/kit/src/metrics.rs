@@ -179,6 +179,13 @@ pub fn patches_by_relevance(
 pub fn patches_random(h: usize, w: usize, p: usize, seed: u64) -> Vec<(usize, usize)> {
     let (ph, pw) = (h.div_ceil(p), w.div_ceil(p));
     let mut v: Vec<(usize, usize)> = (0..ph).flat_map(|y| (0..pw).map(move |x| (y, x))).collect();
+    shuffle(&mut v, seed);
+    v
+}
+
+/// A seeded Fisher-Yates shuffle (xorshift): the same order for the same seed and length,
+/// on every machine.
+pub fn shuffle<T>(v: &mut [T], seed: u64) {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     for i in (1..v.len()).rev() {
         s ^= s << 13;
@@ -186,7 +193,6 @@ pub fn patches_random(h: usize, w: usize, p: usize, seed: u64) -> Vec<(usize, us
         s ^= s << 17;
         v.swap(i, (s % (i as u64 + 1)) as usize);
     }
-    v
 }
 
 /// Flip `steps` patches of `input` (`C x H x W`, normalised) in `order` and score each step
@@ -226,27 +232,9 @@ pub fn region_perturbation(
     };
     let steps = steps.min(order.len());
     let mut x = input.to_vec();
-    // The states x^0 .. x^L, scored a batch at a time (at most `batch` states in memory).
-    let batch = batch.max(1);
-    let size = x.len().max(1);
-    let mut scores = Vec::with_capacity(steps + 1);
-    let mut pending: Vec<f32> = Vec::with_capacity(batch * x.len());
-    let mut flush = |pending: &mut Vec<f32>, scores: &mut Vec<f64>| -> crate::Result<()> {
-        let n = pending.len() / size;
-        if n == 0 {
-            return Ok(());
-        }
-        let s = score(pending, n)?;
-        if s.len() != n {
-            return Err(crate::Error::internal(
-                "region perturbation: one score per sample expected",
-            ));
-        }
-        scores.extend(s);
-        pending.clear();
-        Ok(())
-    };
-    pending.extend_from_slice(&x);
+    // The states x^0 .. x^L.
+    let mut states = Batches::new(score, "region perturbation", x.len(), batch, steps + 1);
+    states.push(&x)?;
     for &(py, px) in &order[..steps] {
         for ch in 0..c {
             for y in py * patch..((py + 1) * patch).min(h) {
@@ -256,13 +244,76 @@ pub fn region_perturbation(
                 }
             }
         }
-        if pending.len() / size == batch {
-            flush(&mut pending, &mut scores)?;
-        }
-        pending.extend_from_slice(&x);
+        states.push(&x)?;
     }
-    flush(&mut pending, &mut scores)?;
-    Ok(Perturbation { scores })
+    Ok(Perturbation {
+        scores: states.finish()?,
+    })
+}
+
+/// States of one size, scored `batch` at a time in the order they come (at most `batch`
+/// states in memory): the batching of region perturbation and of insertion/deletion.
+struct Batches<'s, 'a> {
+    score: &'s mut BatchScore<'a>,
+    /// The metric, for the error when `score` miscounts.
+    what: &'static str,
+    size: usize,
+    batch: usize,
+    pending: Vec<f32>,
+    scores: Vec<f64>,
+}
+
+impl<'s, 'a> Batches<'s, 'a> {
+    /// For `count` states of `size` values each.
+    fn new(
+        score: &'s mut BatchScore<'a>,
+        what: &'static str,
+        size: usize,
+        batch: usize,
+        count: usize,
+    ) -> Self {
+        let (size, batch) = (size.max(1), batch.max(1));
+        Batches {
+            score,
+            what,
+            size,
+            batch,
+            pending: Vec::with_capacity(batch.min(count) * size),
+            scores: Vec::with_capacity(count),
+        }
+    }
+
+    /// Add a state; a full batch is scored.
+    fn push(&mut self, x: &[f32]) -> crate::Result<()> {
+        self.pending.extend_from_slice(x);
+        if self.pending.len() / self.size >= self.batch {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> crate::Result<()> {
+        let n = self.pending.len() / self.size;
+        if n == 0 {
+            return Ok(());
+        }
+        let s = (self.score)(&self.pending, n)?;
+        if s.len() != n {
+            return Err(crate::Error::internal(format!(
+                "{}: one score per sample expected",
+                self.what
+            )));
+        }
+        self.scores.extend(s);
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Score what is left; every state's score, in order.
+    fn finish(mut self) -> crate::Result<Vec<f64>> {
+        self.flush()?;
+        Ok(self.scores)
+    }
 }
 
 /// What the pixels of insertion and deletion (Petsiuk et al.) start from or turn into
@@ -391,26 +442,8 @@ pub fn insertion_deletion(
     } else {
         (input.to_vec(), base)
     };
-    let batch = batch.max(1);
-    let size = x.len().max(1);
-    let mut scores = Vec::with_capacity(steps + 1);
-    let mut pending: Vec<f32> = Vec::with_capacity(batch.min(steps + 1) * size);
-    let mut flush = |pending: &mut Vec<f32>, scores: &mut Vec<f64>| -> crate::Result<()> {
-        let n = pending.len() / size;
-        if n == 0 {
-            return Ok(());
-        }
-        let s = score(pending, n)?;
-        if s.len() != n {
-            return Err(crate::Error::internal(
-                "insertion/deletion: one score per sample expected",
-            ));
-        }
-        scores.extend(s);
-        pending.clear();
-        Ok(())
-    };
-    pending.extend_from_slice(&x);
+    let mut states = Batches::new(score, "insertion/deletion", x.len(), batch, steps + 1);
+    states.push(&x)?;
     let mut done = 0;
     for k in 1..=steps {
         let upto = (k * plane + steps / 2) / steps;
@@ -420,13 +453,11 @@ pub fn insertion_deletion(
             }
         }
         done = upto;
-        if pending.len() / size == batch {
-            flush(&mut pending, &mut scores)?;
-        }
-        pending.extend_from_slice(&x);
+        states.push(&x)?;
     }
-    flush(&mut pending, &mut scores)?;
-    Ok(Curve { scores })
+    Ok(Curve {
+        scores: states.finish()?,
+    })
 }
 
 #[cfg(test)]

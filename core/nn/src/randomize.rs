@@ -34,16 +34,10 @@ pub fn steps(layers: &[usize], steps: usize) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// A seeded permutation of `t`'s values (xorshift, Fisher-Yates).
+/// A seeded permutation of `t`'s values.
 fn permuted(t: &Tensor, seed: u64) -> Result<Tensor> {
     let mut v = t.data().to_vec();
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    for i in (1..v.len()).rev() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        v.swap(i, (s % (i as u64 + 1)) as usize);
-    }
+    sr_core::metrics::shuffle(&mut v, seed);
     Tensor::new(t.shape().to_vec(), v)
 }
 
