@@ -411,70 +411,167 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
     }
 }
 
+/// A column of the means per branch, as `srhost compare` prints it and report.html shows it.
+struct Column {
+    head: &'static str,
+    value: fn(&BranchSummary) -> Option<f64>,
+    digits: usize,
+    /// The branch the column marks as best, if it marks one.
+    best: Option<fn(&Metrics) -> &Option<String>>,
+}
+
+/// The columns after the branch and its number of images.
+const SUMMARY_COLUMNS: &[Column] = &[
+    Column {
+        head: "SSIM1",
+        value: |b| b.ssim1,
+        digits: 4,
+        best: None,
+    },
+    Column {
+        head: "SSIM2",
+        value: |b| b.ssim2,
+        digits: 4,
+        best: None,
+    },
+    Column {
+        head: "SSIM2/SSIM1",
+        value: |b| b.ssim_ratio,
+        digits: 4,
+        best: Some(|m| &m.best_ssim_ratio),
+    },
+    Column {
+        head: "CC1",
+        value: |b| b.cc1,
+        digits: 3,
+        best: None,
+    },
+    Column {
+        head: "CC2",
+        value: |b| b.cc2,
+        digits: 3,
+        best: None,
+    },
+    Column {
+        head: "SIM1",
+        value: |b| b.sim1,
+        digits: 3,
+        best: None,
+    },
+    Column {
+        head: "SIM2",
+        value: |b| b.sim2,
+        digits: 3,
+        best: None,
+    },
+    Column {
+        head: "KL1",
+        value: |b| b.kl1,
+        digits: 3,
+        best: None,
+    },
+    Column {
+        head: "KL2",
+        value: |b| b.kl2,
+        digits: 3,
+        best: None,
+    },
+    Column {
+        head: "EMD1",
+        value: |b| b.emd1,
+        digits: 3,
+        best: None,
+    },
+    Column {
+        head: "EMD2",
+        value: |b| b.emd2,
+        digits: 3,
+        best: None,
+    },
+    Column {
+        head: "AOPC",
+        value: |b| b.aopc,
+        digits: 4,
+        best: Some(|m| &m.best_aopc),
+    },
+    Column {
+        head: "AOPC random",
+        value: |b| b.aopc_random,
+        digits: 4,
+        best: None,
+    },
+    Column {
+        head: "Insertion",
+        value: |b| b.insertion,
+        digits: 4,
+        best: None,
+    },
+    Column {
+        head: "Deletion",
+        value: |b| b.deletion,
+        digits: 4,
+        best: None,
+    },
+    Column {
+        head: "Rand. Spearman",
+        value: |b| {
+            b.randomization
+                .as_ref()
+                .and_then(|r| r.spearman.last().copied().flatten())
+        },
+        digits: 3,
+        best: None,
+    },
+    Column {
+        head: "Rand. SSIM2/SSIM1",
+        value: |b| b.randomization.as_ref().and_then(|r| r.ssim_ratio),
+        digits: 4,
+        best: None,
+    },
+    Column {
+        head: "R sum / score",
+        value: |b| Some(b.ratio),
+        digits: 4,
+        best: None,
+    },
+    Column {
+        head: "s relevance",
+        value: |b| Some(b.seconds_relevance),
+        digits: 3,
+        best: None,
+    },
+    Column {
+        head: "s SR",
+        value: |b| b.seconds_sr,
+        digits: 3,
+        best: None,
+    },
+];
+
+/// Branch `b`'s cells of [`SUMMARY_COLUMNS`]: the formatted value, and whether it is the best.
+fn summary_cells(m: &Metrics, b: &BranchSummary) -> Vec<(String, bool)> {
+    SUMMARY_COLUMNS
+        .iter()
+        .map(|c| {
+            let best = c.best.is_some_and(|f| f(m).as_ref() == Some(&b.branch));
+            (fmt((c.value)(b), c.digits), best)
+        })
+        .collect()
+}
+
 /// The summary table as text (for `srhost compare`).
 pub fn table(m: &Metrics) -> String {
-    let head = [
-        "branch",
-        "images",
-        "SSIM1",
-        "SSIM2",
-        "SSIM2/SSIM1",
-        "CC1",
-        "CC2",
-        "SIM1",
-        "SIM2",
-        "KL1",
-        "KL2",
-        "EMD1",
-        "EMD2",
-        "AOPC",
-        "AOPC random",
-        "Insertion",
-        "Deletion",
-        "Rand. Spearman",
-        "Rand. SSIM2/SSIM1",
-        "R sum/score",
-        "s relevance",
-        "s SR",
-    ];
+    let mut head = vec!["branch", "images"];
+    head.extend(SUMMARY_COLUMNS.iter().map(|c| c.head));
     let mut rows: Vec<Vec<String>> = vec![head.iter().map(|s| s.to_string()).collect()];
     for b in &m.branches {
-        let mark = |best: &Option<String>| {
-            if best.as_ref() == Some(&b.branch) {
-                " *"
-            } else {
-                ""
-            }
-        };
-        rows.push(vec![
-            b.branch.clone(),
-            b.images.to_string(),
-            fmt(b.ssim1, 4),
-            fmt(b.ssim2, 4),
-            format!("{}{}", fmt(b.ssim_ratio, 4), mark(&m.best_ssim_ratio)),
-            fmt(b.cc1, 3),
-            fmt(b.cc2, 3),
-            fmt(b.sim1, 3),
-            fmt(b.sim2, 3),
-            fmt(b.kl1, 3),
-            fmt(b.kl2, 3),
-            fmt(b.emd1, 3),
-            fmt(b.emd2, 3),
-            format!("{}{}", fmt(b.aopc, 4), mark(&m.best_aopc)),
-            fmt(b.aopc_random, 4),
-            fmt(b.insertion, 4),
-            fmt(b.deletion, 4),
-            fmt(
-                b.randomization
-                    .as_ref()
-                    .and_then(|r| r.spearman.last().copied().flatten()),
-                3,
-            ),
-            fmt(b.randomization.as_ref().and_then(|r| r.ssim_ratio), 4),
-            fmt(Some(b.ratio), 4),
-            fmt(Some(b.seconds_relevance), 3),
-            fmt(b.seconds_sr, 3),
-        ]);
+        let mut row = vec![b.branch.clone(), b.images.to_string()];
+        row.extend(
+            summary_cells(m, b)
+                .into_iter()
+                .map(|(v, best)| if best { format!("{v} *") } else { v }),
+        );
+        rows.push(row);
     }
     let widths: Vec<usize> = (0..head.len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
@@ -827,39 +924,22 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
         esc(title)
     ));
     h.push_str(&format!("<p>{} images.</p>\n", m.images.len()));
-    h.push_str("<h2>Mean metrics per branch</h2>\n<table id=\"summary\">\n<tr><th>branch</th><th>images</th><th>SSIM1</th><th>SSIM2</th><th>SSIM2/SSIM1</th><th>CC1</th><th>CC2</th><th>SIM1</th><th>SIM2</th><th>KL1</th><th>KL2</th><th>EMD1</th><th>EMD2</th><th>AOPC</th><th>AOPC random</th><th>Insertion</th><th>Deletion</th><th>R sum / score</th><th>s relevance</th><th>s SR</th></tr>\n");
+    h.push_str("<h2>Mean metrics per branch</h2>\n<table id=\"summary\">\n<tr><th>branch</th><th>images</th>");
+    for c in SUMMARY_COLUMNS {
+        h.push_str(&format!("<th>{}</th>", esc(c.head)));
+    }
+    h.push_str("</tr>\n");
     for b in &m.branches {
-        let cell = |v: Option<f64>, best: &Option<String>| {
-            let cls = if best.as_ref() == Some(&b.branch) {
-                " class=\"best\""
-            } else {
-                ""
-            };
-            format!("<td{cls}>{}</td>", fmt(v, 4))
-        };
         h.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td>",
             esc(&b.branch),
-            b.images,
-            fmt(b.ssim1, 4),
-            fmt(b.ssim2, 4),
-            cell(b.ssim_ratio, &m.best_ssim_ratio),
-            fmt(b.cc1, 3),
-            fmt(b.cc2, 3),
-            fmt(b.sim1, 3),
-            fmt(b.sim2, 3),
-            fmt(b.kl1, 3),
-            fmt(b.kl2, 3),
-            fmt(b.emd1, 3),
-            fmt(b.emd2, 3),
-            cell(b.aopc, &m.best_aopc),
-            fmt(b.aopc_random, 4),
-            fmt(b.insertion, 4),
-            fmt(b.deletion, 4),
-            fmt(Some(b.ratio), 4),
-            fmt(Some(b.seconds_relevance), 3),
-            fmt(b.seconds_sr, 3),
+            b.images
         ));
+        for (v, best) in summary_cells(m, b) {
+            let cls = if best { " class=\"best\"" } else { "" };
+            h.push_str(&format!("<td{cls}>{v}</td>"));
+        }
+        h.push_str("</tr>\n");
     }
     h.push_str("</table>\n<p>Highlighted: the best branch (highest mean). SSIM1 = SSIM(relevance, photo saliency), SSIM2 = SSIM(SR map, photo saliency) (the paper's Table 1); CC, SIM, KL and EMD: the saliency benchmark's linear correlation, histogram intersection, KL divergence of the photo saliency from the map and earth mover's distance, for the relevance map (1) and the SR map (2) (higher CC and SIM, lower KL and EMD: closer); AOPC: region perturbation, most relevant patches first, against a random order (Samek et al. 2017); insertion and deletion: the area under the target's probability as the most relevant pixels are inserted into a baseline or deleted from the photo (Petsiuk et al. 2018; insertion higher, deletion lower is better).</p>\n");
     randomization_html(&mut h, m);
