@@ -71,6 +71,7 @@ pub fn process(
         job.explain()?;
         job.saliency()?;
         job.metrics()?;
+        job.insertion_deletion()?;
         job.randomization()?;
         job.render()?;
     }
@@ -330,7 +331,7 @@ impl<'a> Job<'a> {
             let sr = catch_panic("the saliency stage", || sal.saliency(&map))
                 .map_err(|e| e.context(&what))?;
             contract::saliency_of(&sr, &map, &what)?;
-            if let Some(br) = self.result.branches.iter_mut().find(|r| r.branch == name) {
+            if let Some(br) = self.result.branch_mut(&name) {
                 br.seconds_sr = Some(t.elapsed().as_secs_f64());
             }
             self.time(&format!("saliency.{name}"), t);
@@ -375,6 +376,39 @@ impl<'a> Job<'a> {
             let im = relevance_to_image(r, RelevanceInput::AbsSum)?;
             Ok((f64s(&im), im.height, im.width))
         };
+        // What every step compares against, per branch, once: its method (the branch's name
+        // before a per-target suffix), target, trained |R| image and trained SR map.
+        struct Trained<'m> {
+            name: &'m str,
+            method: &'m dyn sr_core::Relevance,
+            target: usize,
+            abs: (Vec<f64>, usize, usize),
+            sr: Option<(Vec<f64>, usize, usize)>,
+        }
+        let mut trained: Vec<Option<Trained>> = vec![];
+        for b in &self.branches {
+            let row = self.result.branch(&b.branch);
+            let method = self
+                .stages
+                .methods
+                .iter()
+                .filter(|(n, _)| b.branch == *n || b.branch.starts_with(&format!("{n}-")))
+                .max_by_key(|(n, _)| n.len());
+            trained.push(match (row, method) {
+                (Some(row), Some((name, method))) => Some(Trained {
+                    name,
+                    method: method.as_ref(),
+                    target: row.target,
+                    abs: abs(&b.relevance)?,
+                    sr: b.sr.as_ref().map(|s| (f64s(s), s.height, s.width)),
+                }),
+                _ => None,
+            });
+        }
+        let photo = self
+            .photo_saliency
+            .as_ref()
+            .map(|s| (f64s(s), s.height, s.width));
         let mut results: Vec<RandomizationResult> = self
             .branches
             .iter()
@@ -400,53 +434,41 @@ impl<'a> Job<'a> {
                 .map_err(|e| e.context(&what))?,
             );
             let last = m.randomization == Randomization::Cascading && k + 1 == groups.len();
-            for (bi, b) in self.branches.iter().enumerate() {
-                let Some(row) = self.result.branches.iter().find(|r| r.branch == b.branch) else {
+            for ((b, t), res) in self.branches.iter().zip(&trained).zip(&mut results) {
+                let Some(t) = t else {
                     continue;
                 };
-                // The branch's method: the name before a per-target suffix.
-                let Some((mname, method)) = self
-                    .stages
-                    .methods
-                    .iter()
-                    .filter(|(n, _)| b.branch == *n || b.branch.starts_with(&format!("{n}-")))
-                    .max_by_key(|(n, _)| n.len())
-                else {
-                    continue;
-                };
-                let what = format!("relevance.{mname}, {what}");
+                let what = format!("relevance.{}, {what}", t.name);
                 let e = catch_panic("the relevance method", || {
-                    method.bind(rm.clone())?.explain(&Request {
+                    t.method.bind(rm.clone())?.explain(&Request {
                         input: &input,
-                        targets: &[row.target],
+                        targets: &[t.target],
                         logits: None,
                         images: &images,
                     })
                 })
                 .map_err(|e| e.context(&what))?;
-                contract::explanation(&e, input.shape(), &[row.target], &what)?;
-                let ((a, h, w), (r, _, _)) = (abs(&b.relevance)?, abs(&e.relevance)?);
-                let res = &mut results[bi];
-                res.ssim_relevance.push(metrics::ssim(&a, &r, h, w));
-                res.spearman.push(metrics::saliency::spearman(&a, &r));
-                let (Some(sal), Some(sr)) = (&self.stages.saliency, &b.sr) else {
+                contract::explanation(&e, input.shape(), &[t.target], &what)?;
+                let ((a, h, w), (r, _, _)) = (&t.abs, abs(&e.relevance)?);
+                res.ssim_relevance.push(metrics::ssim(a, &r, *h, *w));
+                res.spearman.push(metrics::saliency::spearman(a, &r));
+                let (Some(sal), Some((sr, sh, sw))) = (&self.stages.saliency, &t.sr) else {
                     continue;
                 };
                 let map = relevance_to_image(&e.relevance, self.p.relevance_input)?;
                 let rsr = catch_panic("the saliency stage", || sal.saliency(&map))
                     .map_err(|e| e.context(format!("SR map of {}, {what}", b.branch)))?;
                 contract::saliency_of(&rsr, &map, &what)?;
-                let (sh, sw) = (sr.height, sr.width);
-                if (rsr.height, rsr.width) == (sh, sw) {
-                    res.ssim_sr
-                        .push(metrics::ssim(&f64s(sr), &f64s(&rsr), sh, sw));
+                if (rsr.height, rsr.width) != (*sh, *sw) {
+                    continue;
                 }
-                if let (true, Some(photo)) = (last, &self.photo_saliency) {
-                    if (photo.height, photo.width) == (h, w) && (sh, sw) == (h, w) {
-                        let ps = f64s(photo);
+                let rsr = f64s(&rsr);
+                res.ssim_sr.push(metrics::ssim(sr, &rsr, *sh, *sw));
+                if let (true, Some((ps, ph, pw))) = (last, &photo) {
+                    if (*ph, *pw) == (*h, *w) && (*sh, *sw) == (*h, *w) {
                         let (s1, s2) = (
-                            metrics::ssim(&r, &ps, h, w),
-                            metrics::ssim(&f64s(&rsr), &ps, h, w),
+                            metrics::ssim(&r, ps, *h, *w),
+                            metrics::ssim(&rsr, ps, *h, *w),
                         );
                         (res.ssim1, res.ssim2, res.ssim_ratio) =
                             (Some(s1), Some(s2), Some(s2 / s1));
@@ -455,12 +477,7 @@ impl<'a> Job<'a> {
             }
         }
         for (b, res) in self.branches.iter().zip(results) {
-            if let Some(row) = self
-                .result
-                .branches
-                .iter_mut()
-                .find(|r| r.branch == b.branch)
-            {
+            if let Some(row) = self.result.branch_mut(&b.branch) {
                 row.randomization = Some(res);
             }
         }
@@ -479,12 +496,7 @@ impl<'a> Job<'a> {
         let p = m.insertion_deletion();
         for b in &self.branches {
             let t = Instant::now();
-            let Some(row) = self
-                .result
-                .branches
-                .iter_mut()
-                .find(|r| r.branch == b.branch)
-            else {
+            let Some(row) = self.result.branch_mut(&b.branch) else {
                 continue;
             };
             let (ins, del) = sr_core::sr::insertion_deletion(
@@ -513,13 +525,7 @@ impl<'a> Job<'a> {
                 let (h, w) = (s.height, s.width);
                 let sal = f64s(s);
                 for b in &self.branches {
-                    let (Some(sr), Some(row)) = (
-                        &b.sr,
-                        self.result
-                            .branches
-                            .iter_mut()
-                            .find(|r| r.branch == b.branch),
-                    ) else {
+                    let (Some(sr), Some(row)) = (&b.sr, self.result.branch_mut(&b.branch)) else {
                         continue;
                     };
                     let rel = relevance_to_image(&b.relevance, RelevanceInput::AbsSum)?;
@@ -543,8 +549,6 @@ impl<'a> Job<'a> {
                 }
             }
         }
-        self.insertion_deletion()?;
-        let m = &self.p.metrics;
         let (true, Some(model), Some((input, _))) = (m.aopc, &self.stages.model, &self.input)
         else {
             return Ok(());
@@ -555,12 +559,7 @@ impl<'a> Job<'a> {
         let (h, w) = (input.shape()[2], input.shape()[3]);
         for b in &self.branches {
             let t = Instant::now();
-            let Some(row) = self
-                .result
-                .branches
-                .iter_mut()
-                .find(|r| r.branch == b.branch)
-            else {
+            let Some(row) = self.result.branch_mut(&b.branch) else {
                 continue;
             };
             let order =

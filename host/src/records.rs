@@ -47,6 +47,16 @@ pub struct ImageResult {
     pub seconds: std::collections::BTreeMap<String, f64>,
 }
 
+impl ImageResult {
+    /// The result of the branch named `name`.
+    pub fn branch(&self, name: &str) -> Option<&BranchResult> {
+        self.branches.iter().find(|r| r.branch == name)
+    }
+    pub fn branch_mut(&mut self, name: &str) -> Option<&mut BranchResult> {
+        self.branches.iter_mut().find(|r| r.branch == name)
+    }
+}
+
 fn yes() -> bool {
     true
 }
