@@ -209,7 +209,7 @@ pub fn check_metrics(m: &MetricsSpec) -> Result<(), (&'static str, String)> {
 /// Each randomization step costs a relevance pass and a saliency map per branch.
 const MAX_RANDOMIZATION_STEPS: usize = 1000;
 
-/// The EMD's cost grows faster than cells^6 (32 cells: about 30 s per map).
+/// The EMD's cost grows faster than cells^6 (32 cells: about 21 s per map).
 const MAX_EMD_CELLS: usize = 32;
 
 /// A blur wider than this flattens any model input; the kernel's radius is 3 sigma.

@@ -235,7 +235,7 @@ pub fn downsample(map: &[f64], h: usize, w: usize, cells: usize) -> (usize, usiz
 /// cost of moving one density onto the other, by successive shortest paths (the
 /// transportation problem's optimum, as POT's `ot.emd2` finds it). 0 for equal maps; lower is
 /// closer. Cost grows faster than cells^6: on 224 px noise maps 16 cells (256 bins) take about
-/// 0.4 s, 32 cells about 30 s (docs/pipeline.md).
+/// 0.25 s, 32 cells about 21 s, 36-146x POT's network simplex (benches/README.md).
 pub fn emd(a: &[f64], b: &[f64], h: usize, w: usize, cells: usize) -> f64 {
     assert_eq!(a.len(), b.len(), "emd: maps of different sizes");
     if !finite(a) || !finite(b) {
