@@ -81,9 +81,10 @@ fn cascading_randomization_is_top_down_seeded_and_reported() {
         // With every learned layer permuted, the map is not the trained model's.
         let spearman = floats(&r["spearman"]);
         assert!(spearman[2] < 0.9, "{}: {spearman:?}", branch["branch"]);
-        for key in ["ssim1", "ssim2", "ssim_ratio"] {
+        for key in ["ssim1", "ssim2", "ssim_ratio", "emprt", "emprt_sr"] {
             assert!(r[key].as_f64().unwrap().is_finite(), "{key}: {r}");
         }
+        assert_eq!(r["samples"], 1, "the plain MPRT: {r}");
         // Seeded: the same seed the same numbers, another seed others.
         assert_eq!(r, &b["branches"][i]["randomization"]);
         assert_ne!(
@@ -101,6 +102,7 @@ fn cascading_randomization_is_top_down_seeded_and_reported() {
         "randomization-spearman",
         "randomization-ssim_sr",
         "randomization-table1",
+        "randomization-emprt",
     ] {
         assert!(
             html.contains(&format!("id=\"{id}\"")),
@@ -145,7 +147,7 @@ fn independent_randomization_on_an_onnx_model() {
         assert_eq!(r["order"], "independent");
         assert_eq!(floats(&r["spearman"]).len(), 2, "{r}");
         // Independent steps keep the other layers: no fully randomized model.
-        assert!(r["ssim_ratio"].is_null(), "{r}");
+        assert!(r["ssim_ratio"].is_null() && r["emprt"].is_null(), "{r}");
     }
 }
 
@@ -157,6 +159,18 @@ fn randomization_keys_are_checked() {
         (
             "randomization = \"cascading\"\nrandomization_steps = 100000",
             "randomization_steps",
+        ),
+        (
+            "randomization = \"cascading\"\nrandomization_samples = 0",
+            "randomization_samples",
+        ),
+        (
+            "randomization = \"cascading\"\nrandomization_noise = -0.1",
+            "randomization_noise",
+        ),
+        (
+            "randomization = \"cascading\"\nrandomization_noise = nan",
+            "randomization_noise",
         ),
     ] {
         let r = srhost(&dir, &["--pipeline", &spec(&dir, "k", LITE0, m)]);

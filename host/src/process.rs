@@ -376,13 +376,74 @@ impl<'a> Job<'a> {
             let im = relevance_to_image(r, RelevanceInput::AbsSum)?;
             Ok((f64s(&im), im.height, im.width))
         };
+        let images = [self.id.clone()];
+        // The smooth MPRT (Hedström et al. 2023): a map is the mean of `samples` passes, the
+        // first on the input itself, sample s on the input plus seeded Gaussian noise of
+        // `randomization_noise` times the input's range (the same noise for every model).
+        let samples = m.randomization_samples.max(1);
+        let sigma = {
+            let (lo, hi) = input
+                .data()
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| {
+                    (l.min(x), h.max(x))
+                });
+            m.randomization_noise * f64::from(hi - lo)
+        };
+        // The relevance of `target` on the input (checked), and with `samples` > 1 the |R|
+        // image of the mean over the noisy samples.
+        type Smoothed = Option<(Vec<f64>, usize, usize)>;
+        let explain = |ex: &dyn sr_core::Explainer,
+                       target: usize,
+                       what: &str|
+         -> Result<(sr_core::Tensor, Smoothed)> {
+            let pass = |x: &sr_core::Tensor| -> Result<sr_core::Tensor> {
+                let e = catch_panic("the relevance method", || {
+                    ex.explain(&Request {
+                        input: x,
+                        targets: &[target],
+                        logits: None,
+                        images: &images,
+                    })
+                })
+                .map_err(|e| e.context(what))?;
+                contract::explanation(&e, input.shape(), &[target], what)?;
+                Ok(e.relevance)
+            };
+            let plain = pass(&input)?;
+            if samples == 1 {
+                return Ok((plain, None));
+            }
+            let mut sum: Vec<f64> = plain.data().iter().map(|&v| f64::from(v)).collect();
+            for s in 1..samples {
+                let g = metrics::gaussian(
+                    input.data().len(),
+                    m.seed ^ (s as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+                );
+                let x = input
+                    .data()
+                    .iter()
+                    .zip(&g)
+                    .map(|(x, e)| x + (e * sigma) as f32)
+                    .collect();
+                let r = pass(&sr_core::Tensor::new(input.shape().to_vec(), x)?)?;
+                for (a, b) in sum.iter_mut().zip(r.data()) {
+                    *a += f64::from(*b);
+                }
+            }
+            let mean = sum.iter().map(|v| (v / samples as f64) as f32).collect();
+            let mean = sr_core::Tensor::new(plain.shape().to_vec(), mean)?;
+            Ok((plain, Some(abs(&mean)?)))
+        };
         // What every step compares against, per branch, once: its method (the branch's name
-        // before a per-target suffix), target, trained |R| image and trained SR map.
+        // before a per-target suffix), target, trained |R| image (smoothed for the smooth
+        // MPRT, else the branch's own) and trained SR map.
         struct Trained<'m> {
             name: &'m str,
             method: &'m dyn sr_core::Relevance,
             target: usize,
             abs: (Vec<f64>, usize, usize),
+            smoothed: Smoothed,
             sr: Option<(Vec<f64>, usize, usize)>,
         }
         let mut trained: Vec<Option<Trained>> = vec![];
@@ -395,13 +456,23 @@ impl<'a> Job<'a> {
                 .filter(|(n, _)| b.branch == *n || b.branch.starts_with(&format!("{n}-")))
                 .max_by_key(|(n, _)| n.len());
             trained.push(match (row, method) {
-                (Some(row), Some((name, method))) => Some(Trained {
-                    name,
-                    method: method.as_ref(),
-                    target: row.target,
-                    abs: abs(&b.relevance)?,
-                    sr: b.sr.as_ref().map(|s| (f64s(s), s.height, s.width)),
-                }),
+                (Some(row), Some((name, method))) => {
+                    let smoothed = if samples > 1 {
+                        let what = format!("relevance.{name}, the smooth MPRT's trained map");
+                        let ex = method.bind(model.clone()).map_err(|e| e.context(&what))?;
+                        explain(ex.as_ref(), row.target, &what)?.1
+                    } else {
+                        None
+                    };
+                    Some(Trained {
+                        name,
+                        method: method.as_ref(),
+                        target: row.target,
+                        abs: abs(&b.relevance)?,
+                        smoothed,
+                        sr: b.sr.as_ref().map(|s| (f64s(s), s.height, s.width)),
+                    })
+                }
                 _ => None,
             });
         }
@@ -415,11 +486,26 @@ impl<'a> Job<'a> {
             .map(|_| RandomizationResult {
                 order: format!("{:?}", m.randomization).to_lowercase(),
                 seed: m.seed,
+                samples,
+                noise: if samples > 1 {
+                    m.randomization_noise
+                } else {
+                    0.0
+                },
                 steps: names.clone(),
                 ..Default::default()
             })
             .collect();
-        let images = [self.id.clone()];
+        // The efficient MPRT's complexity: Quantus's discrete entropy in its default 100 bins.
+        const ENTROPY_BINS: usize = 100;
+        let rise = |trained: &[f64], random: &[f64]| -> Option<f64> {
+            let (t, r) = (
+                metrics::saliency::discrete_entropy(trained, ENTROPY_BINS),
+                metrics::saliency::discrete_entropy(random, ENTROPY_BINS),
+            );
+            let v = (r - t) / t;
+            (t > 0.0 && v.is_finite()).then_some(v)
+        };
         for k in 0..groups.len() {
             let nodes: Vec<usize> = match m.randomization {
                 Randomization::Cascading => groups[..=k].concat(),
@@ -439,23 +525,26 @@ impl<'a> Job<'a> {
                     continue;
                 };
                 let what = format!("relevance.{}, {what}", t.name);
-                let e = catch_panic("the relevance method", || {
-                    t.method.bind(rm.clone())?.explain(&Request {
-                        input: &input,
-                        targets: &[t.target],
-                        logits: None,
-                        images: &images,
-                    })
-                })
-                .map_err(|e| e.context(&what))?;
-                contract::explanation(&e, input.shape(), &[t.target], &what)?;
-                let ((a, h, w), (r, _, _)) = (&t.abs, abs(&e.relevance)?);
-                res.ssim_relevance.push(metrics::ssim(a, &r, *h, *w));
-                res.spearman.push(metrics::saliency::spearman(a, &r));
+                let ex = t.method.bind(rm.clone()).map_err(|e| e.context(&what))?;
+                let (relevance, smoothed) = explain(ex.as_ref(), t.target, &what)?;
+                let ((a, h, w), (r, _, _)) = (&t.abs, abs(&relevance)?);
+                match (&t.smoothed, &smoothed) {
+                    (Some((ta, _, _)), Some((sa, _, _))) => {
+                        res.ssim_relevance.push(metrics::ssim(ta, sa, *h, *w));
+                        res.spearman.push(metrics::saliency::spearman(ta, sa));
+                    }
+                    _ => {
+                        res.ssim_relevance.push(metrics::ssim(a, &r, *h, *w));
+                        res.spearman.push(metrics::saliency::spearman(a, &r));
+                    }
+                }
+                if last {
+                    res.emprt = rise(a, &r);
+                }
                 let (Some(sal), Some((sr, sh, sw))) = (&self.stages.saliency, &t.sr) else {
                     continue;
                 };
-                let map = relevance_to_image(&e.relevance, self.p.relevance_input)?;
+                let map = relevance_to_image(&relevance, self.p.relevance_input)?;
                 let rsr = catch_panic("the saliency stage", || sal.saliency(&map))
                     .map_err(|e| e.context(format!("SR map of {}, {what}", b.branch)))?;
                 contract::saliency_of(&rsr, &map, &what)?;
@@ -464,6 +553,9 @@ impl<'a> Job<'a> {
                 }
                 let rsr = f64s(&rsr);
                 res.ssim_sr.push(metrics::ssim(sr, &rsr, *sh, *sw));
+                if last {
+                    res.emprt_sr = rise(sr, &rsr);
+                }
                 if let (true, Some((ps, ph, pw))) = (last, &photo) {
                     if (*ph, *pw) == (*h, *w) && (*sh, *sw) == (*h, *w) {
                         let (s1, s2) = (

@@ -129,6 +129,11 @@ pub struct RandomizationResult {
     /// `cascading` or `independent`.
     pub order: String,
     pub seed: u64,
+    /// The smooth MPRT's samples per relevance map (1: the plain MPRT) and its noise.
+    #[serde(default = "one")]
+    pub samples: usize,
+    #[serde(default)]
+    pub noise: f64,
     /// The layers each step randomizes (its own group; a cascading step keeps the earlier ones
     /// randomized too), top first.
     pub steps: Vec<Vec<String>>,
@@ -147,6 +152,17 @@ pub struct RandomizationResult {
     pub ssim2: Option<f64>,
     #[serde(default)]
     pub ssim_ratio: Option<f64>,
+    /// The efficient MPRT (Hedström et al. 2023) after the last cascading step: the relative
+    /// rise of the discrete entropy (100 bins) of the relevance image, `(H_random - H_trained)
+    /// / H_trained` (higher: the explanation lost more of its structure), and of the SR map.
+    #[serde(default)]
+    pub emprt: Option<f64>,
+    #[serde(default)]
+    pub emprt_sr: Option<f64>,
+}
+
+fn one() -> usize {
+    1
 }
 
 pub const RESULT_FILE: &str = "result.json";

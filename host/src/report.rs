@@ -73,6 +73,15 @@ pub struct RandomizationSummary {
     pub ssim1: Option<f64>,
     pub ssim2: Option<f64>,
     pub ssim_ratio: Option<f64>,
+    /// The efficient MPRT: the mean relative rise of the relevance map's and the SR map's
+    /// discrete entropy, trained to fully randomized.
+    #[serde(default)]
+    pub emprt: Option<f64>,
+    #[serde(default)]
+    pub emprt_sr: Option<f64>,
+    /// The smooth MPRT's samples per map (1: plain MPRT).
+    #[serde(default)]
+    pub samples: usize,
 }
 
 fn randomization_summary(of: &[(&ImageResult, &BranchResult)]) -> Option<RandomizationSummary> {
@@ -81,10 +90,11 @@ fn randomization_summary(of: &[(&ImageResult, &BranchResult)]) -> Option<Randomi
         .filter_map(|(_, b)| b.randomization.as_ref())
         .collect();
     let first = rs.first()?;
-    // Only the images randomized as the first was (the same order and steps) are averaged.
+    // Only the images randomized as the first was (the same order, steps and smoothing) are
+    // averaged.
     let rs: Vec<_> = rs
         .iter()
-        .filter(|r| r.order == first.order && r.steps == first.steps)
+        .filter(|r| r.order == first.order && r.steps == first.steps && r.samples == first.samples)
         .collect();
     let curve = |f: fn(&crate::records::RandomizationResult) -> &Vec<f64>| -> Vec<Option<f64>> {
         (0..first.steps.len())
@@ -101,6 +111,9 @@ fn randomization_summary(of: &[(&ImageResult, &BranchResult)]) -> Option<Randomi
         ssim1: mean(rs.iter().map(|r| r.ssim1)),
         ssim2: mean(rs.iter().map(|r| r.ssim2)),
         ssim_ratio: mean(rs.iter().map(|r| r.ssim_ratio)),
+        emprt: mean(rs.iter().map(|r| r.emprt)),
+        emprt_sr: mean(rs.iter().map(|r| r.emprt_sr)),
+        samples: first.samples,
     })
 }
 
@@ -359,12 +372,12 @@ fn opt(v: Option<f64>) -> String {
 /// `metrics.csv`: one row per image and branch (`folders[i]`: the output folder of `rows[i]`).
 pub fn csv(rows: &[ImageResult], folders: &[String]) -> String {
     let mut out = String::from(
-        "image,label,branch,target,relevance_sum,target_score,ratio,truth,correct,ssim1,ssim2,ssim_ratio,cc1,cc2,sim1,sim2,kl1,kl2,emd1,emd2,aopc,aopc_random,insertion,deletion,random_ssim_relevance,random_spearman,random_ssim_sr,random_ssim1,random_ssim2,random_ssim_ratio,seconds_relevance,seconds_sr,folder\n",
+        "image,label,branch,target,relevance_sum,target_score,ratio,truth,correct,ssim1,ssim2,ssim_ratio,cc1,cc2,sim1,sim2,kl1,kl2,emd1,emd2,aopc,aopc_random,insertion,deletion,random_ssim_relevance,random_spearman,random_ssim_sr,random_ssim1,random_ssim2,random_ssim_ratio,random_emprt,random_emprt_sr,seconds_relevance,seconds_sr,folder\n",
     );
     for (r, folder) in rows.iter().zip(folders) {
         for b in &r.branches {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 csv_field(&r.image),
                 csv_field(r.label.as_deref().unwrap_or("")),
                 csv_field(&b.branch),
@@ -395,6 +408,8 @@ pub fn csv(rows: &[ImageResult], folders: &[String]) -> String {
                 opt(b.randomization.as_ref().and_then(|r| r.ssim1)),
                 opt(b.randomization.as_ref().and_then(|r| r.ssim2)),
                 opt(b.randomization.as_ref().and_then(|r| r.ssim_ratio)),
+                opt(b.randomization.as_ref().and_then(|r| r.emprt)),
+                opt(b.randomization.as_ref().and_then(|r| r.emprt_sr)),
                 b.seconds_relevance,
                 opt(b.seconds_sr),
                 csv_field(folder),
@@ -529,6 +544,12 @@ const SUMMARY_COLUMNS: &[Column] = &[
         best: None,
     },
     Column {
+        head: "Rand. eMPRT",
+        value: |b| b.randomization.as_ref().and_then(|r| r.emprt),
+        digits: 3,
+        best: None,
+    },
+    Column {
         head: "R sum / score",
         value: |b| Some(b.ratio),
         digits: 4,
@@ -622,12 +643,17 @@ fn randomization_html(h: &mut String, m: &Metrics) {
         return;
     };
     h.push_str(&format!(
-        "<h2>Model-parameter randomization ({})</h2>\n<p>Each step randomizes the learned layers listed (their weights and biases permuted, seeded){}; the curves show how like the trained model's map each branch's map stays (1: the same). A method that explains the model should fall away as the layers it learned are destroyed.</p>\n<div id=\"randomization\">\n",
+        "<h2>Model-parameter randomization ({})</h2>\n<p>Each step randomizes the learned layers listed (their weights and biases permuted, seeded){}; the curves show how like the trained model's map each branch's map stays (1: the same). A method that explains the model should fall away as the layers it learned are destroyed.{}</p>\n<div id=\"randomization\">\n",
         esc(&first.order),
         if first.order == "cascading" {
             ", keeping the layers above randomized"
         } else {
             ", the others as trained"
+        },
+        if first.samples > 1 {
+            format!(" Smooth MPRT (Hedstr&ouml;m et al. 2023): the relevance maps compared are each the mean of {} passes, all but one on the input plus Gaussian noise.", first.samples)
+        } else {
+            String::new()
         }
     ));
     let first_step = first
@@ -702,6 +728,18 @@ fn randomization_html(h: &mut String, m: &Metrics) {
             ));
         }
         h.push_str("</table>\n<p>The paper's Table-1 figures for the trained model and for the fully randomized one: a ratio that stays high without the learned weights measures the maps' form, not the model.</p>\n");
+    }
+    if rs.iter().any(|(_, r)| r.emprt.is_some()) {
+        h.push_str("<table id=\"randomization-emprt\">\n<tr><th>branch</th><th>eMPRT, relevance</th><th>eMPRT, SR map</th></tr>\n");
+        for (b, r) in &rs {
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                esc(&b.branch),
+                fmt(r.emprt, 3),
+                fmt(r.emprt_sr, 3)
+            ));
+        }
+        h.push_str("</table>\n<p>The efficient MPRT (Hedstr&ouml;m et al. 2023): how much the discrete entropy of the map (100 bins) rises from the trained model to the fully randomized one, relative to the trained map's. Above 0: the randomized model's map is less structured, as it should be.</p>\n");
     }
 }
 

@@ -107,6 +107,11 @@ pub struct MetricsSpec {
     /// `"independent"`, in `randomization_steps` groups of layers (0: every layer a step).
     pub randomization: Randomization,
     pub randomization_steps: usize,
+    /// The smooth MPRT (Hedström et al. 2023): each compared relevance map is the mean of
+    /// `randomization_samples` passes, all but one on the input plus Gaussian noise of
+    /// `randomization_noise` times the input's range (1: the plain MPRT).
+    pub randomization_samples: usize,
+    pub randomization_noise: f64,
     pub seed: u64,
 }
 
@@ -160,6 +165,8 @@ impl Default for MetricsSpec {
             blur_sigma: 5.0,
             randomization: Randomization::None,
             randomization_steps: 4,
+            randomization_samples: 1,
+            randomization_noise: 0.1,
             seed: 0,
         }
     }
@@ -177,6 +184,11 @@ pub fn check_metrics(m: &MetricsSpec) -> Result<(), (&'static str, String)> {
             MAX_AOPC_STEPS,
         ),
         ("emd_cells", m.emd_cells, MAX_EMD_CELLS),
+        (
+            "randomization_samples",
+            m.randomization_samples,
+            MAX_RANDOMIZATION_SAMPLES,
+        ),
     ] {
         if !(1..=max).contains(&value) {
             return Err((
@@ -194,6 +206,15 @@ pub fn check_metrics(m: &MetricsSpec) -> Result<(), (&'static str, String)> {
             ),
         ));
     }
+    if !(m.randomization_noise > 0.0 && m.randomization_noise <= MAX_RANDOMIZATION_NOISE) {
+        return Err((
+            "randomization_noise",
+            format!(
+                "expected a share of the input's range above 0 and at most {MAX_RANDOMIZATION_NOISE}, got {}",
+                m.randomization_noise
+            ),
+        ));
+    }
     if !(m.blur_sigma > 0.0 && m.blur_sigma <= MAX_BLUR_SIGMA) {
         return Err((
             "blur_sigma",
@@ -208,6 +229,12 @@ pub fn check_metrics(m: &MetricsSpec) -> Result<(), (&'static str, String)> {
 
 /// Each randomization step costs a relevance pass and a saliency map per branch.
 const MAX_RANDOMIZATION_STEPS: usize = 1000;
+
+/// Each sample of the smooth MPRT costs a relevance pass per step and branch.
+const MAX_RANDOMIZATION_SAMPLES: usize = 1000;
+
+/// Noise of ten times the input's range drowns any input.
+const MAX_RANDOMIZATION_NOISE: f64 = 10.0;
 
 /// The EMD's cost grows faster than cells^6 (32 cells: about 21 s per map).
 const MAX_EMD_CELLS: usize = 32;
