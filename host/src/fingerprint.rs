@@ -45,6 +45,8 @@ pub fn of(p: &Pipeline, reg: &Registry) -> Result<String> {
     line(&format!("metrics {:?}", p.metrics));
     line(&format!("select {:?}", p.select));
     line(&format!("labels {:?}", p.labels_spec));
+    // The fixation files themselves are checked per image (their SHA-256 in result.json).
+    line(&format!("fixations {:?}", p.fixations));
     if let Some(f) = p.labels_spec.as_deref().filter(|l| *l != "folders") {
         files.push(f.to_string());
     }

@@ -5,6 +5,7 @@
 
 pub mod dataset;
 pub mod fingerprint;
+pub mod fixations;
 pub mod process;
 pub mod records;
 pub mod report;

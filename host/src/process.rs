@@ -29,6 +29,8 @@ struct Job<'a> {
     /// is not made for nothing, and the 8-bit pixels are dropped once it exists.
     photo: Option<Image>,
     rgb: preprocess::Rgb8,
+    /// The photo's size as decoded, `(width, height)`.
+    photo_size: (usize, usize),
     result: ImageResult,
     outputs: Vec<String>,
     /// Each output's size, as written.
@@ -71,6 +73,7 @@ pub fn process(
         job.explain()?;
         job.saliency()?;
         job.metrics()?;
+        job.fixations(entry)?;
         job.insertion_deletion()?;
         job.randomization()?;
         job.render()?;
@@ -146,6 +149,7 @@ impl<'a> Job<'a> {
             p,
             dir,
             photo: None,
+            photo_size: (rgb.width, rgb.height),
             rgb,
             result: ImageResult {
                 image: path.display().to_string(),
@@ -158,6 +162,7 @@ impl<'a> Job<'a> {
                 selected: true,
                 aopc_random: None,
                 aopc_random_curve: vec![],
+                fixations: None,
                 branches: vec![],
                 outputs: vec![],
                 sizes: vec![],
@@ -574,6 +579,113 @@ impl<'a> Job<'a> {
             }
         }
         self.time("randomization", t0);
+        Ok(())
+    }
+
+    /// `run.fixations`: NSS, AUC-Judd, AUC-Borji and the shuffled AUC of the photo's saliency,
+    /// each branch's |R| image and its SR map against the image's fixations, at the model's
+    /// input (the photo's size without a model).
+    fn fixations(&mut self, entry: &Entry) -> Result<()> {
+        use crate::fixations as fx;
+        use metrics::saliency::{auc_borji, auc_judd, auc_shuffled, nss};
+        let Some(folder) = &self.p.fixations else {
+            return Ok(());
+        };
+        let t0 = Instant::now();
+        let file = fx::find(folder, &entry.path, &entry.root)?;
+        let own = fx::load(&file, self.photo_size, &self.p.photo_limits)?;
+        let crop = |size: (usize, usize)| -> Result<preprocess::Crop> {
+            match &self.stages.model {
+                Some(m) => preprocess::crop_of(size.0, size.1, &m.info()),
+                None => Ok(preprocess::Crop {
+                    resized: size,
+                    left: 0,
+                    top: 0,
+                    size,
+                }),
+            }
+        };
+        let frame = crop(self.photo_size)?;
+        let points = fx::to_input(&own.points, own.size, &frame);
+        // The shuffled AUC's negatives: the next images' fixations, each placed by its
+        // position in its own photo, then cropped as this photo is.
+        let mut others = vec![];
+        let n = self.p.entries.len();
+        if let Some(i) = self.p.entries.iter().position(|e| e.path == entry.path) {
+            for k in 1..=fx::SHUFFLED_NEIGHBOURS.min(n.saturating_sub(1)) {
+                let e = &self.p.entries[(i + k) % n];
+                let what = format!("the shuffled AUC's negatives from {}", e.path.display());
+                let file = fx::find(folder, &e.path, &e.root).map_err(|e| e.context(&what))?;
+                let size = preprocess::photo_size(&e.path).map_err(|e| e.context(&what))?;
+                let theirs =
+                    fx::load(&file, size, &self.p.photo_limits).map_err(|e| e.context(&what))?;
+                let placed: Vec<(usize, usize)> = theirs
+                    .points
+                    .iter()
+                    .map(|&(x, y)| {
+                        let f = |v: usize, from: usize, to: usize| {
+                            (((v as f64 + 0.5) * to as f64 / from as f64) as usize).min(to - 1)
+                        };
+                        (
+                            f(x, size.0, self.photo_size.0),
+                            f(y, size.1, self.photo_size.1),
+                        )
+                    })
+                    .collect();
+                others.extend(fx::to_input(&placed, self.photo_size, &frame));
+            }
+        }
+        let (w, h) = frame.size;
+        let score = |map: &[f64]| -> [Option<f64>; 4] {
+            let ok = |v: f64| v.is_finite().then_some(v);
+            if points.is_empty() {
+                return [None; 4];
+            }
+            [
+                ok(nss(map, w, &points)),
+                ok(auc_judd(map, w, &points)),
+                ok(auc_borji(map, w, &points)),
+                (!others.is_empty())
+                    .then(|| ok(auc_shuffled(map, w, &points, &others)))
+                    .flatten(),
+            ]
+        };
+        let at_frame = |im: &Image| (im.height, im.width) == (h, w);
+        let photo = self
+            .photo_saliency
+            .as_ref()
+            .filter(|s| at_frame(s))
+            .map(|s| score(&f64s(s)));
+        let [nss_p, judd_p, borji_p, sauc_p] = photo.unwrap_or([None; 4]);
+        self.result.fixations = Some(crate::records::FixationRecord {
+            file: own.file.display().to_string(),
+            sha256: own.sha256.clone(),
+            points: points.len(),
+            cropped: own.points.len() - points.len(),
+            shuffled_negatives: others.len(),
+            nss: nss_p,
+            auc_judd: judd_p,
+            auc_borji: borji_p,
+            sauc: sauc_p,
+        });
+        for b in &self.branches {
+            let rel = relevance_to_image(&b.relevance, RelevanceInput::AbsSum)?;
+            let s1 = at_frame(&rel).then(|| score(&f64s(&rel)));
+            let s2 =
+                b.sr.as_ref()
+                    .filter(|s| at_frame(s))
+                    .map(|s| score(&f64s(s)));
+            let Some(row) = self.result.branch_mut(&b.branch) else {
+                continue;
+            };
+            if let Some([a, b, c, d]) = s1 {
+                (row.nss1, row.auc_judd1, row.auc_borji1, row.sauc1) = (a, b, c, d);
+            }
+            if let Some([a, b, c, d]) = s2 {
+                (row.nss2, row.auc_judd2, row.auc_borji2, row.sauc2) = (a, b, c, d);
+            }
+        }
+        self.time("fixations", t0);
         Ok(())
     }
 

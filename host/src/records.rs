@@ -38,6 +38,10 @@ pub struct ImageResult {
     pub aopc_random: Option<f64>,
     #[serde(default)]
     pub aopc_random_curve: Vec<f64>,
+    /// `run.fixations`: the image's fixation file and how well the photo's own saliency
+    /// predicts the fixations.
+    #[serde(default)]
+    pub fixations: Option<FixationRecord>,
     pub branches: Vec<BranchResult>,
     pub outputs: Vec<String>,
     /// Each output's size in bytes, in the order of `outputs` (empty in files of older
@@ -97,6 +101,24 @@ pub struct BranchResult {
     pub emd1: Option<f64>,
     #[serde(default)]
     pub emd2: Option<f64>,
+    /// Against the image's fixations (`run.fixations`), for the |R| image (1) and the SR map
+    /// (2): NSS, AUC-Judd, AUC-Borji and the shuffled AUC.
+    #[serde(default)]
+    pub nss1: Option<f64>,
+    #[serde(default)]
+    pub nss2: Option<f64>,
+    #[serde(default)]
+    pub auc_judd1: Option<f64>,
+    #[serde(default)]
+    pub auc_judd2: Option<f64>,
+    #[serde(default)]
+    pub auc_borji1: Option<f64>,
+    #[serde(default)]
+    pub auc_borji2: Option<f64>,
+    #[serde(default)]
+    pub sauc1: Option<f64>,
+    #[serde(default)]
+    pub sauc2: Option<f64>,
     /// Region perturbation, most relevant first: AOPC and its curve.
     #[serde(default)]
     pub aopc: Option<f64>,
@@ -120,6 +142,24 @@ pub struct BranchResult {
     pub seconds_relevance: f64,
     #[serde(default)]
     pub seconds_sr: Option<f64>,
+}
+
+/// An image's fixations (`run.fixations`) and the photo saliency's scores against them.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct FixationRecord {
+    /// The file read, and its SHA-256 (a rerun redoes the image when it changes).
+    pub file: String,
+    pub sha256: String,
+    /// Fixations at the model's input, and those the centre crop cut away.
+    pub points: usize,
+    pub cropped: usize,
+    /// Other images' fixations used as the shuffled AUC's negatives.
+    pub shuffled_negatives: usize,
+    /// The photo's saliency against the fixations.
+    pub nss: Option<f64>,
+    pub auc_judd: Option<f64>,
+    pub auc_borji: Option<f64>,
+    pub sauc: Option<f64>,
 }
 
 /// One branch under model-parameter randomization (Adebayo et al. 2018): per step, how like the

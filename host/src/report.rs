@@ -39,6 +39,23 @@ pub struct BranchSummary {
     pub emd1: Option<f64>,
     #[serde(default)]
     pub emd2: Option<f64>,
+    /// Against fixations (`run.fixations`): |R| image (1) and SR map (2).
+    #[serde(default)]
+    pub nss1: Option<f64>,
+    #[serde(default)]
+    pub nss2: Option<f64>,
+    #[serde(default)]
+    pub auc_judd1: Option<f64>,
+    #[serde(default)]
+    pub auc_judd2: Option<f64>,
+    #[serde(default)]
+    pub auc_borji1: Option<f64>,
+    #[serde(default)]
+    pub auc_borji2: Option<f64>,
+    #[serde(default)]
+    pub sauc1: Option<f64>,
+    #[serde(default)]
+    pub sauc2: Option<f64>,
     pub aopc: Option<f64>,
     /// Mean AOPC of the random order, over the same images.
     pub aopc_random: Option<f64>,
@@ -297,6 +314,14 @@ pub fn summarise(rows: &[ImageResult]) -> Metrics {
                 kl2: mean(of.iter().map(|(_, b)| b.kl2)),
                 emd1: mean(of.iter().map(|(_, b)| b.emd1)),
                 emd2: mean(of.iter().map(|(_, b)| b.emd2)),
+                nss1: mean(of.iter().map(|(_, b)| b.nss1)),
+                nss2: mean(of.iter().map(|(_, b)| b.nss2)),
+                auc_judd1: mean(of.iter().map(|(_, b)| b.auc_judd1)),
+                auc_judd2: mean(of.iter().map(|(_, b)| b.auc_judd2)),
+                auc_borji1: mean(of.iter().map(|(_, b)| b.auc_borji1)),
+                auc_borji2: mean(of.iter().map(|(_, b)| b.auc_borji2)),
+                sauc1: mean(of.iter().map(|(_, b)| b.sauc1)),
+                sauc2: mean(of.iter().map(|(_, b)| b.sauc2)),
                 aopc: mean(of.iter().map(|(_, b)| b.aopc)),
                 aopc_random: mean(
                     of.iter()
@@ -372,12 +397,12 @@ fn opt(v: Option<f64>) -> String {
 /// `metrics.csv`: one row per image and branch (`folders[i]`: the output folder of `rows[i]`).
 pub fn csv(rows: &[ImageResult], folders: &[String]) -> String {
     let mut out = String::from(
-        "image,label,branch,target,relevance_sum,target_score,ratio,truth,correct,ssim1,ssim2,ssim_ratio,cc1,cc2,sim1,sim2,kl1,kl2,emd1,emd2,aopc,aopc_random,insertion,deletion,random_ssim_relevance,random_spearman,random_ssim_sr,random_ssim1,random_ssim2,random_ssim_ratio,random_emprt,random_emprt_sr,seconds_relevance,seconds_sr,folder\n",
+        "image,label,branch,target,relevance_sum,target_score,ratio,truth,correct,ssim1,ssim2,ssim_ratio,cc1,cc2,sim1,sim2,kl1,kl2,emd1,emd2,nss1,nss2,auc_judd1,auc_judd2,auc_borji1,auc_borji2,sauc1,sauc2,aopc,aopc_random,insertion,deletion,random_ssim_relevance,random_spearman,random_ssim_sr,random_ssim1,random_ssim2,random_ssim_ratio,random_emprt,random_emprt_sr,seconds_relevance,seconds_sr,folder\n",
     );
     for (r, folder) in rows.iter().zip(folders) {
         for b in &r.branches {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 csv_field(&r.image),
                 csv_field(r.label.as_deref().unwrap_or("")),
                 csv_field(&b.branch),
@@ -398,6 +423,14 @@ pub fn csv(rows: &[ImageResult], folders: &[String]) -> String {
                 opt(b.kl2),
                 opt(b.emd1),
                 opt(b.emd2),
+                opt(b.nss1),
+                opt(b.nss2),
+                opt(b.auc_judd1),
+                opt(b.auc_judd2),
+                opt(b.auc_borji1),
+                opt(b.auc_borji2),
+                opt(b.sauc1),
+                opt(b.sauc2),
                 opt(b.aopc),
                 opt(b.aopc.and(r.aopc_random)),
                 opt(b.insertion),
@@ -504,6 +537,54 @@ const SUMMARY_COLUMNS: &[Column] = &[
         best: None,
     },
     Column {
+        head: "NSS1",
+        value: |b| b.nss1,
+        digits: 3,
+        best: None,
+    },
+    Column {
+        head: "NSS2",
+        value: |b| b.nss2,
+        digits: 3,
+        best: None,
+    },
+    Column {
+        head: "AUC-J1",
+        value: |b| b.auc_judd1,
+        digits: 3,
+        best: None,
+    },
+    Column {
+        head: "AUC-J2",
+        value: |b| b.auc_judd2,
+        digits: 3,
+        best: None,
+    },
+    Column {
+        head: "AUC-B1",
+        value: |b| b.auc_borji1,
+        digits: 3,
+        best: None,
+    },
+    Column {
+        head: "AUC-B2",
+        value: |b| b.auc_borji2,
+        digits: 3,
+        best: None,
+    },
+    Column {
+        head: "sAUC1",
+        value: |b| b.sauc1,
+        digits: 3,
+        best: None,
+    },
+    Column {
+        head: "sAUC2",
+        value: |b| b.sauc2,
+        digits: 3,
+        best: None,
+    },
+    Column {
         head: "AOPC",
         value: |b| b.aopc,
         digits: 4,
@@ -569,10 +650,19 @@ const SUMMARY_COLUMNS: &[Column] = &[
     },
 ];
 
-/// Branch `b`'s cells of [`SUMMARY_COLUMNS`]: the formatted value, and whether it is the best.
-fn summary_cells(m: &Metrics, b: &BranchSummary) -> Vec<(String, bool)> {
+/// The [`SUMMARY_COLUMNS`] that some branch has a value in (a run without fixations, AOPC or
+/// randomization leaves those columns out, rather than a column of dashes).
+fn shown_columns(m: &Metrics) -> Vec<&'static Column> {
     SUMMARY_COLUMNS
         .iter()
+        .filter(|c| m.branches.iter().any(|b| (c.value)(b).is_some()))
+        .collect()
+}
+
+/// Branch `b`'s cells of the shown columns: the formatted value, and whether it is the best.
+fn summary_cells(m: &Metrics, b: &BranchSummary) -> Vec<(String, bool)> {
+    shown_columns(m)
+        .into_iter()
         .map(|c| {
             let best = c.best.is_some_and(|f| f(m).as_ref() == Some(&b.branch));
             (fmt((c.value)(b), c.digits), best)
@@ -583,7 +673,7 @@ fn summary_cells(m: &Metrics, b: &BranchSummary) -> Vec<(String, bool)> {
 /// The summary table as text (for `srhost compare`).
 pub fn table(m: &Metrics) -> String {
     let mut head = vec!["branch", "images"];
-    head.extend(SUMMARY_COLUMNS.iter().map(|c| c.head));
+    head.extend(shown_columns(m).iter().map(|c| c.head));
     let mut rows: Vec<Vec<String>> = vec![head.iter().map(|s| s.to_string()).collect()];
     for b in &m.branches {
         let mut row = vec![b.branch.clone(), b.images.to_string()];
@@ -963,7 +1053,7 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
     ));
     h.push_str(&format!("<p>{} images.</p>\n", m.images.len()));
     h.push_str("<h2>Mean metrics per branch</h2>\n<table id=\"summary\">\n<tr><th>branch</th><th>images</th>");
-    for c in SUMMARY_COLUMNS {
+    for c in shown_columns(m) {
         h.push_str(&format!("<th>{}</th>", esc(c.head)));
     }
     h.push_str("</tr>\n");

@@ -84,12 +84,16 @@ fn one(
     let mut redo = None;
     let mut repair = None;
     if let Some(old) = records::read_result(&dir).unwrap_or(None) {
-        if old.fingerprint == fingerprint && !opts.force {
+        let fixations_changed = fixations_changed(p, e, &old);
+        if old.fingerprint == fingerprint && !opts.force && !fixations_changed {
             let missing = records::missing_outputs(&dir, &old);
             if missing.is_empty() {
                 return Ok(Outcome::Skipped);
             }
             repair = Some(missing);
+        }
+        if old.fingerprint == fingerprint && fixations_changed {
+            redo = Some(format!("{} (its fixation file changed)", old.fingerprint));
         }
         if old.fingerprint != fingerprint {
             redo = Some(if old.fingerprint.is_empty() {
@@ -112,6 +116,24 @@ fn one(
         (None, Some(files)) => Outcome::Repaired(files),
         (None, None) => Outcome::Done,
     })
+}
+
+/// Whether the fixation file a finished image was measured against (`run.fixations`) has
+/// changed or gone since: its SHA-256 against the one `result.json` recorded.
+fn fixations_changed(p: &Pipeline, e: &Entry, old: &records::ImageResult) -> bool {
+    let (Some(folder), Some(rec)) = (&p.fixations, &old.fixations) else {
+        return false;
+    };
+    let now = crate::fixations::find(folder, &e.path, &e.root).and_then(|f| {
+        sr_core::io::read_bounded(&f, crate::fixations::MAX_FIXATION_BYTES, "a fixation file")
+            .map(|b| (f, b))
+    });
+    match now {
+        Ok((f, bytes)) => {
+            crate::fixations::sha256(&bytes) != rec.sha256 || f.display().to_string() != rec.file
+        }
+        Err(_) => true,
+    }
 }
 
 /// Run this process's images of `p` (its shard, or all) through `stages`, writing into

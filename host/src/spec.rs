@@ -77,6 +77,8 @@ pub struct Pipeline {
     pub photo_limits: sr_core::preprocess::PhotoLimits,
     /// `run.labels` as written (for the fingerprint).
     pub labels_spec: Option<String>,
+    /// `run.fixations`: the folder of fixation files (see [`crate::fixations`]).
+    pub fixations: Option<PathBuf>,
     /// The `[metrics]` table.
     pub metrics: MetricsSpec,
     pub select: Select,
@@ -253,6 +255,8 @@ struct RunTable {
     target: Option<toml::Value>,
     #[serde(default)]
     labels: Option<String>,
+    #[serde(default)]
+    fixations: Option<String>,
     #[serde(default)]
     select: Select,
     #[serde(default = "yes")]
@@ -784,6 +788,20 @@ impl RawSpec {
                 )
             })?),
         };
+        let fixations = match run.fixations.as_deref() {
+            None => None,
+            Some(f) => {
+                let path = PathBuf::from(f);
+                if !path.is_dir() {
+                    return Err(self.error(
+                        &["run", "fixations"],
+                        format!("`{f}` is not a folder"),
+                        "fixations = \"fixations/\": per image a fixation map (<image>.png) or a point list (<image>.csv, `x,y` per line)",
+                    ));
+                }
+                Some(path)
+            }
+        };
         let metrics = self.metrics()?;
         let select = run.select;
         if select != Select::All && labels.is_none() {
@@ -931,6 +949,7 @@ impl RawSpec {
             target,
             resolved_toml,
             labels_spec: run.labels.clone(),
+            fixations,
             labels,
             photo_limits: sr_core::preprocess::PhotoLimits {
                 max_pixels: run.max_pixels,

@@ -151,9 +151,19 @@ pub fn check_resize(resize: usize, input_shape: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// Resize (if `info.resize > 0`, else straight to the input size), centre crop.
-/// Returns the crop as RGB8.
-pub fn resize_and_crop(img: &Rgb8, info: &ModelInfo) -> Result<Rgb8> {
+/// Where a model's input comes from in a photo: the size the photo is resized to, the centre
+/// crop's offset in it and the crop's (the input's) size, all `(width, height)` in pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Crop {
+    pub resized: (usize, usize),
+    pub left: usize,
+    pub top: usize,
+    pub size: (usize, usize),
+}
+
+/// The [`Crop`] of a `width` x `height` photo for `info`'s model: resize (if `info.resize >
+/// 0`, else straight to the input size), centre crop.
+pub fn crop_of(width: usize, height: usize, info: &ModelInfo) -> Result<Crop> {
     let (h, w) = match info.input_shape[..] {
         [3, h, w] => (h, w),
         _ => {
@@ -166,26 +176,36 @@ pub fn resize_and_crop(img: &Rgb8, info: &ModelInfo) -> Result<Rgb8> {
     let (rw, rh) = if info.resize == 0 {
         (w, h)
     } else {
-        resized_size(img.width, img.height, info.resize)
+        resized_size(width, height, info.resize)
     };
     let pixels = (rw as u64).saturating_mul(rh as u64);
     if pixels > MAX_RESIZED_PIXELS {
         return Err(Error::input(format!(
-            "the {}x{} photo resized to a shorter side of {} would be {rw}x{rh}, over srhost's limit of {MAX_RESIZED_PIXELS} pixels",
-            img.width, img.height, info.resize
+            "the {width}x{height} photo resized to a shorter side of {} would be {rw}x{rh}, over srhost's limit of {MAX_RESIZED_PIXELS} pixels",
+            info.resize
         ))
         .with_help("the photo is too elongated for the model's resize and centre crop"));
     }
-    let resized = resize_bilinear(img, rw, rh);
-    if resized.width < w || resized.height < h {
+    if rw < w || rh < h {
         return Err(Error::input(format!(
-            "image resized to {}x{} is smaller than the {w}x{h} crop",
-            resized.width, resized.height
+            "image resized to {rw}x{rh} is smaller than the {w}x{h} crop"
         ))
         .with_help("raise the model's `resize`"));
     }
-    let top = round_half_even_div2(resized.height - h);
-    let left = round_half_even_div2(resized.width - w);
+    Ok(Crop {
+        resized: (rw, rh),
+        left: round_half_even_div2(rw - w),
+        top: round_half_even_div2(rh - h),
+        size: (w, h),
+    })
+}
+
+/// Resize (if `info.resize > 0`, else straight to the input size), centre crop.
+/// Returns the crop as RGB8.
+pub fn resize_and_crop(img: &Rgb8, info: &ModelInfo) -> Result<Rgb8> {
+    let c = crop_of(img.width, img.height, info)?;
+    let ((rw, rh), (w, h), (left, top)) = (c.resized, c.size, (c.left, c.top));
+    let resized = resize_bilinear(img, rw, rh);
     let mut data = Vec::with_capacity(w * h * 3);
     for y in top..top + h {
         data.extend_from_slice(
@@ -287,6 +307,33 @@ pub fn load_photo(path: &std::path::Path) -> Result<Rgb8> {
 pub fn load_photo_limited(path: &std::path::Path, limits: &PhotoLimits) -> Result<Rgb8> {
     let bytes = crate::io::read_bounded(path, crate::io::MAX_PHOTO_BYTES, "a photo")?;
     decode_photo(&bytes, limits, &path.display().to_string())
+}
+
+/// A photo's `(width, height)`, from its header only (read through a bounded reader, a
+/// regular file only).
+#[cfg(feature = "decode")]
+pub fn photo_size(path: &std::path::Path) -> Result<(usize, usize)> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| crate::Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(crate::Error::input(format!(
+            "{}: a photo must be a regular file",
+            path.display()
+        )));
+    }
+    let f = std::fs::File::open(path).map_err(|e| crate::Error::io(path, e))?;
+    let bounded = std::io::BufReader::new(f.take(crate::io::MAX_PHOTO_BYTES));
+    let (w, h) = image::ImageReader::new(bounded)
+        .with_guessed_format()
+        .map_err(|e| crate::Error::io(path, e))?
+        .into_dimensions()
+        .map_err(|e| {
+            crate::Error::input(format!(
+                "{}: cannot read the image's size: {e}",
+                path.display()
+            ))
+        })?;
+    Ok((w as usize, h as usize))
 }
 
 /// [`load_photo_limited`] on a file's bytes; `what` names it in errors.
