@@ -103,6 +103,8 @@ fn cascading_randomization_is_top_down_seeded_and_reported() {
         "randomization-ssim_sr",
         "randomization-table1",
         "randomization-emprt",
+        "dist-random_spearman-grad",
+        "dist-random_emprt-lrp",
     ] {
         assert!(
             html.contains(&format!("id=\"{id}\"")),

@@ -7,6 +7,7 @@ pub mod dataset;
 pub mod fingerprint;
 pub mod fixations;
 pub mod process;
+pub mod randomization;
 pub mod records;
 pub mod report;
 pub mod runner;

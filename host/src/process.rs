@@ -353,8 +353,8 @@ impl<'a> Job<'a> {
     /// `[metrics] randomization`: each branch's maps under models whose learned layers are
     /// randomized step by step, against the trained model's (Adebayo et al. 2018).
     fn randomization(&mut self) -> Result<()> {
+        use crate::randomization::{abs_image, entropy_rise, Params, Passes, Plane, Steps};
         use crate::spec::Randomization;
-        use sr_nn::randomize;
         let m = self.p.metrics.clone();
         let (Some(model), Some((input, _))) = (&self.stages.model, &self.input) else {
             return Ok(());
@@ -363,83 +363,16 @@ impl<'a> Job<'a> {
             return Ok(());
         }
         let t0 = Instant::now();
-        let input = input.clone();
-        let graph = model.graph()?;
-        let info = model.info();
-        let groups = randomize::steps(&randomize::layers_top_down(&graph), m.randomization_steps);
-        if groups.is_empty() {
-            return Err(Error::unsupported(format!(
-                "`metrics.randomization`: the model `{}` has no layer with learned weights to randomize",
-                info.name
-            )));
-        }
-        let names: Vec<Vec<String>> = groups
-            .iter()
-            .map(|g| g.iter().map(|&i| graph.nodes[i].name.clone()).collect())
-            .collect();
-        let abs = |r: &sr_core::Tensor| -> Result<(Vec<f64>, usize, usize)> {
-            let im = relevance_to_image(r, RelevanceInput::AbsSum)?;
-            Ok((f64s(&im), im.height, im.width))
+        let params = Params {
+            order: m.randomization,
+            steps: m.randomization_steps,
+            seed: m.seed,
+            samples: m.randomization_samples.max(1),
+            noise: m.randomization_noise,
         };
+        let steps = Steps::of(model.as_ref(), params)?;
         let images = [self.id.clone()];
-        // The smooth MPRT (Hedström et al. 2023): a map is the mean of `samples` passes, the
-        // first on the input itself, sample s on the input plus seeded Gaussian noise of
-        // `randomization_noise` times the input's range (the same noise for every model).
-        let samples = m.randomization_samples.max(1);
-        let sigma = {
-            let (lo, hi) = input
-                .data()
-                .iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| {
-                    (l.min(x), h.max(x))
-                });
-            m.randomization_noise * f64::from(hi - lo)
-        };
-        // The relevance of `target` on the input (checked), and with `samples` > 1 the |R|
-        // image of the mean over the noisy samples.
-        type Smoothed = Option<(Vec<f64>, usize, usize)>;
-        let explain = |ex: &dyn sr_core::Explainer,
-                       target: usize,
-                       what: &str|
-         -> Result<(sr_core::Tensor, Smoothed)> {
-            let pass = |x: &sr_core::Tensor| -> Result<sr_core::Tensor> {
-                let e = catch_panic("the relevance method", || {
-                    ex.explain(&Request {
-                        input: x,
-                        targets: &[target],
-                        logits: None,
-                        images: &images,
-                    })
-                })
-                .map_err(|e| e.context(what))?;
-                contract::explanation(&e, input.shape(), &[target], what)?;
-                Ok(e.relevance)
-            };
-            let plain = pass(&input)?;
-            if samples == 1 {
-                return Ok((plain, None));
-            }
-            let mut sum: Vec<f64> = plain.data().iter().map(|&v| f64::from(v)).collect();
-            for s in 1..samples {
-                let g = metrics::gaussian(
-                    input.data().len(),
-                    m.seed ^ (s as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
-                );
-                let x = input
-                    .data()
-                    .iter()
-                    .zip(&g)
-                    .map(|(x, e)| x + (e * sigma) as f32)
-                    .collect();
-                let r = pass(&sr_core::Tensor::new(input.shape().to_vec(), x)?)?;
-                for (a, b) in sum.iter_mut().zip(r.data()) {
-                    *a += f64::from(*b);
-                }
-            }
-            let mean = sum.iter().map(|v| (v / samples as f64) as f32).collect();
-            let mean = sr_core::Tensor::new(plain.shape().to_vec(), mean)?;
-            Ok((plain, Some(abs(&mean)?)))
-        };
+        let passes = Passes::new(input, &images, &params);
         // What every step compares against, per branch, once: its method (the branch's name
         // before a per-target suffix), target, trained |R| image (smoothed for the smooth
         // MPRT, else the branch's own) and trained SR map.
@@ -447,9 +380,9 @@ impl<'a> Job<'a> {
             name: &'m str,
             method: &'m dyn sr_core::Relevance,
             target: usize,
-            abs: (Vec<f64>, usize, usize),
-            smoothed: Smoothed,
-            sr: Option<(Vec<f64>, usize, usize)>,
+            abs: Plane,
+            smoothed: Option<Plane>,
+            sr: Option<Plane>,
         }
         let mut trained: Vec<Option<Trained>> = vec![];
         for b in &self.branches {
@@ -462,10 +395,10 @@ impl<'a> Job<'a> {
                 .max_by_key(|(n, _)| n.len());
             trained.push(match (row, method) {
                 (Some(row), Some((name, method))) => {
-                    let smoothed = if samples > 1 {
+                    let smoothed = if params.samples > 1 {
                         let what = format!("relevance.{name}, the smooth MPRT's trained map");
                         let ex = method.bind(model.clone()).map_err(|e| e.context(&what))?;
-                        explain(ex.as_ref(), row.target, &what)?.1
+                        passes.explain(ex.as_ref(), row.target, &what)?.1
                     } else {
                         None
                     };
@@ -473,7 +406,7 @@ impl<'a> Job<'a> {
                         name,
                         method: method.as_ref(),
                         target: row.target,
-                        abs: abs(&b.relevance)?,
+                        abs: abs_image(&b.relevance)?,
                         smoothed,
                         sr: b.sr.as_ref().map(|s| (f64s(s), s.height, s.width)),
                     })
@@ -491,60 +424,36 @@ impl<'a> Job<'a> {
             .map(|_| RandomizationResult {
                 order: format!("{:?}", m.randomization).to_lowercase(),
                 seed: m.seed,
-                samples,
-                noise: if samples > 1 {
-                    m.randomization_noise
+                samples: params.samples,
+                noise: if params.samples > 1 {
+                    params.noise
                 } else {
                     0.0
                 },
-                steps: names.clone(),
+                steps: steps.names(),
                 ..Default::default()
             })
             .collect();
-        // The efficient MPRT's complexity: Quantus's discrete entropy in its default 100 bins.
-        const ENTROPY_BINS: usize = 100;
-        let rise = |trained: &[f64], random: &[f64]| -> Option<f64> {
-            let (t, r) = (
-                metrics::saliency::discrete_entropy(trained, ENTROPY_BINS),
-                metrics::saliency::discrete_entropy(random, ENTROPY_BINS),
-            );
-            let v = (r - t) / t;
-            (t > 0.0 && v.is_finite()).then_some(v)
-        };
-        for k in 0..groups.len() {
-            let nodes: Vec<usize> = match m.randomization {
-                Randomization::Cascading => groups[..=k].concat(),
-                _ => groups[k].clone(),
-            };
-            let what = format!("randomization step {} of {}", k + 1, groups.len());
-            let rm: std::sync::Arc<dyn sr_core::Model> = std::sync::Arc::new(
-                randomize::GraphModel::new(
-                    info.clone(),
-                    randomize::randomized(&graph, &nodes, m.seed)?,
-                )
-                .map_err(|e| e.context(&what))?,
-            );
-            let last = m.randomization == Randomization::Cascading && k + 1 == groups.len();
+        for k in 0..steps.len() {
+            let rm = steps.model(k)?;
+            let what = format!("randomization step {} of {}", k + 1, steps.len());
+            let last = steps.is_full(k);
             for ((b, t), res) in self.branches.iter().zip(&trained).zip(&mut results) {
                 let Some(t) = t else {
                     continue;
                 };
                 let what = format!("relevance.{}, {what}", t.name);
                 let ex = t.method.bind(rm.clone()).map_err(|e| e.context(&what))?;
-                let (relevance, smoothed) = explain(ex.as_ref(), t.target, &what)?;
-                let ((a, h, w), (r, _, _)) = (&t.abs, abs(&relevance)?);
-                match (&t.smoothed, &smoothed) {
-                    (Some((ta, _, _)), Some((sa, _, _))) => {
-                        res.ssim_relevance.push(metrics::ssim(ta, sa, *h, *w));
-                        res.spearman.push(metrics::saliency::spearman(ta, sa));
-                    }
-                    _ => {
-                        res.ssim_relevance.push(metrics::ssim(a, &r, *h, *w));
-                        res.spearman.push(metrics::saliency::spearman(a, &r));
-                    }
-                }
+                let (relevance, smoothed) = passes.explain(ex.as_ref(), t.target, &what)?;
+                let ((a, h, w), (r, _, _)) = (&t.abs, abs_image(&relevance)?);
+                let (ta, ra) = match (&t.smoothed, &smoothed) {
+                    (Some((ta, _, _)), Some((sa, _, _))) => (ta, sa),
+                    _ => (a, &r),
+                };
+                res.ssim_relevance.push(metrics::ssim(ta, ra, *h, *w));
+                res.spearman.push(metrics::saliency::spearman(ta, ra));
                 if last {
-                    res.emprt = rise(a, &r);
+                    res.emprt = entropy_rise(a, &r);
                 }
                 let (Some(sal), Some((sr, sh, sw))) = (&self.stages.saliency, &t.sr) else {
                     continue;
@@ -559,7 +468,7 @@ impl<'a> Job<'a> {
                 let rsr = f64s(&rsr);
                 res.ssim_sr.push(metrics::ssim(sr, &rsr, *sh, *sw));
                 if last {
-                    res.emprt_sr = rise(sr, &rsr);
+                    res.emprt_sr = entropy_rise(sr, &rsr);
                 }
                 if let (true, Some((ps, ph, pw))) = (last, &photo) {
                     if (*ph, *pw) == (*h, *w) && (*sh, *sw) == (*h, *w) {

@@ -878,16 +878,117 @@ fn spread_html(h: &mut String, m: &Metrics) {
             .map(|(a, b)| b / a)
             .filter(|r| r.is_finite())
             .collect();
+        // Ratio 1: where the SR map and the relevance map are equally close.
+        let of = HistogramOf {
+            what: "SSIM2 / SSIM1",
+            mark: Some(1.0),
+            beyond: true,
+        };
         h.push_str(&svg_histogram(
             &format!("ratio-{branch}"),
             branch,
+            &of,
             &ratios,
-            0.0,
-            10.0,
+            (0.0, 10.0),
             20,
         ));
     }
     h.push_str("</div>\n");
+}
+
+/// Each image's value of a per-branch metric, for the distributions section.
+type PerImage = fn(&BranchResult) -> Option<f64>;
+
+/// The metrics whose spread across images the report draws (besides SSIM2 / SSIM1).
+const DISTRIBUTIONS: &[(&str, &str, PerImage)] = &[
+    ("cc2", "CC of the SR map and the photo's saliency", |b| {
+        b.cc2
+    }),
+    ("sim2", "SIM of the SR map and the photo's saliency", |b| {
+        b.sim2
+    }),
+    ("kl2", "KL of the photo's saliency from the SR map", |b| {
+        b.kl2
+    }),
+    ("emd2", "EMD of the SR map and the photo's saliency", |b| {
+        b.emd2
+    }),
+    ("nss2", "NSS of the SR map at the fixations", |b| b.nss2),
+    ("auc_judd2", "AUC-Judd of the SR map", |b| b.auc_judd2),
+    ("sauc2", "shuffled AUC of the SR map", |b| b.sauc2),
+    ("aopc", "AOPC", |b| b.aopc),
+    ("insertion", "insertion", |b| b.insertion),
+    ("deletion", "deletion", |b| b.deletion),
+    (
+        "random_spearman",
+        "Spearman of |R|, trained vs fully randomized",
+        |b| {
+            b.randomization
+                .as_ref()
+                .and_then(|r| r.spearman.last().copied())
+        },
+    ),
+    (
+        "random_emprt",
+        "eMPRT (entropy rise under randomization)",
+        |b| b.randomization.as_ref().and_then(|r| r.emprt),
+    ),
+];
+
+/// Histograms of every image's value of the metrics a run has, per branch, on one range per
+/// metric so that the branches compare.
+fn distributions_html(h: &mut String, m: &Metrics) {
+    let mut started = false;
+    for (key, title, value) in DISTRIBUTIONS {
+        let per_branch: Vec<(&str, Vec<f64>)> = m
+            .branches
+            .iter()
+            .map(|b| {
+                let v: Vec<f64> = m
+                    .images
+                    .iter()
+                    .flat_map(|r| r.branches.iter().filter(|x| x.branch == b.branch))
+                    .filter_map(value)
+                    .filter(|x| x.is_finite())
+                    .collect();
+                (b.branch.as_str(), v)
+            })
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        if per_branch.is_empty() {
+            continue;
+        }
+        if !started {
+            h.push_str("<h2>Per image: the spread of each metric</h2>\n<p>Histograms of the images' values per branch (20 bins over the range all branches span), so that a mean is read with the spread behind it.</p>\n<div id=\"distributions\">\n");
+            started = true;
+        }
+        let (lo, hi) = per_branch
+            .iter()
+            .flat_map(|(_, v)| v.iter().copied())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, u), x| {
+                (l.min(x), u.max(x))
+            });
+        let hi = if hi > lo { hi } else { lo + 1.0 };
+        h.push_str(&format!("<h3>{}</h3>\n", esc(title)));
+        let of = HistogramOf {
+            what: key,
+            mark: None,
+            beyond: false,
+        };
+        for (branch, v) in &per_branch {
+            h.push_str(&svg_histogram(
+                &format!("dist-{key}-{branch}"),
+                branch,
+                &of,
+                v,
+                (lo, hi),
+                20,
+            ));
+        }
+    }
+    if started {
+        h.push_str("</div>\n");
+    }
 }
 
 /// A scatter plot as inline SVG: `(x, y)` points in `[0, hi]^2` with the diagonal.
@@ -924,8 +1025,23 @@ fn svg_scatter(id: &str, title: &str, pts: &[(f64, f64)], hi: f64) -> String {
     o
 }
 
+/// What a histogram shows: the quantity's name, where a dashed line marks a reference value,
+/// and whether values beyond `hi` were gathered in the last bin (its label then reads `hi+`).
+struct HistogramOf<'a> {
+    what: &'a str,
+    mark: Option<f64>,
+    beyond: bool,
+}
+
 /// A histogram as inline SVG: `bins` equal bins over `[lo, hi]`, values beyond in the end bins.
-fn svg_histogram(id: &str, title: &str, v: &[f64], lo: f64, hi: f64, bins: usize) -> String {
+fn svg_histogram(
+    id: &str,
+    title: &str,
+    of: &HistogramOf,
+    v: &[f64],
+    (lo, hi): (f64, f64),
+    bins: usize,
+) -> String {
     let mut counts = vec![0usize; bins];
     for &x in v {
         let k = (((x - lo) / (hi - lo)) * bins as f64).floor();
@@ -936,17 +1052,22 @@ fn svg_histogram(id: &str, title: &str, v: &[f64], lo: f64, hi: f64, bins: usize
     let top = counts.iter().copied().max().unwrap_or(0).max(1) as f64;
     let bw = pw / bins as f64;
     let mut o = format!(
-        "<svg id=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{}: SSIM2 / SSIM1 per image\">\n\
-<text x=\"{pad}\" y=\"16\" font-size=\"12\">{}: SSIM2 / SSIM1, {} images</text>\n\
-<text x=\"{pad}\" y=\"{}\" font-size=\"10\">{lo}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{hi}+</text>\n\
+        "<svg id=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{}: {} per image\">\n\
+<text x=\"{pad}\" y=\"16\" font-size=\"12\">{}: {}, {} images</text>\n\
+<text x=\"{pad}\" y=\"{}\" font-size=\"10\">{}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{}{}</text>\n\
 <text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{}</text>\n",
         esc(id),
         esc(title),
+        esc(of.what),
         esc(title),
+        esc(of.what),
         v.len(),
         h - pad + 12.0,
+        axis_label(lo),
         w - pad,
         h - pad + 12.0,
+        axis_label(hi),
+        if of.beyond { "+" } else { "" },
         pad - 4.0,
         pad + 8.0,
         top as usize
@@ -961,13 +1082,26 @@ fn svg_histogram(id: &str, title: &str, v: &[f64], lo: f64, hi: f64, bins: usize
             bh
         ));
     }
-    // Ratio 1: where the SR map and the relevance map are equally close.
-    let one = pad + pw * ((1.0 - lo) / (hi - lo)).clamp(0.0, 1.0);
-    o.push_str(&format!(
-        "\n<line x1=\"{one:.1}\" y1=\"{pad}\" x2=\"{one:.1}\" y2=\"{}\" stroke=\"#d62728\" stroke-dasharray=\"4 3\"/>\n</svg>\n",
-        pad + ph
-    ));
+    if let Some(mark) = of.mark.filter(|m| (lo..=hi).contains(m)) {
+        let x = pad + pw * (mark - lo) / (hi - lo);
+        o.push_str(&format!(
+            "\n<line x1=\"{x:.1}\" y1=\"{pad}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#d62728\" stroke-dasharray=\"4 3\"/>",
+            pad + ph
+        ));
+    }
+    o.push_str("\n</svg>\n");
     o
+}
+
+/// An axis end as at most three decimals, without trailing zeros.
+fn axis_label(x: f64) -> String {
+    let s = format!("{x:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.to_string()
+    }
 }
 
 /// A step's layers for a table cell: all of them up to 6, else the first three, how many, the last.
@@ -1073,6 +1207,7 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
     randomization_html(&mut h, m);
     insertion_deletion_html(&mut h, m);
     spread_html(&mut h, m);
+    distributions_html(&mut h, m);
     if let Some((c, n)) = m.correct {
         h.push_str(&format!(
             "<p>Predictions matching the ground truth: {c} of {n} ({:.1}%).</p>\n",

@@ -422,6 +422,24 @@ fn spearman(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<f64> {
     Ok(sr_core::metrics::saliency::spearman(&a, &b))
 }
 
+/// The discrete entropy of an array's values in `bins` equal bins (Quantus's
+/// `discrete_entropy`, the efficient MPRT's complexity): `numpy.histogram` then
+/// `scipy.stats.entropy`.
+#[pyfunction]
+#[pyo3(signature = (a, bins = 100))]
+fn discrete_entropy(a: &Bound<'_, PyAny>, bins: usize) -> PyResult<f64> {
+    let a = array(a, "a")?;
+    check_finite(&a, "a")?;
+    if a.data.is_empty() || !(1..=1_000_000).contains(&bins) {
+        return Err(value_err(format!(
+            "discrete_entropy: expected a non-empty array and 1 to 1000000 bins, got {} values and {bins} bins",
+            a.data.len()
+        )));
+    }
+    let v: Vec<f64> = a.data.iter().map(|&x| x as f64).collect();
+    Ok(sr_core::metrics::saliency::discrete_entropy(&v, bins))
+}
+
 /// The earth mover's distance of two `H x W` maps, averaged to at most `cells` cells on the
 /// longer side (1 to 32), exact.
 #[pyfunction]
@@ -707,6 +725,108 @@ impl PyModel {
             e.relevance.data().to_vec(),
         )
     }
+}
+
+/// Model-parameter randomization of one image's relevance (what `[metrics] randomization`
+/// does per branch): the learned layers randomized top down in `steps` groups, `cascading` or
+/// `independent`, seeded; per step Spearman's rank correlation and the SSIM of the |R| images,
+/// trained against randomized (each the mean of `samples` passes for the smooth MPRT, with
+/// Gaussian noise of `noise` times the input's range); after a full cascade the efficient
+/// MPRT's entropy rise. Returns a dict: `order`, `seed`, `samples`, `noise`, `target`, `steps`
+/// (each step's layer names), `spearman`, `ssim`, `emprt` (None unless cascading).
+#[pyfunction]
+#[pyo3(signature = (model, image, method = "lrp", order = "cascading", steps = 4, seed = 0, samples = 1, noise = 0.1, target = None, **params))]
+#[allow(clippy::too_many_arguments)]
+fn randomization<'py>(
+    py: Python<'py>,
+    model: &Bound<'py, PyModel>,
+    image: &Bound<'py, PyAny>,
+    method: &str,
+    order: &str,
+    steps: usize,
+    seed: u64,
+    samples: usize,
+    noise: f64,
+    target: Option<&Bound<'py, PyAny>>,
+    params: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    use srhost::randomization::{abs_image, entropy_rise, Params, Passes, Steps};
+    use srhost::spec::Randomization;
+    let order_ = match order {
+        "cascading" => Randomization::Cascading,
+        "independent" => Randomization::Independent,
+        o => {
+            return Err(value_err(format!(
+                "order: `{o}`; expected \"cascading\" or \"independent\""
+            )))
+        }
+    };
+    let spec = MetricsSpec {
+        randomization: order_,
+        randomization_steps: steps,
+        randomization_samples: samples,
+        randomization_noise: noise,
+        seed,
+        ..MetricsSpec::default()
+    };
+    srhost::spec::check_metrics(&spec).map_err(|(k, m)| value_err(format!("`{k}`: {m}")))?;
+    let toml = stage_params(StageKind::Relevance, method, &to_table(params)?)?;
+    let m = model.get();
+    let x = m.batch(image)?;
+    if x.shape()[0] != 1 {
+        return Err(value_err("image: randomization takes one image"));
+    }
+    let ids = image_ids(image)?;
+    let target = targets_of(target, 1)?.remove(0);
+    let net = m.inner.clone();
+    let p = Params {
+        order: order_,
+        steps,
+        seed,
+        samples,
+        noise,
+    };
+    type Curves = (usize, Vec<Vec<String>>, Vec<f64>, Vec<f64>, Option<f64>);
+    let (t, names, spearman, ssim, emprt): Curves = py
+        .detach(|| -> sr_core::Result<Curves> {
+            let info = net.info();
+            let logits = net.forward(&x)?;
+            let t = resolve_targets(&target, logits.data(), &info.labels)?[0];
+            let what = format!("relevance.{method}");
+            let passes = Passes::new(&x, &ids, &p);
+            let ex = m.explainer(method, &toml).map_err(|e| e.context(&what))?;
+            let (r0, s0) = passes.explain(ex.as_ref(), t, &what)?;
+            let (a, h, w) = abs_image(&r0)?;
+            let trained = s0.map(|s| s.0).unwrap_or_else(|| a.clone());
+            let st = Steps::of(net.as_ref(), p)?;
+            let rel = registry().create_relevance(method, &toml)?;
+            let (mut spearman, mut ssim, mut emprt) = (vec![], vec![], None);
+            for k in 0..st.len() {
+                let what = format!("{what}, randomization step {} of {}", k + 1, st.len());
+                let ex = rel.bind(st.model(k)?).map_err(|e| e.context(&what))?;
+                let (r, s) = passes.explain(ex.as_ref(), t, &what)?;
+                let (ra, _, _) = abs_image(&r)?;
+                let cmp = s.map(|s| s.0).unwrap_or_else(|| ra.clone());
+                spearman.push(sr_core::metrics::saliency::spearman(&trained, &cmp));
+                ssim.push(sr_core::metrics::ssim(&trained, &cmp, h, w));
+                if st.is_full(k) {
+                    emprt = entropy_rise(&a, &ra);
+                }
+            }
+            Ok((t, st.names(), spearman, ssim, emprt))
+        })
+        .map_err(py_err)?;
+    let d = PyDict::new(py);
+    d.set_item("order", order)?;
+    d.set_item("seed", seed)?;
+    d.set_item("samples", samples)?;
+    d.set_item("noise", if samples > 1 { noise } else { 0.0 })?;
+    d.set_item("target", t)?;
+    d.set_item("steps", names)?;
+    d.set_item("spearman", spearman)?;
+    d.set_item("ssim", ssim)?;
+    d.set_item("emprt", emprt)?;
+    Ok(d)
 }
 
 /// The images of `explain` by their paths, when they are given as paths (a method that reads
@@ -1043,6 +1163,8 @@ fn srhost_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(auc_judd, m)?,
         wrap_pyfunction!(auc_borji, m)?,
         wrap_pyfunction!(auc_shuffled, m)?,
+        wrap_pyfunction!(discrete_entropy, m)?,
+        wrap_pyfunction!(randomization, m)?,
     ] {
         m.add_function(f)?;
     }

@@ -419,3 +419,44 @@ def test_saliency_metrics_reject_bad_input():
         srhost.emd(a, a, cells=0)
     with pytest.raises(ValueError):
         srhost.sim(np.full((4, 5), np.nan, dtype=np.float32), a)
+
+
+def test_randomization_matches_quantus():
+    """srhost.randomization on the small CNN of tests/fixtures/mprt against Quantus 0.6.0's
+    MPRT, efficient MPRT and smooth MPRT (scripts/make_mprt_fixtures.py; tests/mprt.rs checks
+    the CLI the same way)."""
+    fx = REPO / "tests/fixtures/mprt"
+    f = json.loads((fx / "quantus.json").read_text())
+    net = srhost.Model.onnx(fx / "net.onnx", runtime="srhost", mean=f["mean"], std=f["std"], resize=0)
+    r = srhost.randomization(net, str(fx / "photo.png"), method="gradient", steps=0, seed=f["seed"])
+    assert r["target"] == f["target"]
+    assert [s[0] for s in r["steps"]] == [l["onnx_name"] for l in f["layers_top_down"]]
+    for k, layer in enumerate(f["layers_top_down"]):
+        assert r["spearman"][k] == pytest.approx(f["mprt"][layer["module"]], abs=1e-4), layer
+    assert r["emprt"] == pytest.approx(f["emprt"], abs=1e-4)
+    assert len(r["ssim"]) == 3 and r["samples"] == 1
+    s = srhost.randomization(net, str(fx / "photo.png"), method="gradient", steps=0, seed=f["seed"],
+                             samples=f["smooth_samples"], noise=f["smooth_noise"])
+    for k, layer in enumerate(f["layers_top_down"]):
+        draws = np.array([d[layer["module"]] for d in f["smprt_by_numpy_seed"]])
+        assert abs(s["spearman"][k] - draws.mean()) <= 4 * draws.std(ddof=1), (layer, s["spearman"][k])
+    with pytest.raises(ValueError, match="order"):
+        srhost.randomization(net, str(fx / "photo.png"), order="sideways")
+    with pytest.raises(ValueError, match="randomization_samples"):
+        srhost.randomization(net, str(fx / "photo.png"), samples=0)
+
+
+def test_discrete_entropy_matches_quantus():
+    cases = json.loads((REPO / "tests/fixtures/mprt/quantus.json").read_text())["entropy_cases"]
+    n = 0
+    for c in cases:
+        # srhost reads arrays as float32: the cases whose values sit on or near bin edges in
+        # float64 (edges, heavy_tail) are checked in float64 by tests/mprt.rs only.
+        if c["name"].split("_")[0] in ("edges", "heavy"):
+            continue
+        v = np.array(c["values"], dtype=np.float32)
+        assert srhost.discrete_entropy(v, bins=c["bins"]) == pytest.approx(c["entropy"], abs=1e-6), c["name"]
+        n += 1
+    assert n == 6
+    with pytest.raises(ValueError, match="bins"):
+        srhost.discrete_entropy(np.zeros(3, dtype=np.float32), bins=0)
