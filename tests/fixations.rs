@@ -14,13 +14,18 @@ fn pipeline(dir: &Path, out: &str, images: &[&str], fixations: &Path) -> String 
         dir,
         &format!("{out}.toml"),
         &format!(
-            "[run]\nimages = [{}]\noutput = {}\nfixations = {}\n\n\
+            "[run]\nimages = [{}]\noutput = {}\nfixations = {}\nlabels = {}\n\n\
              [model]\nuse = \"torchvision\"\narch = \"efficientnet_lite0\"\n\
              weights = \"assets/models/efficientnet-lite0.safetensors\"\n\n\
              [relevance.grad]\nuse = \"gradient\"\n\n[saliency]\nuse = \"itti\"\n",
             images.join(", "),
             lit(&dir.join(out)),
-            lit(fixations)
+            lit(fixations),
+            lit(Path::new(&write(
+                dir,
+                "labels.csv",
+                "image,label\ncoffee.png,espresso\nastronaut.png,suit\nchelsea.png,tabby\n"
+            )))
         ),
     )
 }
@@ -133,6 +138,22 @@ fn fixations_are_cropped_scored_and_rechecked() {
             .unwrap()
             .contains(",nss1,nss2,auc_judd1,"),
         "{csv}"
+    );
+    // Per class (one image each here), every mean: the class's NSS2 is its image's.
+    let metrics = json(&dir.join("out/metrics.json"));
+    for c in metrics["classes"].as_array().unwrap() {
+        let image = if c["class"] == "espresso" {
+            "coffee"
+        } else {
+            "astronaut"
+        };
+        let res = json(&dir.join("out").join(image).join("result.json"));
+        assert_eq!(c["branches"][0]["nss2"], res["branches"][0]["nss2"], "{c}");
+    }
+    let html = std::fs::read_to_string(dir.join("out/report.html")).unwrap();
+    assert!(
+        html.contains("<th>grad: NSS2</th>"),
+        "per-class NSS2 missing"
     );
     let r = srhost(
         &repo(),

@@ -270,6 +270,9 @@ pub struct ClassSummary {
     pub correct: usize,
     /// Mean SSIM2/SSIM1 per branch, in the order of `Metrics::branches`.
     pub ssim_ratio: Vec<Option<f64>>,
+    /// Every mean per branch over the class's images (as `Metrics::branches`, same order).
+    #[serde(default)]
+    pub branches: Vec<BranchSummary>,
 }
 
 fn mean(v: impl Iterator<Item = Option<f64>>) -> Option<f64> {
@@ -277,21 +280,14 @@ fn mean(v: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-/// Per-branch means of `rows` (branches in first-seen order).
-pub fn summarise(rows: &[ImageResult]) -> Metrics {
-    let mut names: Vec<String> = vec![];
-    for r in rows {
-        for b in &r.branches {
-            if !names.contains(&b.branch) {
-                names.push(b.branch.clone());
-            }
-        }
-    }
-    let branches: Vec<BranchSummary> = names
+/// The means of each branch in `names` over `rows` (its images), in that order.
+fn branch_summaries(rows: &[&ImageResult], names: &[String]) -> Vec<BranchSummary> {
+    names
         .iter()
         .map(|name| {
             let of: Vec<(&ImageResult, &BranchResult)> = rows
                 .iter()
+                .copied()
                 .flat_map(|r| {
                     r.branches
                         .iter()
@@ -338,7 +334,21 @@ pub fn summarise(rows: &[ImageResult]) -> Metrics {
                 seconds_sr: mean(of.iter().map(|(_, b)| b.seconds_sr)),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Per-branch means of `rows` (branches in first-seen order).
+pub fn summarise(rows: &[ImageResult]) -> Metrics {
+    let mut names: Vec<String> = vec![];
+    for r in rows {
+        for b in &r.branches {
+            if !names.contains(&b.branch) {
+                names.push(b.branch.clone());
+            }
+        }
+    }
+    let all: Vec<&ImageResult> = rows.iter().collect();
+    let branches = branch_summaries(&all, &names);
     let best = |f: fn(&BranchSummary) -> Option<f64>| {
         branches
             .iter()
@@ -355,21 +365,15 @@ pub fn summarise(rows: &[ImageResult]) -> Metrics {
     }
     let classes = by_class
         .into_iter()
-        .map(|(class, rs)| ClassSummary {
-            class: class.to_string(),
-            images: rs.len(),
-            correct: rs.iter().filter(|r| r.correct == Some(true)).count(),
-            ssim_ratio: names
-                .iter()
-                .map(|n| {
-                    mean(rs.iter().flat_map(|r| {
-                        r.branches
-                            .iter()
-                            .filter(move |b| &b.branch == n)
-                            .map(|b| b.ssim_ratio)
-                    }))
-                })
-                .collect(),
+        .map(|(class, rs)| {
+            let branches = branch_summaries(&rs, &names);
+            ClassSummary {
+                class: class.to_string(),
+                images: rs.len(),
+                correct: rs.iter().filter(|r| r.correct == Some(true)).count(),
+                ssim_ratio: branches.iter().map(|b| b.ssim_ratio).collect(),
+                branches,
+            }
         })
         .collect();
     Metrics {
@@ -1215,20 +1219,45 @@ td.best{{background:#d9f2d9;font-weight:bold}} .grid td{{text-align:center;verti
         ));
     }
     if !m.classes.is_empty() {
+        // The per-class means of the measures a run has (of the summary's columns, those that
+        // read per class: the Table-1 ratio, map agreement, faithfulness and randomization).
+        const PER_CLASS: &[&str] = &[
+            "SSIM2/SSIM1",
+            "CC2",
+            "NSS2",
+            "AOPC",
+            "Insertion",
+            "Deletion",
+            "Rand. Spearman",
+            "Rand. eMPRT",
+        ];
+        let cols: Vec<&Column> = SUMMARY_COLUMNS
+            .iter()
+            .filter(|c| PER_CLASS.contains(&c.head))
+            .filter(|c| {
+                m.classes
+                    .iter()
+                    .any(|k| k.branches.iter().any(|b| (c.value)(b).is_some()))
+            })
+            .collect();
         h.push_str("<h2>Per class</h2>\n<table id=\"classes\">\n<tr><th>class</th><th>images</th><th>correct</th>");
         for b in &m.branches {
-            h.push_str(&format!("<th>{}: SSIM2/SSIM1</th>", esc(&b.branch)));
+            for c in &cols {
+                h.push_str(&format!("<th>{}: {}</th>", esc(&b.branch), esc(c.head)));
+            }
         }
         h.push_str("</tr>\n");
-        for c in &m.classes {
+        for k in &m.classes {
             h.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td>",
-                esc(&c.class),
-                c.images,
-                c.correct
+                esc(&k.class),
+                k.images,
+                k.correct
             ));
-            for v in &c.ssim_ratio {
-                h.push_str(&format!("<td>{}</td>", fmt(*v, 4)));
+            for b in &k.branches {
+                for c in &cols {
+                    h.push_str(&format!("<td>{}</td>", fmt((c.value)(b), c.digits)));
+                }
             }
             h.push_str("</tr>\n");
         }
