@@ -241,6 +241,50 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_never_panic_and_give_points_inside_the_photo() {
+        // 20,000 seeded byte strings, half of them built from the list's own characters.
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let alphabet = b"0123456789.,;# \t\n-+eExy";
+        let (mut ok, mut refused) = (0, 0);
+        for case in 0..20_000 {
+            let len = (next() % 64) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    let r = next();
+                    if case % 2 == 0 {
+                        alphabet[(r % alphabet.len() as u64) as usize]
+                    } else {
+                        r as u8
+                    }
+                })
+                .collect();
+            match list_points(&bytes, Path::new("r.txt"), (7, 5)) {
+                Ok(pts) => {
+                    assert!(
+                        pts.iter().all(|&(x, y)| x < 7 && y < 5),
+                        "{bytes:?}: {pts:?}"
+                    );
+                    ok += 1;
+                }
+                Err(e) => {
+                    assert!(e.to_string().contains("r.txt"), "{e}");
+                    refused += 1;
+                }
+            }
+        }
+        assert!(
+            ok > 1000 && refused > 1000,
+            "{ok} parsed, {refused} refused"
+        );
+    }
+
+    #[test]
     fn points_follow_the_resize_and_the_crop() {
         // A 200 x 100 photo resized to 64 x 32 (shorter side 32), a 32 x 32 crop from x = 16.
         let crop = sr_core::preprocess::Crop {

@@ -49,9 +49,14 @@ impl Steps {
         })
     }
 
-    /// How many steps there are.
+    /// How many steps there are (at least one: [`Steps::of`] refuses a model without learned
+    /// layers).
     pub fn len(&self) -> usize {
         self.groups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
     }
 
     /// The names of each step's layers, top first.

@@ -1629,7 +1629,12 @@ mod tests {
     fn the_histogram_counts_into_equal_bins_with_the_ends_open() {
         // Bins of 0.5 over [0, 10]: 0.5 -> bin 1, 1.5 and 1.6 -> bin 3, 25 -> the last,
         // -3 -> the first.
-        let svg = svg_histogram("h", "t", &[0.5, 1.5, 1.6, 25.0, -3.0], 0.0, 10.0, 20);
+        let of = HistogramOf {
+            what: "x",
+            mark: Some(1.0),
+            beyond: true,
+        };
+        let svg = svg_histogram("h", "t", &of, &[0.5, 1.5, 1.6, 25.0, -3.0], (0.0, 10.0), 20);
         let counts: Vec<&str> = svg
             .split("<title>")
             .skip(1)
@@ -1638,6 +1643,24 @@ mod tests {
         let mut want = vec!["0"; 20];
         (want[0], want[1], want[3], want[19]) = ("1", "1", "2", "1");
         assert_eq!(counts, want);
+        // The axis ends (the last one open: "10+") and the dashed line at 1: a tenth of the
+        // 228 px plot from 36 px.
+        assert!(
+            svg.contains(">0</text>") && svg.contains(">10+</text>"),
+            "{svg}"
+        );
+        assert!(svg.contains("x1=\"58.8\""), "{svg}");
+        let closed = HistogramOf {
+            what: "x",
+            mark: None,
+            beyond: false,
+        };
+        let svg = svg_histogram("h", "t", &closed, &[0.25], (0.125, 0.375), 2);
+        assert!(
+            svg.contains(">0.125</text>") && svg.contains(">0.375</text>"),
+            "{svg}"
+        );
+        assert!(!svg.contains("<line"), "{svg}");
     }
 
     #[test]
