@@ -259,11 +259,40 @@ fn report_html_opens_in_headless_chromium_with_every_picture() {
     let r = srhost(&dir, &["--pipeline", &cfg]);
     assert_eq!(r.code, 0, "{r:?}");
     let url = format!("file://{}", dir.join("out/report.html").display());
-    let dom = headless(
+    let run = headless(
         &dir.join("profile-dom"),
-        &["--virtual-time-budget=10000", "--dump-dom", &url],
+        &[
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            &url,
+        ],
     );
-    let dom = String::from_utf8_lossy(&dom.stdout);
+    // No console message: no script error, no failed load the page reports. The check itself
+    // sees a page that logs one and throws one.
+    assert_eq!(console_messages(&run), Vec::<String>::new());
+    let bad = dir.join("bad.html");
+    std::fs::write(
+        &bad,
+        "<html><body><script>console.error('boom'); undefinedFn();</script></body></html>",
+    )
+    .unwrap();
+    let control = headless(
+        &dir.join("profile-bad"),
+        &[
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            &format!("file://{}", bad.display()),
+        ],
+    );
+    let seen = console_messages(&control);
+    assert!(
+        seen.len() == 2 && seen[1].contains("Uncaught ReferenceError"),
+        "{seen:?}"
+    );
+    let dom = String::from_utf8_lossy(&run.stdout);
     // The page's own script records, after load, how many pictures it has and which failed.
     let body = dom
         .split("<body")

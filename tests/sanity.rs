@@ -114,11 +114,18 @@ fn cascading_randomization_is_top_down_seeded_and_reported() {
     // Headless Chromium loads the report and keeps the curves: a line per branch with a
     // point per step.
     let url = format!("file://{}", dir.join("a/report.html").display());
-    let dom = headless(
+    let run = headless(
         &dir.join("profile"),
-        &["--virtual-time-budget=10000", "--dump-dom", &url],
+        &[
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            &url,
+        ],
     );
-    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert_eq!(console_messages(&run), Vec::<String>::new());
+    let dom = String::from_utf8_lossy(&run.stdout);
     let chart = dom
         .split("id=\"randomization-spearman\"")
         .nth(1)

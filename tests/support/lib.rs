@@ -377,6 +377,17 @@ pub fn headless(profile: &Path, args: &[&str]) -> Output {
         .expect("cannot start chromium")
 }
 
+/// The page's console messages (`console.log`/`error`, uncaught exceptions) in the stderr of
+/// a [`headless`] run given `--enable-logging=stderr --v=0`: Chromium logs each as a line
+/// with `:CONSOLE`.
+pub fn console_messages(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(str::to_string)
+        .collect()
+}
+
 /// A narrow torchvision checkpoint fixture under `arch`, with 10 numbered labels (`class 0`,
 /// ...): the ResNet and DenseNet fixtures have 10 classes.
 pub fn ten_class_checkpoint(
