@@ -12,14 +12,6 @@ fn fixture() -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn floats(v: &serde_json::Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
 /// float64 histograms and logarithms on both sides, summed in another order.
 const ENTROPY_TOL: f64 = 1e-12;
 
@@ -34,7 +26,7 @@ fn discrete_entropy_matches_quantus() {
     let cases = f["entropy_cases"].as_array().unwrap();
     assert_eq!(cases.len(), 10);
     for c in cases {
-        let v = floats(&c["values"]);
+        let v = json_floats(&c["values"]);
         let bins = c["bins"].as_u64().unwrap() as usize;
         let got = sr_core::metrics::saliency::discrete_entropy(&v, bins);
         let want = c["entropy"].as_f64().unwrap();
@@ -115,7 +107,7 @@ fn mprt_and_efficient_mprt_match_quantus() {
         .map(|l| l["onnx_name"].as_str().unwrap())
         .collect();
     assert_eq!(steps, names);
-    let spearman = floats(&r["spearman"]);
+    let spearman = json_floats(&r["spearman"]);
     for (k, l) in layers.iter().enumerate() {
         let want = f["mprt"][l["module"].as_str().unwrap()].as_f64().unwrap();
         println!(
@@ -148,7 +140,7 @@ fn smooth_mprt_is_within_quantus_own_spread() {
         &format!("randomization_samples = {samples}\nrandomization_noise = {noise}"),
     );
     assert_eq!(r["samples"], *samples);
-    let spearman = floats(&r["spearman"]);
+    let spearman = json_floats(&r["spearman"]);
     let by_seed = f["smprt_by_numpy_seed"].as_array().unwrap();
     for (k, l) in f["layers_top_down"].as_array().unwrap().iter().enumerate() {
         let module = l["module"].as_str().unwrap();

@@ -259,16 +259,7 @@ fn report_html_opens_in_headless_chromium_with_every_picture() {
     let r = srhost(&dir, &["--pipeline", &cfg]);
     assert_eq!(r.code, 0, "{r:?}");
     let url = format!("file://{}", dir.join("out/report.html").display());
-    let run = headless(
-        &dir.join("profile-dom"),
-        &[
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            &url,
-        ],
-    );
+    let run = load_page(&dir.join("profile-dom"), &dir.join("out/report.html"));
     // No console message: no script error, no failed load the page reports. The check itself
     // sees a page that logs one and throws one.
     assert_eq!(console_messages(&run), Vec::<String>::new());
@@ -278,15 +269,7 @@ fn report_html_opens_in_headless_chromium_with_every_picture() {
         "<html><body><script>console.error('boom'); undefinedFn();</script></body></html>",
     )
     .unwrap();
-    let control = headless(
-        &dir.join("profile-bad"),
-        &[
-            "--enable-logging=stderr",
-            "--v=0",
-            "--dump-dom",
-            &format!("file://{}", bad.display()),
-        ],
-    );
+    let control = load_page(&dir.join("profile-bad"), &bad);
     let seen = console_messages(&control);
     assert!(
         seen.len() == 2 && seen[1].contains("Uncaught ReferenceError"),

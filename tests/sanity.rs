@@ -30,14 +30,6 @@ fn result(dir: &Path, out: &str) -> serde_json::Value {
         .unwrap()
 }
 
-fn floats(v: &serde_json::Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
 #[test]
 fn cascading_randomization_is_top_down_seeded_and_reported() {
     let dir = scratch("sanity-cascading");
@@ -74,12 +66,12 @@ fn cascading_randomization_is_top_down_seeded_and_reported() {
             "{r}"
         );
         for key in ["ssim_relevance", "spearman", "ssim_sr"] {
-            let v = floats(&r[key]);
+            let v = json_floats(&r[key]);
             assert_eq!(v.len(), 3, "{key}: {r}");
             assert!(v.iter().all(|x| (-1.0..=1.0).contains(x)), "{key}: {r}");
         }
         // With every learned layer permuted, the map is not the trained model's.
-        let spearman = floats(&r["spearman"]);
+        let spearman = json_floats(&r["spearman"]);
         assert!(spearman[2] < 0.9, "{}: {spearman:?}", branch["branch"]);
         for key in ["ssim1", "ssim2", "ssim_ratio", "emprt", "emprt_sr"] {
             assert!(r[key].as_f64().unwrap().is_finite(), "{key}: {r}");
@@ -113,17 +105,7 @@ fn cascading_randomization_is_top_down_seeded_and_reported() {
     }
     // Headless Chromium loads the report and keeps the curves: a line per branch with a
     // point per step.
-    let url = format!("file://{}", dir.join("a/report.html").display());
-    let run = headless(
-        &dir.join("profile"),
-        &[
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            &url,
-        ],
-    );
+    let run = load_page(&dir.join("profile"), &dir.join("a/report.html"));
     assert_eq!(console_messages(&run), Vec::<String>::new());
     let dom = String::from_utf8_lossy(&run.stdout);
     let chart = dom
@@ -154,7 +136,7 @@ fn independent_randomization_on_an_onnx_model() {
     for branch in res["branches"].as_array().unwrap() {
         let r = &branch["randomization"];
         assert_eq!(r["order"], "independent");
-        assert_eq!(floats(&r["spearman"]).len(), 2, "{r}");
+        assert_eq!(json_floats(&r["spearman"]).len(), 2, "{r}");
         // Independent steps keep the other layers: no fully randomized model.
         assert!(r["ssim_ratio"].is_null() && r["emprt"].is_null(), "{r}");
     }

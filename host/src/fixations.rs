@@ -29,25 +29,7 @@ pub const SHUFFLED_NEIGHBOURS: usize = 10;
 
 /// The candidate files for an image, in the order they are tried.
 pub fn candidates(folder: &Path, image: &Path, root: &Path) -> Vec<PathBuf> {
-    let mut bases = vec![];
-    if let Ok(rel) = image.strip_prefix(root) {
-        if !rel.as_os_str().is_empty() {
-            bases.push(folder.join(rel));
-        }
-    }
-    if let Some(stem) = image.file_stem() {
-        bases.push(folder.join(stem));
-    }
-    let mut out: Vec<PathBuf> = vec![];
-    for b in bases {
-        for ext in ["png", "csv", "txt"] {
-            let p = b.with_extension(ext);
-            if !out.contains(&p) {
-                out.push(p);
-            }
-        }
-    }
-    out
+    sr_core::io::per_image_files(folder, image, root, &["png", "csv", "txt"])
 }
 
 /// An image's fixations as read from its file.

@@ -377,6 +377,31 @@ pub fn headless(profile: &Path, args: &[&str]) -> Output {
         .expect("cannot start chromium")
 }
 
+/// A page as headless Chromium leaves it after its scripts ran (up to 10 s of virtual time):
+/// the DOM in stdout, and the console messages in stderr ([`console_messages`]).
+pub fn load_page(profile: &Path, page: &Path) -> Output {
+    let url = format!("file://{}", page.display());
+    headless(
+        profile,
+        &[
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            &url,
+        ],
+    )
+}
+
+/// The numbers of a JSON array.
+pub fn json_floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap_or_else(|| panic!("not a number: {x}")))
+        .collect()
+}
+
 /// The page's console messages (`console.log`/`error`, uncaught exceptions) in the stderr of
 /// a [`headless`] run given `--enable-logging=stderr --v=0`: Chromium logs each as a line
 /// with `:CONSOLE`.

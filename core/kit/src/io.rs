@@ -51,6 +51,36 @@ pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The files a folder of per-image data (`relevance.file`'s maps, `run.fixations`) may hold
+/// for `image`, found under `root`: its path under `root`, then its stem, each with every one of
+/// `extensions` in turn, without repeats: the order they are tried in.
+pub fn per_image_files(
+    folder: &Path,
+    image: &Path,
+    root: &Path,
+    extensions: &[&str],
+) -> Vec<std::path::PathBuf> {
+    let mut bases = vec![];
+    if let Ok(rel) = image.strip_prefix(root) {
+        if !rel.as_os_str().is_empty() {
+            bases.push(folder.join(rel));
+        }
+    }
+    if let Some(stem) = image.file_stem() {
+        bases.push(folder.join(stem));
+    }
+    let mut out: Vec<std::path::PathBuf> = vec![];
+    for b in bases {
+        for ext in extensions {
+            let p = b.with_extension(ext);
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 /// [`read_bounded`] as UTF-8 text.
 pub fn read_text_bounded(path: &Path, limit: u64, what: &str) -> Result<String> {
     String::from_utf8(read_bounded(path, limit, what)?)

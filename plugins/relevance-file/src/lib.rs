@@ -141,19 +141,7 @@ sr_core::export_plugin! {
 
 /// The candidate files for an image: its path under its input folder with `.npy`, then its stem.
 pub fn candidates(folder: &Path, image: &Path, root: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    if let Ok(rel) = image.strip_prefix(root) {
-        if !rel.as_os_str().is_empty() {
-            out.push(folder.join(rel).with_extension("npy"));
-        }
-    }
-    if let Some(stem) = image.file_stem() {
-        let p = folder.join(stem).with_extension("npy");
-        if !out.contains(&p) {
-            out.push(p);
-        }
-    }
-    out
+    sr_core::io::per_image_files(folder, image, root, &["npy"])
 }
 
 /// The map of one image as a `1 x C x H x W` explanation of `target` for a model whose input
