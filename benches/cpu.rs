@@ -319,6 +319,61 @@ fn context_aware_stage(c: &mut Criterion) {
     g.finish();
 }
 
+/// Context-aware saliency scale by scale (issue 33's floors): each scale's search of coffee's
+/// `srp` map and of the photo, with the pruned search, the screened brute force with each
+/// kernel this CPU runs, and each kernel's integer products alone (every query times every
+/// candidate chunk, no screen: the brute force's floor). Same inputs as
+/// `cpu/context_aware_relevance`.
+fn context_aware_scales(c: &mut Criterion) {
+    use sr_saliency_context_aware::search::{Kernel, Search};
+    use sr_saliency_context_aware::{brute, ca, imresize::Img};
+    let mut g = c.benchmark_group("cpu/context_aware_scales");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    let cfg = ca::Config {
+        max_dim: 250,
+        ..ca::Config::reference()
+    };
+    let map = {
+        let path = srhost_tests::repo().join("benches/inputs/coffee-srp.npy");
+        let a = sr_core::npy::decode(&std::fs::read(&path).unwrap(), "bench input").unwrap();
+        Img {
+            h: a.shape[0],
+            w: a.shape[1],
+            c: a.shape[2],
+            data: a.data,
+        }
+    };
+    let photo = {
+        let p = image::open(srhost_tests::photo("coffee.png"))
+            .unwrap()
+            .to_rgb8();
+        let (w, h) = p.dimensions();
+        Img {
+            h: h as usize,
+            w: w as usize,
+            c: 3,
+            data: p.into_raw().iter().map(|&v| v as f64 / 255.0).collect(),
+        }
+    };
+    for (name, img) in [("coffee-srp", &map), ("coffee.png", &photo)] {
+        for (i, s) in ca::scale_searches(img, &cfg).iter().enumerate() {
+            let id = |what: &str| BenchmarkId::new(format!("{name}/scale{i}/{what}"), s.q.dim);
+            g.bench_function(id("pruned"), |b| b.iter(|| s.sums(cfg.c, Search::Pruned)));
+            for kernel in Kernel::supported_here() {
+                g.bench_function(id(&format!("brute-{}", kernel.name())), |b| {
+                    b.iter(|| brute::forced(&s.q, &s.cand, s.k, cfg.c, s.row_len, kernel))
+                });
+                g.bench_function(id(&format!("products-{}", kernel.name())), |b| {
+                    b.iter(|| brute::products_only(&s.q, &s.cand, s.row_len, kernel))
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
 fn itti(c: &mut Criterion) {
     use sr_core::{Saliency, SaliencyStage};
     use sr_saliency_itti::{Itti, IttiParams};
@@ -340,6 +395,7 @@ criterion_group!(
     context_aware,
     context_aware_relevance,
     context_aware_stage,
+    context_aware_scales,
     itti
 );
 

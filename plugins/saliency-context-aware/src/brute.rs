@@ -597,9 +597,16 @@ fn screen(ctx: &Ctx, q: &mut Query, ci: usize, dots: &[i32; NC]) {
 
 /// One band of rows, top to bottom. Each row's queries start from their seeds, then go
 /// through the candidates [`SUPER`] chunks at a time, tile by tile (`R` neighbours each).
-/// `out` holds the band's sums.
+/// `out` holds the band's sums. With `PRODUCTS` (for the benches' floor) the band computes
+/// the tiles' integer products alone, for every query and chunk (no seeds, no block bounds,
+/// no screen), and `out` holds each row's products summed.
 #[inline(always)]
-fn band_body<T: Tile<R>, const R: usize>(ctx: &Ctx, q0: usize, row_len: usize, out: &mut [f64]) {
+fn band_body<T: Tile<R>, const R: usize, const PRODUCTS: bool>(
+    ctx: &Ctx,
+    q0: usize,
+    row_len: usize,
+    out: &mut [f64],
+) {
     let (dim, pairs, k, nb) = (ctx.q.dim, ctx.pairs, ctx.k, ctx.idx.blocks);
     let rows = out.len().div_ceil(row_len);
     let tiles = row_len.div_ceil(R);
@@ -639,7 +646,7 @@ fn band_body<T: Tile<R>, const R: usize>(ctx: &Ctx, q0: usize, row_len: usize, o
             let x = &ctx.q.data[q.qi * dim..(q.qi + 1) * dim];
             centred(x, &ctx.basis.mean, &mut qf);
             (q.qn, q.qe) = ctx.quant.quantise(x, &mut qi);
-            if row > 0 && i < len {
+            if row > 0 && i < len && !PRODUCTS {
                 // The K nearest of the queries above, above left and above right.
                 let set = |at: usize| &above[at * k..(at + 1) * k];
                 let sets = [
@@ -652,19 +659,22 @@ fn band_body<T: Tile<R>, const R: usize>(ctx: &Ctx, q0: usize, row_len: usize, o
                     q.bound = 0.0;
                 }
             }
-            ctx.basis.project(x, &mut a);
-            block_bounds(
-                ctx.idx,
-                ctx.c,
-                &mut bounds[i * nb..(i + 1) * nb],
-                &a,
-                ctx.q.pos[q.qi],
-            );
+            if !PRODUCTS {
+                ctx.basis.project(x, &mut a);
+                block_bounds(
+                    ctx.idx,
+                    ctx.c,
+                    &mut bounds[i * nb..(i + 1) * nb],
+                    &a,
+                    ctx.q.pos[q.qi],
+                );
+            }
             let (t, r) = (i / R, i % R);
             for (d, &v) in qi.iter().enumerate() {
                 qt[(t * pairs + d) * R + r] = v;
             }
         }
+        let mut products = 0i32;
         for sc in (0..nb).step_by(SUPER) {
             for (t, qs) in row_q.chunks_exact_mut(R).enumerate() {
                 let qt = &qt[t * pairs * R..(t + 1) * pairs * R];
@@ -675,12 +685,17 @@ fn band_body<T: Tile<R>, const R: usize>(ctx: &Ctx, q0: usize, row_len: usize, o
                         let t = q.t();
                         t > 0.0 && tb[r * nb + ci] as f64 <= t
                     };
-                    if !qs.iter().enumerate().any(wants) {
+                    if !PRODUCTS && !qs.iter().enumerate().any(wants) {
                         continue;
                     }
                     let p = &ctx.chunks.p[ci * pairs * NC..(ci + 1) * pairs * NC];
                     // SAFETY: `band` calls this with a kernel the CPU runs.
                     let dots = unsafe { T::dots(qt, p) };
+                    if PRODUCTS {
+                        let sum = dots.iter().flatten().fold(0i32, |a, &d| a.wrapping_add(d));
+                        products = products.wrapping_add(sum);
+                        continue;
+                    }
                     for (r, (q, dots)) in qs.iter_mut().zip(&dots).enumerate() {
                         if wants((r, q)) {
                             screen(ctx, q, ci, dots);
@@ -688,6 +703,10 @@ fn band_body<T: Tile<R>, const R: usize>(ctx: &Ctx, q0: usize, row_len: usize, o
                     }
                 }
             }
+        }
+        if PRODUCTS {
+            out[row * row_len] = products as f64;
+            continue;
         }
         for (i, q) in row_q[..len].iter_mut().enumerate() {
             let slots = &mut here[i * k..(i + 1) * k];
@@ -726,33 +745,34 @@ fn band_body<T: Tile<R>, const R: usize>(ctx: &Ctx, q0: usize, row_len: usize, o
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn band_avx2(ctx: &Ctx, q0: usize, row_len: usize, out: &mut [f64]) {
-    band_body::<x86::Avx2, R_AVX2>(ctx, q0, row_len, out)
+unsafe fn band_avx2<const P: bool>(ctx: &Ctx, q0: usize, row_len: usize, out: &mut [f64]) {
+    band_body::<x86::Avx2, R_AVX2, P>(ctx, q0, row_len, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,avx512f,avx512bw")]
-unsafe fn band_avx512(ctx: &Ctx, q0: usize, row_len: usize, out: &mut [f64]) {
-    band_body::<x86::Avx512, R_WIDE>(ctx, q0, row_len, out)
+unsafe fn band_avx512<const P: bool>(ctx: &Ctx, q0: usize, row_len: usize, out: &mut [f64]) {
+    band_body::<x86::Avx512, R_WIDE, P>(ctx, q0, row_len, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni")]
-unsafe fn band_avx512_vnni(ctx: &Ctx, q0: usize, row_len: usize, out: &mut [f64]) {
-    band_body::<x86::Avx512Vnni, R_WIDE>(ctx, q0, row_len, out)
+unsafe fn band_avx512_vnni<const P: bool>(ctx: &Ctx, q0: usize, row_len: usize, out: &mut [f64]) {
+    band_body::<x86::Avx512Vnni, R_WIDE, P>(ctx, q0, row_len, out)
 }
 
-/// One band with `kernel` (one this CPU runs: [`k_smallest_sums`] checks).
-fn band(ctx: &Ctx, kernel: Kernel, q0: usize, row_len: usize, out: &mut [f64]) {
+/// One band with `kernel` (one this CPU runs: [`k_smallest_sums`] checks); `P`: the products
+/// alone (see [`band_body`]).
+fn band<const P: bool>(ctx: &Ctx, kernel: Kernel, q0: usize, row_len: usize, out: &mut [f64]) {
     // SAFETY (each arm): the CPU supports the features the function was compiled for.
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => unsafe { band_avx2(ctx, q0, row_len, out) },
+        Kernel::Avx2 => unsafe { band_avx2::<P>(ctx, q0, row_len, out) },
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => unsafe { band_avx512(ctx, q0, row_len, out) },
+        Kernel::Avx512 => unsafe { band_avx512::<P>(ctx, q0, row_len, out) },
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512Vnni => unsafe { band_avx512_vnni(ctx, q0, row_len, out) },
-        _ => band_body::<Portable, R_NARROW>(ctx, q0, row_len, out),
+        Kernel::Avx512Vnni => unsafe { band_avx512_vnni::<P>(ctx, q0, row_len, out) },
+        _ => band_body::<Portable, R_NARROW, P>(ctx, q0, row_len, out),
     }
 }
 
@@ -761,6 +781,53 @@ fn band(ctx: &Ctx, kernel: Kernel, q0: usize, row_len: usize, out: &mut [f64]) {
 /// `kernel` (or the fastest below it that this CPU runs). Queries come in rows of `row_len`
 /// neighbours; `k` is at most the number of candidates.
 pub(crate) fn k_smallest_sums(
+    q: &Patches,
+    idx: &Index,
+    basis: &Basis,
+    k: usize,
+    c: f64,
+    row_len: usize,
+    kernel: Kernel,
+) -> Vec<f64> {
+    run::<false>(q, idx, basis, k, c, row_len, kernel)
+}
+
+/// This search on `q` and `cand` whatever their dimension (benches/README.md: the per-scale
+/// table; [`crate::search`] does not choose it below 100 values).
+#[doc(hidden)]
+pub fn forced(
+    q: &Patches,
+    cand: &Patches,
+    k: usize,
+    c: f64,
+    row_len: usize,
+    kernel: Kernel,
+) -> Vec<f64> {
+    if k == 0 || q.n == 0 || cand.n == 0 {
+        return vec![0f64; q.n];
+    }
+    let basis = Basis::of(cand);
+    let idx = Index::build(cand, &basis);
+    k_smallest_sums(q, &idx, &basis, k.min(cand.n), c, row_len.max(1), kernel)
+}
+
+/// The floor of this search on `q` and `cand` (benches/README.md, issue 33): the tiles'
+/// integer products alone, for every query and every chunk of candidates, with `kernel` (or
+/// the fastest below it that this CPU runs), in the bands the search runs. Returns their
+/// wrapped sum, so that nothing is optimised away.
+#[doc(hidden)]
+pub fn products_only(q: &Patches, cand: &Patches, row_len: usize, kernel: Kernel) -> i64 {
+    if q.n == 0 || cand.n == 0 || q.dim != cand.dim {
+        return 0;
+    }
+    let basis = Basis::of(cand);
+    let idx = Index::build(cand, &basis);
+    let out = run::<true>(q, &idx, &basis, 1, 3.0, row_len, kernel);
+    out.iter().fold(0i64, |a, &v| a.wrapping_add(v as i64))
+}
+
+/// [`k_smallest_sums`], or with `P` the products alone (see [`band_body`]).
+fn run<const P: bool>(
     q: &Patches,
     idx: &Index,
     basis: &Basis,
@@ -819,7 +886,7 @@ pub(crate) fn k_smallest_sums(
     let row_len = row_len.max(1);
     out.par_chunks_mut(row_len * BAND)
         .enumerate()
-        .for_each(|(b, out)| band(&ctx, kernel, b * row_len * BAND, row_len, out));
+        .for_each(|(b, out)| band::<P>(&ctx, kernel, b * row_len * BAND, row_len, out));
     out
 }
 

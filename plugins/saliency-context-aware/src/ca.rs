@@ -123,6 +123,47 @@ fn sample_candidates(img: &Img, r: f64, h: usize, stride: usize, cfg: &Config) -
     cand
 }
 
+/// One scale's search for the K nearest (steps 5-7): its queries, candidates, K and row length,
+/// as [`single_scale`] runs it (`pub` for the benches' per-scale floors, benches/README.md).
+#[doc(hidden)]
+pub struct ScaleSearch {
+    /// Every pixel whose patch fits, row by row.
+    pub q: Patches,
+    pub cand: Patches,
+    /// The real distances among the K (the rest are the reference buffer's zeros).
+    pub k: usize,
+    /// Zeros of the reference's buffer among the K.
+    pub zeros: usize,
+    /// Queries per row.
+    pub row_len: usize,
+}
+
+impl ScaleSearch {
+    /// Steps 5-7 for `img` at scale `r`.
+    fn of(img: &Img, r: f64, h: usize, stride: usize, cfg: &Config) -> ScaleSearch {
+        let len = img.h.max(img.w) as f64;
+        let cand = sample_candidates(img, r, h, stride, cfg);
+        // Step 7: queries, every pixel whose patch fits.
+        let q = patches(img, h, h + 1, 1, len);
+        // The reference's zero-initialised 500-column buffer: zeros among the top K.
+        let zeros = cfg.buffer.saturating_sub(cand.n).min(cfg.k);
+        let k = (cfg.k - zeros).min(cand.n);
+        let row_len = img.w.saturating_sub(2 * h);
+        ScaleSearch {
+            q,
+            cand,
+            k,
+            zeros,
+            row_len,
+        }
+    }
+
+    /// Steps 8-9: for every query, the sum of its K smallest dissimilarities.
+    pub fn sums(&self, c: f64, search: search::Search) -> Vec<f64> {
+        search::k_smallest_sums(&self.q, &self.cand, self.k, c, self.row_len, search)
+    }
+}
+
 /// Steps 5-9 at one scale: `S_r` for every pixel of `img` (border pixels 0).
 pub fn single_scale(
     img: &Img,
@@ -132,21 +173,14 @@ pub fn single_scale(
     stride: usize,
     cfg: &Config,
 ) -> Vec<f64> {
-    let len = img.h.max(img.w) as f64;
-    let cand = sample_candidates(img, r, h, stride, cfg);
-    // Step 7: queries, every pixel whose patch fits.
-    let q = patches(img, h, h + 1, 1, len);
-    let qw = img.w.saturating_sub(2 * h);
+    let ss = ScaleSearch::of(img, r, h, stride, cfg);
+    let qw = ss.row_len;
     let mut s = vec![0f64; img.h * img.w];
-    if q.n == 0 || cand.n == 0 {
+    if ss.q.n == 0 || ss.cand.n == 0 {
         return s;
     }
-    // The reference's zero-initialised 500-column buffer: zeros among the top K.
-    let zeros = cfg.buffer.saturating_sub(cand.n).min(cfg.k);
-    let k_real = (cfg.k - zeros).min(cand.n);
-    let sums = search::k_smallest_sums(&q, &cand, k_real, cfg.c, qw, cfg.search);
-    for (i, sum) in sums.into_iter().enumerate() {
-        let mean = sum / (k_real + zeros) as f64;
+    for (i, sum) in ss.sums(cfg.c, cfg.search).into_iter().enumerate() {
+        let mean = sum / (ss.k + ss.zeros) as f64;
         s[(i / qw + h) * img.w + i % qw + h] = 1.0 - (-mean * factor).exp();
     }
     s
@@ -161,13 +195,15 @@ pub fn single_scale_naive(
     stride: usize,
     cfg: &Config,
 ) -> Vec<f64> {
-    let len = img.h.max(img.w) as f64;
-    let cands = [sample_candidates(img, r, h, stride, cfg)];
-    let q = patches(img, h, h + 1, 1, len);
-    let n_cand: usize = cands.iter().map(|c| c.n).sum();
-    let zeros = cfg.buffer.saturating_sub(n_cand).min(cfg.k);
+    let ScaleSearch {
+        q,
+        cand,
+        zeros,
+        row_len: qw,
+        ..
+    } = ScaleSearch::of(img, r, h, stride, cfg);
+    let cands = [cand];
     let mut s = vec![0f64; img.h * img.w];
-    let qw = img.w.saturating_sub(2 * h);
     for i in 0..q.n {
         let qv = &q.data[i * q.dim..(i + 1) * q.dim];
         let mut d: Vec<f64> = vec![0.0; zeros];
@@ -188,9 +224,9 @@ pub fn single_scale_naive(
     s
 }
 
-/// The saliency map at the working size (the longer side `cfg.max_dim`), values in [0, 1].
-/// `img` is `h x w x c` with c = 3 (sRGB in [0, 1]) or 1 (grey).
-pub fn saliency(img: &Img, cfg: &Config) -> Img {
+/// Steps 1-3: the working image (the longer side `cfg.max_dim`, Lab for colour, each channel
+/// min-maxed to [0, 1]).
+fn working_image(img: &Img, cfg: &Config) -> Img {
     // Step 1: resize so the longer side is max_dim (bilinear, Matlab semantics).
     let m = img.h.max(img.w) as f64;
     let target = cfg.max_dim as f64;
@@ -215,6 +251,32 @@ pub fn saliency(img: &Img, cfg: &Config) -> Img {
             *v = (*v - lo) / span;
         }
     }
+    work
+}
+
+/// Every scale's search, as [`saliency`] runs them (for the benches' per-scale floors).
+#[doc(hidden)]
+pub fn scale_searches(img: &Img, cfg: &Config) -> Vec<ScaleSearch> {
+    let work = working_image(img, cfg);
+    cfg.scales
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| {
+            let (h, stride) = (cfg.half_sizes[i], cfg.candidate_strides[i]);
+            if r < 1.0 {
+                let scaled = imresize::by_scale(&work, r, Kernel::Bilinear);
+                ScaleSearch::of(&scaled, r, h, stride, cfg)
+            } else {
+                ScaleSearch::of(&work, r, h, stride, cfg)
+            }
+        })
+        .collect()
+}
+
+/// The saliency map at the working size (the longer side `cfg.max_dim`), values in [0, 1].
+/// `img` is `h x w x c` with c = 3 (sRGB in [0, 1]) or 1 (grey).
+pub fn saliency(img: &Img, cfg: &Config) -> Img {
+    let work = working_image(img, cfg);
     let (h0, w0) = (work.h, work.w);
     // Steps 4-10: every scale, resized back (bilinear) and averaged.
     let mut sum = vec![0f64; h0 * w0];
