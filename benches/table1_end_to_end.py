@@ -24,12 +24,18 @@ def main():
     ap.add_argument("--sample", default="../shared/imagenet-sample")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default="target/bench-table1")
-    ap.add_argument("--srhost", default=os.environ.get("SRHOST_BIN", "target/release/srhost"))
+    # The release build: SRHOST_BIN, else cargo's target dir (CARGO_TARGET_DIR, as .ci/run
+    # sets it, or ./target).
+    built = Path(os.environ.get("CARGO_TARGET_DIR", "target")) / "release" / "srhost"
+    ap.add_argument("--srhost", default=os.environ.get("SRHOST_BIN", str(built)))
     a = ap.parse_args()
     sample = Path(a.sample)
     if not sample.is_dir():
         print(f"skipped: {sample} is missing (the research-use sample photos are not shipped)")
         return
+    if not Path(a.srhost).is_file():
+        sys.exit(f"{a.srhost} is missing: build it first (cargo build --release -p srhost), "
+                 "or name it with --srhost or SRHOST_BIN")
     out = Path(a.out)
     shutil.rmtree(out, ignore_errors=True)
     cmd = ["/usr/bin/time", "-v", a.srhost, "--pipeline", "configs/table1-ssim.toml",
