@@ -165,6 +165,8 @@ pub(crate) fn worth_it(kernel: Kernel) -> bool {
 struct Quant<'a> {
     mean: &'a [f64],
     s: f64,
+    /// `1 / s`.
+    inv: f64,
 }
 
 impl Quant<'_> {
@@ -191,7 +193,11 @@ impl Quant<'_> {
         } else {
             1.0
         };
-        Quant { mean, s }
+        Quant {
+            mean,
+            s,
+            inv: 1.0 / s,
+        }
     }
 
     /// `x` quantised into `out` (coordinate pairs packed into 32 bits, the first in the low
@@ -275,15 +281,18 @@ impl Ctx<'_> {
     /// Float64 lower and upper bounds on `d` for a pair that passed the screen (its integer
     /// `D`, position distance in float32 and slot; `qe` the query's `E_q`): `s |q - p|` is
     /// within `E_q + E_p` of `sqrt(D)`, `|q - p|` within ABS of the centred patches' distance,
-    /// the position term within REL of its value.
+    /// the position term within REL of its value. Computed once per pair, with one division
+    /// (`1 / s` is the search's; the products by reciprocals round within a few float64 ulps,
+    /// some 1e-15, far inside REL's margin).
     #[inline(always)]
-    fn bounds(&self, qe: f32, (d2, rho, j): (u32, f32, u32)) -> (f64, f64) {
+    fn bounds(&self, qe: f32, d2: u32, rho: f32, j: usize) -> (f64, f64) {
+        const LOW: f64 = (1.0 - REL) / (1.0 + REL);
+        const HIGH: f64 = (1.0 + REL) / (1.0 - REL);
         let r = (d2 as f64).sqrt();
-        let e = qe as f64 + self.chunks.err[j as usize] as f64;
-        let s = self.quant.s;
-        let den = 1.0 + self.c * rho as f64;
-        let lo = ((r - e).max(0.0) / s - ABS).max(0.0) / (den * (1.0 + REL)) * (1.0 - REL);
-        let hi = ((r + e) / s + ABS) / (den * (1.0 - REL)) * (1.0 + REL);
+        let e = qe as f64 + self.chunks.err[j] as f64;
+        let inv = 1.0 / (1.0 + self.c * rho as f64);
+        let lo = ((r - e).max(0.0) * self.quant.inv - ABS).max(0.0) * inv * LOW;
+        let hi = ((r + e) * self.quant.inv + ABS) * inv * HIGH;
         (lo, hi)
     }
 
@@ -489,9 +498,8 @@ struct Query {
     zero: bool,
     /// The upper bounds on `d` of the pairs that passed the screen.
     up: KthBound,
-    /// The pairs that passed the screen: their integer distance `D`, position distance and
-    /// slot.
-    list: Vec<(u32, f32, u32)>,
+    /// The pairs that passed the screen: their lower bound on `d` and slot.
+    list: Vec<(f64, u32)>,
 }
 
 impl Query {
@@ -589,9 +597,9 @@ fn screen(ctx: &Ctx, q: &mut Query, ci: usize, dots: &[i32; NC]) {
     while mask != 0 {
         let l = mask.trailing_zeros() as usize;
         mask &= mask - 1;
-        let e = (d2s[l], rhos[l], (base + l) as u32);
-        q.list.push(e);
-        q.up.push(ctx.bounds(qe, e).1);
+        let (lo, hi) = ctx.bounds(qe, d2s[l], rhos[l], base + l);
+        q.list.push((lo, (base + l) as u32));
+        q.up.push(hi);
     }
 }
 
@@ -718,11 +726,11 @@ fn band_body<T: Tile<R>, const R: usize, const PRODUCTS: bool>(
             }
             // Every pair with d <= T* is listed, with a lower bound at most T.
             q.up.cut();
-            let (t, qe) = (q.t(), q.qe);
+            let t = q.t();
             found.clear();
-            for &e in &q.list {
-                if ctx.bounds(qe, e).0 <= t {
-                    found.push((ctx.exact(q.qi, e.2 as usize), e.2));
+            for &(lo, j) in &q.list {
+                if lo <= t {
+                    found.push((ctx.exact(q.qi, j as usize), j));
                 }
             }
             // At least the K nearest are found (unless the patches hold NaN, which the stage
