@@ -320,7 +320,7 @@ fn context_aware_stage(c: &mut Criterion) {
 }
 
 /// Context-aware saliency scale by scale (issue 33's floors): each scale's search of coffee's
-/// `srp` map and of the photo, with the pruned search, the screened brute force with each
+/// `srp` map, of the photo and of astronaut's `srp` map, with the pruned search, the screened brute force with each
 /// kernel this CPU runs, and each kernel's integer products alone (every query times every
 /// candidate chunk, no screen: the brute force's floor). Same inputs as
 /// `cpu/context_aware_relevance`.
@@ -335,8 +335,8 @@ fn context_aware_scales(c: &mut Criterion) {
         max_dim: 250,
         ..ca::Config::reference()
     };
-    let map = {
-        let path = srhost_tests::repo().join("benches/inputs/coffee-srp.npy");
+    let map = |name: &str| {
+        let path = srhost_tests::repo().join(format!("benches/inputs/{name}.npy"));
         let a = sr_core::npy::decode(&std::fs::read(&path).unwrap(), "bench input").unwrap();
         Img {
             h: a.shape[0],
@@ -345,6 +345,7 @@ fn context_aware_scales(c: &mut Criterion) {
             data: a.data,
         }
     };
+    let (coffee, astronaut) = (map("coffee-srp"), map("astronaut-srp"));
     let photo = {
         let p = image::open(srhost_tests::photo("coffee.png"))
             .unwrap()
@@ -357,7 +358,11 @@ fn context_aware_scales(c: &mut Criterion) {
             data: p.into_raw().iter().map(|&v| v as f64 / 255.0).collect(),
         }
     };
-    for (name, img) in [("coffee-srp", &map), ("coffee.png", &photo)] {
+    for (name, img) in [
+        ("coffee-srp", &coffee),
+        ("coffee.png", &photo),
+        ("astronaut-srp", &astronaut),
+    ] {
         for (i, s) in ca::scale_searches(img, &cfg).iter().enumerate() {
             let id = |what: &str| BenchmarkId::new(format!("{name}/scale{i}/{what}"), s.q.dim);
             g.bench_function(id("pruned"), |b| b.iter(|| s.sums(cfg.c, Search::Pruned)));

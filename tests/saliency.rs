@@ -221,7 +221,7 @@ fn the_search_is_exact_on_a_noisy_relevance_map() {
 
 #[test]
 fn the_thread_count_does_not_change_the_map() {
-    // A photo-like image, and a noisy relevance map (on a CPU with AVX-512 its finest scale
+    // A photo-like image, and a noisy relevance map (on a CPU with AVX2 its finest scale
     // goes to the screened brute force instead of the pruned search), with every search path
     // forced too.
     let path = repo().join("benches/inputs/astronaut-srp.npy");

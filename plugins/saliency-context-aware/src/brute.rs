@@ -1,6 +1,6 @@
 //! The exact search for the K most similar patches by a screened brute force: for inputs
-//! whose patches are close to noise (the `srp` relevance maps), chosen on CPUs with AVX-512
-//! ([`worth_it`]; its AVX2 and portable kernels run when asked, and in the tests on every CPU).
+//! whose patches are close to noise (the `srp` relevance maps), chosen on CPUs with AVX2 or
+//! AVX-512 ([`worth_it`]; its portable kernel runs when asked, and in the tests on every CPU).
 //!
 //! On such inputs the pruned search of [`crate::search`] lets 700-1500 candidates per query
 //! through its 12-coordinate screen at the finest scale, and evaluates a bound of 48
@@ -69,7 +69,8 @@ pub enum Kernel {
     /// Plain Rust, any CPU: the brute force is never chosen with it (the pruned search is
     /// faster), but it runs when asked, and on every CPU in the tests.
     Portable,
-    /// x86-64 AVX2: `vpmaddwd` and `vpaddd` on 256-bit vectors, tiles of 3 queries.
+    /// x86-64 AVX2: `vpmaddwd` and `vpaddd` on 256-bit vectors, tiles of 6 queries by half a
+    /// chunk.
     Avx2,
     /// AVX-512BW: the same on 512-bit vectors, tiles of 12 queries.
     Avx512,
@@ -154,11 +155,12 @@ impl Kernel {
 }
 
 /// Whether the screened brute force can be faster than the pruned search on noise-like inputs
-/// with `kernel`: with AVX-512 only. With AVX2 it is no faster (measured with the AVX2 kernel
-/// forced on an AVX-512 machine, benches/README.md: coffee's `srp` map 1.86 s against the
-/// pruned search's 1.78 s, astronaut's 2.20 s against 2.25 s), so it runs only when asked.
+/// with `kernel`: with x86 SIMD. With AVX2 it was a draw until each passing pair's bounds took
+/// one division; since, at the finest scale of the `srp` maps it is 6-11% faster than the pruned
+/// search (benches/README.md, `cpu/context_aware_scales`, AVX2 forced on an AVX-512 machine).
+/// The portable kernel is not: it runs only when asked.
 pub(crate) fn worth_it(kernel: Kernel) -> bool {
-    kernel >= Kernel::Avx512
+    kernel >= Kernel::Avx2
 }
 
 /// The quantisation of the module doc: `q^ = round(s (x - mean))`.
