@@ -813,12 +813,9 @@ pub fn forced(
     row_len: usize,
     kernel: Kernel,
 ) -> Vec<f64> {
-    if k == 0 || q.n == 0 || cand.n == 0 {
-        return vec![0f64; q.n];
-    }
-    let basis = Basis::of(cand);
-    let idx = Index::build(cand, &basis);
-    k_smallest_sums(q, &idx, &basis, k.min(cand.n), c, row_len.max(1), kernel)
+    crate::search::indexed(q, cand, k, c, |ctx, k| {
+        k_smallest_sums(q, ctx.idx, ctx.basis, k, c, row_len, kernel)
+    })
 }
 
 /// The floor of this search on `q` and `cand` (benches/README.md, issue 33): the tiles'
@@ -827,12 +824,9 @@ pub fn forced(
 /// wrapped sum, so that nothing is optimised away.
 #[doc(hidden)]
 pub fn products_only(q: &Patches, cand: &Patches, row_len: usize, kernel: Kernel) -> i64 {
-    if q.n == 0 || cand.n == 0 || q.dim != cand.dim {
-        return 0;
-    }
-    let basis = Basis::of(cand);
-    let idx = Index::build(cand, &basis);
-    let out = run::<true>(q, &idx, &basis, 1, 3.0, row_len, kernel);
+    let out = crate::search::indexed(q, cand, 1, 3.0, |ctx, k| {
+        run::<true>(q, ctx.idx, ctx.basis, k, ctx.c, row_len, kernel)
+    });
     out.iter().fold(0i64, |a, &v| a.wrapping_add(v as i64))
 }
 

@@ -93,7 +93,7 @@ pub fn k_smallest_sums(
 
 /// `search(ctx, k)` on the candidates' basis and index, with `k` at most the candidates; 0 for
 /// every query when there is nothing to search.
-fn indexed(
+pub(crate) fn indexed(
     q: &Patches,
     cand: &Patches,
     k: usize,
