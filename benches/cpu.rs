@@ -206,20 +206,13 @@ fn lrp(c: &mut Criterion) {
 }
 
 fn context_aware(c: &mut Criterion) {
-    use sr_saliency_context_aware::{ca, imresize::Img};
+    use sr_saliency_context_aware::ca;
     let mut g = c.benchmark_group("cpu/context_aware");
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(20));
     for photo in ["coffee.png", "astronaut.png"] {
-        let p = image::open(srhost_tests::photo(photo)).unwrap().to_rgb8();
-        let (w, h) = p.dimensions();
-        let img = Img {
-            h: h as usize,
-            w: w as usize,
-            c: 3,
-            data: p.into_raw().iter().map(|&v| v as f64 / 255.0).collect(),
-        };
+        let img = srhost_tests::ca_png(&srhost_tests::photo(photo));
         for size in [128, 250] {
             for (variant, cfg) in [
                 ("reference", ca::Config::reference()),
@@ -250,7 +243,7 @@ fn context_aware(c: &mut Criterion) {
 /// the same photos. Compared with the numpy brute force on the same inputs
 /// (benches/ca_reference.py --relevance).
 fn context_aware_relevance(c: &mut Criterion) {
-    use sr_saliency_context_aware::{ca, imresize::Img};
+    use sr_saliency_context_aware::ca;
     let mut g = c.benchmark_group("cpu/context_aware_relevance");
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
@@ -261,14 +254,7 @@ fn context_aware_relevance(c: &mut Criterion) {
     };
     for photo in ["coffee", "astronaut"] {
         for map in ["srp", "epsilon-plus-flat"] {
-            let path = srhost_tests::repo().join(format!("benches/inputs/{photo}-{map}.npy"));
-            let a = sr_core::npy::decode(&std::fs::read(&path).unwrap(), "bench input").unwrap();
-            let img = Img {
-                h: a.shape[0],
-                w: a.shape[1],
-                c: a.shape[2],
-                data: a.data,
-            };
+            let img = relevance_input(&format!("{photo}-{map}"));
             g.bench_with_input(
                 BenchmarkId::new(format!("reference/{photo}-{map}"), 250),
                 &img,
@@ -277,6 +263,11 @@ fn context_aware_relevance(c: &mut Criterion) {
         }
     }
     g.finish();
+}
+
+/// A relevance map of benches/inputs/ (`<photo>-<method>`) as the context-aware search's input.
+fn relevance_input(name: &str) -> sr_saliency_context_aware::imresize::Img {
+    srhost_tests::ca_npy(&srhost_tests::repo().join(format!("benches/inputs/{name}.npy")))
 }
 
 /// A sample photo as a saliency stage's input: RGB in [0, 1].
@@ -326,7 +317,7 @@ fn context_aware_stage(c: &mut Criterion) {
 /// `cpu/context_aware_relevance`.
 fn context_aware_scales(c: &mut Criterion) {
     use sr_saliency_context_aware::search::{Kernel, Search};
-    use sr_saliency_context_aware::{brute, ca, imresize::Img};
+    use sr_saliency_context_aware::{brute, ca};
     let mut g = c.benchmark_group("cpu/context_aware_scales");
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
@@ -335,29 +326,9 @@ fn context_aware_scales(c: &mut Criterion) {
         max_dim: 250,
         ..ca::Config::reference()
     };
-    let map = |name: &str| {
-        let path = srhost_tests::repo().join(format!("benches/inputs/{name}.npy"));
-        let a = sr_core::npy::decode(&std::fs::read(&path).unwrap(), "bench input").unwrap();
-        Img {
-            h: a.shape[0],
-            w: a.shape[1],
-            c: a.shape[2],
-            data: a.data,
-        }
-    };
-    let (coffee, astronaut) = (map("coffee-srp"), map("astronaut-srp"));
-    let photo = {
-        let p = image::open(srhost_tests::photo("coffee.png"))
-            .unwrap()
-            .to_rgb8();
-        let (w, h) = p.dimensions();
-        Img {
-            h: h as usize,
-            w: w as usize,
-            c: 3,
-            data: p.into_raw().iter().map(|&v| v as f64 / 255.0).collect(),
-        }
-    };
+    let coffee = relevance_input("coffee-srp");
+    let astronaut = relevance_input("astronaut-srp");
+    let photo = srhost_tests::ca_png(&srhost_tests::photo("coffee.png"));
     for (name, img) in [
         ("coffee-srp", &coffee),
         ("coffee.png", &photo),

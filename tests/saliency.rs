@@ -25,27 +25,11 @@ const MEAN_ABS_MAX: f64 = 2e-4;
 const MAX_ABS_MAX: f64 = 4e-3;
 
 fn png_input(name: &str) -> Img {
-    let p = image::open(golden(&format!("ca/inputs/{name}.png")))
-        .unwrap()
-        .to_rgb8();
-    let (w, h) = p.dimensions();
-    Img {
-        h: h as usize,
-        w: w as usize,
-        c: 3,
-        data: p.into_raw().iter().map(|&v| v as f64 / 255.0).collect(),
-    }
+    ca_png(&golden(&format!("ca/inputs/{name}.png")))
 }
 
 fn blobs_input() -> Img {
-    let a = read_npy(&golden("ca/inputs/blobs224.npy"));
-    let (h, w, c) = (a.shape[0], a.shape[1], a.shape.get(2).copied().unwrap_or(1));
-    Img {
-        h,
-        w,
-        c,
-        data: a.data,
-    }
+    ca_npy(&golden("ca/inputs/blobs224.npy"))
 }
 
 fn compare(name: &str, got: &Img) -> (f64, f64, f64) {
@@ -224,14 +208,7 @@ fn the_thread_count_does_not_change_the_map() {
     // A photo-like image, and a noisy relevance map (on a CPU with AVX2 its finest scale
     // goes to the screened brute force instead of the pruned search), with every search path
     // forced too.
-    let path = repo().join("benches/inputs/astronaut-srp.npy");
-    let a = sr_core::npy::decode(&std::fs::read(&path).unwrap(), "bench input").unwrap();
-    let map = Img {
-        h: a.shape[0],
-        w: a.shape[1],
-        c: a.shape[2],
-        data: a.data,
-    };
+    let map = ca_npy(&repo().join("benches/inputs/astronaut-srp.npy"));
     for (img, size) in [(small_image(60, 80), 80), (map, 200)] {
         let cfg = Config {
             max_dim: size,

@@ -210,6 +210,31 @@ pub fn read_npy(path: &Path) -> sr_core::npy::NpyArray {
     sr_core::npy::decode(&bytes, &path.display().to_string()).unwrap()
 }
 
+/// A PNG as the context-aware search's input image: RGB in [0, 1].
+pub fn ca_png(path: &Path) -> sr_saliency_context_aware::imresize::Img {
+    let p = image::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8();
+    let (w, h) = p.dimensions();
+    sr_saliency_context_aware::imresize::Img {
+        h: h as usize,
+        w: w as usize,
+        c: 3,
+        data: p.into_raw().iter().map(|&v| v as f64 / 255.0).collect(),
+    }
+}
+
+/// A `.npy` of `H x W` or `H x W x C` values as the context-aware search's input image.
+pub fn ca_npy(path: &Path) -> sr_saliency_context_aware::imresize::Img {
+    let a = read_npy(path);
+    sr_saliency_context_aware::imresize::Img {
+        h: a.shape[0],
+        w: a.shape[1],
+        c: a.shape.get(2).copied().unwrap_or(1),
+        data: a.data,
+    }
+}
+
 /// TOML string literal of a path.
 pub fn lit(p: &Path) -> String {
     format!("{:?}", p.display().to_string())
